@@ -1,0 +1,2 @@
+//! distro-db: a leaderless, Dynamo-style distributed key-value store.
+pub mod storage;

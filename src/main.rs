@@ -1,0 +1,2 @@
+//! The `db` binary.
+fn main() {}

@@ -1,0 +1,80 @@
+//! Local storage: the [`Store`] trait every backend implements, and the backends.
+//!
+//! A store maps opaque byte keys to opaque byte values. It knows nothing about
+//! vector clocks or siblings: the replica layer ([`crate::replica`]) encodes a
+//! versioned object into the value bytes. Every call is blocking (a durable
+//! backend may wait for an fsync), so async code calls it from
+//! `tokio::task::spawn_blocking`. Calls from many threads at once must be safe;
+//! a durable backend uses that concurrency for group commit.
+
+pub mod memory;
+
+pub use memory::MemoryStore;
+
+/// Errors a storage backend can return.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The operating system refused a read, write or sync.
+    #[error("storage I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// A record failed its checksum or could not be decoded.
+    #[error("corrupt record in {file} at offset {offset}: {reason}")]
+    Corrupt {
+        /// The file holding the record.
+        file: String,
+        /// Byte offset of the record in that file.
+        offset: u64,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// A key or value exceeds what the backend accepts.
+    #[error("{what} too large: {len} bytes (the limit is {limit})")]
+    TooLarge {
+        /// "key" or "value".
+        what: &'static str,
+        /// The offending length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The data directory is already used by another process.
+    #[error("data directory {0} is locked by another process")]
+    Locked(String),
+    /// The data directory was written by an unknown format version.
+    #[error("unsupported on-disk format: {0}")]
+    UnsupportedFormat(String),
+    /// A previous sync failed; the store refuses writes until reopened, because
+    /// the kernel may have dropped the dirty pages that failed to sync.
+    #[error("store is poisoned after a failed sync; restart the node")]
+    Poisoned,
+}
+
+/// Figures a backend reports for `STATUS`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStatus {
+    /// Backend name, e.g. "memory" or "log".
+    pub backend: String,
+    /// Number of live keys.
+    pub keys: u64,
+    /// Bytes held (in memory or on disk).
+    pub bytes: u64,
+    /// Free-form extra lines (segments, reclaimed bytes, ...).
+    pub details: Vec<(String, String)>,
+}
+
+/// A local key-value store. See the module doc for the threading contract.
+pub trait Store: Send + Sync + 'static {
+    /// Reads the value stored under `key`.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Stores `value` under `key`, replacing any earlier value. When this
+    /// returns `Ok`, the write is as durable as the backend's policy promises.
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
+    /// Removes `key` physically. (Logical deletes are tombstone objects
+    /// written with `put`; this is for garbage collection.)
+    fn delete(&self, key: &[u8]) -> Result<(), StoreError>;
+    /// A snapshot of every key currently stored, in no particular order.
+    fn keys(&self) -> Result<Vec<Vec<u8>>, StoreError>;
+    /// Figures for `STATUS`.
+    fn status(&self) -> StoreStatus;
+}
