@@ -1,0 +1,224 @@
+//! Vector clocks: one counter per actor, where an actor is a *server*
+//! (node id plus the epoch of its data directory), never a client.
+//!
+//! A [`VClock`] summarises a set of events: it covers event `(a, n)` when its
+//! counter for `a` is at least `n`. Clocks form a join-semilattice under
+//! [`VClock::merge`] (pointwise maximum), which is commutative, associative and
+//! idempotent; [`VClock::compare`] is the partial order that goes with it.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The name of a writer: `node-id/epoch`.
+pub type Actor = String;
+
+/// One event: the `counter`-th event of `actor` (for a given key).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Dot {
+    /// Who made the event.
+    pub actor: Actor,
+    /// Its sequence number for that actor; starts at 1.
+    pub counter: u64,
+}
+
+/// How two clocks relate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Causality {
+    /// Same events.
+    Equal,
+    /// The left clock saw strictly less: it happened before.
+    Before,
+    /// The left clock saw strictly more: it happened after.
+    After,
+    /// Each saw something the other did not.
+    Concurrent,
+}
+
+/// A vector clock. Absent actors count as zero; zero entries are never stored,
+/// so equal clocks have equal representations.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct VClock(BTreeMap<Actor, u64>);
+
+impl VClock {
+    /// The empty clock (no events).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The counter for `actor` (0 when absent).
+    pub fn get(&self, actor: &str) -> u64 {
+        self.0.get(actor).copied().unwrap_or(0)
+    }
+
+    /// Number of actors with a non-zero counter.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when the clock has seen no event.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Iterates `(actor, counter)` in actor order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.0.iter().map(|(a, c)| (a.as_str(), *c))
+    }
+
+    /// Records event `dot` (raises the actor's counter to at least `dot.counter`).
+    pub fn add(&mut self, dot: &Dot) {
+        if dot.counter == 0 {
+            return;
+        }
+        let c = self.0.entry(dot.actor.clone()).or_insert(0);
+        *c = (*c).max(dot.counter);
+    }
+
+    /// True when the clock covers `dot`.
+    pub fn covers(&self, dot: &Dot) -> bool {
+        self.get(&dot.actor) >= dot.counter
+    }
+
+    /// Pointwise maximum, in place.
+    pub fn merge(&mut self, other: &VClock) {
+        for (actor, &counter) in &other.0 {
+            let c = self.0.entry(actor.clone()).or_insert(0);
+            *c = (*c).max(counter);
+        }
+    }
+
+    /// Pointwise maximum of two clocks.
+    pub fn merged(&self, other: &VClock) -> VClock {
+        let mut out = self.clone();
+        out.merge(other);
+        out
+    }
+
+    /// True when every counter of `self` is <= the one in `other`.
+    pub fn descends_from(&self, other: &VClock) -> bool {
+        other.0.iter().all(|(a, &c)| self.get(a) >= c)
+    }
+
+    /// How `self` relates to `other`.
+    pub fn compare(&self, other: &VClock) -> Causality {
+        match (self.descends_from(other), other.descends_from(self)) {
+            (true, true) => Causality::Equal,
+            (true, false) => Causality::After,
+            (false, true) => Causality::Before,
+            (false, false) => Causality::Concurrent,
+        }
+    }
+
+    /// The partial order as a `PartialOrd`-style answer (`None` = concurrent).
+    pub fn partial_cmp(&self, other: &VClock) -> Option<Ordering> {
+        match self.compare(other) {
+            Causality::Equal => Some(Ordering::Equal),
+            Causality::Before => Some(Ordering::Less),
+            Causality::After => Some(Ordering::Greater),
+            Causality::Concurrent => None,
+        }
+    }
+}
+
+impl FromIterator<(Actor, u64)> for VClock {
+    fn from_iter<I: IntoIterator<Item = (Actor, u64)>>(iter: I) -> Self {
+        let mut clock = VClock::new();
+        for (actor, counter) in iter {
+            clock.add(&Dot { actor, counter });
+        }
+        clock
+    }
+}
+
+impl std::fmt::Display for VClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("{")?;
+        for (i, (a, c)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{a}:{c}")?;
+        }
+        f.write_str("}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn clock() -> impl Strategy<Value = VClock> {
+        proptest::collection::btree_map("[abcd]", 0u64..5, 0..4)
+            .prop_map(|m| m.into_iter().collect::<VClock>())
+    }
+
+    #[test]
+    fn basics() {
+        let a: VClock = [("x".to_string(), 2)].into_iter().collect();
+        let b: VClock = [("x".to_string(), 1), ("y".to_string(), 1)].into_iter().collect();
+        assert_eq!(a.compare(&b), Causality::Concurrent);
+        let m = a.merged(&b);
+        assert_eq!(m.get("x"), 2);
+        assert_eq!(m.get("y"), 1);
+        assert_eq!(m.compare(&a), Causality::After);
+        assert_eq!(a.compare(&m), Causality::Before);
+        assert!(m.covers(&Dot { actor: "y".into(), counter: 1 }));
+        assert!(!m.covers(&Dot { actor: "z".into(), counter: 1 }));
+        assert_eq!(m.to_string(), "{x:2, y:1}");
+        // Zero counters are not stored, so equality is structural.
+        let z: VClock = [("q".to_string(), 0)].into_iter().collect();
+        assert_eq!(z, VClock::new());
+    }
+
+    proptest! {
+        #[test]
+        fn merge_is_commutative(a in clock(), b in clock()) {
+            prop_assert_eq!(a.merged(&b), b.merged(&a));
+        }
+
+        #[test]
+        fn merge_is_associative(a in clock(), b in clock(), c in clock()) {
+            prop_assert_eq!(a.merged(&b).merged(&c), a.merged(&b.merged(&c)));
+        }
+
+        #[test]
+        fn merge_is_idempotent(a in clock(), b in clock()) {
+            prop_assert_eq!(a.merged(&a), a.clone());
+            let ab = a.merged(&b);
+            prop_assert_eq!(ab.merged(&b), ab);
+        }
+
+        #[test]
+        fn merge_is_least_upper_bound(a in clock(), b in clock(), c in clock()) {
+            let ab = a.merged(&b);
+            prop_assert!(ab.descends_from(&a) && ab.descends_from(&b));
+            if c.descends_from(&a) && c.descends_from(&b) {
+                prop_assert!(c.descends_from(&ab));
+            }
+        }
+
+        #[test]
+        fn compare_is_a_partial_order(a in clock(), b in clock(), c in clock()) {
+            // Reflexive.
+            prop_assert_eq!(a.compare(&a), Causality::Equal);
+            // Antisymmetric.
+            if a.descends_from(&b) && b.descends_from(&a) {
+                prop_assert_eq!(&a, &b);
+            }
+            // Transitive.
+            if a.descends_from(&b) && b.descends_from(&c) {
+                prop_assert!(a.descends_from(&c));
+            }
+            // Compare is consistent in both directions.
+            let flipped = match b.compare(&a) {
+                Causality::Before => Causality::After,
+                Causality::After => Causality::Before,
+                other => other,
+            };
+            prop_assert_eq!(a.compare(&b), flipped);
+        }
+    }
+}
