@@ -1,5 +1,35 @@
 //! distro-db: a leaderless, Dynamo-style distributed key-value store.
+//!
+//! # Layout
+//!
+//! Pure parts (no I/O, unit- and property-tested):
+//! - [`vclock`]: vector clocks over server actors.
+//! - [`object`]: versioned objects with siblings (dotted version vectors).
+//! - [`ring`]: the consistent-hash ring with virtual nodes.
+//! - [`resp`]: the Redis protocol codec; [`rpc::frame`]: the peer frame codec.
+//! - [`command`]: client command parsing; [`config`]: configuration and defaults.
+//!
+//! Wiring (sockets and tasks):
+//! - [`node`]: builds and stops a node; [`server`]: its TCP port (RESP and peer RPC).
+//! - [`coordinator`]: quorum reads and writes, read repair.
+//! - [`replica`]: the local copy over a [`storage::Store`].
+//! - [`membership`]: chitchat gossip, members and liveness.
+//! - [`rpc`]: peer messages and the transport seam.
+//! - [`client`], [`repl`]: the REPL and its RESP client; [`local`]: `db local`.
+
+pub mod client;
+pub mod command;
+pub mod config;
+pub mod coordinator;
+pub mod local;
+pub mod membership;
+pub mod node;
 pub mod object;
+pub mod replica;
+pub mod repl;
+pub mod resp;
 pub mod ring;
+pub mod rpc;
+pub mod server;
 pub mod storage;
 pub mod vclock;

@@ -1,0 +1,81 @@
+//! A small blocking RESP client: what `db repl` uses to talk to a node, and
+//! what tests use to drive a cluster. Every socket operation has a timeout.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::resp::{self, DecodeError, Frame};
+
+/// Time allowed to open a connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Time allowed for a node to answer one command. A node answers every
+/// command within its own request timeout, so this is only a safety net.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A connection to one node.
+#[derive(Debug)]
+pub struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    addr: SocketAddr,
+}
+
+impl Client {
+    /// Connects to `addr` (`host:port`).
+    pub fn connect(addr: &str) -> io::Result<Client> {
+        let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{addr}: no address"));
+        for a in addr.to_socket_addrs()? {
+            match TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
+                Ok(stream) => {
+                    stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
+                    stream.set_write_timeout(Some(REPLY_TIMEOUT))?;
+                    stream.set_nodelay(true)?;
+                    return Ok(Client {
+                        stream,
+                        buf: Vec::with_capacity(4096),
+                        addr: a,
+                    });
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// The node's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Sends one command and waits for its reply.
+    pub fn call<A: AsRef<[u8]>>(&mut self, args: &[A]) -> io::Result<Frame> {
+        let frame = Frame::command(args.iter().map(|a| a.as_ref()));
+        self.stream.write_all(&frame.to_bytes())?;
+        self.read_reply()
+    }
+
+    fn read_reply(&mut self) -> io::Result<Frame> {
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            match resp::decode(&self.buf) {
+                Ok((frame, used)) => {
+                    self.buf.drain(..used);
+                    return Ok(frame);
+                }
+                Err(DecodeError::Incomplete) => {}
+                Err(DecodeError::Invalid(msg)) => {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, msg));
+                }
+            }
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed by the node",
+                ));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Node configuration: one [`Config`] with every tunable and its default in
+//! one place, and the rules that derive defaults (node id, seeds).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default replication factor.
+pub const DEFAULT_N: usize = 3;
+/// Default read quorum.
+pub const DEFAULT_R: usize = 2;
+/// Default write quorum.
+pub const DEFAULT_W: usize = 2;
+/// The local port range a loopback node seeds itself from when given no seed.
+pub const DEFAULT_LOCAL_PORTS: std::ops::RangeInclusive<u16> = 55551..=55560;
+/// Default cluster name; nodes only gossip with nodes of the same cluster.
+pub const DEFAULT_CLUSTER_ID: &str = "distro-db";
+/// Largest key accepted.
+pub const MAX_KEY_LEN: usize = 16 * 1024;
+/// Largest value accepted.
+pub const MAX_VALUE_LEN: usize = 8 * 1024 * 1024;
+/// Largest total of sibling values under one key (keeps replication frames bounded).
+pub const MAX_OBJECT_VALUE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node's id (unique in the cluster; the ring derives tokens from it).
+    pub node_id: String,
+    /// TCP (clients and peers) and UDP (gossip) address to bind.
+    pub listen: SocketAddr,
+    /// Address peers and clients use to reach this node.
+    pub advertise: SocketAddr,
+    /// Gossip addresses of seed nodes.
+    pub seeds: Vec<String>,
+    /// Name shared by the cluster's nodes.
+    pub cluster_id: String,
+    /// Where the node keeps its data; `None` keeps everything in memory.
+    pub data_dir: Option<PathBuf>,
+    /// Replicas per key.
+    pub n: usize,
+    /// Default read quorum.
+    pub r: usize,
+    /// Default write quorum.
+    pub w: usize,
+    /// Virtual nodes per member.
+    pub vnodes: usize,
+    /// Time a coordinator waits for replicas.
+    pub request_timeout: Duration,
+    /// Gossip round period.
+    pub gossip_interval: Duration,
+    /// Phi-accrual threshold above which a peer is considered down.
+    pub phi_threshold: f64,
+}
+
+impl Config {
+    /// A configuration for a node on `listen` with every default.
+    pub fn new(listen: SocketAddr) -> Config {
+        Config {
+            node_id: default_node_id(listen),
+            listen,
+            advertise: listen,
+            seeds: default_seeds(listen),
+            cluster_id: DEFAULT_CLUSTER_ID.into(),
+            data_dir: None,
+            n: DEFAULT_N,
+            r: DEFAULT_R,
+            w: DEFAULT_W,
+            vnodes: crate::ring::DEFAULT_VNODES,
+            request_timeout: Duration::from_secs(2),
+            gossip_interval: Duration::from_millis(200),
+            phi_threshold: 10.0,
+        }
+    }
+
+    /// Checks the values make sense together; returns warnings worth logging.
+    pub fn validate(&self) -> Result<Vec<String>, String> {
+        if self.n == 0 || self.r == 0 || self.w == 0 {
+            return Err("N, R and W must be at least 1".into());
+        }
+        if self.r > self.n || self.w > self.n {
+            return Err(format!("R ({}) and W ({}) cannot exceed N ({})", self.r, self.w, self.n));
+        }
+        if self.node_id.is_empty() || self.node_id.len() > 64 || self.node_id.contains(char::is_whitespace) {
+            return Err("node id must be 1 to 64 characters without spaces".into());
+        }
+        if self.advertise.ip().is_unspecified() {
+            return Err("cannot advertise an unspecified address; pass --advertise".into());
+        }
+        let mut warnings = Vec::new();
+        if self.r + self.w <= self.n {
+            warnings.push(format!(
+                "R + W <= N ({} + {} <= {}): a read may miss the latest acknowledged write",
+                self.r, self.w, self.n
+            ));
+        }
+        Ok(warnings)
+    }
+}
+
+/// `node-PORT` on loopback, `node-IP-PORT` elsewhere.
+pub fn default_node_id(addr: SocketAddr) -> String {
+    if addr.ip().is_loopback() || addr.ip().is_unspecified() {
+        format!("node-{}", addr.port())
+    } else {
+        format!("node-{}-{}", addr.ip(), addr.port())
+    }
+}
+
+/// With no `--seed`, a loopback node seeds itself from the default local
+/// port range (so `db slave 55551 & db slave 55552 & db master 55553` finds
+/// each other); elsewhere there is no default seed.
+pub fn default_seeds(listen: SocketAddr) -> Vec<String> {
+    if listen.ip().is_loopback() {
+        DEFAULT_LOCAL_PORTS
+            .filter(|&p| p != listen.port())
+            .map(|p| SocketAddr::new(listen.ip(), p).to_string())
+            .collect()
+    } else {
+        Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = Config::new("127.0.0.1:55552".parse().unwrap());
+        assert_eq!(c.node_id, "node-55552");
+        assert_eq!(c.seeds.len(), 9);
+        assert!(!c.seeds.contains(&"127.0.0.1:55552".to_string()));
+        assert!(c.validate().unwrap().is_empty());
+        let far = Config::new("10.1.2.3:7000".parse().unwrap());
+        assert_eq!(far.node_id, "node-10.1.2.3-7000");
+        assert!(far.seeds.is_empty());
+        let mut bad = c.clone();
+        bad.r = 4;
+        assert!(bad.validate().is_err());
+        bad.r = 1;
+        bad.w = 1;
+        assert_eq!(bad.validate().unwrap().len(), 1);
+    }
+}

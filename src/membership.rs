@@ -1,0 +1,281 @@
+//! Membership and liveness, on top of chitchat gossip.
+//!
+//! Two different things are tracked (DESIGN: "membership and liveness are
+//! different things"):
+//! - **members**: every node that has joined and not been removed. chitchat
+//!   forgets dead nodes, so this set is ours: a node seen once stays a member
+//!   (and, with a data directory, is persisted) even while it is down, so a
+//!   temporary failure moves no data. The ring is built from members only.
+//! - **live**: members chitchat's phi-accrual detector currently hears from and
+//!   that do not announce `status=stopping`. Coordinators use it to order and
+//!   skip replicas.
+//!
+//! Each node publishes `addr` (its TCP address) and `status` in its gossip
+//! state. A restart is a new chitchat generation under the same node id;
+//! incarnations are grouped by node id, the highest generation winning.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chitchat::transport::UdpTransport;
+use chitchat::{
+    ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, ProtocolVersion,
+    spawn_chitchat,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::ring::Ring;
+
+/// Gossip key holding a node's TCP address.
+const KEY_ADDR: &str = "addr";
+/// Gossip key holding a node's status (`serving` or `stopping`).
+const KEY_STATUS: &str = "status";
+
+/// A snapshot of what this node knows about the cluster.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// Every member and its TCP address.
+    pub members: BTreeMap<String, SocketAddr>,
+    /// Members currently live (this node included while it runs).
+    pub live: BTreeSet<String>,
+    /// The ring of `members`.
+    pub ring: Arc<Ring>,
+}
+
+impl View {
+    /// True when `node` is live.
+    pub fn is_live(&self, node: &str) -> bool {
+        self.live.contains(node)
+    }
+
+    /// The address of `node`, if it is a member.
+    pub fn addr(&self, node: &str) -> Option<SocketAddr> {
+        self.members.get(node).copied()
+    }
+}
+
+/// The membership service of one node.
+pub struct Membership {
+    handle: Arc<ChitchatHandle>,
+    view: Arc<RwLock<View>>,
+    self_id: String,
+}
+
+impl Membership {
+    /// Starts gossip for the node described by `config`, and the task that
+    /// keeps the [`View`] current until `shutdown` fires.
+    pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Result<Membership> {
+        let generation = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let chitchat_id = ChitchatId::new(config.node_id.clone(), generation, config.advertise);
+        let gossip = config.gossip_interval;
+        let cc_config = ChitchatConfig {
+            chitchat_id,
+            cluster_id: config.cluster_id.clone(),
+            gossip_interval: gossip,
+            listen_addr: config.listen,
+            seed_nodes: config.seeds.clone(),
+            failure_detector_config: FailureDetectorConfig {
+                phi_threshold: config.phi_threshold,
+                initial_interval: gossip,
+                // We keep our own member set, so chitchat may forget dead
+                // incarnations (each restart leaves one) after an hour.
+                dead_node_grace_period: Duration::from_secs(3600),
+                ..Default::default()
+            },
+            marked_for_deletion_grace_period: Duration::from_secs(3600),
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+            protocol_version: ProtocolVersion::V1,
+        };
+        let kvs = vec![
+            (KEY_ADDR.to_string(), config.advertise.to_string()),
+            (KEY_STATUS.to_string(), "serving".to_string()),
+        ];
+        let handle = spawn_chitchat(cc_config, kvs, &UdpTransport)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot start gossip on udp {}: {e:#}", config.listen))?;
+        let handle = Arc::new(handle);
+        let seeds: Vec<SocketAddr> = config
+            .seeds
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .filter(|a| *a != config.advertise)
+            .collect();
+
+        let members_file = config.data_dir.as_ref().map(|d| d.join("members"));
+        let mut members = members_file
+            .as_ref()
+            .map(|f| load_members(f))
+            .unwrap_or_default();
+        members.insert(config.node_id.clone(), config.advertise);
+        let live = BTreeSet::from([config.node_id.clone()]);
+        let ring = Arc::new(Ring::new(members.keys(), config.vnodes));
+        let view = Arc::new(RwLock::new(View { members, live, ring }));
+        let membership = Membership {
+            handle,
+            view: view.clone(),
+            self_id: config.node_id.clone(),
+        };
+        let handle = membership.handle.clone();
+        let chitchat = handle.chitchat();
+        let self_id = config.node_id.clone();
+        let vnodes = config.vnodes;
+        tokio::spawn(async move {
+            let mut watcher = chitchat.lock().await.live_nodes_watcher();
+            let mut round: u64 = 0;
+            loop {
+                refresh(&chitchat, &view, &self_id, vnodes, members_file.as_ref()).await;
+                // chitchat contacts one random seed per round; while this node
+                // is alone, greet every seed each round so a small cluster
+                // forms in one or two rounds, and every 25 rounds afterwards
+                // so a cluster split at start-up finds itself again.
+                let alone = view.read().map(|v| v.live.len() <= 1).unwrap_or(true);
+                if alone || round % 25 == 0 {
+                    for seed in &seeds {
+                        let _ = handle.gossip(*seed);
+                    }
+                }
+                round += 1;
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = watcher.changed() => {}
+                    _ = tokio::time::sleep(gossip) => {}
+                }
+            }
+        });
+        Ok(membership)
+    }
+
+    /// The current view.
+    pub fn view(&self) -> View {
+        self.view.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// This node's id.
+    pub fn self_id(&self) -> &str {
+        &self.self_id
+    }
+
+    /// Announces that this node is stopping, so peers stop routing to it
+    /// before its failure detector would notice.
+    pub async fn announce_stopping(&self) {
+        self.handle
+            .with_chitchat(|c| c.self_node_state().set(KEY_STATUS, "stopping"))
+            .await;
+    }
+
+    /// Stops gossip (the gossip task ends and frees its port shortly after).
+    pub fn stop(&self) {
+        if let Err(e) = self.handle.initiate_shutdown() {
+            warn!(cause = %e, "gossip did not stop cleanly");
+        }
+    }
+}
+
+/// Rebuilds the view from chitchat's state.
+async fn refresh(
+    chitchat: &Arc<tokio::sync::Mutex<chitchat::Chitchat>>,
+    view: &Arc<RwLock<View>>,
+    self_id: &str,
+    vnodes: usize,
+    members_file: Option<&PathBuf>,
+) {
+    // Collect under the chitchat lock, then release it before anything else.
+    let (seen, live_ids) = {
+        let cc = chitchat.lock().await;
+        // node id -> (generation, addr, stopping)
+        let mut seen: BTreeMap<String, (u64, Option<SocketAddr>, bool)> = BTreeMap::new();
+        for (id, state) in cc.node_states() {
+            let addr = state
+                .get(KEY_ADDR)
+                .and_then(|a| a.parse().ok())
+                .or(Some(id.gossip_advertise_addr));
+            let stopping = state.get(KEY_STATUS) == Some("stopping");
+            let entry = seen
+                .entry(id.node_id.to_string())
+                .or_insert((id.generation_id, addr, stopping));
+            if id.generation_id >= entry.0 {
+                *entry = (id.generation_id, addr, stopping);
+            }
+        }
+        let live_ids: Vec<ChitchatId> = cc.live_nodes().cloned().collect();
+        (seen, live_ids)
+    };
+    let mut live = BTreeSet::new();
+    for id in &live_ids {
+        // Only the newest incarnation of a node speaks for it.
+        if let Some((generation, _, stopping)) = seen.get(id.node_id.as_ref())
+            && *generation == id.generation_id
+            && !*stopping
+        {
+            live.insert(id.node_id.to_string());
+        }
+    }
+    live.insert(self_id.to_string());
+
+    let mut guard = view.write().unwrap_or_else(|e| e.into_inner());
+    let mut changed_members = false;
+    for (node, (_, addr, _)) in &seen {
+        if let Some(addr) = addr
+            && guard.members.get(node) != Some(addr)
+        {
+            if !guard.members.contains_key(node) {
+                info!(node = %node, %addr, "node joined the ring");
+            }
+            guard.members.insert(node.clone(), *addr);
+            changed_members = true;
+        }
+    }
+    for node in guard.live.difference(&live) {
+        info!(node = %node, "node is down");
+    }
+    for node in live.difference(&guard.live) {
+        if node != self_id {
+            info!(node = %node, "node is live");
+        }
+    }
+    guard.live = live;
+    if changed_members {
+        guard.ring = Arc::new(Ring::new(guard.members.keys(), vnodes));
+        if let Some(file) = members_file {
+            save_members(file, &guard.members);
+        }
+    }
+}
+
+/// Reads the persisted member list (`id addr` per line); bad lines are skipped.
+fn load_members(file: &PathBuf) -> BTreeMap<String, SocketAddr> {
+    let Ok(text) = std::fs::read_to_string(file) else {
+        return BTreeMap::new();
+    };
+    text.lines()
+        .filter_map(|l| {
+            let (id, addr) = l.split_once(' ')?;
+            Some((id.to_string(), addr.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Writes the member list atomically (temp file, fsync, rename).
+fn save_members(file: &PathBuf, members: &BTreeMap<String, SocketAddr>) {
+    let text: String = members.iter().map(|(id, a)| format!("{id} {a}\n")).collect();
+    let tmp = file.with_extension("tmp");
+    let result = (|| -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, file)
+    })();
+    if let Err(e) = result {
+        warn!(cause = %e, file = %file.display(), "cannot persist the member list");
+    }
+}

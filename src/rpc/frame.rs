@@ -1,0 +1,154 @@
+//! The peer wire format.
+//!
+//! A peer connection opens with the 4-byte [`PREAMBLE`] (`0xD7 'D' 'B'
+//! version`); its first byte can never start a RESP frame or an inline
+//! command, which is how a node's single TCP port serves both. Then each
+//! message is a frame:
+//!
+//! ```text
+//! u32 big-endian length L | L bytes of rmp-serde Envelope { version, id, body }
+//! ```
+//!
+//! `L` is at most [`MAX_FRAME_LEN`]; a larger length closes the connection
+//! before anything is allocated. Decoding never panics on arbitrary bytes.
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// Version of the peer protocol; bumped on any incompatible change.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// First bytes of every peer connection.
+pub const PREAMBLE: [u8; 4] = [0xD7, b'D', b'B', PROTOCOL_VERSION];
+/// Largest frame accepted: a few maximum-size values with their siblings.
+pub const MAX_FRAME_LEN: usize = 96 * 1024 * 1024;
+
+/// A message with its request id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    /// [`PROTOCOL_VERSION`] of the sender.
+    pub version: u8,
+    /// Matches a response to its request.
+    pub id: u64,
+    /// The message.
+    pub body: T,
+}
+
+/// Why bytes did not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// More bytes are needed.
+    #[error("incomplete frame")]
+    Incomplete,
+    /// A length beyond [`MAX_FRAME_LEN`].
+    #[error("frame of {0} bytes exceeds the limit of {MAX_FRAME_LEN}")]
+    TooLarge(usize),
+    /// The payload is not a valid envelope.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    /// The peer speaks another protocol version.
+    #[error("peer speaks protocol version {0}, this node speaks {PROTOCOL_VERSION}")]
+    Version(u8),
+}
+
+/// Encodes an envelope as a length-prefixed frame.
+pub fn encode<T: Serialize>(id: u64, body: &T) -> Result<Vec<u8>, FrameError> {
+    let env = Envelope {
+        version: PROTOCOL_VERSION,
+        id,
+        body,
+    };
+    let payload = rmp_serde::to_vec(&env).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    if payload.len() > MAX_FRAME_LEN {
+        return Err(FrameError::TooLarge(payload.len()));
+    }
+    let mut out = Vec::with_capacity(4 + payload.len());
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+/// Reads the length prefix; `Ok(len)` once 4 bytes are there and `len` is allowed.
+pub fn frame_len(buf: &[u8]) -> Result<usize, FrameError> {
+    let head: [u8; 4] = buf
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .ok_or(FrameError::Incomplete)?;
+    let len = u32::from_be_bytes(head) as usize;
+    if len > MAX_FRAME_LEN {
+        return Err(FrameError::TooLarge(len));
+    }
+    Ok(len)
+}
+
+/// Decodes a payload (the bytes after the length prefix).
+pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<Envelope<T>, FrameError> {
+    let env: Envelope<T> =
+        rmp_serde::from_slice(payload).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    if env.version != PROTOCOL_VERSION {
+        return Err(FrameError::Version(env.version));
+    }
+    Ok(env)
+}
+
+/// Decodes one whole frame from the front of `buf`; returns it and the bytes used.
+pub fn decode<T: DeserializeOwned>(buf: &[u8]) -> Result<(Envelope<T>, usize), FrameError> {
+    let len = frame_len(buf)?;
+    let payload = buf.get(4..4 + len).ok_or(FrameError::Incomplete)?;
+    Ok((decode_payload(payload)?, 4 + len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::object::Object;
+    use crate::rpc::{Request, Response};
+    use crate::vclock::VClock;
+    use proptest::prelude::*;
+
+    fn request() -> impl Strategy<Value = Request> {
+        let bytes = || proptest::collection::vec(any::<u8>(), 0..32);
+        prop_oneof![
+            Just(Request::Ping),
+            Just(Request::Shutdown),
+            bytes().prop_map(|key| Request::Get { key }),
+            (bytes(), proptest::option::of(bytes()), 1usize..5).prop_map(|(key, value, w)| {
+                Request::Put { key, value, context: Some(VClock::new()), w }
+            }),
+            (bytes(), bytes()).prop_map(|(key, v)| {
+                let object = Object::update(None, &VClock::new(), &"n/1".to_string(), Some(v), 7)
+                    .expect("one sibling");
+                Request::Replicate { key, object }
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip(id in any::<u64>(), req in request()) {
+            let bytes = encode(id, &req).unwrap();
+            let (env, used) = decode::<Request>(&bytes).unwrap();
+            prop_assert_eq!(used, bytes.len());
+            prop_assert_eq!(env.id, id);
+            prop_assert_eq!(env.body, req);
+            for cut in 0..bytes.len() {
+                prop_assert_eq!(decode::<Request>(&bytes[..cut]).unwrap_err(), FrameError::Incomplete);
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode::<Request>(&bytes);
+            let _ = decode::<Response>(&bytes);
+            let _ = decode_payload::<Request>(&bytes);
+        }
+    }
+
+    #[test]
+    fn limits_and_versions() {
+        assert_eq!(frame_len(&u32::MAX.to_be_bytes()), Err(FrameError::TooLarge(u32::MAX as usize)));
+        let env = Envelope { version: 9, id: 1, body: Request::Ping };
+        let payload = rmp_serde::to_vec(&env).unwrap();
+        assert_eq!(decode_payload::<Request>(&payload).unwrap_err(), FrameError::Version(9));
+        let resp = encode(3, &Response::Error { message: "x".into(), unknown: true }).unwrap();
+        assert!(decode::<Response>(&resp).is_ok());
+    }
+}
