@@ -1,0 +1,192 @@
+//! Multi-process tests of the data path: real nodes on loopback, driven
+//! through RESP and through the REPL.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Cluster, ReplProc, bulk, db_bin, live_nodes, wait_until};
+use distro_db::resp::Frame;
+
+#[test]
+fn write_through_one_node_read_through_another() {
+    let c = Cluster::start(3);
+    assert_eq!(c.cmd(0, &["SET", "user:1", "alice"]), Frame::ok());
+    assert_eq!(c.cmd(1, &["GET", "user:1"]), bulk("alice"));
+    assert_eq!(c.cmd(2, &["GET", "user:1"]), bulk("alice"));
+    assert_eq!(c.cmd(2, &["GET", "nobody"]), Frame::Null);
+    // Overwrite through a third node, delete through the first.
+    assert_eq!(c.cmd(2, &["SET", "user:1", "bob"]), Frame::ok());
+    assert_eq!(c.cmd(0, &["GET", "user:1"]), bulk("bob"));
+    assert_eq!(c.cmd(0, &["DEL", "user:1"]), Frame::Integer(1));
+    assert_eq!(c.cmd(1, &["GET", "user:1"]), Frame::Null);
+    assert_eq!(c.cmd(1, &["DEL", "user:1"]), Frame::Integer(0));
+    // Every node of a 3-node cluster with N=3 owns every key.
+    let Frame::Bulk(owners) = c.cmd(0, &["OWNERS", "user:1"]) else { panic!("OWNERS") };
+    assert_eq!(String::from_utf8_lossy(&owners).lines().count(), 3);
+}
+
+#[test]
+fn sigkill_one_of_three_and_keep_reading_and_writing() {
+    let mut c = Cluster::start(3);
+    for i in 0..30 {
+        assert_eq!(c.cmd(i % 3, &["SET", &format!("k{i}"), &format!("v{i}")]), Frame::ok());
+    }
+    c.nodes[2].sigkill();
+    // Reads and writes work at once (the dead replica is simply not waited for)...
+    for i in 0..30 {
+        assert_eq!(c.cmd(i % 2, &["GET", &format!("k{i}")]), bulk(&format!("v{i}")), "k{i}");
+    }
+    for i in 30..40 {
+        assert_eq!(c.cmd(i % 2, &["SET", &format!("k{i}"), &format!("v{i}")]), Frame::ok());
+    }
+    // ...and the failure detector marks the node down within a few seconds.
+    let (a0, dead) = (c.nodes[0].addr(), c.nodes[2].id.clone());
+    wait_until(Duration::from_secs(15), "node 2 to be marked down", || {
+        !live_nodes(&a0).contains(&dead)
+    });
+    for i in 30..40 {
+        assert_eq!(c.cmd(1, &["GET", &format!("k{i}")]), bulk(&format!("v{i}")));
+    }
+    // With two of three down, a quorum of two cannot be met: a clear error.
+    c.nodes[1].sigkill();
+    let reply = c.cmd(0, &["GET", "k1"]);
+    let Frame::Error(msg) = reply else { panic!("expected an error, got {reply:?}") };
+    assert!(msg.contains("read quorum not met: 1 of 2"), "{msg}");
+    let reply = c.cmd(0, &["SET", "k1", "x"]);
+    let Frame::Error(msg) = reply else { panic!("expected an error, got {reply:?}") };
+    assert!(msg.contains("write outcome unknown: 1 of 2"), "{msg}");
+    // R=1 and W=1 overrides still work on the survivor.
+    assert_eq!(c.cmd(0, &["GET", "k1", "R=1"]), bulk("x"));
+    assert_eq!(c.cmd(0, &["SET", "k2", "y", "W=1"]), Frame::ok());
+}
+
+#[test]
+fn concurrent_writes_with_one_context_become_siblings_and_a_write_resolves_them() {
+    let c = Cluster::start(3);
+    assert_eq!(c.cmd(0, &["SET", "cart", "base"]), Frame::ok());
+    let ctx = context(&c.cmd(0, &["VGET", "cart"]));
+    let ctx_arg = format!("CTX={ctx}");
+    // Two clients, two coordinators, the same earlier context.
+    assert_eq!(c.cmd(0, &["SET", "cart", "apple", &ctx_arg]), Frame::ok());
+    assert_eq!(c.cmd(1, &["SET", "cart", "pear", &ctx_arg]), Frame::ok());
+    let reply = c.cmd(2, &["GET", "cart"]);
+    let Frame::Array(siblings) = reply else { panic!("expected siblings, got {reply:?}") };
+    let mut values: Vec<Frame> = siblings;
+    values.sort_by_key(|f| format!("{f:?}"));
+    assert_eq!(values, vec![bulk("apple"), bulk("pear")]);
+    // VGET shows both with a context that covers both.
+    let both = c.cmd(2, &["VGET", "cart"]);
+    let Frame::Array(items) = &both else { panic!("VGET") };
+    assert_eq!(items.len(), 3, "{both:?}");
+    let ctx2 = format!("CTX={}", context(&both));
+    assert_eq!(c.cmd(2, &["SET", "cart", "apple+pear", &ctx2]), Frame::ok());
+    for i in 0..3 {
+        assert_eq!(c.cmd(i, &["GET", "cart", "R=3"]), bulk("apple+pear"));
+    }
+    // A write with a stale context (the first one) does not erase the
+    // resolution it never saw: it becomes a sibling of it.
+    assert_eq!(c.cmd(1, &["SET", "cart", "late", &ctx_arg]), Frame::ok());
+    let Frame::Array(s) = c.cmd(0, &["GET", "cart"]) else { panic!("siblings") };
+    assert_eq!(s.len(), 2);
+    // A plain SET (no context) supersedes everything its coordinator has seen.
+    assert_eq!(c.cmd(0, &["SET", "cart", "reset", "W=3"]), Frame::ok());
+    assert_eq!(c.cmd(2, &["GET", "cart"]), bulk("reset"));
+}
+
+fn context(vget: &Frame) -> String {
+    match vget {
+        Frame::Array(items) => match items.first() {
+            Some(Frame::Bulk(ctx)) => String::from_utf8(ctx.clone()).expect("utf-8"),
+            other => panic!("no context in {other:?}"),
+        },
+        other => panic!("VGET answered {other:?}"),
+    }
+}
+
+#[test]
+fn repl_client_kill_and_quit() {
+    let mut c = Cluster::start(3);
+    let mut cmd = Command::new(db_bin());
+    cmd.arg("repl").arg("--connect").arg(c.nodes[0].addr());
+    let mut repl = ReplProc::spawn(cmd);
+    assert_eq!(repl.ask("SET greeting \"hello world\""), "OK");
+    assert_eq!(repl.ask("GET greeting"), "\"hello world\"");
+    assert_eq!(repl.ask("GET missing"), "(nil)");
+    assert_eq!(repl.ask("PING"), "PONG");
+    assert!(repl.ask("FROB x").starts_with("(error) ERR unknown command 'FROB'"));
+    assert_eq!(repl.ask("GET"), "(error) ERR wrong number of arguments for 'get' command");
+    assert_eq!(repl.ask("SET k \"open"), "(error) ERR unbalanced quotes");
+    assert_eq!(repl.ask("GET greeting R=4"), "(error) ERR R=4 exceeds N=3 (the number of replicas of this key)");
+    // NODES: one line per node.
+    repl.send("NODES");
+    let lines: Vec<String> = (0..3).map(|_| repl.line()).collect();
+    for n in &c.nodes {
+        assert!(lines.iter().any(|l| l.starts_with(&format!("{} {} live", n.id, n.addr()))), "{lines:?}");
+    }
+    // KILL: the process exits within 2 s; reads and writes keep working.
+    let victim = c.nodes[2].id.clone();
+    assert_eq!(repl.ask(&format!("KILL {victim}")), "OK");
+    wait_until(Duration::from_secs(2), "the killed node to exit", || !c.nodes[2].running());
+    assert_eq!(repl.ask("SET after kill"), "OK");
+    assert_eq!(repl.ask("GET after"), "\"kill\"");
+    assert!(repl.ask("KILL nobody").starts_with("(error) ERR unknown node 'nobody'"));
+    // QUIT stops every node and the REPL.
+    assert_eq!(repl.ask("QUIT"), "OK");
+    repl.wait_exit(Duration::from_secs(10));
+    wait_until(Duration::from_secs(10), "every node to exit", || {
+        c.nodes.iter_mut().all(|n| !n.running())
+    });
+}
+
+#[test]
+fn repl_exits_at_end_of_input_without_stopping_the_cluster() {
+    let mut c = Cluster::start(1);
+    let mut cmd = Command::new(db_bin());
+    cmd.arg("repl").arg("--connect").arg(c.nodes[0].addr());
+    let mut repl = ReplProc::spawn(cmd);
+    assert_eq!(repl.ask("SET a 1"), "OK");
+    repl.close_stdin();
+    assert!(repl.wait_exit(Duration::from_secs(10)).success());
+    assert!(c.nodes[0].running());
+    assert_eq!(c.cmd(0, &["GET", "a"]), bulk("1"));
+}
+
+#[test]
+fn master_with_two_slaves_on_the_default_local_ports() {
+    // The original project's start, as written: no seeds, default ports.
+    let dir = tempfile::tempdir().unwrap();
+    let mut slaves: Vec<common::NodeProc> = [55551u16, 55552]
+        .iter()
+        .map(|&port| {
+            let log = dir.path().join(format!("{port}.log"));
+            let child = Command::new(db_bin())
+                .arg("slave")
+                .arg(port.to_string())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap();
+            common::NodeProc { port, id: format!("node-{port}"), child, log }
+        })
+        .collect();
+    let mut cmd = Command::new(db_bin());
+    cmd.arg("master")
+        .arg("55553")
+        .arg("--log-file")
+        .arg(dir.path().join("master.log"));
+    let mut master = ReplProc::spawn(cmd);
+    wait_until(Duration::from_secs(20), "three live nodes", || {
+        live_nodes("127.0.0.1:55553").len() == 3
+    });
+    assert_eq!(master.ask("SET user:1 alice"), "OK");
+    assert_eq!(master.ask("GET user:1"), "\"alice\"");
+    assert_eq!(master.ask("KILL node-55551"), "OK");
+    wait_until(Duration::from_secs(2), "node-55551 to exit", || !slaves[0].running());
+    assert_eq!(master.ask("GET user:1"), "\"alice\"");
+    assert_eq!(master.ask("SET user:2 bob"), "OK");
+    assert_eq!(master.ask("QUIT"), "OK");
+    master.wait_exit(Duration::from_secs(10));
+    wait_until(Duration::from_secs(10), "node-55552 to exit", || !slaves[1].running());
+}
