@@ -71,7 +71,10 @@ pub enum Command {
 }
 
 fn arity(name: &str) -> String {
-    format!("wrong number of arguments for '{}' command", name.to_ascii_lowercase())
+    format!(
+        "wrong number of arguments for '{}' command",
+        name.to_ascii_lowercase()
+    )
 }
 
 fn text(arg: &[u8], what: &str) -> Result<String, String> {
@@ -94,12 +97,19 @@ fn parse_options(name: &str, args: &[Vec<u8>], allowed: &[&str]) -> Result<Optio
             return Err(format!(
                 "unexpected argument '{arg}' for '{}' (options look like {})",
                 name.to_ascii_lowercase(),
-                allowed.iter().map(|o| format!("{o}=...")).collect::<Vec<_>>().join(" ")
+                allowed
+                    .iter()
+                    .map(|o| format!("{o}=..."))
+                    .collect::<Vec<_>>()
+                    .join(" ")
             ));
         };
         let k = k.to_ascii_uppercase();
         if !allowed.contains(&k.as_str()) {
-            return Err(format!("unknown option '{k}' for '{}'", name.to_ascii_lowercase()));
+            return Err(format!(
+                "unknown option '{k}' for '{}'",
+                name.to_ascii_lowercase()
+            ));
         }
         let dup = || format!("option {k} given twice");
         match k.as_str() {
@@ -132,8 +142,20 @@ pub fn parse(args: &[Vec<u8>]) -> Result<Command, String> {
     };
     let name = String::from_utf8_lossy(first).to_ascii_uppercase();
     let rest = &args[1..];
-    let need = |min: usize| if rest.len() < min { Err(arity(&name)) } else { Ok(()) };
-    let exactly = |n: usize| if rest.len() != n { Err(arity(&name)) } else { Ok(()) };
+    let need = |min: usize| {
+        if rest.len() < min {
+            Err(arity(&name))
+        } else {
+            Ok(())
+        }
+    };
+    let exactly = |n: usize| {
+        if rest.len() != n {
+            Err(arity(&name))
+        } else {
+            Ok(())
+        }
+    };
     Ok(match name.as_str() {
         "PING" => {
             if rest.len() > 1 {
@@ -149,7 +171,11 @@ pub fn parse(args: &[Vec<u8>]) -> Result<Command, String> {
             need(1)?;
             let o = parse_options(&name, &rest[1..], &["R"])?;
             let key = rest[0].clone();
-            if name == "GET" { Command::Get { key, r: o.r } } else { Command::VGet { key, r: o.r } }
+            if name == "GET" {
+                Command::Get { key, r: o.r }
+            } else {
+                Command::VGet { key, r: o.r }
+            }
         }
         "SET" => {
             need(2)?;
@@ -186,7 +212,9 @@ pub fn parse(args: &[Vec<u8>]) -> Result<Command, String> {
         "SHUTDOWN" => match rest {
             [] => Command::Shutdown,
             [scope] if scope.eq_ignore_ascii_case(b"CLUSTER") => Command::ShutdownCluster,
-            [_] => return Err("SHUTDOWN takes no argument (this node) or CLUSTER (every node)".into()),
+            [_] => {
+                return Err("SHUTDOWN takes no argument (this node) or CLUSTER (every node)".into());
+            }
             _ => return Err(arity(&name)),
         },
         "QUIT" => Command::Quit,
@@ -201,7 +229,9 @@ pub fn parse(args: &[Vec<u8>]) -> Result<Command, String> {
         }
         _ => {
             let shown: String = name.chars().take(64).collect();
-            return Err(format!("unknown command '{shown}' (type HELP in the REPL for the list)"));
+            return Err(format!(
+                "unknown command '{shown}' (type HELP in the REPL for the list)"
+            ));
         }
     })
 }
@@ -218,18 +248,40 @@ mod tests {
 
     #[test]
     fn parses_commands_and_options() {
-        assert_eq!(p(&["get", "k"]), Ok(Command::Get { key: b"k".to_vec(), r: None }));
-        assert_eq!(p(&["GET", "k", "r=1"]), Ok(Command::Get { key: b"k".to_vec(), r: Some(1) }));
+        assert_eq!(
+            p(&["get", "k"]),
+            Ok(Command::Get {
+                key: b"k".to_vec(),
+                r: None
+            })
+        );
+        assert_eq!(
+            p(&["GET", "k", "r=1"]),
+            Ok(Command::Get {
+                key: b"k".to_vec(),
+                r: Some(1)
+            })
+        );
         let token = encode_context(&VClock::new());
         let ctx_arg = format!("CTX={token}");
         assert_eq!(
             p(&["SET", "k", "v", "W=3", &ctx_arg]),
-            Ok(Command::Set { key: b"k".to_vec(), value: b"v".to_vec(), w: Some(3), ctx: Some(VClock::new()) })
+            Ok(Command::Set {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+                w: Some(3),
+                ctx: Some(VClock::new())
+            })
         );
         // A value that looks like an option is a value.
         assert_eq!(
             p(&["SET", "k", "W=2"]),
-            Ok(Command::Set { key: b"k".to_vec(), value: b"W=2".to_vec(), w: None, ctx: None })
+            Ok(Command::Set {
+                key: b"k".to_vec(),
+                value: b"W=2".to_vec(),
+                w: None,
+                ctx: None
+            })
         );
         assert_eq!(p(&["SHUTDOWN", "cluster"]), Ok(Command::ShutdownCluster));
         assert_eq!(p(&["SHUTDOWN"]), Ok(Command::Shutdown));
@@ -238,14 +290,44 @@ mod tests {
 
     #[test]
     fn clear_errors() {
-        assert_eq!(p(&["GET"]).unwrap_err(), "wrong number of arguments for 'get' command");
-        assert_eq!(p(&["SET", "k"]).unwrap_err(), "wrong number of arguments for 'set' command");
-        assert!(p(&["FROB"]).unwrap_err().starts_with("unknown command 'FROB'"));
-        assert!(p(&["GET", "k", "W=2"]).unwrap_err().contains("unknown option 'W'"));
-        assert!(p(&["GET", "k", "R=0"]).unwrap_err().contains("positive integer"));
-        assert!(p(&["GET", "k", "R=1", "R=2"]).unwrap_err().contains("twice"));
-        assert!(p(&["SET", "k", "v", "EX"]).unwrap_err().contains("unexpected argument"));
-        assert!(p(&["SET", "k", "v", "CTX=!!"]).unwrap_err().contains("context token"));
+        assert_eq!(
+            p(&["GET"]).unwrap_err(),
+            "wrong number of arguments for 'get' command"
+        );
+        assert_eq!(
+            p(&["SET", "k"]).unwrap_err(),
+            "wrong number of arguments for 'set' command"
+        );
+        assert!(
+            p(&["FROB"])
+                .unwrap_err()
+                .starts_with("unknown command 'FROB'")
+        );
+        assert!(
+            p(&["GET", "k", "W=2"])
+                .unwrap_err()
+                .contains("unknown option 'W'")
+        );
+        assert!(
+            p(&["GET", "k", "R=0"])
+                .unwrap_err()
+                .contains("positive integer")
+        );
+        assert!(
+            p(&["GET", "k", "R=1", "R=2"])
+                .unwrap_err()
+                .contains("twice")
+        );
+        assert!(
+            p(&["SET", "k", "v", "EX"])
+                .unwrap_err()
+                .contains("unexpected argument")
+        );
+        assert!(
+            p(&["SET", "k", "v", "CTX=!!"])
+                .unwrap_err()
+                .contains("context token")
+        );
         assert!(p(&["SHUTDOWN", "now"]).is_err());
         assert!(p(&[]).is_err());
     }

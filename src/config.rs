@@ -79,9 +79,15 @@ impl Config {
             return Err("N, R and W must be at least 1".into());
         }
         if self.r > self.n || self.w > self.n {
-            return Err(format!("R ({}) and W ({}) cannot exceed N ({})", self.r, self.w, self.n));
+            return Err(format!(
+                "R ({}) and W ({}) cannot exceed N ({})",
+                self.r, self.w, self.n
+            ));
         }
-        if self.node_id.is_empty() || self.node_id.len() > 64 || self.node_id.contains(char::is_whitespace) {
+        if self.node_id.is_empty()
+            || self.node_id.len() > 64
+            || self.node_id.contains(char::is_whitespace)
+        {
             return Err("node id must be 1 to 64 characters without spaces".into());
         }
         if self.advertise.ip().is_unspecified() {

@@ -83,7 +83,13 @@ impl Node {
     }
 
     /// Checks a quorum override (or takes the default) against N.
-    fn quorum(&self, what: &str, requested: Option<usize>, default: usize, n: usize) -> Result<usize, CoordError> {
+    fn quorum(
+        &self,
+        what: &str,
+        requested: Option<usize>,
+        default: usize,
+        n: usize,
+    ) -> Result<usize, CoordError> {
         match requested {
             Some(q) if q > n => Err(CoordError::Invalid(format!(
                 "{what}={q} exceeds N={n} (the number of replicas of this key)"
@@ -119,7 +125,11 @@ impl Node {
     }
 
     /// Quorum read. `Ok(None)` when no replica has the key.
-    pub async fn get(self: &Arc<Self>, key: &[u8], r: Option<usize>) -> Result<Option<Object>, CoordError> {
+    pub async fn get(
+        self: &Arc<Self>,
+        key: &[u8],
+        r: Option<usize>,
+    ) -> Result<Option<Object>, CoordError> {
         check_key(key)?;
         let view = self.membership.view();
         let targets = self.targets(&view, key);
@@ -152,9 +162,9 @@ impl Node {
                 details: describe(&errors),
             });
         }
-        let merged = replies
-            .iter()
-            .fold(None, |acc: Option<Object>, (_, o)| Object::merge_opt(acc.as_ref(), o.as_ref()));
+        let merged = replies.iter().fold(None, |acc: Option<Object>, (_, o)| {
+            Object::merge_opt(acc.as_ref(), o.as_ref())
+        });
         // Late replies and repairs continue in the background.
         let node = self.clone();
         let key = key.to_vec();
@@ -171,11 +181,20 @@ impl Node {
         Ok(merged)
     }
 
-    async fn read_replica(&self, t: &Target, key: Vec<u8>, timeout: Duration) -> Result<Option<Object>, String> {
+    async fn read_replica(
+        &self,
+        t: &Target,
+        key: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Option<Object>, String> {
         if t.node == self.id() {
             return self.replica.get(&key).await.map_err(|e| e.to_string());
         }
-        match self.transport.call(t.addr, Request::Get { key }, timeout).await {
+        match self
+            .transport
+            .call(t.addr, Request::Get { key }, timeout)
+            .await
+        {
             Ok(Response::Object(o)) => Ok(o),
             Ok(Response::Error { message, .. }) => Err(message),
             Ok(other) => Err(format!("unexpected answer {other:?}")),
@@ -185,10 +204,9 @@ impl Node {
 
     /// Sends the merge of every reply to the replicas whose copy lacks part of it.
     async fn read_repair(&self, key: &[u8], replies: Vec<(Target, Option<Object>)>) {
-        let Some(merged) = replies
-            .iter()
-            .fold(None, |acc: Option<Object>, (_, o)| Object::merge_opt(acc.as_ref(), o.as_ref()))
-        else {
+        let Some(merged) = replies.iter().fold(None, |acc: Option<Object>, (_, o)| {
+            Object::merge_opt(acc.as_ref(), o.as_ref())
+        }) else {
             return;
         };
         for (t, obj) in replies {
@@ -204,13 +222,22 @@ impl Node {
 
     async fn replicate_to(&self, t: &Target, key: &[u8], object: &Object) -> Result<(), String> {
         if t.node == self.id() {
-            return self.replica.merge(key, object).await.map(|_| ()).map_err(|e| e.to_string());
+            return self
+                .replica
+                .merge(key, object)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string());
         }
         let req = Request::Replicate {
             key: key.to_vec(),
             object: object.clone(),
         };
-        match self.transport.call(t.addr, req, self.config.request_timeout).await {
+        match self
+            .transport
+            .call(t.addr, req, self.config.request_timeout)
+            .await
+        {
             Ok(Response::Ack) => Ok(()),
             Ok(Response::Error { message, .. }) => Err(message),
             Ok(other) => Err(format!("unexpected answer {other:?}")),
@@ -256,16 +283,30 @@ impl Node {
             let timeout = self.config.request_timeout * 2;
             match self.transport.call(t.addr, req, timeout).await {
                 Ok(Response::Written { existed }) => return Ok(existed),
-                Ok(Response::Error { message, unknown: true }) => {
-                    return Err(CoordError::WriteUnknown { needed: w, got: 0, details: format!("{}: {message}", t.node) });
+                Ok(Response::Error {
+                    message,
+                    unknown: true,
+                }) => {
+                    return Err(CoordError::WriteUnknown {
+                        needed: w,
+                        got: 0,
+                        details: format!("{}: {message}", t.node),
+                    });
                 }
-                Ok(Response::Error { message, unknown: false }) => return Err(CoordError::WriteFailed(message)),
+                Ok(Response::Error {
+                    message,
+                    unknown: false,
+                }) => return Err(CoordError::WriteFailed(message)),
                 Ok(other) => errors.push(format!("{}: unexpected answer {other:?}", t.node)),
                 // Never sent: safe to try the next replica.
                 Err(e) if e.never_sent() => errors.push(format!("{}: {e}", t.node)),
                 Err(e) => {
                     errors.push(format!("{}: {e}", t.node));
-                    return Err(CoordError::WriteUnknown { needed: w, got: 0, details: describe(&errors) });
+                    return Err(CoordError::WriteUnknown {
+                        needed: w,
+                        got: 0,
+                        details: describe(&errors),
+                    });
                 }
             }
         }
@@ -314,7 +355,9 @@ impl Node {
                 });
             }
             drop(tx);
-            let deadline = tokio::time::Instant::now() + self.config.request_timeout + Duration::from_millis(100);
+            let deadline = tokio::time::Instant::now()
+                + self.config.request_timeout
+                + Duration::from_millis(100);
             while acks < w {
                 match tokio::time::timeout_at(deadline, rx.recv()).await {
                     Ok(Some((_, Ok(())))) => acks += 1,
@@ -362,19 +405,22 @@ impl Node {
                 Ok(_) => Response::Ack,
                 Err(e) => err(e),
             },
-            Request::Put { key, value, context, w } => {
-                match self.put_as_actor(&key, value, context.as_ref(), w).await {
-                    Ok(existed) => Response::Written { existed },
-                    Err(e @ CoordError::WriteUnknown { .. }) => Response::Error {
-                        message: e.to_string(),
-                        unknown: true,
-                    },
-                    Err(e) => Response::Error {
-                        message: e.to_string(),
-                        unknown: false,
-                    },
-                }
-            }
+            Request::Put {
+                key,
+                value,
+                context,
+                w,
+            } => match self.put_as_actor(&key, value, context.as_ref(), w).await {
+                Ok(existed) => Response::Written { existed },
+                Err(e @ CoordError::WriteUnknown { .. }) => Response::Error {
+                    message: e.to_string(),
+                    unknown: true,
+                },
+                Err(e) => Response::Error {
+                    message: e.to_string(),
+                    unknown: false,
+                },
+            },
             // The server stops the node after sending the answer.
             Request::Shutdown => Response::Ack,
         }
@@ -386,7 +432,11 @@ impl Node {
         let addr = view
             .addr(node)
             .ok_or_else(|| CoordError::Invalid(format!("unknown node '{node}' (see NODES)")))?;
-        match self.transport.call(addr, Request::Shutdown, self.config.request_timeout).await {
+        match self
+            .transport
+            .call(addr, Request::Shutdown, self.config.request_timeout)
+            .await
+        {
             Ok(Response::Ack) => Ok(()),
             Ok(other) => Err(CoordError::Invalid(format!("{node} answered {other:?}"))),
             Err(e) => Err(CoordError::Invalid(format!("cannot reach {node}: {e}"))),
@@ -402,7 +452,8 @@ impl Node {
             let (node, addr) = (node.clone(), *addr);
             let timeout = self.config.request_timeout;
             tasks.push(tokio::spawn(async move {
-                let r: Result<Response, RpcError> = transport.call(addr, Request::Shutdown, timeout).await;
+                let r: Result<Response, RpcError> =
+                    transport.call(addr, Request::Shutdown, timeout).await;
                 if let Err(e) = &r {
                     debug!(node = %node, cause = %e, "not stopped (already down?)");
                 }

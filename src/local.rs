@@ -36,7 +36,10 @@ impl LocalCluster {
 
     /// Seeds every node gets: all the cluster's addresses.
     pub fn seeds(&self) -> Vec<String> {
-        self.ports().iter().map(|p| format!("127.0.0.1:{p}")).collect()
+        self.ports()
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect()
     }
 
     /// Log file of the node on `port`.
@@ -47,7 +50,9 @@ impl LocalCluster {
     /// Starts the peer processes (every node but the last).
     pub fn start_peers(&self) -> anyhow::Result<Peers> {
         let exe = std::env::current_exe().context("cannot find the db binary")?;
-        let mut peers = Peers { children: Vec::new() };
+        let mut peers = Peers {
+            children: Vec::new(),
+        };
         let ports = self.ports();
         for &port in &ports[..ports.len().saturating_sub(1)] {
             let log = LocalCluster::log_path(port);

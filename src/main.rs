@@ -157,8 +157,8 @@ fn build_config(listen: SocketAddr, advertise: Option<SocketAddr>, o: &NodeOpts)
 }
 
 fn init_logs(file: Option<&PathBuf>) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,chitchat=warn"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,chitchat=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match file {
         Some(path) => {
@@ -191,7 +191,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Cmd::Node { listen, advertise, opts } => {
+        Cmd::Node {
+            listen,
+            advertise,
+            opts,
+        } => {
             init_logs(None)?;
             let listen = resolve(&listen)?;
             let advertise = advertise.map(|a| resolve(&a)).transpose()?;
@@ -202,7 +206,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let listen = resolve(&format!("{host}:{port}"))?;
             run_node(build_config(listen, None, &opts))
         }
-        Cmd::Master { port, host, log_file, opts } => {
+        Cmd::Master {
+            port,
+            host,
+            log_file,
+            opts,
+        } => {
             let listen = resolve(&format!("{host}:{port}"))?;
             let config = build_config(listen, None, &opts);
             let log = log_file.unwrap_or_else(|| match &config.data_dir {
@@ -213,19 +222,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 std::fs::create_dir_all(parent).ok();
             }
             init_logs(Some(&log))?;
-            eprintln!("{} on {} (logs: {})", config.node_id, config.advertise, log.display());
+            eprintln!(
+                "{} on {} (logs: {})",
+                config.node_id,
+                config.advertise,
+                log.display()
+            );
             run_master(config, None)
         }
         Cmd::Repl { connect } => repl::run(&connect),
-        Cmd::Local { nodes, base_port, n, r, w } => {
+        Cmd::Local {
+            nodes,
+            base_port,
+            n,
+            r,
+            w,
+        } => {
             let cluster = LocalCluster {
                 nodes,
                 base_port,
-                node_flags: vec![
-                    format!("--n={n}"),
-                    format!("--r={r}"),
-                    format!("--w={w}"),
-                ],
+                node_flags: vec![format!("--n={n}"), format!("--r={r}"), format!("--w={w}")],
             };
             let master = distro_db::local::master_addr(&cluster);
             let log = LocalCluster::log_path(master.port());

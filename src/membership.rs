@@ -113,12 +113,16 @@ impl Membership {
         let members_file = config.data_dir.as_ref().map(|d| d.join("members"));
         let mut members = members_file
             .as_ref()
-            .map(|f| load_members(f))
+            .map(load_members)
             .unwrap_or_default();
         members.insert(config.node_id.clone(), config.advertise);
         let live = BTreeSet::from([config.node_id.clone()]);
         let ring = Arc::new(Ring::new(members.keys(), config.vnodes));
-        let view = Arc::new(RwLock::new(View { members, live, ring }));
+        let view = Arc::new(RwLock::new(View {
+            members,
+            live,
+            ring,
+        }));
         let membership = Membership {
             handle,
             view: view.clone(),
@@ -199,9 +203,9 @@ async fn refresh(
                 .and_then(|a| a.parse().ok())
                 .or(Some(id.gossip_advertise_addr));
             let stopping = state.get(KEY_STATUS) == Some("stopping");
-            let entry = seen
-                .entry(id.node_id.to_string())
-                .or_insert((id.generation_id, addr, stopping));
+            let entry =
+                seen.entry(id.node_id.to_string())
+                    .or_insert((id.generation_id, addr, stopping));
             if id.generation_id >= entry.0 {
                 *entry = (id.generation_id, addr, stopping);
             }
@@ -266,7 +270,10 @@ fn load_members(file: &PathBuf) -> BTreeMap<String, SocketAddr> {
 
 /// Writes the member list atomically (temp file, fsync, rename).
 fn save_members(file: &PathBuf, members: &BTreeMap<String, SocketAddr>) {
-    let text: String = members.iter().map(|(id, a)| format!("{id} {a}\n")).collect();
+    let text: String = members
+        .iter()
+        .map(|(id, a)| format!("{id} {a}\n"))
+        .collect();
     let tmp = file.with_extension("tmp");
     let result = (|| -> std::io::Result<()> {
         use std::io::Write;

@@ -57,7 +57,10 @@ pub async fn start(config: Config) -> anyhow::Result<Arc<Node>> {
 }
 
 /// Starts a node over the given store.
-pub async fn start_with_store(mut config: Config, store: Arc<dyn Store>) -> anyhow::Result<Arc<Node>> {
+pub async fn start_with_store(
+    mut config: Config,
+    store: Arc<dyn Store>,
+) -> anyhow::Result<Arc<Node>> {
     for w in config.validate().map_err(anyhow::Error::msg)? {
         warn!("{w}");
     }

@@ -270,8 +270,14 @@ mod tests {
     /// a context taken from some replica's copy or empty) and sync pairwise.
     #[derive(Debug, Clone)]
     enum Op {
-        Write { replica: usize, ctx_from: Option<usize> },
-        Sync { from: usize, to: usize },
+        Write {
+            replica: usize,
+            ctx_from: Option<usize>,
+        },
+        Sync {
+            from: usize,
+            to: usize,
+        },
     }
 
     fn ops() -> impl Strategy<Value = Vec<Op>> {
@@ -296,14 +302,17 @@ mod tests {
                         .unwrap_or_default();
                     let name = format!("r{replica}");
                     let o = write(replicas[replica].as_ref(), &ctx, &name, &i.to_string());
-                    let dot = o.siblings.iter().map(|s| s.dot.clone()).max_by_key(|d| {
-                        if d.actor == name { d.counter } else { 0 }
-                    });
+                    let dot = o
+                        .siblings
+                        .iter()
+                        .map(|s| s.dot.clone())
+                        .max_by_key(|d| if d.actor == name { d.counter } else { 0 });
                     writes.push((dot.unwrap(), ctx));
                     replicas[replica] = Some(o);
                 }
                 Op::Sync { from, to } => {
-                    replicas[to] = Object::merge_opt(replicas[to].as_ref(), replicas[from].as_ref());
+                    replicas[to] =
+                        Object::merge_opt(replicas[to].as_ref(), replicas[from].as_ref());
                 }
             }
         }

@@ -155,7 +155,11 @@ fn format_generic(reply: &Frame, indent: usize) -> String {
             .iter()
             .enumerate()
             .map(|(i, f)| {
-                let pad = if i == 0 { String::new() } else { " ".repeat(indent) };
+                let pad = if i == 0 {
+                    String::new()
+                } else {
+                    " ".repeat(indent)
+                };
                 let prefix = format!("{}) ", i + 1);
                 let inner = format_generic(f, indent + prefix.len());
                 format!("{pad}{prefix}{inner}")
@@ -194,8 +198,8 @@ pub fn run(addr: &str) -> anyhow::Result<()> {
 
 /// [`run`] with a given prompt (the master's is plain `db> `).
 pub fn run_with_prompt(addr: &str, prompt: &str) -> anyhow::Result<()> {
-    let mut client = Client::connect(addr)
-        .map_err(|e| anyhow::anyhow!("cannot connect to {addr}: {e}"))?;
+    let mut client =
+        Client::connect(addr).map_err(|e| anyhow::anyhow!("cannot connect to {addr}: {e}"))?;
     if io::stdin().is_terminal() {
         run_terminal(&mut client, addr, prompt)
     } else {
@@ -215,8 +219,8 @@ pub fn run_with_prompt(addr: &str, prompt: &str) -> anyhow::Result<()> {
 
 fn run_terminal(client: &mut Client, addr: &str, prompt: &str) -> anyhow::Result<()> {
     let mut editor = rustyline::DefaultEditor::new()?;
-    let history = std::env::var_os("HOME")
-        .map(|h| std::path::PathBuf::from(h).join(".distro_db_history"));
+    let history =
+        std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".distro_db_history"));
     if let Some(h) = &history {
         let _ = editor.load_history(h);
     }
@@ -268,7 +272,10 @@ fn eval(client: &mut Client, addr: &str, line: &str, out: &mut impl Write) -> an
     let quit = name == "QUIT";
     if quit {
         if args.len() != 1 {
-            writeln!(out, "(error) ERR wrong number of arguments for 'quit' command")?;
+            writeln!(
+                out,
+                "(error) ERR wrong number of arguments for 'quit' command"
+            )?;
             return Ok(Step::Continue);
         }
         // RESP QUIT only closes a connection; the REPL's QUIT stops the cluster.
@@ -316,7 +323,11 @@ mod tests {
     use super::*;
 
     fn texts(line: &str) -> Vec<String> {
-        tokenize(line).unwrap().into_iter().map(|t| t.text).collect()
+        tokenize(line)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.text)
+            .collect()
     }
 
     #[test]

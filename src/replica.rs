@@ -152,9 +152,14 @@ mod tests {
             let r = replica.clone();
             let a = actor.clone();
             tasks.push(tokio::spawn(async move {
-                r.update(b"k", Some(&VClock::new()), &a, Some(i.to_be_bytes().to_vec()))
-                    .await
-                    .unwrap();
+                r.update(
+                    b"k",
+                    Some(&VClock::new()),
+                    &a,
+                    Some(i.to_be_bytes().to_vec()),
+                )
+                .await
+                .unwrap();
             }));
         }
         for t in tasks {
@@ -164,7 +169,10 @@ mod tests {
         // All writes had an empty context: all are concurrent siblings.
         assert_eq!(o.siblings.len(), 50);
         // A write without context supersedes everything seen locally.
-        let (o, existed) = replica.update(b"k", None, &actor, Some(b"x".to_vec())).await.unwrap();
+        let (o, existed) = replica
+            .update(b"k", None, &actor, Some(b"x".to_vec()))
+            .await
+            .unwrap();
         assert!(existed);
         assert_eq!(o.values(), vec![b"x".as_slice()]);
     }

@@ -98,14 +98,21 @@ impl Frame {
         I: IntoIterator<Item = A>,
         A: AsRef<[u8]>,
     {
-        Frame::Array(args.into_iter().map(|a| Frame::Bulk(a.as_ref().to_vec())).collect())
+        Frame::Array(
+            args.into_iter()
+                .map(|a| Frame::Bulk(a.as_ref().to_vec()))
+                .collect(),
+        )
     }
 }
 
 /// Simple strings and errors must not contain CR or LF: they are replaced.
 fn line(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
     out.push(tag);
-    out.extend(body.iter().map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+    out.extend(
+        body.iter()
+            .map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+    );
     out.extend_from_slice(b"\r\n");
 }
 
@@ -153,7 +160,11 @@ fn decode_inline(buf: &[u8]) -> Result<(Frame, usize), DecodeError> {
     let text = text.strip_suffix(b"\r").unwrap_or(text);
     let text = std::str::from_utf8(text).map_err(|_| invalid("inline command is not UTF-8"))?;
     let args = crate::repl::tokenize(text).map_err(invalid)?;
-    let frame = Frame::Array(args.into_iter().map(|a| Frame::Bulk(a.text.into_bytes())).collect());
+    let frame = Frame::Array(
+        args.into_iter()
+            .map(|a| Frame::Bulk(a.text.into_bytes()))
+            .collect(),
+    );
     Ok((frame, nl + 1))
 }
 
@@ -189,7 +200,11 @@ fn decode_at(buf: &[u8], pos: &mut usize, depth: usize) -> Result<Frame, DecodeE
         b'+' | b'-' => {
             let l = read_line(buf, pos)?;
             let s = String::from_utf8_lossy(l).into_owned();
-            Ok(if tag == b'+' { Frame::Simple(s) } else { Frame::Error(s) })
+            Ok(if tag == b'+' {
+                Frame::Simple(s)
+            } else {
+                Frame::Error(s)
+            })
         }
         b':' => Ok(Frame::Integer(read_int(buf, pos)?)),
         b'_' => {
@@ -206,9 +221,13 @@ fn decode_at(buf: &[u8], pos: &mut usize, depth: usize) -> Result<Frame, DecodeE
             }
             let len = usize::try_from(len).map_err(|_| invalid("invalid bulk length"))?;
             if len > MAX_BULK_LEN {
-                return Err(invalid(format!("bulk string of {len} bytes exceeds the limit of {MAX_BULK_LEN}")));
+                return Err(invalid(format!(
+                    "bulk string of {len} bytes exceeds the limit of {MAX_BULK_LEN}"
+                )));
             }
-            let end = pos.checked_add(len).ok_or_else(|| invalid("invalid bulk length"))?;
+            let end = pos
+                .checked_add(len)
+                .ok_or_else(|| invalid("invalid bulk length"))?;
             if buf.len() < end + 2 {
                 return Err(DecodeError::Incomplete);
             }
@@ -226,7 +245,9 @@ fn decode_at(buf: &[u8], pos: &mut usize, depth: usize) -> Result<Frame, DecodeE
             }
             let len = usize::try_from(len).map_err(|_| invalid("invalid array length"))?;
             if len > MAX_ARRAY_LEN {
-                return Err(invalid(format!("array of {len} elements exceeds the limit of {MAX_ARRAY_LEN}")));
+                return Err(invalid(format!(
+                    "array of {len} elements exceeds the limit of {MAX_ARRAY_LEN}"
+                )));
             }
             // Each element takes at least 3 bytes: don't reserve more than
             // the buffer could hold.
@@ -266,9 +287,18 @@ mod tests {
         assert_eq!(decode(b"$-1\r\n").unwrap().0, Frame::Null);
         assert_eq!(decode(b"_\r\n").unwrap().0, Frame::Null);
         assert_eq!(decode(b":-5\r\n").unwrap().0, Frame::Integer(-5));
-        assert_eq!(decode(b"*1\r\n$3\r\nab").unwrap_err(), DecodeError::Incomplete);
-        assert!(matches!(decode(b"$3\r\nabcd\r\n"), Err(DecodeError::Invalid(_))));
-        assert!(matches!(decode(b"$99999999999\r\n"), Err(DecodeError::Invalid(_))));
+        assert_eq!(
+            decode(b"*1\r\n$3\r\nab").unwrap_err(),
+            DecodeError::Incomplete
+        );
+        assert!(matches!(
+            decode(b"$3\r\nabcd\r\n"),
+            Err(DecodeError::Invalid(_))
+        ));
+        assert!(matches!(
+            decode(b"$99999999999\r\n"),
+            Err(DecodeError::Invalid(_))
+        ));
         assert!(matches!(decode(b"*-7\r\n"), Err(DecodeError::Invalid(_))));
     }
 

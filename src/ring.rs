@@ -124,7 +124,11 @@ impl Ring {
         for i in 0..len {
             let (t, idx) = self.tokens[i];
             // A token owns the arc from the previous token (exclusive) to itself.
-            let prev = if i == 0 { self.tokens[len - 1].0 } else { self.tokens[i - 1].0 };
+            let prev = if i == 0 {
+                self.tokens[len - 1].0
+            } else {
+                self.tokens[i - 1].0
+            };
             let arc = t.wrapping_sub(prev);
             let arc = if len == 1 { u64::MAX } else { arc };
             *out.entry(self.nodes[idx as usize].as_str()).or_insert(0.0) +=
@@ -157,7 +161,11 @@ mod tests {
         }
         let small = Ring::new(names(2), 16);
         assert_eq!(small.preference_list(b"k", 3).len(), 2);
-        assert!(Ring::new(Vec::<String>::new(), 16).preference_list(b"k", 3).is_empty());
+        assert!(
+            Ring::new(Vec::<String>::new(), 16)
+                .preference_list(b"k", 3)
+                .is_empty()
+        );
     }
 
     #[test]
@@ -166,7 +174,10 @@ mod tests {
         let b = Ring::new(["a", "b", "c", "a"], 64);
         for k in 0..200 {
             let key = format!("{k}");
-            assert_eq!(a.preference_list(key.as_bytes(), 3), b.preference_list(key.as_bytes(), 3));
+            assert_eq!(
+                a.preference_list(key.as_bytes(), 3),
+                b.preference_list(key.as_bytes(), 3)
+            );
         }
     }
 

@@ -129,8 +129,14 @@ async fn peer_session(node: Arc<Node>, mut stream: TcpStream) -> std::io::Result
         let stop = matches!(env.body, Request::Shutdown);
         let response = node.handle_peer(env.body).await;
         let bytes = pframe::encode(env.id, &response).unwrap_or_else(|e| {
-            pframe::encode(env.id, &Response::Error { message: e.to_string(), unknown: false })
-                .unwrap_or_default()
+            pframe::encode(
+                env.id,
+                &Response::Error {
+                    message: e.to_string(),
+                    unknown: false,
+                },
+            )
+            .unwrap_or_default()
         });
         tokio::time::timeout(IO_TIMEOUT, stream.write_all(&bytes))
             .await
@@ -154,7 +160,8 @@ async fn resp_session(node: Arc<Node>, mut stream: TcpStream, first: u8) -> std:
                 Err(DecodeError::Incomplete) => break,
                 Err(DecodeError::Invalid(msg)) => {
                     let reply = Frame::Error(format!("ERR Protocol error: {msg}"));
-                    let _ = tokio::time::timeout(IO_TIMEOUT, stream.write_all(&reply.to_bytes())).await;
+                    let _ =
+                        tokio::time::timeout(IO_TIMEOUT, stream.write_all(&reply.to_bytes())).await;
                     return Ok(());
                 }
             };
@@ -162,7 +169,10 @@ async fn resp_session(node: Arc<Node>, mut stream: TcpStream, first: u8) -> std:
             let (reply, after) = match frame_args(frame) {
                 Some(args) if args.is_empty() => continue,
                 Some(args) => execute(&node, &args).await,
-                None => (Frame::err("Protocol error: expected an array of bulk strings"), After::Close),
+                None => (
+                    Frame::err("Protocol error: expected an array of bulk strings"),
+                    After::Close,
+                ),
             };
             tokio::time::timeout(IO_TIMEOUT, stream.write_all(&reply.to_bytes()))
                 .await
@@ -233,10 +243,9 @@ async fn execute(node: &Arc<Node>, args: &[Vec<u8>]) -> (Frame, After) {
                 let obj = obj.filter(|o| !o.is_deleted());
                 match obj {
                     None => Frame::Null,
-                    Some(o) if o.siblings.len() == 1 => o.siblings[0]
-                        .value
-                        .clone()
-                        .map_or(Frame::Null, Frame::Bulk),
+                    Some(o) if o.siblings.len() == 1 => {
+                        o.siblings[0].value.clone().map_or(Frame::Null, Frame::Bulk)
+                    }
                     Some(o) => Frame::Array(
                         o.siblings
                             .iter()
@@ -274,7 +283,12 @@ async fn execute(node: &Arc<Node>, args: &[Vec<u8>]) -> (Frame, After) {
         Command::Owners(key) => {
             let mut out = String::new();
             for (i, (id, addr, live)) in node.owners(&key).into_iter().enumerate() {
-                let _ = writeln!(out, "{}) {id} {addr} {}", i + 1, if live { "live" } else { "down" });
+                let _ = writeln!(
+                    out,
+                    "{}) {id} {addr} {}",
+                    i + 1,
+                    if live { "live" } else { "down" }
+                );
             }
             Frame::Bulk(out.into_bytes())
         }
@@ -318,14 +332,30 @@ fn status_report(node: &Node) -> String {
     let _ = writeln!(out, "node: {} at {}", node.id(), c.advertise);
     let _ = writeln!(out, "actor: {}", node.actor);
     let _ = writeln!(out, "cluster: {}", c.cluster_id);
-    let _ = writeln!(out, "members: {} ({} live)", view.members.len(), view.live.len());
+    let _ = writeln!(
+        out,
+        "members: {} ({} live)",
+        view.members.len(),
+        view.live.len()
+    );
     if n < c.n {
-        let _ = writeln!(out, "replication: N={} R={} W={} (N shrunk to {n}: the ring has only {} members)", c.n, c.r.min(n), c.w.min(n), view.members.len());
+        let _ = writeln!(
+            out,
+            "replication: N={} R={} W={} (N shrunk to {n}: the ring has only {} members)",
+            c.n,
+            c.r.min(n),
+            c.w.min(n),
+            view.members.len()
+        );
     } else {
         let _ = writeln!(out, "replication: N={} R={} W={}", c.n, c.r, c.w);
     }
     let _ = writeln!(out, "vnodes: {}", c.vnodes);
-    let _ = writeln!(out, "storage: {} ({} keys, {} bytes)", store.backend, store.keys, store.bytes);
+    let _ = writeln!(
+        out,
+        "storage: {} ({} keys, {} bytes)",
+        store.backend, store.keys, store.bytes
+    );
     for (k, v) in &store.details {
         let _ = writeln!(out, "storage.{k}: {v}");
     }

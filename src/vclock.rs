@@ -158,15 +158,23 @@ mod tests {
     #[test]
     fn basics() {
         let a: VClock = [("x".to_string(), 2)].into_iter().collect();
-        let b: VClock = [("x".to_string(), 1), ("y".to_string(), 1)].into_iter().collect();
+        let b: VClock = [("x".to_string(), 1), ("y".to_string(), 1)]
+            .into_iter()
+            .collect();
         assert_eq!(a.compare(&b), Causality::Concurrent);
         let m = a.merged(&b);
         assert_eq!(m.get("x"), 2);
         assert_eq!(m.get("y"), 1);
         assert_eq!(m.compare(&a), Causality::After);
         assert_eq!(a.compare(&m), Causality::Before);
-        assert!(m.covers(&Dot { actor: "y".into(), counter: 1 }));
-        assert!(!m.covers(&Dot { actor: "z".into(), counter: 1 }));
+        assert!(m.covers(&Dot {
+            actor: "y".into(),
+            counter: 1
+        }));
+        assert!(!m.covers(&Dot {
+            actor: "z".into(),
+            counter: 1
+        }));
         assert_eq!(m.to_string(), "{x:2, y:1}");
         // Zero counters are not stored, so equality is structural.
         let z: VClock = [("q".to_string(), 0)].into_iter().collect();

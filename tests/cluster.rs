@@ -23,7 +23,9 @@ fn write_through_one_node_read_through_another() {
     assert_eq!(c.cmd(1, &["GET", "user:1"]), Frame::Null);
     assert_eq!(c.cmd(1, &["DEL", "user:1"]), Frame::Integer(0));
     // Every node of a 3-node cluster with N=3 owns every key.
-    let Frame::Bulk(owners) = c.cmd(0, &["OWNERS", "user:1"]) else { panic!("OWNERS") };
+    let Frame::Bulk(owners) = c.cmd(0, &["OWNERS", "user:1"]) else {
+        panic!("OWNERS")
+    };
     assert_eq!(String::from_utf8_lossy(&owners).lines().count(), 3);
 }
 
@@ -31,15 +33,25 @@ fn write_through_one_node_read_through_another() {
 fn sigkill_one_of_three_and_keep_reading_and_writing() {
     let mut c = Cluster::start(3);
     for i in 0..30 {
-        assert_eq!(c.cmd(i % 3, &["SET", &format!("k{i}"), &format!("v{i}")]), Frame::ok());
+        assert_eq!(
+            c.cmd(i % 3, &["SET", &format!("k{i}"), &format!("v{i}")]),
+            Frame::ok()
+        );
     }
     c.nodes[2].sigkill();
     // Reads and writes work at once (the dead replica is simply not waited for)...
     for i in 0..30 {
-        assert_eq!(c.cmd(i % 2, &["GET", &format!("k{i}")]), bulk(&format!("v{i}")), "k{i}");
+        assert_eq!(
+            c.cmd(i % 2, &["GET", &format!("k{i}")]),
+            bulk(&format!("v{i}")),
+            "k{i}"
+        );
     }
     for i in 30..40 {
-        assert_eq!(c.cmd(i % 2, &["SET", &format!("k{i}"), &format!("v{i}")]), Frame::ok());
+        assert_eq!(
+            c.cmd(i % 2, &["SET", &format!("k{i}"), &format!("v{i}")]),
+            Frame::ok()
+        );
     }
     // ...and the failure detector marks the node down within a few seconds.
     let (a0, dead) = (c.nodes[0].addr(), c.nodes[2].id.clone());
@@ -52,10 +64,14 @@ fn sigkill_one_of_three_and_keep_reading_and_writing() {
     // With two of three down, a quorum of two cannot be met: a clear error.
     c.nodes[1].sigkill();
     let reply = c.cmd(0, &["GET", "k1"]);
-    let Frame::Error(msg) = reply else { panic!("expected an error, got {reply:?}") };
+    let Frame::Error(msg) = reply else {
+        panic!("expected an error, got {reply:?}")
+    };
     assert!(msg.contains("read quorum not met: 1 of 2"), "{msg}");
     let reply = c.cmd(0, &["SET", "k1", "x"]);
-    let Frame::Error(msg) = reply else { panic!("expected an error, got {reply:?}") };
+    let Frame::Error(msg) = reply else {
+        panic!("expected an error, got {reply:?}")
+    };
     assert!(msg.contains("write outcome unknown: 1 of 2"), "{msg}");
     // R=1 and W=1 overrides still work on the survivor.
     assert_eq!(c.cmd(0, &["GET", "k1", "R=1"]), bulk("x"));
@@ -72,13 +88,17 @@ fn concurrent_writes_with_one_context_become_siblings_and_a_write_resolves_them(
     assert_eq!(c.cmd(0, &["SET", "cart", "apple", &ctx_arg]), Frame::ok());
     assert_eq!(c.cmd(1, &["SET", "cart", "pear", &ctx_arg]), Frame::ok());
     let reply = c.cmd(2, &["GET", "cart"]);
-    let Frame::Array(siblings) = reply else { panic!("expected siblings, got {reply:?}") };
+    let Frame::Array(siblings) = reply else {
+        panic!("expected siblings, got {reply:?}")
+    };
     let mut values: Vec<Frame> = siblings;
     values.sort_by_key(|f| format!("{f:?}"));
     assert_eq!(values, vec![bulk("apple"), bulk("pear")]);
     // VGET shows both with a context that covers both.
     let both = c.cmd(2, &["VGET", "cart"]);
-    let Frame::Array(items) = &both else { panic!("VGET") };
+    let Frame::Array(items) = &both else {
+        panic!("VGET")
+    };
     assert_eq!(items.len(), 3, "{both:?}");
     let ctx2 = format!("CTX={}", context(&both));
     assert_eq!(c.cmd(2, &["SET", "cart", "apple+pear", &ctx2]), Frame::ok());
@@ -88,7 +108,9 @@ fn concurrent_writes_with_one_context_become_siblings_and_a_write_resolves_them(
     // A write with a stale context (the first one) does not erase the
     // resolution it never saw: it becomes a sibling of it.
     assert_eq!(c.cmd(1, &["SET", "cart", "late", &ctx_arg]), Frame::ok());
-    let Frame::Array(s) = c.cmd(0, &["GET", "cart"]) else { panic!("siblings") };
+    let Frame::Array(s) = c.cmd(0, &["GET", "cart"]) else {
+        panic!("siblings")
+    };
     assert_eq!(s.len(), 2);
     // A plain SET (no context) supersedes everything its coordinator has seen.
     assert_eq!(c.cmd(0, &["SET", "cart", "reset", "W=3"]), Frame::ok());
@@ -115,23 +137,42 @@ fn repl_client_kill_and_quit() {
     assert_eq!(repl.ask("GET greeting"), "\"hello world\"");
     assert_eq!(repl.ask("GET missing"), "(nil)");
     assert_eq!(repl.ask("PING"), "PONG");
-    assert!(repl.ask("FROB x").starts_with("(error) ERR unknown command 'FROB'"));
-    assert_eq!(repl.ask("GET"), "(error) ERR wrong number of arguments for 'get' command");
+    assert!(
+        repl.ask("FROB x")
+            .starts_with("(error) ERR unknown command 'FROB'")
+    );
+    assert_eq!(
+        repl.ask("GET"),
+        "(error) ERR wrong number of arguments for 'get' command"
+    );
     assert_eq!(repl.ask("SET k \"open"), "(error) ERR unbalanced quotes");
-    assert_eq!(repl.ask("GET greeting R=4"), "(error) ERR R=4 exceeds N=3 (the number of replicas of this key)");
+    assert_eq!(
+        repl.ask("GET greeting R=4"),
+        "(error) ERR R=4 exceeds N=3 (the number of replicas of this key)"
+    );
     // NODES: one line per node.
     repl.send("NODES");
     let lines: Vec<String> = (0..3).map(|_| repl.line()).collect();
     for n in &c.nodes {
-        assert!(lines.iter().any(|l| l.starts_with(&format!("{} {} live", n.id, n.addr()))), "{lines:?}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("{} {} live", n.id, n.addr()))),
+            "{lines:?}"
+        );
     }
     // KILL: the process exits within 2 s; reads and writes keep working.
     let victim = c.nodes[2].id.clone();
     assert_eq!(repl.ask(&format!("KILL {victim}")), "OK");
-    wait_until(Duration::from_secs(2), "the killed node to exit", || !c.nodes[2].running());
+    wait_until(Duration::from_secs(2), "the killed node to exit", || {
+        !c.nodes[2].running()
+    });
     assert_eq!(repl.ask("SET after kill"), "OK");
     assert_eq!(repl.ask("GET after"), "\"kill\"");
-    assert!(repl.ask("KILL nobody").starts_with("(error) ERR unknown node 'nobody'"));
+    assert!(
+        repl.ask("KILL nobody")
+            .starts_with("(error) ERR unknown node 'nobody'")
+    );
     // QUIT stops every node and the REPL.
     assert_eq!(repl.ask("QUIT"), "OK");
     repl.wait_exit(Duration::from_secs(10));
@@ -168,7 +209,12 @@ fn master_with_two_slaves_on_the_default_local_ports() {
                 .stderr(std::fs::File::create(&log).unwrap())
                 .spawn()
                 .unwrap();
-            common::NodeProc { port, id: format!("node-{port}"), child, log }
+            common::NodeProc {
+                port,
+                id: format!("node-{port}"),
+                child,
+                log,
+            }
         })
         .collect();
     let mut cmd = Command::new(db_bin());
@@ -183,10 +229,14 @@ fn master_with_two_slaves_on_the_default_local_ports() {
     assert_eq!(master.ask("SET user:1 alice"), "OK");
     assert_eq!(master.ask("GET user:1"), "\"alice\"");
     assert_eq!(master.ask("KILL node-55551"), "OK");
-    wait_until(Duration::from_secs(2), "node-55551 to exit", || !slaves[0].running());
+    wait_until(Duration::from_secs(2), "node-55551 to exit", || {
+        !slaves[0].running()
+    });
     assert_eq!(master.ask("GET user:1"), "\"alice\"");
     assert_eq!(master.ask("SET user:2 bob"), "OK");
     assert_eq!(master.ask("QUIT"), "OK");
     master.wait_exit(Duration::from_secs(10));
-    wait_until(Duration::from_secs(10), "node-55552 to exit", || !slaves[1].running());
+    wait_until(Duration::from_secs(10), "node-55552 to exit", || {
+        !slaves[1].running()
+    });
 }

@@ -111,7 +111,12 @@ mod tests {
             Just(Request::Shutdown),
             bytes().prop_map(|key| Request::Get { key }),
             (bytes(), proptest::option::of(bytes()), 1usize..5).prop_map(|(key, value, w)| {
-                Request::Put { key, value, context: Some(VClock::new()), w }
+                Request::Put {
+                    key,
+                    value,
+                    context: Some(VClock::new()),
+                    w,
+                }
             }),
             (bytes(), bytes()).prop_map(|(key, v)| {
                 let object = Object::update(None, &VClock::new(), &"n/1".to_string(), Some(v), 7)
@@ -144,11 +149,28 @@ mod tests {
 
     #[test]
     fn limits_and_versions() {
-        assert_eq!(frame_len(&u32::MAX.to_be_bytes()), Err(FrameError::TooLarge(u32::MAX as usize)));
-        let env = Envelope { version: 9, id: 1, body: Request::Ping };
+        assert_eq!(
+            frame_len(&u32::MAX.to_be_bytes()),
+            Err(FrameError::TooLarge(u32::MAX as usize))
+        );
+        let env = Envelope {
+            version: 9,
+            id: 1,
+            body: Request::Ping,
+        };
         let payload = rmp_serde::to_vec(&env).unwrap();
-        assert_eq!(decode_payload::<Request>(&payload).unwrap_err(), FrameError::Version(9));
-        let resp = encode(3, &Response::Error { message: "x".into(), unknown: true }).unwrap();
+        assert_eq!(
+            decode_payload::<Request>(&payload).unwrap_err(),
+            FrameError::Version(9)
+        );
+        let resp = encode(
+            3,
+            &Response::Error {
+                message: "x".into(),
+                unknown: true,
+            },
+        )
+        .unwrap();
         assert!(decode::<Response>(&resp).is_ok());
     }
 }

@@ -56,7 +56,12 @@ impl RpcError {
 #[async_trait]
 pub trait Transport: Send + Sync + 'static {
     /// Sends `req` to the node at `to` and waits at most `timeout` for its answer.
-    async fn call(&self, to: SocketAddr, req: Request, timeout: Duration) -> Result<Response, RpcError>;
+    async fn call(
+        &self,
+        to: SocketAddr,
+        req: Request,
+        timeout: Duration,
+    ) -> Result<Response, RpcError>;
 }
 
 /// Peer RPC over TCP with pooled connections.
@@ -123,7 +128,12 @@ impl TcpTransport {
 
 #[async_trait]
 impl Transport for TcpTransport {
-    async fn call(&self, to: SocketAddr, req: Request, timeout: Duration) -> Result<Response, RpcError> {
+    async fn call(
+        &self,
+        to: SocketAddr,
+        req: Request,
+        timeout: Duration,
+    ) -> Result<Response, RpcError> {
         match tokio::time::timeout(timeout, self.call_inner(to, req)).await {
             Ok(r) => r,
             Err(_) => Err(RpcError::Timeout(timeout)),

@@ -157,9 +157,11 @@ impl Cluster {
             log,
         };
         let addr = node.addr();
-        wait_until(Duration::from_secs(20), "node to accept connections", || {
-            Client::connect(&addr).is_ok()
-        });
+        wait_until(
+            Duration::from_secs(20),
+            "node to accept connections",
+            || Client::connect(&addr).is_ok(),
+        );
         node
     }
 
@@ -175,7 +177,13 @@ impl Cluster {
         let running: Vec<String> = self
             .nodes
             .iter_mut()
-            .filter_map(|n| if n.running() { Some(n.id.clone()) } else { None })
+            .filter_map(|n| {
+                if n.running() {
+                    Some(n.id.clone())
+                } else {
+                    None
+                }
+            })
             .collect();
         for i in 0..self.nodes.len() {
             if !self.nodes[i].running() {
@@ -255,7 +263,11 @@ impl ReplProc {
                 }
             }
         });
-        ReplProc { child, stdin, lines }
+        ReplProc {
+            child,
+            stdin,
+            lines,
+        }
     }
 
     /// Types one line.
@@ -290,7 +302,10 @@ impl ReplProc {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "REPL did not exit within {within:?}");
+            assert!(
+                Instant::now() < deadline,
+                "REPL did not exit within {within:?}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
