@@ -89,9 +89,9 @@ enum Cmd {
 /// Flags every node takes.
 #[derive(Args, Debug, Clone)]
 struct NodeOpts {
-    /// Gossip address of a seed node (repeatable). Default on loopback: the
+    /// Gossip address of a seed node (repeatable, or comma-separated). Default on loopback: the
     /// local port range 55551-55560; elsewhere none.
-    #[arg(long = "seed", value_name = "ADDR")]
+    #[arg(long = "seed", value_name = "ADDR", value_delimiter = ',')]
     seeds: Vec<String>,
     /// Node id (default: node-PORT on loopback, node-IP-PORT elsewhere).
     #[arg(long)]
