@@ -68,6 +68,23 @@ pub enum Command {
     CommandDocs,
     /// `CLIENT ...`, `SELECT 0`: connection settings libraries send; accepted.
     Noop,
+    /// `FAULT ...`: fault injection (only with `--fault-injection`).
+    Fault(FaultCmd),
+}
+
+/// A fault-injection command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultCmd {
+    /// `FAULT PARTITION <node>...`: drop all traffic to and from these nodes.
+    Partition(Vec<String>),
+    /// `FAULT DELAY <node> <ms>`: add latency to traffic with that node.
+    Delay(String, u64),
+    /// `FAULT LOSS <node> <percent>`: drop that share of traffic with that node.
+    Loss(String, u8),
+    /// `FAULT HEAL`: remove every rule.
+    Heal,
+    /// `FAULT SHOW`: list the rules in force.
+    Show,
 }
 
 fn arity(name: &str) -> String {
@@ -213,11 +230,14 @@ pub fn parse(args: &[Vec<u8>]) -> Result<Command, String> {
             [] => Command::Shutdown,
             [scope] if scope.eq_ignore_ascii_case(b"CLUSTER") => Command::ShutdownCluster,
             [_] => {
-                return Err("SHUTDOWN takes no argument (this node) or CLUSTER (every node)".into());
+                return Err(
+                    "SHUTDOWN takes no argument (this node) or CLUSTER (every node)".into(),
+                );
             }
             _ => return Err(arity(&name)),
         },
         "QUIT" => Command::Quit,
+        "FAULT" => Command::Fault(parse_fault(rest)?),
         "COMMAND" => Command::CommandDocs,
         "CLIENT" => Command::Noop,
         "SELECT" => {
@@ -234,6 +254,40 @@ pub fn parse(args: &[Vec<u8>]) -> Result<Command, String> {
             ));
         }
     })
+}
+
+fn parse_fault(rest: &[Vec<u8>]) -> Result<FaultCmd, String> {
+    let usage = "usage: FAULT PARTITION <node>... | FAULT DELAY <node> <ms> | FAULT LOSS <node> <percent> | FAULT HEAL | FAULT SHOW";
+    let Some((sub, args)) = rest.split_first() else {
+        return Err(usage.into());
+    };
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| text(a, "node id"))
+        .collect::<Result<_, _>>()?;
+    Ok(
+        match (
+            String::from_utf8_lossy(sub).to_ascii_uppercase().as_str(),
+            args.as_slice(),
+        ) {
+            ("PARTITION", nodes) if !nodes.is_empty() => FaultCmd::Partition(nodes.to_vec()),
+            ("DELAY", [node, ms]) => FaultCmd::Delay(
+                node.clone(),
+                ms.parse()
+                    .map_err(|_| format!("delay must be milliseconds, got '{ms}'"))?,
+            ),
+            ("LOSS", [node, pct]) => FaultCmd::Loss(
+                node.clone(),
+                pct.parse::<u8>()
+                    .ok()
+                    .filter(|p| *p <= 100)
+                    .ok_or_else(|| format!("loss must be a percentage 0-100, got '{pct}'"))?,
+            ),
+            ("HEAL", []) => FaultCmd::Heal,
+            ("SHOW", []) => FaultCmd::Show,
+            _ => return Err(usage.into()),
+        },
+    )
 }
 
 #[cfg(test)]
@@ -329,6 +383,23 @@ mod tests {
                 .contains("context token")
         );
         assert!(p(&["SHUTDOWN", "now"]).is_err());
+        assert!(p(&["FAULT"]).unwrap_err().starts_with("usage: FAULT"));
+        assert!(
+            p(&["FAULT", "LOSS", "n", "101"])
+                .unwrap_err()
+                .contains("0-100")
+        );
+        assert_eq!(
+            p(&["fault", "partition", "a", "b"]),
+            Ok(Command::Fault(FaultCmd::Partition(vec![
+                "a".into(),
+                "b".into()
+            ])))
+        );
+        assert_eq!(
+            p(&["FAULT", "DELAY", "a", "50"]),
+            Ok(Command::Fault(FaultCmd::Delay("a".into(), 50)))
+        );
         assert!(p(&[]).is_err());
     }
 }

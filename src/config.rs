@@ -51,6 +51,8 @@ pub struct Config {
     pub gossip_interval: Duration,
     /// Phi-accrual threshold above which a peer is considered down.
     pub phi_threshold: f64,
+    /// Accept FAULT commands (tests only).
+    pub fault_injection: bool,
 }
 
 impl Config {
@@ -70,6 +72,7 @@ impl Config {
             request_timeout: Duration::from_secs(2),
             gossip_interval: Duration::from_millis(200),
             phi_threshold: 10.0,
+            fault_injection: false,
         }
     }
 

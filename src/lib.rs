@@ -14,13 +14,14 @@
 //! - [`coordinator`]: quorum reads and writes, read repair.
 //! - [`replica`]: the local copy over a [`storage::Store`].
 //! - [`membership`]: chitchat gossip, members and liveness.
-//! - [`rpc`]: peer messages and the transport seam.
+//! - [`rpc`]: peer messages and the transport seam; [`fault`]: fault injection at the seams.
 //! - [`client`], [`repl`]: the REPL and its RESP client; [`local`]: `db local`.
 
 pub mod client;
 pub mod command;
 pub mod config;
 pub mod coordinator;
+pub mod fault;
 pub mod local;
 pub mod membership;
 pub mod node;

@@ -123,6 +123,9 @@ struct NodeOpts {
     /// Phi-accrual threshold above which a silent peer is marked down.
     #[arg(long, default_value_t = 10.0)]
     phi: f64,
+    /// Accept FAULT commands that drop or delay this node's traffic (for tests).
+    #[arg(long)]
+    fault_injection: bool,
 }
 
 fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
@@ -153,6 +156,7 @@ fn build_config(listen: SocketAddr, advertise: Option<SocketAddr>, o: &NodeOpts)
     c.request_timeout = Duration::from_millis(o.timeout_ms.max(1));
     c.gossip_interval = Duration::from_millis(o.gossip_interval_ms.max(10));
     c.phi_threshold = o.phi;
+    c.fault_injection = o.fault_injection;
     c
 }
 

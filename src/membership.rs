@@ -20,7 +20,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chitchat::transport::UdpTransport;
 use chitchat::{
     ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, ProtocolVersion,
     spawn_chitchat,
@@ -29,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::fault::{Faults, GossipTransport};
 use crate::ring::Ring;
 
 /// Gossip key holding a node's TCP address.
@@ -69,7 +69,11 @@ pub struct Membership {
 impl Membership {
     /// Starts gossip for the node described by `config`, and the task that
     /// keeps the [`View`] current until `shutdown` fires.
-    pub async fn start(config: &Config, shutdown: CancellationToken) -> anyhow::Result<Membership> {
+    pub async fn start(
+        config: &Config,
+        faults: Arc<Faults>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Membership> {
         let generation = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -99,7 +103,7 @@ impl Membership {
             (KEY_ADDR.to_string(), config.advertise.to_string()),
             (KEY_STATUS.to_string(), "serving".to_string()),
         ];
-        let handle = spawn_chitchat(cc_config, kvs, &UdpTransport)
+        let handle = spawn_chitchat(cc_config, kvs, &GossipTransport::new(faults))
             .await
             .map_err(|e| anyhow::anyhow!("cannot start gossip on udp {}: {e:#}", config.listen))?;
         let handle = Arc::new(handle);
@@ -111,10 +115,7 @@ impl Membership {
             .collect();
 
         let members_file = config.data_dir.as_ref().map(|d| d.join("members"));
-        let mut members = members_file
-            .as_ref()
-            .map(load_members)
-            .unwrap_or_default();
+        let mut members = members_file.as_ref().map(load_members).unwrap_or_default();
         members.insert(config.node_id.clone(), config.advertise);
         let live = BTreeSet::from([config.node_id.clone()]);
         let ring = Arc::new(Ring::new(members.keys(), config.vnodes));

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::fault::{Faults, FaultyTransport};
 use crate::membership::Membership;
 use crate::replica::Replica;
 use crate::rpc::{TcpTransport, Transport};
@@ -35,6 +36,8 @@ pub struct Node {
     pub membership: Membership,
     /// Outgoing peer calls.
     pub transport: Arc<dyn Transport>,
+    /// Fault-injection rules (inactive unless `--fault-injection`).
+    pub faults: Arc<Faults>,
     /// Fires when the node must stop: every loop ends.
     pub shutdown: CancellationToken,
     /// Fires once the stop sequence has finished.
@@ -75,12 +78,21 @@ pub async fn start_with_store(
         .await
         .with_context(|| format!("cannot listen on tcp {}", config.listen))?;
     let shutdown = CancellationToken::new();
-    let membership = Membership::start(&config, shutdown.clone()).await?;
+    let faults = Faults::new(config.fault_injection);
+    let membership = Membership::start(&config, faults.clone(), shutdown.clone()).await?;
+    let tcp: Arc<dyn Transport> = Arc::new(TcpTransport::new(config.advertise));
+    let transport: Arc<dyn Transport> = if config.fault_injection {
+        warn!("fault injection is enabled: FAULT commands can cut this node off");
+        Arc::new(FaultyTransport::new(tcp, faults.clone()))
+    } else {
+        tcp
+    };
     let node = Arc::new(Node {
         actor,
         replica: Replica::new(store),
         membership,
-        transport: Arc::new(TcpTransport::new()),
+        transport,
+        faults,
         shutdown,
         stopped: CancellationToken::new(),
         stopping: AtomicBool::new(false),

@@ -16,8 +16,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
-use crate::command::{self, Command};
+use crate::command::{self, Command, FaultCmd};
 use crate::coordinator::CoordError;
+use crate::fault::Fate;
 use crate::node::Node;
 use crate::object::encode_context;
 use crate::resp::{self, DecodeError, Frame};
@@ -126,10 +127,19 @@ async fn peer_session(node: Arc<Node>, mut stream: TcpStream) -> std::io::Result
                 return Ok(());
             }
         };
+        if let Some(from) = env.from {
+            match node.faults.fate(&from) {
+                // Across a partition a request goes unanswered.
+                Fate::Drop => return Ok(()),
+                Fate::Delay(d) => tokio::time::sleep(d).await,
+                Fate::Pass => {}
+            }
+        }
         let stop = matches!(env.body, Request::Shutdown);
         let response = node.handle_peer(env.body).await;
-        let bytes = pframe::encode(env.id, &response).unwrap_or_else(|e| {
+        let bytes = pframe::encode(None, env.id, &response).unwrap_or_else(|e| {
             pframe::encode(
+                None,
                 env.id,
                 &Response::Error {
                     message: e.to_string(),
@@ -305,10 +315,58 @@ async fn execute(node: &Arc<Node>, args: &[Vec<u8>]) -> (Frame, After) {
         Command::Shutdown => return (Frame::ok(), After::StopNode),
         Command::ShutdownCluster => return (Frame::ok(), After::StopCluster),
         Command::Quit => return (Frame::ok(), After::Close),
+        Command::Fault(f) => fault_command(node, f),
         Command::CommandDocs => Frame::Array(Vec::new()),
         Command::Noop => Frame::ok(),
     };
     (reply, After::Continue)
+}
+
+fn fault_command(node: &Node, cmd: FaultCmd) -> Frame {
+    if !node.faults.enabled() {
+        return Frame::err("fault injection is disabled; start the node with --fault-injection");
+    }
+    let view = node.membership.view();
+    let resolve = |id: &str| {
+        view.addr(id)
+            .ok_or_else(|| format!("unknown node '{id}' (see NODES)"))
+    };
+    let result: Result<(), String> = match cmd {
+        FaultCmd::Partition(nodes) => nodes.iter().try_for_each(|n| {
+            let a = resolve(n)?;
+            node.faults.update(a, |r| r.partitioned = true);
+            Ok(())
+        }),
+        FaultCmd::Delay(n, ms) => resolve(&n).map(|a| {
+            node.faults
+                .update(a, |r| r.delay = Duration::from_millis(ms));
+        }),
+        FaultCmd::Loss(n, pct) => resolve(&n).map(|a| node.faults.update(a, |r| r.loss_pct = pct)),
+        FaultCmd::Heal => {
+            node.faults.heal();
+            Ok(())
+        }
+        FaultCmd::Show => {
+            let mut out = String::new();
+            for (addr, rule) in node.faults.rules() {
+                let _ = writeln!(
+                    out,
+                    "{addr} partitioned={} delay_ms={} loss_pct={}",
+                    rule.partitioned,
+                    rule.delay.as_millis(),
+                    rule.loss_pct
+                );
+            }
+            return Frame::Bulk(out.into_bytes());
+        }
+    };
+    match result {
+        Ok(()) => {
+            info!(rules = ?node.faults.rules(), "fault rules changed");
+            Frame::ok()
+        }
+        Err(e) => Frame::err(e),
+    }
 }
 
 /// One line per ring member: id, address, live/down (and which one is this node).

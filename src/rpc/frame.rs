@@ -28,6 +28,9 @@ pub struct Envelope<T> {
     pub version: u8,
     /// Matches a response to its request.
     pub id: u64,
+    /// The sender's advertised address (requests only; fault injection
+    /// drops requests from partitioned peers by it).
+    pub from: Option<std::net::SocketAddr>,
     /// The message.
     pub body: T,
 }
@@ -50,10 +53,15 @@ pub enum FrameError {
 }
 
 /// Encodes an envelope as a length-prefixed frame.
-pub fn encode<T: Serialize>(id: u64, body: &T) -> Result<Vec<u8>, FrameError> {
+pub fn encode<T: Serialize>(
+    from: Option<std::net::SocketAddr>,
+    id: u64,
+    body: &T,
+) -> Result<Vec<u8>, FrameError> {
     let env = Envelope {
         version: PROTOCOL_VERSION,
         id,
+        from,
         body,
     };
     let payload = rmp_serde::to_vec(&env).map_err(|e| FrameError::Malformed(e.to_string()))?;
@@ -129,10 +137,12 @@ mod tests {
     proptest! {
         #[test]
         fn round_trip(id in any::<u64>(), req in request()) {
-            let bytes = encode(id, &req).unwrap();
+            let from = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 7)));
+            let bytes = encode(from, id, &req).unwrap();
             let (env, used) = decode::<Request>(&bytes).unwrap();
             prop_assert_eq!(used, bytes.len());
             prop_assert_eq!(env.id, id);
+            prop_assert_eq!(env.from, from);
             prop_assert_eq!(env.body, req);
             for cut in 0..bytes.len() {
                 prop_assert_eq!(decode::<Request>(&bytes[..cut]).unwrap_err(), FrameError::Incomplete);
@@ -156,6 +166,7 @@ mod tests {
         let env = Envelope {
             version: 9,
             id: 1,
+            from: None,
             body: Request::Ping,
         };
         let payload = rmp_serde::to_vec(&env).unwrap();
@@ -164,6 +175,7 @@ mod tests {
             FrameError::Version(9)
         );
         let resp = encode(
+            None,
             3,
             &Response::Error {
                 message: "x".into(),

@@ -69,12 +69,17 @@ pub trait Transport: Send + Sync + 'static {
 pub struct TcpTransport {
     idle: Mutex<HashMap<SocketAddr, Vec<(Instant, TcpStream)>>>,
     next_id: AtomicU64,
+    /// This node's advertised address, sent with every request.
+    from: Option<SocketAddr>,
 }
 
 impl TcpTransport {
-    /// A transport with an empty pool.
-    pub fn new() -> Self {
-        Self::default()
+    /// A transport for the node at `from`, with an empty pool.
+    pub fn new(from: SocketAddr) -> Self {
+        TcpTransport {
+            from: Some(from),
+            ..Self::default()
+        }
     }
 
     fn checkout(&self, to: SocketAddr) -> Option<TcpStream> {
@@ -107,7 +112,7 @@ impl TcpTransport {
             }
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let bytes = frame::encode(id, &req)?;
+        let bytes = frame::encode(self.from, id, &req)?;
         stream.write_all(&bytes).await?;
         let mut head = [0u8; 4];
         stream.read_exact(&mut head).await?;

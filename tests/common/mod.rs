@@ -99,6 +99,8 @@ pub struct Cluster {
     pub cluster_id: String,
     pub dir: tempfile::TempDir,
     pub extra: Vec<String>,
+    /// When set, each node keeps its data in `dir/data-PORT`.
+    pub durable: bool,
 }
 
 impl Cluster {
@@ -110,6 +112,15 @@ impl Cluster {
 
     /// [`Cluster::start`] with extra flags for every node.
     pub fn start_with(n: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_opts(n, extra, false)
+    }
+
+    /// A cluster whose nodes keep their data in data directories.
+    pub fn start_durable(n: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_opts(n, extra, true)
+    }
+
+    fn start_opts(n: usize, extra: &[&str], durable: bool) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let cluster_id = format!("test-{}", rand::random::<u64>());
         let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
@@ -118,6 +129,7 @@ impl Cluster {
             cluster_id,
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            durable,
         };
         for &port in &ports {
             let node = cluster.spawn_node(port, &ports);
@@ -144,6 +156,9 @@ impl Cluster {
         for p in ports {
             cmd.arg("--seed").arg(format!("127.0.0.1:{p}"));
         }
+        if self.durable {
+            cmd.arg("--data-dir").arg(self.data_dir(port));
+        }
         cmd.args(&self.extra)
             .env("RUST_LOG", "info,chitchat=warn")
             .stdin(Stdio::null())
@@ -163,6 +178,11 @@ impl Cluster {
             || Client::connect(&addr).is_ok(),
         );
         node
+    }
+
+    /// The data directory of the node on `port` (durable clusters).
+    pub fn data_dir(&self, port: u16) -> PathBuf {
+        self.dir.path().join(format!("data-{port}"))
     }
 
     /// Restarts node `i` (after it stopped) on the same port.
