@@ -12,14 +12,24 @@ use crate::storage::StoreError;
 struct State {
     synced: u64,
     syncing: bool,
+    /// LSN the in-flight sync will cover (valid while `syncing`).
+    in_flight: u64,
+    /// Number of syncs completed; waiters for sync `b` sleep on `cv[b % 2]`.
+    batch: u64,
     poisoned: bool,
 }
 
 /// Shared group-commit state.
+///
+/// Waiters covered by the in-flight sync sleep on one condvar; later waiters
+/// sleep on the other. When a sync finishes, its leader wakes all of the
+/// first group (they are durable) and only one of the second (it leads the
+/// next sync, which covers the whole group), so no waiter is woken just to
+/// go back to sleep.
 #[derive(Debug, Default)]
 pub struct GroupCommit {
     state: Mutex<State>,
-    cv: Condvar,
+    cv: [Condvar; 2],
 }
 
 impl GroupCommit {
@@ -27,18 +37,23 @@ impl GroupCommit {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn notify_everyone(&self) {
+        self.cv[0].notify_all();
+        self.cv[1].notify_all();
+    }
+
     /// Records that everything up to `lsn` is durable (e.g. after a rollover sync).
     pub fn mark_synced(&self, lsn: u64) {
         let mut st = self.lock();
         st.synced = st.synced.max(lsn);
         drop(st);
-        self.cv.notify_all();
+        self.notify_everyone();
     }
 
     /// Marks the store poisoned: every waiter and later writer fails.
     pub fn poison(&self) {
         self.lock().poisoned = true;
-        self.cv.notify_all();
+        self.notify_everyone();
     }
 
     /// True once a sync has failed.
@@ -46,12 +61,14 @@ impl GroupCommit {
         self.lock().poisoned
     }
 
-    /// Returns once `lsn` is durable. `sync` fsyncs the log and returns the
-    /// LSN it covered; it is called by at most one thread at a time.
-    pub fn wait(
+    /// Returns once `lsn` is durable. The leader calls `prepare` (under the
+    /// group-commit lock) for the LSN appended so far and what to sync, then
+    /// `sync` on it without the lock. At most one sync runs at a time.
+    pub fn wait<T>(
         &self,
         lsn: u64,
-        sync: impl Fn() -> std::io::Result<u64>,
+        prepare: impl Fn() -> (u64, T),
+        sync: impl Fn(T) -> std::io::Result<()>,
     ) -> Result<(), StoreError> {
         let mut st = self.lock();
         loop {
@@ -62,24 +79,38 @@ impl GroupCommit {
                 return Ok(());
             }
             if st.syncing {
-                st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+                // Covered by the sync in flight, or by the next one.
+                let b = if lsn <= st.in_flight {
+                    st.batch
+                } else {
+                    st.batch + 1
+                };
+                st = self.cv[(b % 2) as usize]
+                    .wait(st)
+                    .unwrap_or_else(|e| e.into_inner());
                 continue;
             }
+            let (target, what) = prepare();
             st.syncing = true;
+            st.in_flight = target.max(lsn);
             drop(st);
-            let res = sync();
+            let res = sync(what);
             st = self.lock();
             st.syncing = false;
+            let done = st.batch;
+            st.batch += 1;
             match res {
-                Ok(covered) => st.synced = st.synced.max(covered),
+                Ok(()) => st.synced = st.synced.max(st.in_flight),
                 Err(e) => {
                     tracing::error!(error = %e, "fsync failed; the store is poisoned");
                     st.poisoned = true;
-                    self.cv.notify_all();
+                    drop(st);
+                    self.notify_everyone();
                     return Err(StoreError::Io(e));
                 }
             }
-            self.cv.notify_all();
+            self.cv[(done % 2) as usize].notify_all();
+            self.cv[((done + 1) % 2) as usize].notify_one();
         }
     }
 }
@@ -101,11 +132,15 @@ mod tests {
                 std::thread::spawn(move || {
                     for _ in 0..50 {
                         let lsn = appended.fetch_add(1, Ordering::SeqCst) + 1;
-                        gc.wait(lsn, || {
-                            syncs.fetch_add(1, Ordering::SeqCst);
-                            std::thread::yield_now();
-                            Ok(appended.load(Ordering::SeqCst))
-                        })
+                        gc.wait(
+                            lsn,
+                            || (appended.load(Ordering::SeqCst), ()),
+                            |()| {
+                                syncs.fetch_add(1, Ordering::SeqCst);
+                                std::thread::yield_now();
+                                Ok(())
+                            },
+                        )
                         .unwrap();
                     }
                 })
@@ -121,10 +156,13 @@ mod tests {
     fn failed_sync_poisons() {
         let gc = GroupCommit::default();
         assert!(matches!(
-            gc.wait(1, || Err(std::io::Error::other("eio"))),
+            gc.wait(1, || (1, ()), |()| Err(std::io::Error::other("eio"))),
             Err(StoreError::Io(_))
         ));
-        assert!(matches!(gc.wait(1, || Ok(1)), Err(StoreError::Poisoned)));
+        assert!(matches!(
+            gc.wait(1, || (1, ()), |()| Ok(())),
+            Err(StoreError::Poisoned)
+        ));
         assert!(gc.is_poisoned());
     }
 }

@@ -155,6 +155,10 @@ pub(crate) struct Inner {
     pub(crate) keydir: KeyDir,
     pub(crate) segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
     pub(crate) writer: Mutex<Writer>,
+    /// LSN of the last append (mirrors `Writer::lsn`, readable without the lock).
+    pub(crate) written: AtomicU64,
+    /// The active segment, for the group-commit leader (no writer lock needed).
+    pub(crate) sync_target: Mutex<Arc<Segment>>,
     pub(crate) commit: GroupCommit,
     pub(crate) stats: Stats,
     /// Background threads stop when this becomes true.
@@ -216,12 +220,29 @@ impl Inner {
         *self.stop.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The LSN appended so far and the segment to fsync to make it durable.
+    /// Reads the LSN first: a rollover fsyncs the old segment before the new
+    /// one becomes `sync_target`, so records up to the LSN are either in an
+    /// already synced segment or in the returned one.
+    fn sync_point(&self) -> (u64, Arc<Segment>) {
+        let lsn = self.written.load(Ordering::Acquire);
+        let seg = self
+            .sync_target
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        (lsn, seg)
+    }
+
+    /// Waits until `lsn` is durable, taking part in group commit.
+    fn wait_durable(&self, lsn: u64) -> Result<(), StoreError> {
+        self.commit
+            .wait(lsn, || self.sync_point(), |seg| seg.file.sync_data())
+    }
+
     /// Fsyncs the active segment; returns the LSN that is now durable.
     fn sync_active(&self) -> std::io::Result<u64> {
-        let (seg, lsn) = {
-            let w = self.writer();
-            (w.active.clone(), w.lsn)
-        };
+        let (lsn, seg) = self.sync_point();
         seg.file.sync_data()?;
         Ok(lsn)
     }
@@ -247,6 +268,7 @@ impl Inner {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, seg.clone());
+        *self.sync_target.lock().unwrap_or_else(|e| e.into_inner()) = seg.clone();
         let old = std::mem::replace(&mut w.active, seg);
         if self.opts.fsync != FsyncPolicy::Never {
             self.commit.mark_synced(w.lsn);
@@ -286,6 +308,7 @@ impl Inner {
         seg.size.store(off + len, Ordering::Release);
         w.lsn += len;
         let lsn = w.lsn;
+        self.written.store(lsn, Ordering::Release);
         let loc = Location {
             seg: seg.id,
             offset: off as u32,
@@ -321,7 +344,7 @@ impl Inner {
         }
         let lsn = self.append(key, value, flags)?;
         match self.opts.fsync {
-            FsyncPolicy::Always if lsn > 0 => self.commit.wait(lsn, || self.sync_active()),
+            FsyncPolicy::Always if lsn > 0 => self.wait_durable(lsn),
             _ => Ok(()),
         }
     }
@@ -428,8 +451,8 @@ impl LogStore {
 
     /// Fsyncs everything written so far, whatever the policy.
     pub fn sync(&self) -> Result<(), StoreError> {
-        let lsn = self.inner.writer().lsn;
-        self.inner.commit.wait(lsn, || self.inner.sync_active())
+        let lsn = self.inner.written.load(Ordering::Acquire);
+        self.inner.wait_durable(lsn)
     }
 
     /// Heap bytes held by the key directory (for the memory benchmark).
