@@ -4,32 +4,44 @@
 //! leader, fsyncs once for every write appended so far, and wakes everyone
 //! whose LSN that covered; otherwise it sleeps until a leader covers it.
 
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::Thread;
 
 use crate::storage::StoreError;
 
+/// A parked writer waiting for its LSN to become durable.
+#[derive(Debug)]
+struct Waiter {
+    lsn: u64,
+    thread: Thread,
+    woken: Arc<AtomicBool>,
+}
+
+impl Waiter {
+    fn wake(self) {
+        self.woken.store(true, Ordering::Release);
+        self.thread.unpark();
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
-    synced: u64,
     syncing: bool,
-    /// LSN the in-flight sync will cover (valid while `syncing`).
-    in_flight: u64,
-    /// Number of syncs completed; waiters for sync `b` sleep on `cv[b % 2]`.
-    batch: u64,
-    poisoned: bool,
+    waiters: Vec<Waiter>,
 }
 
 /// Shared group-commit state.
 ///
-/// Waiters covered by the in-flight sync sleep on one condvar; later waiters
-/// sleep on the other. When a sync finishes, its leader wakes all of the
-/// first group (they are durable) and only one of the second (it leads the
-/// next sync, which covers the whole group), so no waiter is woken just to
-/// go back to sleep.
+/// Waiters park (no shared condvar, so a finished sync does not make every
+/// waiter fight for a mutex). When a sync finishes, its leader unparks each
+/// waiter it covered, plus exactly one uncovered waiter to lead the next
+/// sync, which will cover all the others.
 #[derive(Debug, Default)]
 pub struct GroupCommit {
     state: Mutex<State>,
-    cv: [Condvar; 2],
+    synced: AtomicU64,
+    poisoned: AtomicBool,
 }
 
 impl GroupCommit {
@@ -37,28 +49,44 @@ impl GroupCommit {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn notify_everyone(&self) {
-        self.cv[0].notify_all();
-        self.cv[1].notify_all();
+    /// Wakes covered waiters (all of them if poisoned) and, if `elect`, one
+    /// uncovered waiter to lead the next sync.
+    fn wake(&self, st: &mut State, elect: bool) {
+        let synced = self.synced.load(Ordering::Acquire);
+        let poisoned = self.poisoned.load(Ordering::Acquire);
+        let mut elected = !elect;
+        let mut keep = Vec::new();
+        for w in st.waiters.drain(..) {
+            if poisoned || w.lsn <= synced {
+                w.wake();
+            } else if !elected {
+                elected = true;
+                w.wake();
+            } else {
+                keep.push(w);
+            }
+        }
+        st.waiters = keep;
     }
 
     /// Records that everything up to `lsn` is durable (e.g. after a rollover sync).
     pub fn mark_synced(&self, lsn: u64) {
+        self.synced.fetch_max(lsn, Ordering::AcqRel);
         let mut st = self.lock();
-        st.synced = st.synced.max(lsn);
-        drop(st);
-        self.notify_everyone();
+        let elect = !st.syncing;
+        self.wake(&mut st, elect);
     }
 
     /// Marks the store poisoned: every waiter and later writer fails.
     pub fn poison(&self) {
-        self.lock().poisoned = true;
-        self.notify_everyone();
+        self.poisoned.store(true, Ordering::Release);
+        let mut st = self.lock();
+        self.wake(&mut st, false);
     }
 
     /// True once a sync has failed.
     pub fn is_poisoned(&self) -> bool {
-        self.lock().poisoned
+        self.poisoned.load(Ordering::Acquire)
     }
 
     /// Returns once `lsn` is durable. The leader calls `prepare` (under the
@@ -70,47 +98,48 @@ impl GroupCommit {
         prepare: impl Fn() -> (u64, T),
         sync: impl Fn(T) -> std::io::Result<()>,
     ) -> Result<(), StoreError> {
-        let mut st = self.lock();
         loop {
-            if st.poisoned {
+            if self.is_poisoned() {
                 return Err(StoreError::Poisoned);
             }
-            if st.synced >= lsn {
+            if self.synced.load(Ordering::Acquire) >= lsn {
                 return Ok(());
             }
+            let mut st = self.lock();
+            if self.is_poisoned() || self.synced.load(Ordering::Acquire) >= lsn {
+                continue;
+            }
             if st.syncing {
-                // Covered by the sync in flight, or by the next one.
-                let b = if lsn <= st.in_flight {
-                    st.batch
-                } else {
-                    st.batch + 1
-                };
-                st = self.cv[(b % 2) as usize]
-                    .wait(st)
-                    .unwrap_or_else(|e| e.into_inner());
+                let woken = Arc::new(AtomicBool::new(false));
+                st.waiters.push(Waiter {
+                    lsn,
+                    thread: std::thread::current(),
+                    woken: woken.clone(),
+                });
+                drop(st);
+                while !woken.load(Ordering::Acquire) {
+                    std::thread::park();
+                }
                 continue;
             }
             let (target, what) = prepare();
             st.syncing = true;
-            st.in_flight = target.max(lsn);
             drop(st);
             let res = sync(what);
-            st = self.lock();
-            st.syncing = false;
-            let done = st.batch;
-            st.batch += 1;
-            match res {
-                Ok(()) => st.synced = st.synced.max(st.in_flight),
+            match &res {
+                Ok(()) => {
+                    self.synced.fetch_max(target.max(lsn), Ordering::AcqRel);
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "fsync failed; the store is poisoned");
-                    st.poisoned = true;
-                    drop(st);
-                    self.notify_everyone();
-                    return Err(StoreError::Io(e));
+                    self.poisoned.store(true, Ordering::Release);
                 }
             }
-            self.cv[(done % 2) as usize].notify_all();
-            self.cv[((done + 1) % 2) as usize].notify_one();
+            let mut st = self.lock();
+            st.syncing = false;
+            self.wake(&mut st, true);
+            drop(st);
+            return res.map_err(StoreError::Io);
         }
     }
 }
