@@ -51,6 +51,7 @@ impl Store for MemoryStore {
             keys: map.len() as u64,
             bytes: map.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum(),
             details: Vec::new(),
+            ..StoreStatus::default()
         }
     }
 }

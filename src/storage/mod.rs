@@ -7,8 +7,10 @@
 //! `tokio::task::spawn_blocking`. Calls from many threads at once must be safe;
 //! a durable backend uses that concurrency for group commit.
 
+pub mod log;
 pub mod memory;
 
+pub use log::{FsyncPolicy, LogOptions, LogStore, ParseFsyncPolicyError};
 pub use memory::MemoryStore;
 
 /// Errors a storage backend can return.
@@ -48,6 +50,9 @@ pub enum StoreError {
     /// the kernel may have dropped the dirty pages that failed to sync.
     #[error("store is poisoned after a failed sync; restart the node")]
     Poisoned,
+    /// An option passed to the backend is out of range.
+    #[error("invalid storage configuration: {0}")]
+    InvalidConfig(String),
 }
 
 /// Figures a backend reports for `STATUS`.
@@ -59,6 +64,14 @@ pub struct StoreStatus {
     pub keys: u64,
     /// Bytes held (in memory or on disk).
     pub bytes: u64,
+    /// Segment files on disk (0 for in-memory backends).
+    pub segments: u64,
+    /// Bytes on disk held by superseded or deleted records and tombstones.
+    pub dead_bytes: u64,
+    /// Bytes freed by compaction since the store was opened.
+    pub reclaimed_bytes: u64,
+    /// Corrupt records skipped (never served) during the last recovery.
+    pub corrupt_records: u64,
     /// Free-form extra lines (segments, reclaimed bytes, ...).
     pub details: Vec<(String, String)>,
 }

@@ -1,0 +1,309 @@
+//! Background maintenance: writes hint files for closed segments, and
+//! compacts closed segments whose live fraction fell below the threshold.
+//!
+//! Compaction copies the live records of the chosen segments (byte for byte,
+//! so their CRCs stay valid) into new segments whose ids sort just after the
+//! newest input and before every later segment, writes their hints, then
+//! re-points the key directory with compare-and-swap (a concurrent write
+//! always wins), and finally deletes the inputs, oldest first. Readers and
+//! writers are never blocked for longer than one key-directory update. A
+//! tombstone is dropped only when every segment older than it is among the
+//! inputs (so no older value it hides can survive); otherwise it is copied.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::hint::{self, HintEntry};
+use super::keydir::Location;
+use super::recovery::read_all;
+use super::segment::{self, MINOR_BITS};
+use super::{Inner, Segment, fsutil};
+use crate::storage::StoreError;
+
+/// The maintenance thread: runs until the store is dropped.
+pub(crate) fn maintenance_loop(inner: &Inner) {
+    tracing::debug!(dir = %inner.dir.display(), "storage maintenance thread started");
+    let mut last_compaction = std::time::Instant::now();
+    loop {
+        {
+            let mut stop = inner.stop.lock().unwrap_or_else(|e| e.into_inner());
+            if !inner.kick.swap(false, Ordering::AcqRel) && !*stop {
+                let wait = inner
+                    .opts
+                    .compaction_interval
+                    .saturating_sub(last_compaction.elapsed());
+                stop = inner
+                    .wake
+                    .wait_timeout(stop, wait)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            if *stop {
+                return;
+            }
+        }
+        let _guard = inner.maint.lock().unwrap_or_else(|e| e.into_inner());
+        // A rollover only asks for the closed segment's hint; compaction
+        // runs once per interval.
+        if let Err(e) = write_missing_hints(inner) {
+            tracing::warn!(error = %e, "writing hint files failed");
+        }
+        if last_compaction.elapsed() >= inner.opts.compaction_interval {
+            last_compaction = std::time::Instant::now();
+            if let Err(e) = compact(inner) {
+                tracing::warn!(error = %e, "compaction failed");
+            }
+        }
+    }
+}
+
+fn active_id(inner: &Inner) -> u64 {
+    inner.writer().active.id
+}
+
+/// Scans a closed segment and writes its hint file.
+fn write_hint(inner: &Inner, seg: &Segment) -> Result<(), StoreError> {
+    let len = seg.size.load(Ordering::Acquire);
+    let buf = read_all(&seg.file, len)?;
+    let mut entries = Vec::new();
+    segment::scan(&buf, |off, rlen, rec| {
+        entries.push(HintEntry {
+            flags: rec.flags,
+            offset: off as u32,
+            len: rlen,
+            key: rec.key.to_vec(),
+        })
+    })
+    .map_err(|e| StoreError::UnsupportedFormat(e.to_string()))?;
+    hint::write(
+        &inner.dir,
+        &segment::hint_path(&inner.dir, seg.id),
+        len,
+        &entries,
+    )?;
+    seg.has_hint.store(true, Ordering::Release);
+    Ok(())
+}
+
+/// Writes hints for every closed segment that lacks one.
+pub(crate) fn write_missing_hints(inner: &Inner) -> Result<(), StoreError> {
+    let active = active_id(inner);
+    for seg in inner.segments_snapshot() {
+        if seg.id != active && !seg.has_hint.load(Ordering::Acquire) {
+            if inner.stopping() {
+                return Ok(());
+            }
+            write_hint(inner, &seg)?;
+            tracing::debug!(segment = seg.id, "hint file written");
+        }
+    }
+    Ok(())
+}
+
+/// A compaction output file being filled.
+struct Output {
+    id: u64,
+    data: Vec<u8>,
+    len: u64,
+    /// (key, old location, new location, is tombstone)
+    moved: Vec<(Vec<u8>, Location, Location, u8)>,
+}
+
+impl Output {
+    fn tmp_path(inner: &Inner, id: u64) -> std::path::PathBuf {
+        segment::seg_path(&inner.dir, id).with_extension(segment::TMP_EXT)
+    }
+}
+
+/// Makes an output durable and visible, then re-points the keys it holds.
+fn publish(inner: &Inner, out: Output) -> Result<(), StoreError> {
+    let Output {
+        id,
+        data,
+        len,
+        moved,
+    } = out;
+    {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(Output::tmp_path(inner, id))?;
+        file.write_all(&data)?;
+        file.sync_data()?;
+    }
+    let path = segment::seg_path(&inner.dir, id);
+    fs::rename(Output::tmp_path(inner, id), &path)?;
+    let entries: Vec<HintEntry> = moved
+        .iter()
+        .map(|(k, _, to, flags)| HintEntry {
+            flags: *flags,
+            offset: to.offset,
+            len: to.len,
+            key: k.clone(),
+        })
+        .collect();
+    hint::write(
+        &inner.dir,
+        &segment::hint_path(&inner.dir, id),
+        len,
+        &entries,
+    )?;
+    let file = OpenOptions::new().read(true).write(true).open(&path)?;
+    let seg = Arc::new(Segment::new(id, file, len, 0, true));
+    inner
+        .segments
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id, seg.clone());
+    for (key, from, to, flags) in moved {
+        if flags & super::record::FLAG_TOMBSTONE != 0 {
+            seg.dead.fetch_add(u64::from(to.len), Ordering::Relaxed);
+        } else if inner.keydir.replace_if(&key, from, to) {
+            inner.add_dead(from.seg, from.len);
+        } else {
+            // Overwritten or deleted while we copied: the copy is dead.
+            seg.dead.fetch_add(u64::from(to.len), Ordering::Relaxed);
+        }
+    }
+    Ok(())
+}
+
+/// One compaction pass; returns the bytes reclaimed.
+pub(crate) fn compact(inner: &Inner) -> Result<u64, StoreError> {
+    let threshold = inner.opts.compaction_threshold;
+    if threshold <= 0.0 {
+        return Ok(0);
+    }
+    let active = active_id(inner);
+    let all = inner.segments_snapshot();
+    let chosen: Vec<Arc<Segment>> = all
+        .iter()
+        .filter(|s| {
+            let size = s.size.load(Ordering::Acquire);
+            let dead = s.dead.load(Ordering::Relaxed).min(size);
+            s.id != active && (size == 0 || ((size - dead) as f64) < threshold * size as f64)
+        })
+        .cloned()
+        .collect();
+    if chosen.is_empty() {
+        return Ok(0);
+    }
+    let chosen_ids: Vec<u64> = chosen.iter().map(|s| s.id).collect();
+    let oldest_kept = all
+        .iter()
+        .map(|s| s.id)
+        .find(|id| !chosen_ids.contains(id))
+        .unwrap_or(u64::MAX);
+    let newest_in = *chosen_ids.iter().max().unwrap_or(&0);
+    let major = newest_in >> MINOR_BITS;
+    let mut next_id = all
+        .iter()
+        .map(|s| s.id)
+        .filter(|id| id >> MINOR_BITS == major)
+        .max()
+        .unwrap_or(newest_in)
+        + 1;
+    let before: u64 = chosen.iter().map(|s| s.size.load(Ordering::Acquire)).sum();
+    let mut after = 0u64;
+    let mut out: Option<Output> = None;
+    for seg in &chosen {
+        if inner.stopping() {
+            return Ok(0);
+        }
+        let len = seg.size.load(Ordering::Acquire);
+        let buf = read_all(&seg.file, len)?;
+        let mut live: Vec<(u64, u32, Vec<u8>, u8)> = Vec::new();
+        segment::scan(&buf, |off, rlen, rec| {
+            let keep = if rec.is_tombstone() {
+                seg.id > oldest_kept && inner.keydir.get(rec.key).is_none()
+            } else {
+                inner.keydir.get(rec.key)
+                    == Some(Location {
+                        seg: seg.id,
+                        offset: off as u32,
+                        len: rlen,
+                    })
+            };
+            if keep {
+                live.push((off, rlen, rec.key.to_vec(), rec.flags));
+            }
+        })
+        .map_err(|e| StoreError::UnsupportedFormat(e.to_string()))?;
+        for (off, rlen, key, flags) in live {
+            if out
+                .as_ref()
+                .is_some_and(|o| o.len > 0 && o.len + u64::from(rlen) > inner.opts.segment_size)
+            {
+                if let Some(o) = out.take() {
+                    after += o.len;
+                    publish(inner, o)?;
+                }
+            }
+            if out.is_none() {
+                if next_id >> MINOR_BITS != major {
+                    tracing::warn!("compaction output ids exhausted for this generation");
+                    return Ok(0);
+                }
+                out = Some(Output {
+                    id: next_id,
+                    data: Vec::new(),
+                    len: 0,
+                    moved: Vec::new(),
+                });
+                next_id += 1;
+            }
+            if let Some(o) = out.as_mut() {
+                let bytes = &buf[off as usize..off as usize + rlen as usize];
+                o.data.extend_from_slice(bytes);
+                let from = Location {
+                    seg: seg.id,
+                    offset: off as u32,
+                    len: rlen,
+                };
+                let to = Location {
+                    seg: o.id,
+                    offset: o.len as u32,
+                    len: rlen,
+                };
+                o.moved.push((key, from, to, flags));
+                o.len += u64::from(rlen);
+            }
+        }
+    }
+    if let Some(o) = out.take() {
+        after += o.len;
+        publish(inner, o)?;
+    }
+    {
+        let mut segs = inner.segments.write().unwrap_or_else(|e| e.into_inner());
+        for id in &chosen_ids {
+            segs.remove(id);
+        }
+    }
+    // Oldest first, so a crash midway never leaves a tombstone deleted while
+    // the older value it hides survives.
+    for id in &chosen_ids {
+        fs::remove_file(segment::seg_path(&inner.dir, *id))?;
+        match fs::remove_file(segment::hint_path(&inner.dir, *id)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+    }
+    fsutil::sync_dir(&inner.dir)?;
+    let reclaimed = before.saturating_sub(after);
+    inner
+        .stats
+        .reclaimed
+        .fetch_add(reclaimed, Ordering::Relaxed);
+    inner.stats.compactions.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(
+        inputs = chosen_ids.len(),
+        bytes_before = before,
+        bytes_after = after,
+        reclaimed,
+        "compaction finished"
+    );
+    Ok(reclaimed)
+}

@@ -1,0 +1,563 @@
+//! The durable log-structured backend ([`LogStore`]): append-only segment
+//! files of CRC-checked records, an in-memory key directory, hint files,
+//! crash recovery, group commit and background compaction.
+//!
+//! Submodules: [`record`] (byte format), [`segment`] (file naming and the
+//! recovery scanner), [`keydir`] (key → location map), [`hint`] (hint files),
+//! [`commit`] (group commit), [`fsutil`] (directory lock, format file, dir
+//! fsync), `recovery` (start-up) and `compaction` (background maintenance).
+//! The format, recovery rules and fsync policies are described in
+//! `docs/storage.md`.
+
+pub mod commit;
+mod compaction;
+pub mod fsutil;
+pub mod hint;
+pub mod keydir;
+pub mod record;
+mod recovery;
+pub mod segment;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use self::commit::GroupCommit;
+use self::keydir::{KeyDir, Location};
+use super::{Store, StoreError, StoreStatus};
+
+/// When appended records are fsynced. See `docs/storage.md` for what each
+/// policy can lose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// A write is acknowledged only once it is on disk (group commit shares
+    /// one `fdatasync` among concurrent writers). Loses nothing acknowledged.
+    Always,
+    /// A background thread fsyncs at this interval; a power loss or kernel
+    /// crash can lose the writes acknowledged during the last interval.
+    Interval(Duration),
+    /// Never fsync (the kernel writes back when it likes, typically within
+    /// ~30 s); a power loss can lose any write not yet written back. A crash
+    /// of the process alone loses nothing under any policy.
+    Never,
+}
+
+impl fmt::Display for FsyncPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FsyncPolicy::Always => f.write_str("always"),
+            FsyncPolicy::Interval(d) => write!(f, "interval:{}", d.as_millis()),
+            FsyncPolicy::Never => f.write_str("never"),
+        }
+    }
+}
+
+/// Error parsing an [`FsyncPolicy`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid fsync policy {0:?}: expected `always`, `interval:<ms>` (ms > 0) or `never`")]
+pub struct ParseFsyncPolicyError(String);
+
+impl FromStr for FsyncPolicy {
+    type Err = ParseFsyncPolicyError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || ParseFsyncPolicyError(s.to_string());
+        match s.trim() {
+            "always" => Ok(FsyncPolicy::Always),
+            "never" => Ok(FsyncPolicy::Never),
+            other => {
+                let ms = other.strip_prefix("interval:").ok_or_else(err)?;
+                let ms: u64 = ms.trim().parse().map_err(|_| err())?;
+                if ms == 0 {
+                    return Err(err());
+                }
+                Ok(FsyncPolicy::Interval(Duration::from_millis(ms)))
+            }
+        }
+    }
+}
+
+/// Options for [`LogStore::open`].
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// The active segment rolls over once a write would take it past this
+    /// many bytes (1 KiB ..= 1 GiB).
+    pub segment_size: u64,
+    /// Durability policy.
+    pub fsync: FsyncPolicy,
+    /// A closed segment is compacted when its live fraction (live bytes /
+    /// size) falls below this (0.0 disables compaction).
+    pub compaction_threshold: f64,
+    /// How often the background thread looks for work (hints to write,
+    /// segments to compact).
+    pub compaction_interval: Duration,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        Self {
+            segment_size: 64 << 20,
+            fsync: FsyncPolicy::Always,
+            compaction_threshold: 0.5,
+            compaction_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One segment file.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub(crate) id: u64,
+    pub(crate) file: File,
+    /// Bytes in the file (grows while the segment is active).
+    pub(crate) size: AtomicU64,
+    /// Bytes of records that are superseded, deleted, or tombstones.
+    pub(crate) dead: AtomicU64,
+    /// True once a valid hint file exists for it.
+    pub(crate) has_hint: AtomicBool,
+}
+
+impl Segment {
+    pub(crate) fn new(id: u64, file: File, size: u64, dead: u64, has_hint: bool) -> Self {
+        Self {
+            id,
+            file,
+            size: AtomicU64::new(size),
+            dead: AtomicU64::new(dead),
+            has_hint: AtomicBool::new(has_hint),
+        }
+    }
+}
+
+pub(crate) struct Writer {
+    pub(crate) active: Arc<Segment>,
+    /// Bytes appended since open (the log sequence number of the last write).
+    pub(crate) lsn: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) reclaimed: AtomicU64,
+    pub(crate) compactions: AtomicU64,
+    pub(crate) corrupt_at_recovery: AtomicU64,
+    pub(crate) torn_bytes_at_recovery: AtomicU64,
+}
+
+pub(crate) struct Inner {
+    pub(crate) dir: PathBuf,
+    pub(crate) opts: LogOptions,
+    pub(crate) keydir: KeyDir,
+    pub(crate) segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
+    pub(crate) writer: Mutex<Writer>,
+    /// LSN of the last append (mirrors `Writer::lsn`, readable without the lock).
+    pub(crate) written: AtomicU64,
+    /// The active segment, for the group-commit leader (no writer lock needed).
+    pub(crate) sync_target: Mutex<Arc<Segment>>,
+    pub(crate) commit: GroupCommit,
+    pub(crate) stats: Stats,
+    /// Background threads stop when this becomes true.
+    pub(crate) stop: Mutex<bool>,
+    pub(crate) wake: Condvar,
+    /// Set when the maintenance thread should run without waiting.
+    pub(crate) kick: AtomicBool,
+    /// Serialises maintenance (hint writing, compaction).
+    pub(crate) maint: Mutex<()>,
+    pub(crate) _lock: File,
+}
+
+/// A durable, log-structured [`Store`] in one directory. Open it with
+/// [`LogStore::open`]; the directory stays locked until the store is dropped.
+/// Dropping stops the background threads and fsyncs the active segment.
+pub struct LogStore {
+    inner: Arc<Inner>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl fmt::Debug for LogStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogStore")
+            .field("dir", &self.inner.dir)
+            .field("opts", &self.inner.opts)
+            .finish()
+    }
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+impl Inner {
+    pub(crate) fn writer(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn segments_snapshot(&self) -> Vec<Arc<Segment>> {
+        let segs = self.segments.read().unwrap_or_else(|e| e.into_inner());
+        segs.values().cloned().collect()
+    }
+
+    pub(crate) fn segment(&self, id: u64) -> Option<Arc<Segment>> {
+        let segs = self.segments.read().unwrap_or_else(|e| e.into_inner());
+        segs.get(&id).cloned()
+    }
+
+    pub(crate) fn add_dead(&self, seg: u64, bytes: u32) {
+        if let Some(s) = self.segment(seg) {
+            s.dead.fetch_add(u64::from(bytes), Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn stopping(&self) -> bool {
+        *self.stop.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The LSN appended so far and the segment to fsync to make it durable.
+    /// Reads the LSN first: a rollover fsyncs the old segment before the new
+    /// one becomes `sync_target`, so records up to the LSN are either in an
+    /// already synced segment or in the returned one.
+    fn sync_point(&self) -> (u64, Arc<Segment>) {
+        let lsn = self.written.load(Ordering::Acquire);
+        let seg = self
+            .sync_target
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        (lsn, seg)
+    }
+
+    /// Waits until `lsn` is durable, taking part in group commit.
+    fn wait_durable(&self, lsn: u64) -> Result<(), StoreError> {
+        self.commit
+            .wait(lsn, || self.sync_point(), |seg| seg.file.sync_data())
+    }
+
+    /// Fsyncs the active segment; returns the LSN that is now durable.
+    fn sync_active(&self) -> std::io::Result<u64> {
+        let (lsn, seg) = self.sync_point();
+        seg.file.sync_data()?;
+        Ok(lsn)
+    }
+
+    /// Closes the active segment and starts a new one. Called with the writer lock held.
+    fn roll(&self, w: &mut Writer) -> Result<(), StoreError> {
+        if self.opts.fsync != FsyncPolicy::Never {
+            if let Err(e) = w.active.file.sync_data() {
+                self.commit.poison();
+                return Err(e.into());
+            }
+        }
+        let id = segment::next_major(w.active.id);
+        let path = segment::seg_path(&self.dir, id);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        fsutil::sync_dir(&self.dir)?;
+        let seg = Arc::new(Segment::new(id, file, 0, 0, false));
+        self.segments
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, seg.clone());
+        *self.sync_target.lock().unwrap_or_else(|e| e.into_inner()) = seg.clone();
+        let old = std::mem::replace(&mut w.active, seg);
+        if self.opts.fsync != FsyncPolicy::Never {
+            self.commit.mark_synced(w.lsn);
+        }
+        tracing::debug!(closed = old.id, opened = id, "segment rolled over");
+        self.kick.store(true, Ordering::Release);
+        self.wake.notify_all();
+        Ok(())
+    }
+
+    /// Appends one record and updates the key directory; returns its LSN.
+    fn append(&self, key: &[u8], value: &[u8], flags: u8) -> Result<u64, StoreError> {
+        let tomb = flags & record::FLAG_TOMBSTONE != 0;
+        let mut rec = Vec::new();
+        record::encode(&mut rec, now_micros(), flags, key, value);
+        let len = rec.len() as u64;
+        let mut w = self.writer();
+        if self.commit.is_poisoned() {
+            return Err(StoreError::Poisoned);
+        }
+        if tomb && self.keydir.get(key).is_none() {
+            return Ok(0);
+        }
+        let size = w.active.size.load(Ordering::Acquire);
+        if size > 0 && size + len > self.opts.segment_size {
+            self.roll(&mut w)?;
+        }
+        let seg = w.active.clone();
+        let off = seg.size.load(Ordering::Acquire);
+        if let Err(e) = seg.file.write_all_at(&rec, off) {
+            // Cut off any partial record so the next append starts clean.
+            if seg.file.set_len(off).is_err() {
+                self.commit.poison();
+            }
+            return Err(e.into());
+        }
+        seg.size.store(off + len, Ordering::Release);
+        w.lsn += len;
+        let lsn = w.lsn;
+        self.written.store(lsn, Ordering::Release);
+        let loc = Location {
+            seg: seg.id,
+            offset: off as u32,
+            len: len as u32,
+        };
+        let old = if tomb {
+            seg.dead.fetch_add(len, Ordering::Relaxed);
+            self.keydir.remove(key)
+        } else {
+            self.keydir.insert(key, loc)
+        };
+        if let Some(o) = old {
+            self.add_dead(o.seg, o.len);
+        }
+        drop(w);
+        Ok(lsn)
+    }
+
+    fn write(&self, key: &[u8], value: &[u8], flags: u8) -> Result<(), StoreError> {
+        if key.len() > record::MAX_KEY_LEN {
+            return Err(StoreError::TooLarge {
+                what: "key",
+                len: key.len(),
+                limit: record::MAX_KEY_LEN,
+            });
+        }
+        if value.len() > record::MAX_VALUE_LEN {
+            return Err(StoreError::TooLarge {
+                what: "value",
+                len: value.len(),
+                limit: record::MAX_VALUE_LEN,
+            });
+        }
+        let lsn = self.append(key, value, flags)?;
+        match self.opts.fsync {
+            FsyncPolicy::Always if lsn > 0 => self.wait_durable(lsn),
+            _ => Ok(()),
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        // Compaction may move the record and drop its old segment between the
+        // two look-ups below; the key directory then already points at the
+        // new copy, so a retry finds it.
+        for _ in 0..100 {
+            let Some(loc) = self.keydir.get(key) else {
+                return Ok(None);
+            };
+            let Some(seg) = self.segment(loc.seg) else {
+                std::thread::yield_now();
+                continue;
+            };
+            let mut buf = vec![0u8; loc.len as usize];
+            seg.file.read_exact_at(&mut buf, u64::from(loc.offset))?;
+            let corrupt = |reason: String| StoreError::Corrupt {
+                file: segment::seg_path(&self.dir, loc.seg).display().to_string(),
+                offset: u64::from(loc.offset),
+                reason,
+            };
+            let (rec, _) = record::decode(&buf).map_err(|e| corrupt(e.to_string()))?;
+            if rec.key != key || rec.is_tombstone() {
+                return Err(corrupt("key directory points at another record".into()));
+            }
+            let start = record::HEADER_LEN + key.len();
+            buf.drain(..start);
+            return Ok(Some(buf));
+        }
+        Err(StoreError::Corrupt {
+            file: self.dir.display().to_string(),
+            offset: 0,
+            reason: "key directory points at a missing segment".into(),
+        })
+    }
+}
+
+impl LogStore {
+    /// Opens (creating if needed) the store in `dir`: takes the directory
+    /// lock, checks the format version, recovers the key directory from hint
+    /// files or segment scans, truncates a torn tail of the last segment and
+    /// starts the background threads. Fails with [`StoreError::Locked`] if
+    /// another process (or another `LogStore`) has the directory open, and
+    /// with [`StoreError::UnsupportedFormat`] for an unknown format.
+    pub fn open(dir: &Path, opts: LogOptions) -> Result<LogStore, StoreError> {
+        if !(1024..=(1 << 30)).contains(&opts.segment_size) {
+            return Err(StoreError::InvalidConfig(format!(
+                "segment size {} is outside 1 KiB ..= 1 GiB",
+                opts.segment_size
+            )));
+        }
+        if !(0.0..=1.0).contains(&opts.compaction_threshold) {
+            return Err(StoreError::InvalidConfig(format!(
+                "compaction threshold {} is outside 0.0 ..= 1.0",
+                opts.compaction_threshold
+            )));
+        }
+        let inner = Arc::new(recovery::open(dir, opts)?);
+        let mut threads = Vec::new();
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.to_string())
+                .spawn(f)
+                .map_err(StoreError::Io)
+        };
+        {
+            let inner = inner.clone();
+            threads.push(spawn(
+                "store-maint",
+                Box::new(move || compaction::maintenance_loop(&inner)),
+            )?);
+        }
+        if let FsyncPolicy::Interval(every) = inner.opts.fsync {
+            let inner = inner.clone();
+            threads.push(spawn(
+                "store-fsync",
+                Box::new(move || interval_sync_loop(&inner, every)),
+            )?);
+        }
+        Ok(LogStore { inner, threads })
+    }
+
+    /// The directory this store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Calls `f` with every live key (a consistent view per internal shard,
+    /// not across shards). Does not allocate per key; use it to walk a large
+    /// store, e.g. to replay hinted handoffs.
+    pub fn for_each_key(&self, mut f: impl FnMut(&[u8])) {
+        self.inner.keydir.for_each(|k, _| f(k));
+    }
+
+    /// Runs one compaction pass now (normally the background thread does
+    /// this every `compaction_interval`). Returns the bytes reclaimed.
+    pub fn compact_now(&self) -> Result<u64, StoreError> {
+        let _guard = self.inner.maint.lock().unwrap_or_else(|e| e.into_inner());
+        compaction::write_missing_hints(&self.inner)?;
+        compaction::compact(&self.inner)
+    }
+
+    /// Fsyncs everything written so far, whatever the policy.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let lsn = self.inner.written.load(Ordering::Acquire);
+        self.inner.wait_durable(lsn)
+    }
+
+    /// Heap bytes held by the key directory (for the memory benchmark).
+    pub fn keydir_heap_bytes(&self) -> usize {
+        self.inner.keydir.heap_bytes()
+    }
+}
+
+fn interval_sync_loop(inner: &Inner, every: Duration) {
+    let mut stop = inner.stop.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        stop = inner
+            .wake
+            .wait_timeout(stop, every)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+        if *stop {
+            return;
+        }
+        drop(stop);
+        if let Err(e) = inner.sync_active().map(|lsn| inner.commit.mark_synced(lsn)) {
+            tracing::error!(error = %e, "interval fsync failed; the store is poisoned");
+            inner.commit.poison();
+        }
+        stop = inner.stop.lock().unwrap_or_else(|e| e.into_inner());
+    }
+}
+
+impl Drop for LogStore {
+    fn drop(&mut self) {
+        *self.inner.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.inner.wake.notify_all();
+        for t in self.threads.drain(..) {
+            if t.join().is_err() {
+                tracing::error!("a storage background thread panicked");
+            }
+        }
+        if !self.inner.commit.is_poisoned() {
+            if let Err(e) = self.inner.sync_active() {
+                tracing::error!(error = %e, "final fsync failed");
+            }
+        }
+    }
+}
+
+impl Store for LogStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(key)
+    }
+
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.inner.write(key, value, 0)
+    }
+
+    fn delete(&self, key: &[u8]) -> Result<(), StoreError> {
+        self.inner.write(key, &[], record::FLAG_TOMBSTONE)
+    }
+
+    fn keys(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut out = Vec::with_capacity(self.inner.keydir.len());
+        self.for_each_key(|k| out.push(k.to_vec()));
+        Ok(out)
+    }
+
+    fn status(&self) -> StoreStatus {
+        let segs = self.inner.segments_snapshot();
+        let bytes: u64 = segs.iter().map(|s| s.size.load(Ordering::Relaxed)).sum();
+        let dead: u64 = segs.iter().map(|s| s.dead.load(Ordering::Relaxed)).sum();
+        let st = &self.inner.stats;
+        let reclaimed = st.reclaimed.load(Ordering::Relaxed);
+        let corrupt = st.corrupt_at_recovery.load(Ordering::Relaxed);
+        let details = vec![
+            ("dir".into(), self.inner.dir.display().to_string()),
+            ("fsync".into(), self.inner.opts.fsync.to_string()),
+            ("segments".into(), segs.len().to_string()),
+            ("dead_bytes".into(), dead.to_string()),
+            ("reclaimed_bytes".into(), reclaimed.to_string()),
+            (
+                "compactions".into(),
+                st.compactions.load(Ordering::Relaxed).to_string(),
+            ),
+            ("corrupt_records_skipped".into(), corrupt.to_string()),
+            (
+                "torn_tail_bytes_truncated".into(),
+                st.torn_bytes_at_recovery
+                    .load(Ordering::Relaxed)
+                    .to_string(),
+            ),
+            (
+                "poisoned".into(),
+                self.inner.commit.is_poisoned().to_string(),
+            ),
+        ];
+        StoreStatus {
+            backend: "log".into(),
+            keys: self.inner.keydir.len() as u64,
+            bytes,
+            segments: segs.len() as u64,
+            dead_bytes: dead,
+            reclaimed_bytes: reclaimed,
+            corrupt_records: corrupt,
+            details,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,212 @@
+//! Start-up: lock the directory, check the format, remove leftovers of
+//! interrupted writes, and rebuild the key directory from hint files or, where
+//! a hint is missing or bad, by scanning the segment (verifying every CRC,
+//! skipping and reporting damaged records, truncating a torn tail of the last
+//! segment). Segments are replayed from oldest to newest id, so the newest
+//! record of each key wins.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::Instant;
+
+use super::commit::GroupCommit;
+use super::keydir::{KeyDir, Location};
+use super::record::FLAG_TOMBSTONE;
+use super::segment::{self, HINT_EXT, SEG_EXT, TMP_EXT};
+use super::{Inner, LogOptions, Segment, Stats, Writer, fsutil, hint};
+use crate::storage::StoreError;
+
+/// Applies one record (from a hint or a scan) to the key directory and the
+/// per-segment dead-byte counts.
+fn apply(
+    keydir: &KeyDir,
+    dead: &mut HashMap<u64, u64>,
+    seg: u64,
+    offset: u32,
+    len: u32,
+    flags: u8,
+    key: &[u8],
+) {
+    let old = if flags & FLAG_TOMBSTONE != 0 {
+        *dead.entry(seg).or_default() += u64::from(len);
+        keydir.remove(key)
+    } else {
+        keydir.insert(key, Location { seg, offset, len })
+    };
+    if let Some(o) = old {
+        *dead.entry(o.seg).or_default() += u64::from(o.len);
+    }
+}
+
+/// Reads a whole file region into memory.
+pub(crate) fn read_all(file: &fs::File, len: u64) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len as usize];
+    file.read_exact_at(&mut buf, 0)?;
+    Ok(buf)
+}
+
+pub(crate) fn open(dir: &Path, opts: LogOptions) -> Result<Inner, StoreError> {
+    let started = Instant::now();
+    fs::create_dir_all(dir)?;
+    let lock = fsutil::lock_dir(dir)?;
+    let mut seg_ids = Vec::new();
+    let mut hint_ids = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(&format!(".{TMP_EXT}")) {
+            tracing::info!(file = name, "removing leftover temporary file");
+            fs::remove_file(entry.path())?;
+            continue;
+        }
+        match segment::parse_name(name) {
+            Some((id, SEG_EXT)) => seg_ids.push(id),
+            Some((id, HINT_EXT)) => hint_ids.push(id),
+            _ => {}
+        }
+    }
+    fsutil::check_format(dir, !seg_ids.is_empty())?;
+    seg_ids.sort_unstable();
+    for id in &hint_ids {
+        if seg_ids.binary_search(id).is_err() {
+            tracing::info!(segment = id, "removing hint file without a segment");
+            fs::remove_file(segment::hint_path(dir, *id))?;
+        }
+    }
+
+    let keydir = KeyDir::new();
+    let stats = Stats::default();
+    let mut dead: HashMap<u64, u64> = HashMap::new();
+    let mut segs: BTreeMap<u64, Arc<Segment>> = BTreeMap::new();
+    let (mut from_hints, mut scanned) = (0u32, 0u32);
+    let mut last_has_hint = false;
+    for (i, &id) in seg_ids.iter().enumerate() {
+        let is_last = i + 1 == seg_ids.len();
+        let path = segment::seg_path(dir, id);
+        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        let mut len = file.metadata()?.len();
+        if len > u64::from(u32::MAX) {
+            return Err(StoreError::Corrupt {
+                file: path.display().to_string(),
+                offset: 0,
+                reason: format!("segment of {len} bytes exceeds the 4 GiB format limit"),
+            });
+        }
+        let hint_file = segment::hint_path(dir, id);
+        let mut has_hint = false;
+        match fs::read(&hint_file) {
+            Ok(bytes) => {
+                match hint::decode(&bytes, len, |flags, off, rlen, key| {
+                    apply(&keydir, &mut dead, id, off, rlen, flags, key)
+                }) {
+                    Ok(_) => has_hint = true,
+                    Err(reason) => tracing::warn!(
+                        hint = %hint_file.display(), %reason,
+                        "ignoring bad hint file; scanning the segment instead"
+                    ),
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        if has_hint {
+            from_hints += 1;
+        } else {
+            scanned += 1;
+            let buf = read_all(&file, len)?;
+            let sum = segment::scan(&buf, |off, rlen, rec| {
+                apply(&keydir, &mut dead, id, off as u32, rlen, rec.flags, rec.key)
+            })
+            .map_err(|e| StoreError::UnsupportedFormat(format!("{}: {e}", path.display())))?;
+            for s in &sum.corrupt {
+                tracing::warn!(
+                    file = %path.display(), offset = s.offset, bytes = s.len, reason = %s.reason,
+                    "skipping corrupt record (other replicas and repair cover it)"
+                );
+                *dead.entry(id).or_default() += s.len;
+            }
+            stats
+                .corrupt_at_recovery
+                .fetch_add(sum.corrupt.len() as u64, Ordering::Relaxed);
+            if let Some(t) = &sum.torn_tail {
+                if is_last {
+                    tracing::warn!(
+                        file = %path.display(), offset = t.offset, bytes = t.len, reason = %t.reason,
+                        "truncating torn tail of the last segment"
+                    );
+                    file.set_len(sum.valid_end)?;
+                    file.sync_all()?;
+                    len = sum.valid_end;
+                    stats
+                        .torn_bytes_at_recovery
+                        .fetch_add(t.len, Ordering::Relaxed);
+                } else {
+                    tracing::warn!(
+                        file = %path.display(), offset = t.offset, bytes = t.len, reason = %t.reason,
+                        "skipping corrupt bytes at the end of a closed segment"
+                    );
+                    stats.corrupt_at_recovery.fetch_add(1, Ordering::Relaxed);
+                    *dead.entry(id).or_default() += t.len;
+                }
+            }
+        }
+        if is_last {
+            last_has_hint = has_hint;
+        }
+        segs.insert(id, Arc::new(Segment::new(id, file, len, 0, has_hint)));
+    }
+    for (id, d) in dead {
+        if let Some(s) = segs.get(&id) {
+            s.dead.store(d, Ordering::Relaxed);
+        }
+    }
+
+    // Keep appending to the last segment unless it was closed (has a hint).
+    let active = match segs.values().next_back() {
+        Some(last) if !last_has_hint => last.clone(),
+        last => {
+            let id = last.map_or(1 << segment::MINOR_BITS, |s| segment::next_major(s.id));
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(segment::seg_path(dir, id))?;
+            fsutil::sync_dir(dir)?;
+            let seg = Arc::new(Segment::new(id, file, 0, 0, false));
+            segs.insert(id, seg.clone());
+            seg
+        }
+    };
+    tracing::info!(
+        dir = %dir.display(),
+        keys = keydir.len(),
+        segments = segs.len(),
+        from_hints,
+        scanned,
+        corrupt_records = stats.corrupt_at_recovery.load(Ordering::Relaxed),
+        torn_bytes = stats.torn_bytes_at_recovery.load(Ordering::Relaxed),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "storage recovered"
+    );
+    Ok(Inner {
+        dir: dir.to_path_buf(),
+        opts,
+        keydir,
+        segments: RwLock::new(segs),
+        sync_target: Mutex::new(active.clone()),
+        written: AtomicU64::new(0),
+        writer: Mutex::new(Writer { active, lsn: 0 }),
+        commit: GroupCommit::default(),
+        stats,
+        stop: Mutex::new(false),
+        wake: Condvar::new(),
+        kick: AtomicBool::new(true),
+        maint: Mutex::new(()),
+        _lock: lock,
+    })
+}

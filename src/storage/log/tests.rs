@@ -1,0 +1,226 @@
+//! Engine tests for [`LogStore`]: overwrite, delete, reopen, rollover,
+//! compaction and concurrent writers with group commit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+
+fn opts(segment_size: u64) -> LogOptions {
+    LogOptions {
+        segment_size,
+        fsync: FsyncPolicy::Always,
+        compaction_threshold: 0.5,
+        // Long enough that the background thread never compacts on its own
+        // during a test; tests call `compact_now`.
+        compaction_interval: Duration::from_secs(3600),
+    }
+}
+
+fn detail(s: &StoreStatus, name: &str) -> String {
+    s.details
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default()
+}
+
+#[test]
+fn fsync_policy_parses() {
+    assert_eq!("always".parse(), Ok(FsyncPolicy::Always));
+    assert_eq!("never".parse(), Ok(FsyncPolicy::Never));
+    assert_eq!(
+        "interval:250".parse(),
+        Ok(FsyncPolicy::Interval(Duration::from_millis(250)))
+    );
+    for bad in ["", "sometimes", "interval:", "interval:0", "interval:x"] {
+        let e = bad.parse::<FsyncPolicy>().unwrap_err();
+        assert!(e.to_string().contains("expected `always`"), "{e}");
+    }
+    assert_eq!(
+        FsyncPolicy::Interval(Duration::from_millis(7)).to_string(),
+        "interval:7"
+    );
+}
+
+#[test]
+fn overwrite_delete_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = LogStore::open(dir.path(), opts(4096)).unwrap();
+        s.put(b"a", b"1").unwrap();
+        s.put(b"a", b"2").unwrap();
+        s.put(b"b", b"x").unwrap();
+        s.delete(b"b").unwrap();
+        s.delete(b"never-existed").unwrap();
+        s.put(b"c", b"").unwrap();
+        assert_eq!(s.get(b"a").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(s.get(b"b").unwrap(), None);
+        assert_eq!(s.get(b"c").unwrap(), Some(Vec::new()));
+        assert_eq!(s.status().keys, 2);
+    }
+    for _ in 0..3 {
+        let s = LogStore::open(dir.path(), opts(4096)).unwrap();
+        assert_eq!(s.get(b"a").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(s.get(b"b").unwrap(), None);
+        assert_eq!(s.get(b"c").unwrap(), Some(Vec::new()));
+        let mut keys = s.keys().unwrap();
+        keys.sort();
+        assert_eq!(keys, vec![b"a".to_vec(), b"c".to_vec()]);
+    }
+}
+
+#[test]
+fn too_large_and_bad_options_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        LogStore::open(dir.path(), opts(10)),
+        Err(StoreError::InvalidConfig(_))
+    ));
+    let s = LogStore::open(dir.path(), opts(4096)).unwrap();
+    let big = vec![0u8; record::MAX_KEY_LEN + 1];
+    assert!(matches!(
+        s.put(&big, b"v"),
+        Err(StoreError::TooLarge { what: "key", .. })
+    ));
+}
+
+#[test]
+fn rollover_hints_and_compaction_keep_newest_and_reclaim() {
+    let dir = tempfile::tempdir().unwrap();
+    let value = |k: u32, round: u32| format!("value-{k}-{round}-{}", "x".repeat(60)).into_bytes();
+    {
+        let s = LogStore::open(dir.path(), opts(8192)).unwrap();
+        for round in 0..5 {
+            for k in 0..200u32 {
+                s.put(format!("key-{k:04}").as_bytes(), &value(k, round))
+                    .unwrap();
+            }
+        }
+        for k in (0..200u32).step_by(3) {
+            s.delete(format!("key-{k:04}").as_bytes()).unwrap();
+        }
+        let before = s.status();
+        assert!(before.segments > 10, "{before:?}");
+        assert!(before.dead_bytes > before.bytes / 2, "{before:?}");
+        let reclaimed = s.compact_now().unwrap();
+        let after = s.status();
+        assert!(reclaimed > 0);
+        assert_eq!(after.reclaimed_bytes, reclaimed);
+        assert!(after.bytes < before.bytes / 2, "{before:?} -> {after:?}");
+        assert_eq!(detail(&after, "compactions"), "1");
+        for k in 0..200u32 {
+            let got = s.get(format!("key-{k:04}").as_bytes()).unwrap();
+            let want = (k % 3 != 0).then(|| value(k, 4));
+            assert_eq!(got, want, "key {k}");
+        }
+        // Writes after compaction still win over compacted copies.
+        s.put(b"key-0001", b"after").unwrap();
+    }
+    // Reopen: newest versions survive, deleted keys stay deleted.
+    let s = LogStore::open(dir.path(), opts(8192)).unwrap();
+    assert_eq!(s.get(b"key-0001").unwrap(), Some(b"after".to_vec()));
+    for k in 2..200u32 {
+        let got = s.get(format!("key-{k:04}").as_bytes()).unwrap();
+        let want = (k % 3 != 0).then(|| value(k, 4));
+        assert_eq!(got, want, "key {k}");
+    }
+    assert_eq!(s.status().keys, 200 - 67);
+    assert_eq!(s.status().corrupt_records, 0);
+}
+
+#[test]
+fn compaction_runs_concurrently_with_writes_and_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts(4096);
+    o.fsync = FsyncPolicy::Never;
+    let s = Arc::new(LogStore::open(dir.path(), o).unwrap());
+    let writer = {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            for i in 0..3000u32 {
+                let k = format!("k{}", i % 50);
+                s.put(k.as_bytes(), format!("{i}").as_bytes()).unwrap();
+            }
+        })
+    };
+    for _ in 0..20 {
+        s.compact_now().unwrap();
+        for k in 0..50 {
+            // Every key read during compaction is either absent (not yet
+            // written) or a value that was written for it.
+            if let Some(v) = s.get(format!("k{k}").as_bytes()).unwrap() {
+                let i: u32 = String::from_utf8(v).unwrap().parse().unwrap();
+                assert_eq!(i % 50, k);
+            }
+        }
+    }
+    writer.join().unwrap();
+    s.compact_now().unwrap();
+    for k in 0..50u32 {
+        let want = 2950 + k;
+        assert_eq!(
+            s.get(format!("k{k}").as_bytes()).unwrap(),
+            Some(want.to_string().into_bytes())
+        );
+    }
+}
+
+#[test]
+fn concurrent_writers_group_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(LogStore::open(dir.path(), opts(1 << 20)).unwrap());
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    s.put(format!("t{t}-{i}").as_bytes(), &[t as u8; 100])
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(s.status().keys, 800);
+    drop(s);
+    let s = LogStore::open(dir.path(), opts(1 << 20)).unwrap();
+    for t in 0..16u8 {
+        for i in 0..50 {
+            assert_eq!(
+                s.get(format!("t{t}-{i}").as_bytes()).unwrap(),
+                Some(vec![t; 100])
+            );
+        }
+    }
+}
+
+#[test]
+fn interval_policy_syncs_in_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts(4096);
+    o.fsync = FsyncPolicy::Interval(Duration::from_millis(5));
+    let s = LogStore::open(dir.path(), o).unwrap();
+    s.put(b"k", b"v").unwrap();
+    s.sync().unwrap();
+    assert_eq!(s.get(b"k").unwrap(), Some(b"v".to_vec()));
+}
+
+#[test]
+fn second_open_is_locked_and_unknown_format_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = LogStore::open(dir.path(), opts(4096)).unwrap();
+    let e = LogStore::open(dir.path(), opts(4096)).unwrap_err();
+    assert!(matches!(e, StoreError::Locked(_)), "{e}");
+    assert!(e.to_string().contains("locked by another process"));
+    drop(s);
+    std::fs::write(
+        dir.path().join(fsutil::FORMAT_FILE),
+        "distro-db format 99\n",
+    )
+    .unwrap();
+    let e = LogStore::open(dir.path(), opts(4096)).unwrap_err();
+    assert!(matches!(e, StoreError::UnsupportedFormat(_)), "{e}");
+}
