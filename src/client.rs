@@ -55,6 +55,22 @@ impl Client {
         self.read_reply()
     }
 
+    /// True when the node has closed this connection (say, after its idle
+    /// timeout): checked without blocking before reusing it.
+    pub fn is_closed(&mut self) -> bool {
+        if !self.buf.is_empty() || self.stream.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        let closed = match self.stream.peek(&mut probe) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+        };
+        let _ = self.stream.set_nonblocking(false);
+        closed
+    }
+
     fn read_reply(&mut self) -> io::Result<Frame> {
         let mut chunk = [0u8; 16 * 1024];
         loop {

@@ -106,7 +106,12 @@ struct Options {
     ctx: Option<VClock>,
 }
 
-fn parse_options(name: &str, args: &[Vec<u8>], allowed: &[&str]) -> Result<Options, String> {
+fn parse_options(
+    name: &str,
+    key: &[u8],
+    args: &[Vec<u8>],
+    allowed: &[&str],
+) -> Result<Options, String> {
     let mut opts = Options::default();
     for arg in args {
         let arg = text(arg, "option")?;
@@ -142,7 +147,7 @@ fn parse_options(name: &str, args: &[Vec<u8>], allowed: &[&str]) -> Result<Optio
                 }
             }
             "CTX" => {
-                if opts.ctx.replace(decode_context(v)?).is_some() {
+                if opts.ctx.replace(decode_context(key, v)?).is_some() {
                     return Err(dup());
                 }
             }
@@ -186,7 +191,7 @@ pub fn parse(args: &[Vec<u8>]) -> Result<Command, String> {
         }
         "GET" | "VGET" => {
             need(1)?;
-            let o = parse_options(&name, &rest[1..], &["R"])?;
+            let o = parse_options(&name, &rest[0], &rest[1..], &["R"])?;
             let key = rest[0].clone();
             if name == "GET" {
                 Command::Get { key, r: o.r }
@@ -196,7 +201,7 @@ pub fn parse(args: &[Vec<u8>]) -> Result<Command, String> {
         }
         "SET" => {
             need(2)?;
-            let o = parse_options(&name, &rest[2..], &["W", "CTX"])?;
+            let o = parse_options(&name, &rest[0], &rest[2..], &["W", "CTX"])?;
             Command::Set {
                 key: rest[0].clone(),
                 value: rest[1].clone(),
@@ -206,7 +211,7 @@ pub fn parse(args: &[Vec<u8>]) -> Result<Command, String> {
         }
         "DEL" => {
             need(1)?;
-            let o = parse_options(&name, &rest[1..], &["W", "CTX"])?;
+            let o = parse_options(&name, &rest[0], &rest[1..], &["W", "CTX"])?;
             Command::Del {
                 key: rest[0].clone(),
                 w: o.w,
@@ -316,7 +321,7 @@ mod tests {
                 r: Some(1)
             })
         );
-        let token = encode_context(&VClock::new());
+        let token = encode_context(b"k", &VClock::new());
         let ctx_arg = format!("CTX={token}");
         assert_eq!(
             p(&["SET", "k", "v", "W=3", &ctx_arg]),

@@ -53,6 +53,8 @@ pub struct Config {
     pub phi_threshold: f64,
     /// Accept FAULT commands (tests only).
     pub fault_injection: bool,
+    /// When the durable store syncs writes to disk (with a data directory).
+    pub fsync: crate::storage::FsyncPolicy,
 }
 
 impl Config {
@@ -73,6 +75,7 @@ impl Config {
             gossip_interval: Duration::from_millis(200),
             phi_threshold: 10.0,
             fault_injection: false,
+            fsync: crate::storage::FsyncPolicy::Always,
         }
     }
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::config::{MAX_KEY_LEN, MAX_OBJECT_VALUE_BYTES, MAX_VALUE_LEN};
+use crate::config::{MAX_KEY_LEN, MAX_VALUE_LEN};
 use crate::membership::View;
 use crate::node::Node;
 use crate::object::Object;
@@ -267,7 +267,18 @@ impl Node {
         let mut targets = self.targets(&view, key);
         let w = self.quorum("W", w, self.config.w, targets.len())?;
         if targets.iter().any(|t| t.node == self.id()) {
-            return self.put_as_actor(key, value, context.as_ref(), w).await;
+            match self
+                .put_as_actor(key, value.clone(), context.as_ref(), w)
+                .await
+            {
+                // The local step failed before anything was replicated: let
+                // another replica act for this write.
+                Err(CoordError::WriteFailed(cause)) if targets.len() > 1 => {
+                    warn!(cause = %cause, "cannot act for this write locally; forwarding it");
+                    targets.retain(|t| t.node != self.id());
+                }
+                other => return other,
+            }
         }
         // Forward to a replica: live ones first, in preference order.
         targets.sort_by_key(|t| !t.live);
@@ -332,10 +343,6 @@ impl Node {
                 ReplicaError::Update(u) => CoordError::Invalid(u.to_string()),
                 other => CoordError::WriteFailed(format!("{}: {other}", self.id())),
             })?;
-        if object.value_bytes() > MAX_OBJECT_VALUE_BYTES {
-            // Already stored locally: report it, the next resolving write shrinks it.
-            warn!(key = %String::from_utf8_lossy(key), bytes = object.value_bytes(), "key's siblings exceed the size limit");
-        }
         let view = self.membership.view();
         let others: Vec<Target> = self
             .targets(&view, key)

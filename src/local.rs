@@ -2,8 +2,9 @@
 //!
 //! Starts `nodes - 1` peer processes (`db slave PORT`, this same binary, logs
 //! in the temp directory) and runs the last node in this process as the
-//! master with its REPL. When the REPL ends, the peers that are still running
-//! are stopped.
+//! master with its REPL. When the REPL ends (QUIT stops every node; EXIT or
+//! end of input leaves the peers running), the peers still running are sent
+//! SIGTERM and, if they do not stop within a few seconds, killed.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -88,8 +89,20 @@ impl LocalCluster {
 }
 
 impl Peers {
-    /// Waits (bounded) for the peers to exit, then kills those still running.
+    /// Asks the peers still running to stop (SIGTERM, a graceful stop),
+    /// waits for them (bounded), then kills those still running.
     pub fn stop(mut self, grace: Duration) {
+        for (_, child) in &mut self.children {
+            if let Ok(None) = child.try_wait()
+                && let Ok(pid) = i32::try_from(child.id())
+            {
+                // SAFETY: kill(2) on the PID of a child we spawned and have
+                // not reaped; no memory is involved.
+                unsafe {
+                    libc::kill(pid, libc::SIGTERM);
+                }
+            }
+        }
         let deadline = Instant::now() + grace;
         for (_, child) in &mut self.children {
             while Instant::now() < deadline {

@@ -126,6 +126,10 @@ struct NodeOpts {
     /// Accept FAULT commands that drop or delay this node's traffic (for tests).
     #[arg(long)]
     fault_injection: bool,
+    /// When writes reach the disk (with --data-dir): `always` (acknowledge
+    /// after fsync, concurrent writes share one), `interval:<ms>`, or `never`.
+    #[arg(long, default_value = "always", value_name = "POLICY")]
+    fsync: distro_db::storage::FsyncPolicy,
 }
 
 fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
@@ -157,6 +161,7 @@ fn build_config(listen: SocketAddr, advertise: Option<SocketAddr>, o: &NodeOpts)
     c.gossip_interval = Duration::from_millis(o.gossip_interval_ms.max(10));
     c.phi_threshold = o.phi;
     c.fault_injection = o.fault_injection;
+    c.fsync = o.fsync;
     c
 }
 
@@ -315,7 +320,8 @@ fn run_master(config: Config, wait_for: Option<usize>) -> anyhow::Result<()> {
         }
         node::stop(&node).await;
     });
-    // The REPL thread may be blocked reading the terminal: exit without it.
+    // The REPL thread may still be blocked reading the terminal; returning
+    // from main ends the process without it.
     rt.shutdown_timeout(Duration::from_secs(1));
-    std::process::exit(0);
+    Ok(())
 }

@@ -197,7 +197,7 @@ async fn refresh(
     let (seen, live_ids) = {
         let cc = chitchat.lock().await;
         // node id -> (generation, addr, stopping)
-        let mut seen: BTreeMap<String, (u64, Option<SocketAddr>, bool)> = BTreeMap::new();
+        let mut seen: Seen = BTreeMap::new();
         for (id, state) in cc.node_states() {
             let addr = state
                 .get(KEY_ADDR)
@@ -225,10 +225,28 @@ async fn refresh(
         }
     }
     live.insert(self_id.to_string());
+    let to_save = apply(view, &seen, live, self_id, vnodes);
+    if let (Some(file), Some(members)) = (members_file, to_save) {
+        // Write the file without holding the view lock or a runtime thread.
+        let file = file.clone();
+        let _ = tokio::task::spawn_blocking(move || save_members(&file, &members)).await;
+    }
+}
 
+/// Node id -> (generation, address, stopping), as gossip shows them.
+type Seen = BTreeMap<String, (u64, Option<SocketAddr>, bool)>;
+
+/// Updates the view; returns the member list when it changed.
+fn apply(
+    view: &RwLock<View>,
+    seen: &Seen,
+    live: BTreeSet<String>,
+    self_id: &str,
+    vnodes: usize,
+) -> Option<BTreeMap<String, SocketAddr>> {
     let mut guard = view.write().unwrap_or_else(|e| e.into_inner());
     let mut changed_members = false;
-    for (node, (_, addr, _)) in &seen {
+    for (node, (_, addr, _)) in seen {
         if let Some(addr) = addr
             && guard.members.get(node) != Some(addr)
         {
@@ -248,12 +266,11 @@ async fn refresh(
         }
     }
     guard.live = live;
-    if changed_members {
-        guard.ring = Arc::new(Ring::new(guard.members.keys(), vnodes));
-        if let Some(file) = members_file {
-            save_members(file, &guard.members);
-        }
+    if !changed_members {
+        return None;
     }
+    guard.ring = Arc::new(Ring::new(guard.members.keys(), vnodes));
+    Some(guard.members.clone())
 }
 
 /// Reads the persisted member list (`id addr` per line); bad lines are skipped.

@@ -20,7 +20,7 @@ use crate::fault::{Faults, FaultyTransport};
 use crate::membership::Membership;
 use crate::replica::Replica;
 use crate::rpc::{TcpTransport, Transport};
-use crate::storage::{MemoryStore, Store};
+use crate::storage::{LogOptions, LogStore, MemoryStore, Store};
 use crate::vclock::Actor;
 
 /// A running node's shared state.
@@ -28,7 +28,8 @@ pub struct Node {
     /// The configuration it started with (node id resolved).
     pub config: Config,
     /// The vector-clock actor for writes this node coordinates:
-    /// `node-id/epoch`, where the epoch is new for every new data directory.
+    /// `node-id/epoch`, where the epoch is new whenever the node starts
+    /// without data (every start of an in-memory node).
     pub actor: Actor,
     /// Local data.
     pub replica: Replica,
@@ -53,26 +54,37 @@ impl Node {
     }
 }
 
-/// Starts a node with an in-memory store: binds its TCP port, starts gossip
-/// and the server. Returns once it accepts connections.
-pub async fn start(config: Config) -> anyhow::Result<Arc<Node>> {
-    start_with_store(config, Arc::new(MemoryStore::new())).await
-}
-
-/// Starts a node over the given store.
-pub async fn start_with_store(
-    mut config: Config,
-    store: Arc<dyn Store>,
-) -> anyhow::Result<Arc<Node>> {
+/// Starts a node: opens its store (durable in `data_dir/store` when the
+/// configuration has a data directory, in memory otherwise), binds its TCP
+/// port, starts gossip and the server. Returns once it accepts connections.
+pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
     for w in config.validate().map_err(anyhow::Error::msg)? {
         warn!("{w}");
     }
-    if let Some(dir) = &config.data_dir {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
-        config.node_id = resolve_node_id(dir, &config.node_id)?;
-    }
-    let epoch: u32 = rand::random();
+    let (store, epoch): (Arc<dyn Store>, u32) = match &config.data_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+            let store_dir = dir.join("store");
+            let opts = LogOptions {
+                fsync: config.fsync,
+                ..LogOptions::default()
+            };
+            let started = std::time::Instant::now();
+            // Opening locks the directory: a second process stops here.
+            let open_dir = store_dir.clone();
+            let store = tokio::task::spawn_blocking(move || LogStore::open(&open_dir, opts))
+                .await
+                .context("storage task failed")?
+                .with_context(|| format!("cannot open the store in {}", store_dir.display()))?;
+            let status = store.status();
+            info!(keys = status.keys, segments = status.segments, elapsed = ?started.elapsed(), "store opened");
+            config.node_id = resolve_node_id(dir, &config.node_id)?;
+            let epoch = resolve_epoch(&store_dir, status.keys > 0)?;
+            (Arc::new(store), epoch)
+        }
+        None => (Arc::new(MemoryStore::new()), rand::random()),
+    };
     let actor = format!("{}/{epoch:08x}", config.node_id);
     let listener = TcpListener::bind(config.listen)
         .await
@@ -150,6 +162,36 @@ pub async fn stop(node: &Node) {
     node.shutdown.cancel();
     node.membership.stop();
     node.stopped.cancel();
+}
+
+/// The vector-clock epoch of a store: kept while the store keeps its data,
+/// new when the store is new or empty, so a node that lost its data never
+/// reuses its old counters. Kept inside the store directory, so wiping the
+/// store wipes the epoch with it.
+fn resolve_epoch(store_dir: &Path, has_data: bool) -> anyhow::Result<u32> {
+    let file = store_dir.join("EPOCH");
+    if has_data
+        && let Ok(text) = std::fs::read_to_string(&file)
+        && let Ok(epoch) = u32::from_str_radix(text.trim(), 16)
+    {
+        return Ok(epoch);
+    }
+    let epoch: u32 = rand::random();
+    let tmp = store_dir.join("EPOCH.new");
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        writeln!(f, "{epoch:08x}")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &file)?;
+        std::fs::File::open(store_dir)?.sync_all()
+    };
+    write().with_context(|| format!("cannot write {}", file.display()))?;
+    info!(
+        epoch = format!("{epoch:08x}"),
+        "new vector-clock epoch for this store"
+    );
+    Ok(epoch)
 }
 
 /// A data directory remembers the node id it was created for, so a restart

@@ -61,6 +61,15 @@ pub enum UpdateError {
         "key has {0} siblings (the limit is {SIBLINGS_MAX}); read it with VGET and write with its CTX to resolve them"
     )]
     TooManySiblings(usize),
+    /// The context's counter for this actor is at its maximum (a forged token).
+    #[error("the context token is not one this cluster issued")]
+    BadContext,
+    /// The siblings' values together would exceed the object size limit.
+    #[error(
+        "the key's siblings would hold {0} bytes (the limit is {limit}); resolve them with VGET and CTX first",
+        limit = crate::config::MAX_OBJECT_VALUE_BYTES
+    )]
+    TooLarge(usize),
 }
 
 impl Object {
@@ -78,7 +87,12 @@ impl Object {
     ) -> Result<Object, UpdateError> {
         let empty = Object::default();
         let local = local.unwrap_or(&empty);
-        let counter = local.clock.get(actor).max(context.get(actor)) + 1;
+        let counter = local
+            .clock
+            .get(actor)
+            .max(context.get(actor))
+            .checked_add(1)
+            .ok_or(UpdateError::BadContext)?;
         let dot = Dot {
             actor: actor.clone(),
             counter,
@@ -91,6 +105,14 @@ impl Object {
             .collect();
         if siblings.len() + 1 > SIBLINGS_MAX {
             return Err(UpdateError::TooManySiblings(siblings.len() + 1));
+        }
+        let bytes: usize = siblings
+            .iter()
+            .map(|s| s.value.as_ref().map_or(0, Vec::len))
+            .sum::<usize>()
+            + value.as_ref().map_or(0, Vec::len);
+        if bytes > crate::config::MAX_OBJECT_VALUE_BYTES {
+            return Err(UpdateError::TooLarge(bytes));
         }
         let mut clock = local.clock.merged(context);
         clock.add(&dot);
@@ -181,18 +203,33 @@ impl Object {
     }
 }
 
-/// Encodes a causal context as the opaque token clients pass back (`CTX=`).
-pub fn encode_context(clock: &VClock) -> String {
-    let bytes = rmp_serde::to_vec(clock).unwrap_or_default();
+/// A 32-bit tag of the key a context token was read from, so a token
+/// pasted onto another key is refused instead of covering that key's writes.
+fn key_tag(key: &[u8]) -> u32 {
+    (crate::ring::key_hash(key) >> 32) as u32
+}
+
+/// Encodes the causal context of `key` as the opaque token clients pass
+/// back (`CTX=`): base64url of msgpack `(key tag, clock)`.
+pub fn encode_context(key: &[u8], clock: &VClock) -> String {
+    let bytes = rmp_serde::to_vec(&(key_tag(key), clock)).unwrap_or_default();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Decodes a context token; a clear error for anything that is not one.
-pub fn decode_context(token: &str) -> Result<VClock, String> {
+/// Decodes a context token for `key`; a clear error for anything that is
+/// not a token, or is a token of another key.
+pub fn decode_context(key: &[u8], token: &str) -> Result<VClock, String> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token.trim())
         .map_err(|_| "invalid context token (not base64url)".to_string())?;
-    rmp_serde::from_slice(&bytes).map_err(|_| "invalid context token".to_string())
+    let (tag, clock): (u32, VClock) =
+        rmp_serde::from_slice(&bytes).map_err(|_| "invalid context token".to_string())?;
+    if tag != key_tag(key) {
+        return Err(
+            "context token belongs to another key (use the CTX of a VGET of this key)".into(),
+        );
+    }
+    Ok(clock)
 }
 
 #[cfg(test)]
@@ -243,10 +280,19 @@ mod tests {
         let del = Object::update(Some(&o1), &o1.clock, &actor("a"), None, 0).unwrap();
         assert!(del.is_deleted());
         assert!(del.values().is_empty());
-        let token = encode_context(&del.clock);
-        assert_eq!(decode_context(&token).unwrap(), del.clock);
-        assert!(decode_context("not a token!").is_err());
-        assert!(decode_context("AAAA").is_err());
+        let token = encode_context(b"k", &del.clock);
+        assert_eq!(decode_context(b"k", &token).unwrap(), del.clock);
+        assert!(
+            decode_context(b"other", &token)
+                .unwrap_err()
+                .contains("another key")
+        );
+        assert!(decode_context(b"k", "not a token!").is_err());
+        assert!(decode_context(b"k", "AAAA").is_err());
+        // A forged counter at its maximum is refused, not wrapped around.
+        let forged: VClock = [(actor("a"), u64::MAX)].into_iter().collect();
+        let err = Object::update(Some(&o1), &forged, &actor("a"), None, 0);
+        assert_eq!(err, Err(UpdateError::BadContext));
         let bytes = del.to_bytes();
         assert_eq!(Object::from_bytes(&bytes).unwrap(), del);
         assert!(Object::from_bytes(&[0xc1, 0xff]).is_err());

@@ -293,29 +293,14 @@ fn eval(client: &mut Client, addr: &str, line: &str, out: &mut impl Write) -> an
     Ok(if stopped { Step::Exit } else { Step::Continue })
 }
 
-/// Sends a command; if the connection had been closed (say, by the node's
-/// idle timeout) before anything was sent, reconnects once and resends.
+/// Sends a command, first reconnecting if the node closed the connection
+/// while the REPL sat idle. A command whose answer was lost is not resent:
+/// it may have been applied.
 fn call_with_reconnect(client: &mut Client, addr: &str, args: &[String]) -> io::Result<Frame> {
-    match client.call(args) {
-        Ok(f) => Ok(f),
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::BrokenPipe
-                    | io::ErrorKind::ConnectionReset
-                    | io::ErrorKind::UnexpectedEof
-            ) && !is_shutdown(args) =>
-        {
-            *client = Client::connect(addr)?;
-            client.call(args)
-        }
-        Err(e) => Err(e),
+    if client.is_closed() {
+        *client = Client::connect(addr)?;
     }
-}
-
-fn is_shutdown(args: &[String]) -> bool {
-    args.first()
-        .is_some_and(|a| a.eq_ignore_ascii_case("SHUTDOWN") || a.eq_ignore_ascii_case("KILL"))
+    client.call(args)
 }
 
 #[cfg(test)]

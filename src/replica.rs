@@ -29,6 +29,9 @@ pub enum ReplicaError {
     /// A blocking task died.
     #[error("storage task failed: {0}")]
     Task(String),
+    /// The stored copy of the key does not decode.
+    #[error("the local copy of this key is corrupt ({0}); it is repaired from other replicas")]
+    Corrupt(String),
 }
 
 /// The node's local copy of the data.
@@ -65,12 +68,9 @@ impl Replica {
         match bytes.map(|b| Object::from_bytes(&b)) {
             None => Ok(None),
             Some(Ok(o)) => Ok(Some(o)),
-            Some(Err(e)) => {
-                // Never serve an undecodable object: treat it as missing, so
-                // the other replicas and repair restore it.
-                error!(key = %String::from_utf8_lossy(key), cause = %e, "stored object does not decode; treating it as missing");
-                Ok(None)
-            }
+            // Never serve an undecodable object, and never write over it as
+            // if the key were new: its dots would be reused.
+            Some(Err(e)) => Err(ReplicaError::Corrupt(e.to_string())),
         }
     }
 
@@ -92,7 +92,14 @@ impl Replica {
     /// Merges `incoming` into the local copy; returns the result.
     pub async fn merge(&self, key: &[u8], incoming: &Object) -> Result<Object, ReplicaError> {
         let _guard = self.stripe(key).lock().await;
-        let local = self.load(key).await?;
+        let local = match self.load(key).await {
+            // An incoming copy replaces an undecodable one: that is the repair.
+            Err(ReplicaError::Corrupt(cause)) => {
+                error!(key = %String::from_utf8_lossy(key), %cause, "replacing a corrupt local copy with a replica's copy");
+                None
+            }
+            other => other?,
+        };
         let merged = match &local {
             Some(l) => l.merge(incoming),
             None => incoming.clone(),

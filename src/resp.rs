@@ -11,8 +11,10 @@ use std::fmt;
 
 /// Largest bulk string accepted (a value plus headroom).
 pub const MAX_BULK_LEN: usize = 64 * 1024 * 1024;
-/// Largest number of elements in one array.
-pub const MAX_ARRAY_LEN: usize = 1024 * 1024;
+/// Largest number of elements in one array: far more than any command or
+/// reply of distro-db has (at most 100 siblings), small enough that
+/// re-decoding a partial frame after each read stays cheap.
+pub const MAX_ARRAY_LEN: usize = 4096;
 /// Deepest nesting of arrays.
 pub const MAX_DEPTH: usize = 16;
 /// Longest inline command or simple-string line.

@@ -25,8 +25,15 @@ use crate::resp::{self, DecodeError, Frame};
 use crate::rpc::frame::{self as pframe, PREAMBLE};
 use crate::rpc::{Request, Response};
 
-/// Connections served at once; further ones wait in the accept queue.
-const MAX_CONNECTIONS: usize = 1024;
+/// Connections open at once (clients and peers); further ones wait in the
+/// accept queue.
+const MAX_CONNECTIONS: usize = 4096;
+/// Client (RESP) connections open at once; one more is refused with an error,
+/// so clients can never take every connection and starve peer RPC.
+const MAX_CLIENTS: usize = 1024;
+/// Largest RESP input buffered for one connection: one maximum-size bulk
+/// string plus headroom.
+const MAX_CLIENT_BUFFER: usize = resp::MAX_BULK_LEN + 1024 * 1024;
 /// A connection that sends nothing for this long is closed (clients
 /// reconnect; the peer pool drops idle connections long before).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -38,12 +45,12 @@ enum After {
     Continue,
     Close,
     StopNode,
-    StopCluster,
 }
 
 /// Accepts connections until the node stops.
 pub async fn serve(node: Arc<Node>, listener: TcpListener) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let clients = Arc::new(Semaphore::new(MAX_CLIENTS));
     loop {
         let permit = tokio::select! {
             _ = node.shutdown.cancelled() => break,
@@ -56,9 +63,10 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
         match accepted {
             Ok((stream, peer)) => {
                 let node = node.clone();
+                let clients = clients.clone();
                 tokio::spawn(async move {
                     let _ = stream.set_nodelay(true);
-                    if let Err(e) = session(node, stream).await {
+                    if let Err(e) = session(node, stream, clients).await {
                         debug!(%peer, cause = %e, "connection closed");
                     }
                     drop(permit);
@@ -74,20 +82,28 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
     debug!("listener stopped");
 }
 
-async fn session(node: Arc<Node>, mut stream: TcpStream) -> std::io::Result<()> {
+async fn session(
+    node: Arc<Node>,
+    mut stream: TcpStream,
+    clients: Arc<Semaphore>,
+) -> std::io::Result<()> {
     let mut first = [0u8; 1];
     let n = tokio::select! {
         _ = node.shutdown.cancelled() => return Ok(()),
-        r = tokio::time::timeout(IDLE_TIMEOUT, stream.read(&mut first)) => r.map_err(|_| timeout("idle"))??,
+        r = tokio::time::timeout(IO_TIMEOUT, stream.read(&mut first)) => r.map_err(|_| timeout("first byte"))??,
     };
     if n == 0 {
         return Ok(());
     }
     if first[0] == PREAMBLE[0] {
-        peer_session(node, stream).await
-    } else {
-        resp_session(node, stream, first[0]).await
+        return peer_session(node, stream).await;
     }
+    let Ok(_permit) = clients.try_acquire_owned() else {
+        let reply = Frame::err("max number of clients reached");
+        let _ = tokio::time::timeout(IO_TIMEOUT, stream.write_all(&reply.to_bytes())).await;
+        return Ok(());
+    };
+    resp_session(node, stream, first[0]).await
 }
 
 fn timeout(what: &str) -> std::io::Error {
@@ -148,14 +164,14 @@ async fn peer_session(node: Arc<Node>, mut stream: TcpStream) -> std::io::Result
             )
             .unwrap_or_default()
         });
-        tokio::time::timeout(IO_TIMEOUT, stream.write_all(&bytes))
-            .await
-            .map_err(|_| timeout("write"))??;
+        let written = tokio::time::timeout(IO_TIMEOUT, stream.write_all(&bytes)).await;
         if stop {
+            // Stop whether or not the answer got through.
             info!("stop requested by a peer");
             stop_node(&node);
             return Ok(());
         }
+        written.map_err(|_| timeout("write"))??;
     }
 }
 
@@ -194,22 +210,27 @@ async fn resp_session(node: Arc<Node>, mut stream: TcpStream, first: u8) -> std:
                     stop_node(&node);
                     return Ok(());
                 }
-                After::StopCluster => {
-                    let (stopped, total) = node.stop_others().await;
-                    info!(stopped, total, "cluster shutdown requested");
-                    stop_node(&node);
-                    return Ok(());
-                }
             }
         }
+        // Between commands a client may idle; inside one it must keep sending.
+        let wait = if buf.is_empty() {
+            IDLE_TIMEOUT
+        } else {
+            IO_TIMEOUT
+        };
         let n = tokio::select! {
             _ = node.shutdown.cancelled() => return Ok(()),
-            r = tokio::time::timeout(IDLE_TIMEOUT, stream.read(&mut chunk)) => r.map_err(|_| timeout("idle"))??,
+            r = tokio::time::timeout(wait, stream.read(&mut chunk)) => r.map_err(|_| timeout("read"))??,
         };
         if n == 0 {
             return Ok(());
         }
         buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > MAX_CLIENT_BUFFER {
+            let reply = Frame::err("Protocol error: command too large");
+            let _ = tokio::time::timeout(IO_TIMEOUT, stream.write_all(&reply.to_bytes())).await;
+            return Ok(());
+        }
     }
 }
 
@@ -269,7 +290,7 @@ async fn execute(node: &Arc<Node>, args: &[Vec<u8>]) -> (Frame, After) {
         Command::VGet { key, r } => match node.get(&key, r).await {
             Ok(obj) => {
                 let obj = obj.unwrap_or_default();
-                let mut items = vec![Frame::bulk(encode_context(&obj.clock))];
+                let mut items = vec![Frame::bulk(encode_context(&key, &obj.clock))];
                 if !obj.is_deleted() {
                     items.extend(
                         obj.siblings
@@ -313,7 +334,19 @@ async fn execute(node: &Arc<Node>, args: &[Vec<u8>]) -> (Frame, After) {
             }
         }
         Command::Shutdown => return (Frame::ok(), After::StopNode),
-        Command::ShutdownCluster => return (Frame::ok(), After::StopCluster),
+        Command::ShutdownCluster => {
+            // Stop the others first, so the answer says what happened.
+            let (stopped, total) = node.stop_others().await;
+            info!(stopped, total, "cluster shutdown requested");
+            let reply = if stopped == total {
+                Frame::ok()
+            } else {
+                Frame::Simple(format!(
+                    "OK ({stopped} of {total} other nodes stopped; the others did not answer and may be down already)"
+                ))
+            };
+            return (reply, After::StopNode);
+        }
         Command::Quit => return (Frame::ok(), After::Close),
         Command::Fault(f) => fault_command(node, f),
         Command::CommandDocs => Frame::Array(Vec::new()),

@@ -86,7 +86,7 @@ impl TcpTransport {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let conns = idle.get_mut(&to)?;
         while let Some((at, stream)) = conns.pop() {
-            if at.elapsed() < MAX_IDLE_AGE {
+            if at.elapsed() < MAX_IDLE_AGE && still_open(&stream) {
                 return Some(stream);
             }
         }
@@ -111,6 +111,7 @@ impl TcpTransport {
                 s
             }
         };
+        let reusable = !matches!(req, Request::Shutdown);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let bytes = frame::encode(self.from, id, &req)?;
         stream.write_all(&bytes).await?;
@@ -126,9 +127,19 @@ impl TcpTransport {
                 env.id
             ))));
         }
-        self.checkin(to, stream);
+        // A node that was asked to stop closes its connections.
+        if reusable {
+            self.checkin(to, stream);
+        }
         Ok(env.body)
     }
+}
+
+/// True when an idle pooled connection has not been closed by its peer (a
+/// restarted or stopped node): reading it would block rather than see EOF.
+fn still_open(stream: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 #[async_trait]

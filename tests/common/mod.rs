@@ -123,7 +123,13 @@ impl Cluster {
     fn start_opts(n: usize, extra: &[&str], durable: bool) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let cluster_id = format!("test-{}", rand::random::<u64>());
-        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let mut ports: Vec<u16> = Vec::new();
+        while ports.len() < n {
+            let p = free_port();
+            if !ports.contains(&p) {
+                ports.push(p);
+            }
+        }
         let mut cluster = Cluster {
             nodes: Vec::new(),
             cluster_id,

@@ -1,0 +1,146 @@
+//! Multi-process durability: nodes with data directories survive SIGKILL of
+//! every node with every acknowledged write, keep their identity, refuse a
+//! second process on their directory, and start from a torn log.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Cluster, bulk, db_bin};
+use distro_db::resp::Frame;
+
+fn status_line(c: &Cluster, i: usize, prefix: &str) -> String {
+    let Frame::Bulk(text) = c.cmd(i, &["STATUS"]) else {
+        panic!("STATUS")
+    };
+    String::from_utf8_lossy(&text)
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn sigkill_every_node_then_restart_keeps_every_acknowledged_write() {
+    let mut c = Cluster::start_durable(3, &[]);
+    let actors: Vec<String> = (0..3).map(|i| status_line(&c, i, "actor:")).collect();
+    let mut acked = Vec::new();
+    for i in 0..150 {
+        if c.cmd(i % 3, &["SET", &format!("key-{i}"), &format!("value-{i}")]) == Frame::ok() {
+            acked.push(i);
+        }
+    }
+    assert_eq!(acked.len(), 150);
+    assert_eq!(c.cmd(1, &["DEL", "key-7"]), Frame::Integer(1));
+    for n in &mut c.nodes {
+        n.sigkill();
+    }
+    for i in 0..3 {
+        c.restart(i);
+    }
+    c.wait_converged();
+    for &i in &acked {
+        let expected = if i == 7 {
+            Frame::Null
+        } else {
+            bulk(&format!("value-{i}"))
+        };
+        assert_eq!(
+            c.cmd(i % 3, &["GET", &format!("key-{i}")]),
+            expected,
+            "key-{i}"
+        );
+    }
+    // Same data directory: same node id and same vector-clock actor.
+    for (i, actor) in actors.iter().enumerate() {
+        assert_eq!(&status_line(&c, i, "actor:"), actor);
+    }
+}
+
+#[test]
+fn a_second_process_on_a_data_directory_is_refused() {
+    let c = Cluster::start_durable(1, &[]);
+    let dir = c.data_dir(c.nodes[0].port);
+    let err_file = c.dir.path().join("second.err");
+    let child = Command::new(db_bin())
+        .args([
+            "node",
+            "--listen",
+            &format!("127.0.0.1:{}", common::free_port()),
+        ])
+        .arg("--data-dir")
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err_file).unwrap())
+        .spawn()
+        .expect("db runs");
+    // Killed when the test ends, whatever happens.
+    let mut second = common::NodeProc {
+        port: 0,
+        id: "second".into(),
+        child,
+        log: err_file.clone(),
+    };
+    let mut status = None;
+    common::wait_until(
+        Duration::from_secs(20),
+        "the second process to exit",
+        || {
+            status = second.child.try_wait().ok().flatten();
+            status.is_some()
+        },
+    );
+    assert!(!status.unwrap().success());
+    let err = common::read(&err_file);
+    assert!(err.contains("locked"), "{err}");
+    assert_eq!(c.cmd(0, &["PING"]), Frame::Simple("PONG".into()));
+}
+
+fn newest_segment(dir: &Path) -> PathBuf {
+    let mut segs: Vec<PathBuf> = std::fs::read_dir(dir.join("store"))
+        .expect("store dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segs.sort();
+    segs.pop().expect("a segment")
+}
+
+#[test]
+fn a_node_whose_active_segment_was_cut_short_starts_and_serves() {
+    let mut c = Cluster::start_durable(3, &[]);
+    for i in 0..40 {
+        assert_eq!(
+            c.cmd(i % 3, &["SET", &format!("k{i}"), &format!("v{i}")]),
+            Frame::ok()
+        );
+    }
+    c.nodes[0].sigkill();
+    let seg = newest_segment(&c.data_dir(c.nodes[0].port));
+    let len = std::fs::metadata(&seg).unwrap().len();
+    assert!(len > 10);
+    // Cut the last record in half, as a crash mid-write would.
+    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.set_len(len - 7).unwrap();
+    drop(f);
+    c.restart(0);
+    c.wait_converged();
+    assert_eq!(c.cmd(0, &["PING"]), Frame::Simple("PONG".into()));
+    for i in 0..40 {
+        assert_eq!(
+            c.cmd(0, &["GET", &format!("k{i}")]),
+            bulk(&format!("v{i}")),
+            "k{i}"
+        );
+    }
+    // The node reported what recovery found.
+    common::wait_until(
+        Duration::from_secs(5),
+        "a recovery report in the log",
+        || c.nodes[0].log_text().contains("torn"),
+    );
+    assert_eq!(c.cmd(0, &["SET", "after", "restart"]), Frame::ok());
+    assert_eq!(c.cmd(1, &["GET", "after"]), bulk("restart"));
+}
