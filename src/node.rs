@@ -20,7 +20,7 @@ use crate::fault::{Faults, FaultyTransport};
 use crate::membership::Membership;
 use crate::replica::Replica;
 use crate::rpc::{TcpTransport, Transport};
-use crate::storage::{LogOptions, LogStore, MemoryStore, Store};
+use crate::storage::{FsyncPolicy, LogOptions, LogStore, MemoryStore, Store};
 use crate::vclock::Actor;
 
 /// A running node's shared state.
@@ -80,7 +80,17 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
             let status = store.status();
             info!(keys = status.keys, segments = status.segments, elapsed = ?started.elapsed(), "store opened");
             config.node_id = resolve_node_id(dir, &config.node_id)?;
-            let epoch = resolve_epoch(&store_dir, status.keys > 0)?;
+            // With fsync other than `always`, a crash may have lost local
+            // writes that other replicas hold: their dots must not be made
+            // again, so an unclean stop also means a new epoch.
+            let clean = take_clean_marker(&store_dir);
+            let keep = status.keys > 0 && (clean || config.fsync == FsyncPolicy::Always);
+            if !clean && status.keys > 0 && !keep {
+                warn!(
+                    "the last stop was not clean and --fsync is not always: starting a new vector-clock epoch"
+                );
+            }
+            let epoch = resolve_epoch(&store_dir, keep)?;
             (Arc::new(store), epoch)
         }
         None => (Arc::new(MemoryStore::new()), rand::random()),
@@ -161,7 +171,34 @@ pub async fn stop(node: &Node) {
     tokio::time::sleep(node.config.gossip_interval).await;
     node.shutdown.cancel();
     node.membership.stop();
+    if let Some(dir) = &node.config.data_dir {
+        let store = node.replica.store().clone();
+        let marker = dir.join("store").join(CLEAN_MARKER);
+        let flushed = tokio::task::spawn_blocking(move || {
+            store.flush()?;
+            std::fs::write(&marker, b"clean stop\n")?;
+            Ok::<_, anyhow::Error>(())
+        })
+        .await;
+        if !matches!(flushed, Ok(Ok(()))) {
+            warn!("could not flush the store on stop; the next start takes a new epoch");
+        }
+    }
     node.stopped.cancel();
+}
+
+/// Written by a graceful stop after the store is flushed; removed at start.
+const CLEAN_MARKER: &str = "CLEAN";
+
+/// True when the last stop was graceful; removes the marker either way.
+fn take_clean_marker(store_dir: &Path) -> bool {
+    let marker = store_dir.join(CLEAN_MARKER);
+    let clean = marker.exists();
+    if clean && let Err(e) = std::fs::remove_file(&marker) {
+        warn!(cause = %e, "cannot remove the clean-stop marker");
+        return false;
+    }
+    clean
 }
 
 /// The vector-clock epoch of a store: kept while the store keeps its data,

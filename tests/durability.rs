@@ -144,3 +144,22 @@ fn a_node_whose_active_segment_was_cut_short_starts_and_serves() {
     assert_eq!(c.cmd(0, &["SET", "after", "restart"]), Frame::ok());
     assert_eq!(c.cmd(1, &["GET", "after"]), bulk("restart"));
 }
+
+#[test]
+fn epoch_survives_a_clean_stop_but_not_a_crash_without_fsync() {
+    let mut c = Cluster::start_durable(1, &["--fsync", "never"]);
+    assert_eq!(c.cmd(0, &["SET", "k", "v"]), Frame::ok());
+    let first = status_line(&c, 0, "actor:");
+    // A graceful stop flushes the store: the epoch (and the data) stay.
+    assert_eq!(c.cmd(0, &["SHUTDOWN"]), Frame::ok());
+    common::wait_until(Duration::from_secs(10), "the node to stop", || {
+        !c.nodes[0].running()
+    });
+    c.restart(0);
+    assert_eq!(status_line(&c, 0, "actor:"), first);
+    assert_eq!(c.cmd(0, &["GET", "k"]), bulk("v"));
+    // A crash under --fsync never may have lost writes others hold: new epoch.
+    c.nodes[0].sigkill();
+    c.restart(0);
+    assert_ne!(status_line(&c, 0, "actor:"), first);
+}

@@ -90,4 +90,8 @@ pub trait Store: Send + Sync + 'static {
     fn keys(&self) -> Result<Vec<Vec<u8>>, StoreError>;
     /// Figures for `STATUS`.
     fn status(&self) -> StoreStatus;
+    /// Makes every write so far durable (a graceful stop calls it).
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

@@ -499,6 +499,10 @@ impl Drop for LogStore {
 }
 
 impl Store for LogStore {
+    fn flush(&self) -> Result<(), StoreError> {
+        self.sync()
+    }
+
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.inner.get(key)
     }
