@@ -54,6 +54,8 @@ pub enum Command {
     Nodes,
     /// `OWNERS key`
     Owners(Vec<u8>),
+    /// `REPLICAS key`: what each replica (and stand-in) stores.
+    Replicas(Vec<u8>),
     /// `STATUS` (also `INFO`)
     Status,
     /// `KILL node-id`
@@ -225,6 +227,10 @@ pub fn parse(args: &[Vec<u8>]) -> Result<Command, String> {
         "OWNERS" => {
             exactly(1)?;
             Command::Owners(rest[0].clone())
+        }
+        "REPLICAS" => {
+            exactly(1)?;
+            Command::Replicas(rest[0].clone())
         }
         "STATUS" | "INFO" => Command::Status,
         "KILL" => {

@@ -66,6 +66,24 @@ struct Target {
     node: String,
     addr: SocketAddr,
     live: bool,
+    /// For a stand-in (sloppy quorum): the owner whose copy it keeps as a hint.
+    hint: Option<String>,
+}
+
+/// Where a request goes: the first N healthy nodes of the key's ring walk,
+/// and the live nodes further along that can stand in for one that fails.
+struct Plan {
+    slots: Vec<Target>,
+    spares: std::collections::VecDeque<Target>,
+}
+
+fn target(view: &View, node: &str, hint: Option<String>) -> Option<Target> {
+    Some(Target {
+        node: node.to_string(),
+        addr: view.addr(node)?,
+        live: view.is_live(node),
+        hint,
+    })
 }
 
 fn describe(errors: &[String]) -> String {
@@ -105,14 +123,35 @@ impl Node {
         view.ring
             .preference_list(key, n)
             .into_iter()
-            .filter_map(|node| {
-                Some(Target {
-                    node: node.to_string(),
-                    addr: view.addr(node)?,
-                    live: view.is_live(node),
-                })
-            })
+            .filter_map(|node| target(view, node, None))
             .collect()
+    }
+
+    /// The sloppy-quorum plan for `key`: each owner the failure detector
+    /// marks down is replaced by the next live node of the ring walk, which
+    /// keeps the copy as a hint for that owner (Dynamo section 4.6).
+    fn plan(&self, view: &View, key: &[u8]) -> Plan {
+        let n = self.effective_n(view);
+        let walk = view.ring.walk(key);
+        let (owners, rest) = walk.split_at(n.min(walk.len()));
+        let mut spares: std::collections::VecDeque<Target> = rest
+            .iter()
+            .filter(|node| view.is_live(node))
+            .filter_map(|node| target(view, node, None))
+            .collect();
+        let mut slots = Vec::with_capacity(owners.len());
+        for owner in owners {
+            if view.is_live(owner) {
+                slots.extend(target(view, owner, None));
+            } else if let Some(mut stand_in) = spares.pop_front() {
+                stand_in.hint = Some(owner.to_string());
+                slots.push(stand_in);
+            } else {
+                // No one to stand in: try the owner anyway (the detector may be wrong).
+                slots.extend(target(view, owner, None));
+            }
+        }
+        Plan { slots, spares }
     }
 
     /// The preference list of `key` as `(node, addr, live)` (for `OWNERS`).
@@ -132,7 +171,7 @@ impl Node {
     ) -> Result<Option<Object>, CoordError> {
         check_key(key)?;
         let view = self.membership.view();
-        let targets = self.targets(&view, key);
+        let targets = self.plan(&view, key).slots;
         let r = self.quorum("R", r, self.config.r, targets.len())?;
         let timeout = self.config.request_timeout;
         let (tx, mut rx) = mpsc::channel(targets.len().max(1));
@@ -188,7 +227,7 @@ impl Node {
         timeout: Duration,
     ) -> Result<Option<Object>, String> {
         if t.node == self.id() {
-            return self.replica.get(&key).await.map_err(|e| e.to_string());
+            return self.local_get(&key).await.map_err(|e| e.to_string());
         }
         match self
             .transport
@@ -220,18 +259,38 @@ impl Node {
         }
     }
 
+    /// This node's copy of `key`: its own replica merged with any hint it
+    /// holds for the key (a stand-in answers reads with what it keeps).
+    async fn local_get(&self, key: &[u8]) -> Result<Option<Object>, ReplicaError> {
+        let own = self.replica.get(key).await?;
+        let hinted = self.hints.for_key(key).await?;
+        Ok(Object::merge_opt(own.as_ref(), hinted.as_ref()))
+    }
+
+    /// Stores a copy locally: in the replica, or as a hint for `hint`.
+    async fn local_merge(
+        &self,
+        key: &[u8],
+        object: &Object,
+        hint: Option<&str>,
+    ) -> Result<(), ReplicaError> {
+        match hint {
+            Some(owner) if owner != self.id() => self.hints.add(owner, key, object).await,
+            _ => self.replica.merge(key, object).await.map(|_| ()),
+        }
+    }
+
     async fn replicate_to(&self, t: &Target, key: &[u8], object: &Object) -> Result<(), String> {
         if t.node == self.id() {
             return self
-                .replica
-                .merge(key, object)
+                .local_merge(key, object, t.hint.as_deref())
                 .await
-                .map(|_| ())
                 .map_err(|e| e.to_string());
         }
         let req = Request::Replicate {
             key: key.to_vec(),
             object: object.clone(),
+            hint: t.hint.clone(),
         };
         match self
             .transport
@@ -268,7 +327,7 @@ impl Node {
         let w = self.quorum("W", w, self.config.w, targets.len())?;
         if targets.iter().any(|t| t.node == self.id()) {
             match self
-                .put_as_actor(key, value.clone(), context.as_ref(), w)
+                .put_as_actor(key, value.clone(), context.as_ref(), w, None)
                 .await
             {
                 // The local step failed before anything was replicated: let
@@ -321,69 +380,110 @@ impl Node {
                 }
             }
         }
-        Err(CoordError::WriteFailed(format!(
-            "no replica of the key could be reached ({})",
-            describe(&errors)
-        )))
+        // No owner of the key can be reached: stay writable (sloppy quorum).
+        // This node makes the write itself, keeping it as a hint for the
+        // first owner, and hands copies to live stand-ins for the others.
+        let Some(owner) = targets.first().map(|t| t.node.clone()) else {
+            return Err(CoordError::WriteFailed("the ring is empty".into()));
+        };
+        warn!(owner = %owner, errors = %describe(&errors), "no owner reachable; writing as a stand-in");
+        self.put_as_actor(key, value, context.as_ref(), w, Some(owner))
+            .await
     }
 
-    /// Applies a write locally as its actor, then replicates it.
+    /// Applies a write locally as its actor, then replicates it to the rest
+    /// of the key's sloppy-quorum plan, replacing a replica that fails with
+    /// the next live stand-in while time remains.
+    ///
+    /// With `stand_in_for`, this node is not an owner of the key: it makes
+    /// the write under a single-use actor (its hinted copy will be handed
+    /// off and deleted, so it cannot promise to remember its own dots) and
+    /// keeps it as a hint for that owner.
     pub async fn put_as_actor(
         self: &Arc<Self>,
         key: &[u8],
         value: Option<Vec<u8>>,
         context: Option<&VClock>,
         w: usize,
+        stand_in_for: Option<String>,
     ) -> Result<bool, CoordError> {
-        let (object, existed) = self
-            .replica
-            .update(key, context, &self.actor, value)
-            .await
-            .map_err(|e| match e {
-                ReplicaError::Update(u) => CoordError::Invalid(u.to_string()),
-                other => CoordError::WriteFailed(format!("{}: {other}", self.id())),
-            })?;
+        let refuse = |e: ReplicaError| match e {
+            ReplicaError::Update(u) => CoordError::Invalid(u.to_string()),
+            other => CoordError::WriteFailed(format!("{other}")),
+        };
+        let (object, existed) = match &stand_in_for {
+            None => self
+                .replica
+                .update(key, context, &self.actor, value)
+                .await
+                .map_err(refuse)?,
+            Some(owner) => {
+                let local = self.local_get(key).await.map_err(refuse)?;
+                let existed = local.as_ref().is_some_and(|o| !o.is_deleted());
+                let ctx = context
+                    .cloned()
+                    .unwrap_or_else(|| local.as_ref().map(|o| o.clock.clone()).unwrap_or_default());
+                let actor = format!("{}~{:08x}", self.actor, rand::random::<u32>());
+                let object = Object::update(
+                    local.as_ref(),
+                    &ctx,
+                    &actor,
+                    value,
+                    crate::replica::now_ms(),
+                )
+                .map_err(|u| CoordError::Invalid(u.to_string()))?;
+                self.hints.add(owner, key, &object).await.map_err(refuse)?;
+                (object, existed)
+            }
+        };
         let view = self.membership.view();
-        let others: Vec<Target> = self
-            .targets(&view, key)
+        let Plan { slots, mut spares } = self.plan(&view, key);
+        let me = self.id().to_string();
+        spares.retain(|t| t.node != me);
+        let others: Vec<Target> = slots
             .into_iter()
-            .filter(|t| t.node != self.id())
+            .filter(|t| t.node != me && Some(&t.node) != stand_in_for.as_ref())
             .collect();
         let mut acks = 1;
         let mut errors = Vec::new();
-        if acks < w {
-            let (tx, mut rx) = mpsc::channel(others.len().max(1));
-            for t in others {
-                let (node, tx, object) = (self.clone(), tx.clone(), object.clone());
-                let key = key.to_vec();
-                tokio::spawn(async move {
-                    let r = node.replicate_to(&t, &key, &object).await;
-                    let _ = tx.send((t.node, r)).await;
-                });
-            }
-            drop(tx);
-            let deadline = tokio::time::Instant::now()
-                + self.config.request_timeout
-                + Duration::from_millis(100);
-            while acks < w {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some((_, Ok(())))) => acks += 1,
-                    Ok(Some((node, Err(e)))) => errors.push(format!("{node}: {e}")),
-                    Ok(None) | Err(_) => break,
+        let (tx, mut rx) = mpsc::channel(others.len() + spares.len() + 1);
+        let send = |t: Target| {
+            let (node, tx, object) = (self.clone(), tx.clone(), object.clone());
+            let key = key.to_vec();
+            tokio::spawn(async move {
+                let r = node.replicate_to(&t, &key, &object).await;
+                if let Err(e) = &r {
+                    debug!(node = %t.node, cause = %e, "replication failed");
                 }
-            }
-        } else {
-            // W reached by the local write alone: replicate in the background.
-            for t in others {
-                let (node, object) = (self.clone(), object.clone());
-                let key = key.to_vec();
-                tokio::spawn(async move {
-                    if let Err(e) = node.replicate_to(&t, &key, &object).await {
-                        warn!(node = %t.node, cause = %e, "background replication failed");
+                let _ = tx.send((t, r)).await;
+            });
+        };
+        let mut outstanding = others.len();
+        for t in others {
+            send(t);
+        }
+        let deadline =
+            tokio::time::Instant::now() + self.config.request_timeout + Duration::from_millis(100);
+        while acks < w && outstanding > 0 {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some((_, Ok(())))) => {
+                    acks += 1;
+                    outstanding -= 1;
+                }
+                Ok(Some((t, Err(e)))) => {
+                    outstanding -= 1;
+                    errors.push(format!("{}: {e}", t.node));
+                    // A stand-in takes the failed replica's place, with a hint.
+                    if let Some(mut stand_in) = spares.pop_front() {
+                        stand_in.hint = Some(t.hint.unwrap_or(t.node));
+                        outstanding += 1;
+                        send(stand_in);
                     }
-                });
+                }
+                Ok(None) | Err(_) => break,
             }
         }
+        // Replication past W goes on in the background, bounded by its timeout.
         if acks < w {
             return Err(CoordError::WriteUnknown {
                 needed: w,
@@ -404,20 +504,40 @@ impl Node {
             Request::Ping => Response::Pong {
                 node_id: self.id().to_string(),
             },
-            Request::Get { key } => match self.replica.get(&key).await {
+            Request::Get { key } => match self.local_get(&key).await {
                 Ok(o) => Response::Object(o),
                 Err(e) => err(e),
             },
-            Request::Replicate { key, object } => match self.replica.merge(&key, &object).await {
-                Ok(_) => Response::Ack,
-                Err(e) => err(e),
-            },
+            Request::Replicate { key, object, hint } => {
+                match self.local_merge(&key, &object, hint.as_deref()).await {
+                    Ok(()) => Response::Ack,
+                    Err(e) => err(e),
+                }
+            }
+            Request::Inspect { key } => {
+                let own = match self.replica.get(&key).await {
+                    Ok(o) => o,
+                    Err(e) => return err(e),
+                };
+                let mut hints = Vec::new();
+                for owner in self.hints.owners_of(&key) {
+                    match self.hints.for_owner(&owner, &key).await {
+                        Ok(Some(o)) => hints.push((owner, o)),
+                        Ok(None) => {}
+                        Err(e) => return err(e),
+                    }
+                }
+                Response::Inspected { own, hints }
+            }
             Request::Put {
                 key,
                 value,
                 context,
                 w,
-            } => match self.put_as_actor(&key, value, context.as_ref(), w).await {
+            } => match self
+                .put_as_actor(&key, value, context.as_ref(), w, None)
+                .await
+            {
                 Ok(existed) => Response::Written { existed },
                 Err(e @ CoordError::WriteUnknown { .. }) => Response::Error {
                     message: e.to_string(),
@@ -431,6 +551,72 @@ impl Node {
             // The server stops the node after sending the answer.
             Request::Shutdown => Response::Ack,
         }
+    }
+
+    /// What every member stores for `key`, one line each: the owners (in
+    /// preference order) first, then stand-ins holding hints for it.
+    pub async fn replicas_report(self: &Arc<Self>, key: &[u8]) -> String {
+        let view = self.membership.view();
+        let owners: Vec<String> = self
+            .targets(&view, key)
+            .into_iter()
+            .map(|t| t.node)
+            .collect();
+        let mut tasks = Vec::new();
+        for (node, addr) in &view.members {
+            let (this, node, addr, key) = (self.clone(), node.clone(), *addr, key.to_vec());
+            tasks.push(tokio::spawn(async move {
+                let answer = if node == this.id() {
+                    this.handle_peer(Request::Inspect { key }).await
+                } else {
+                    match this
+                        .transport
+                        .call(addr, Request::Inspect { key }, this.config.request_timeout)
+                        .await
+                    {
+                        Ok(r) => r,
+                        Err(e) => Response::Error {
+                            message: e.to_string(),
+                            unknown: false,
+                        },
+                    }
+                };
+                (node, answer)
+            }));
+        }
+        let mut answers = std::collections::BTreeMap::new();
+        for t in tasks {
+            if let Ok((node, answer)) = t.await {
+                answers.insert(node, answer);
+            }
+        }
+        let mut lines = Vec::new();
+        for (i, owner) in owners.iter().enumerate() {
+            let state = if view.is_live(owner) { "live" } else { "down" };
+            let what = match answers.get(owner) {
+                Some(Response::Inspected { own, .. }) => describe_object(own.as_ref()),
+                Some(Response::Error { message, .. }) => format!("unreachable: {message}"),
+                _ => "no answer".into(),
+            };
+            lines.push(format!("{owner} (owner {}, {state}) {what}", i + 1));
+        }
+        for (node, answer) in &answers {
+            if let Response::Inspected { own, hints } = answer {
+                if !owners.contains(node) && own.is_some() {
+                    lines.push(format!(
+                        "{node} (not an owner) {}",
+                        describe_object(own.as_ref())
+                    ));
+                }
+                for (owner, obj) in hints {
+                    lines.push(format!(
+                        "{node} (stand-in for {owner}) {}",
+                        describe_object(Some(obj))
+                    ));
+                }
+            }
+        }
+        lines.join("\n") + "\n"
     }
 
     /// Asks `node` to stop its process.
@@ -476,6 +662,25 @@ impl Node {
         }
         (stopped, total)
     }
+}
+
+/// One line for a stored copy: clock, then each sibling as `dot=value`.
+fn describe_object(obj: Option<&Object>) -> String {
+    let Some(o) = obj else {
+        return "(none)".into();
+    };
+    let siblings: Vec<String> = o
+        .siblings
+        .iter()
+        .map(|s| {
+            let v = s
+                .value
+                .as_deref()
+                .map_or("(deleted)".to_string(), crate::repl::quote);
+            format!("{}:{}={v}", s.dot.actor, s.dot.counter)
+        })
+        .collect();
+    format!("clock={} siblings=[{}]", o.clock, siblings.join(", "))
 }
 
 fn check_key(key: &[u8]) -> Result<(), CoordError> {

@@ -12,7 +12,7 @@
 //! Wiring (sockets and tasks):
 //! - [`node`]: builds and stops a node; [`server`]: its TCP port (RESP and peer RPC).
 //! - [`coordinator`]: quorum reads and writes, read repair.
-//! - [`replica`]: the local copy over a [`storage::Store`].
+//! - [`replica`]: the local copy over a [`storage::Store`]; [`handoff`]: hints kept for down nodes.
 //! - [`membership`]: chitchat gossip, members and liveness.
 //! - [`rpc`]: peer messages and the transport seam; [`fault`]: fault injection at the seams.
 //! - [`client`], [`repl`]: the REPL and its RESP client; [`local`]: `db local`.
@@ -22,6 +22,7 @@ pub mod command;
 pub mod config;
 pub mod coordinator;
 pub mod fault;
+pub mod handoff;
 pub mod local;
 pub mod membership;
 pub mod node;

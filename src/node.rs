@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::fault::{Faults, FaultyTransport};
+use crate::handoff::Hints;
 use crate::membership::Membership;
 use crate::replica::Replica;
 use crate::rpc::{TcpTransport, Transport};
@@ -33,6 +34,8 @@ pub struct Node {
     pub actor: Actor,
     /// Local data.
     pub replica: Replica,
+    /// Copies kept for other nodes (hinted handoff).
+    pub hints: Hints,
     /// Membership and liveness.
     pub membership: Membership,
     /// Outgoing peer calls.
@@ -61,6 +64,24 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
     for w in config.validate().map_err(anyhow::Error::msg)? {
         warn!("{w}");
     }
+    let hints_store: Arc<dyn Store> = match &config.data_dir {
+        Some(dir) => {
+            let hints_dir = dir.join("hints");
+            let opts = LogOptions {
+                fsync: config.fsync,
+                ..LogOptions::default()
+            };
+            let open_dir = hints_dir.clone();
+            Arc::new(
+                tokio::task::spawn_blocking(move || LogStore::open(&open_dir, opts))
+                    .await
+                    .context("storage task failed")?
+                    .with_context(|| format!("cannot open the hints in {}", hints_dir.display()))?,
+            )
+        }
+        None => Arc::new(MemoryStore::new()),
+    };
+    let hints = Hints::open(hints_store).context("cannot load hints")?;
     let (store, epoch): (Arc<dyn Store>, u32) = match &config.data_dir {
         Some(dir) => {
             std::fs::create_dir_all(dir)
@@ -112,6 +133,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
     let node = Arc::new(Node {
         actor,
         replica: Replica::new(store),
+        hints,
         membership,
         transport,
         faults,
@@ -123,6 +145,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
     info!(node = %node.id(), actor = %node.actor, addr = %node.config.advertise,
           seeds = node.config.seeds.len(), "node started");
     tokio::spawn(crate::server::serve(node.clone(), listener));
+    tokio::spawn(crate::handoff::deliver_forever(node.clone()));
     Ok(node)
 }
 

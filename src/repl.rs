@@ -136,7 +136,7 @@ pub fn format_reply(command: &str, reply: &Frame) -> String {
             _ => format_generic(reply, 0),
         },
         // Text reports print as they are, one line each.
-        ("NODES" | "OWNERS" | "STATUS" | "INFO", Frame::Bulk(text)) => {
+        ("NODES" | "OWNERS" | "REPLICAS" | "STATUS" | "INFO" | "FAULT", Frame::Bulk(text)) => {
             String::from_utf8_lossy(text).trim_end().to_string()
         }
         _ => format_generic(reply, 0),
@@ -178,6 +178,7 @@ Commands (case-insensitive; quote values with spaces: SET k \"a b\"):
   DEL <key> [W=<n>] [CTX=<token>]           delete (writes a tombstone)
   NODES                                     every ring member: id, address, live/down
   OWNERS <key>                              the key's preference list
+  REPLICAS <key>                            what each owner (and stand-in) stores: clock, siblings
   STATUS                                    this node's configuration and figures
   PING                                      check the connection
   KILL <node id>                            stop that node's process

@@ -324,6 +324,7 @@ async fn execute(node: &Arc<Node>, args: &[Vec<u8>]) -> (Frame, After) {
             Frame::Bulk(out.into_bytes())
         }
         Command::Status => Frame::Bulk(status_report(node).into_bytes()),
+        Command::Replicas(key) => Frame::Bulk(node.replicas_report(&key).await.into_bytes()),
         Command::Kill(target) => {
             if target == node.id() {
                 return (Frame::ok(), After::StopNode);
@@ -405,11 +406,16 @@ fn fault_command(node: &Node, cmd: FaultCmd) -> Frame {
 /// One line per ring member: id, address, live/down (and which one is this node).
 fn nodes_report(node: &Node) -> String {
     let view = node.membership.view();
+    let pending = node.hints.pending();
     let mut out = String::new();
     for (id, addr) in &view.members {
         let state = if view.is_live(id) { "live" } else { "down" };
         let me = if id == node.id() { " (this node)" } else { "" };
-        let _ = writeln!(out, "{id} {addr} {state}{me}");
+        let hints = match pending.get(id) {
+            Some(n) => format!(" ({n} hints pending here)"),
+            None => String::new(),
+        };
+        let _ = writeln!(out, "{id} {addr} {state}{me}{hints}");
     }
     out
 }
@@ -442,6 +448,18 @@ fn status_report(node: &Node) -> String {
         let _ = writeln!(out, "replication: N={} R={} W={}", c.n, c.r, c.w);
     }
     let _ = writeln!(out, "vnodes: {}", c.vnodes);
+    let pending = node.hints.pending();
+    let total: usize = pending.values().sum();
+    let per: Vec<String> = pending.iter().map(|(o, n)| format!("{o}={n}")).collect();
+    let _ = writeln!(
+        out,
+        "hints pending: {total} {}",
+        if per.is_empty() {
+            String::new()
+        } else {
+            format!("({})", per.join(", "))
+        }
+    );
     let _ = writeln!(
         out,
         "storage: {} ({} keys, {} bytes)",

@@ -129,7 +129,11 @@ mod tests {
             (bytes(), bytes()).prop_map(|(key, v)| {
                 let object = Object::update(None, &VClock::new(), &"n/1".to_string(), Some(v), 7)
                     .expect("one sibling");
-                Request::Replicate { key, object }
+                Request::Replicate {
+                    key,
+                    object,
+                    hint: None,
+                }
             }),
         ]
     }

@@ -23,6 +23,15 @@ pub enum Request {
         key: Vec<u8>,
         /// The copy to merge in.
         object: Object,
+        /// Set when the receiver stands in for this owner (sloppy quorum):
+        /// it keeps the copy as a hint and hands it off later.
+        hint: Option<String>,
+    },
+    /// Show what this node stores for a key: its own copy and any hints.
+    Inspect {
+        /// The key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
     },
     /// Coordinate a write as its actor: sent by a node that is not a replica
     /// of the key to one that is.
@@ -54,6 +63,13 @@ pub enum Response {
     Object(Option<Object>),
     /// Done.
     Ack,
+    /// Answer to [`Request::Inspect`].
+    Inspected {
+        /// The node's own copy.
+        own: Option<Object>,
+        /// Hints it holds for the key, by owner.
+        hints: Vec<(String, Object)>,
+    },
     /// Answer to [`Request::Put`].
     Written {
         /// True when the key had a live value before this write.
