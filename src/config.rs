@@ -55,6 +55,8 @@ pub struct Config {
     pub fault_injection: bool,
     /// When the durable store syncs writes to disk (with a data directory).
     pub fsync: crate::storage::FsyncPolicy,
+    /// Pause between anti-entropy exchanges (zero turns them off).
+    pub aae_interval: Duration,
 }
 
 impl Config {
@@ -76,6 +78,7 @@ impl Config {
             phi_threshold: 10.0,
             fault_injection: false,
             fsync: crate::storage::FsyncPolicy::Always,
+            aae_interval: Duration::from_secs(10),
         }
     }
 

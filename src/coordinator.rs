@@ -550,6 +550,21 @@ impl Node {
             },
             // The server stops the node after sending the answer.
             Request::Shutdown => Response::Ack,
+            Request::AaeRoots { peer } => Response::Hashes(self.trees.roots(&peer)),
+            Request::AaeLeaves { peer, partition } => {
+                Response::Hashes(self.trees.leaves(&peer, partition as usize))
+            }
+            Request::AaeKeys {
+                peer,
+                partition,
+                buckets,
+            } => Response::KeyDigests(
+                self.trees
+                    .key_digests(&peer, partition as usize, &buckets)
+                    .into_iter()
+                    .map(|(k, d)| (serde_bytes::ByteBuf::from(k), d))
+                    .collect(),
+            ),
         }
     }
 

@@ -11,12 +11,14 @@
 //!
 //! Wiring (sockets and tasks):
 //! - [`node`]: builds and stops a node; [`server`]: its TCP port (RESP and peer RPC).
-//! - [`coordinator`]: quorum reads and writes, read repair.
+//! - [`coordinator`]: quorum reads and writes, sloppy quorum, read repair.
+//! - [`anti_entropy`]: Merkle-tree exchanges between replicas.
 //! - [`replica`]: the local copy over a [`storage::Store`]; [`handoff`]: hints kept for down nodes.
 //! - [`membership`]: chitchat gossip, members and liveness.
 //! - [`rpc`]: peer messages and the transport seam; [`fault`]: fault injection at the seams.
 //! - [`client`], [`repl`]: the REPL and its RESP client; [`local`]: `db local`.
 
+pub mod anti_entropy;
 pub mod client;
 pub mod command;
 pub mod config;

@@ -130,6 +130,9 @@ struct NodeOpts {
     /// after fsync, concurrent writes share one), `interval:<ms>`, or `never`.
     #[arg(long, default_value = "always", value_name = "POLICY")]
     fsync: distro_db::storage::FsyncPolicy,
+    /// Milliseconds between anti-entropy exchanges with a peer (0: off).
+    #[arg(long, default_value_t = 10_000)]
+    aae_interval_ms: u64,
 }
 
 fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
@@ -162,6 +165,7 @@ fn build_config(listen: SocketAddr, advertise: Option<SocketAddr>, o: &NodeOpts)
     c.phi_threshold = o.phi;
     c.fault_injection = o.fault_injection;
     c.fsync = o.fsync;
+    c.aae_interval = Duration::from_millis(o.aae_interval_ms);
     c
 }
 

@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::anti_entropy::Trees;
 use crate::config::Config;
 use crate::fault::{Faults, FaultyTransport};
 use crate::handoff::Hints;
@@ -36,6 +37,8 @@ pub struct Node {
     pub replica: Replica,
     /// Copies kept for other nodes (hinted handoff).
     pub hints: Hints,
+    /// Anti-entropy trees (shared with the replica, which updates them).
+    pub trees: Arc<Trees>,
     /// Membership and liveness.
     pub membership: Membership,
     /// Outgoing peer calls.
@@ -117,6 +120,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         None => (Arc::new(MemoryStore::new()), rand::random()),
     };
     let actor = format!("{}/{epoch:08x}", config.node_id);
+    let trees = Arc::new(Trees::new(&config.node_id));
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on tcp {}", config.listen))?;
@@ -132,7 +136,8 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
     };
     let node = Arc::new(Node {
         actor,
-        replica: Replica::new(store),
+        replica: Replica::new(store, trees.clone()),
+        trees,
         hints,
         membership,
         transport,
@@ -146,6 +151,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
           seeds = node.config.seeds.len(), "node started");
     tokio::spawn(crate::server::serve(node.clone(), listener));
     tokio::spawn(crate::handoff::deliver_forever(node.clone()));
+    tokio::spawn(crate::anti_entropy::run_forever(node.clone()));
     Ok(node)
 }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tokio::sync::Mutex;
 use tracing::error;
 
+use crate::anti_entropy::Trees;
 use crate::object::{Object, UpdateError};
 use crate::storage::{Store, StoreError};
 use crate::vclock::{Actor, VClock};
@@ -38,14 +39,17 @@ pub enum ReplicaError {
 pub struct Replica {
     store: Arc<dyn Store>,
     stripes: Vec<Mutex<()>>,
+    /// Anti-entropy trees, told of every change.
+    trees: Arc<Trees>,
 }
 
 impl Replica {
-    /// Wraps a store.
-    pub fn new(store: Arc<dyn Store>) -> Replica {
+    /// Wraps a store; every change is recorded in `trees`.
+    pub fn new(store: Arc<dyn Store>, trees: Arc<Trees>) -> Replica {
         Replica {
             store,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            trees,
         }
     }
 
@@ -78,9 +82,11 @@ impl Replica {
         let store = self.store.clone();
         let k = key.to_vec();
         let bytes = object.to_bytes();
+        let digest = crate::anti_entropy::digest(&bytes);
         tokio::task::spawn_blocking(move || store.put(&k, &bytes))
             .await
             .map_err(|e| ReplicaError::Task(e.to_string()))??;
+        self.trees.record_digest(key, digest);
         Ok(())
     }
 
@@ -152,7 +158,10 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_updates_on_one_key_are_all_kept() {
-        let replica = Arc::new(Replica::new(Arc::new(MemoryStore::new())));
+        let replica = Arc::new(Replica::new(
+            Arc::new(MemoryStore::new()),
+            Arc::new(Trees::new("a")),
+        ));
         let actor: Actor = "a/1".into();
         let mut tasks = Vec::new();
         for i in 0..50u32 {

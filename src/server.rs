@@ -448,6 +448,15 @@ fn status_report(node: &Node) -> String {
         let _ = writeln!(out, "replication: N={} R={} W={}", c.n, c.r, c.w);
     }
     let _ = writeln!(out, "vnodes: {}", c.vnodes);
+    let t = &node.trees;
+    let _ = writeln!(
+        out,
+        "anti-entropy: every {} ms, {} exchanges, {} key digests compared, {} keys repaired",
+        c.aae_interval.as_millis(),
+        t.rounds.load(std::sync::atomic::Ordering::Relaxed),
+        t.keys_compared.load(std::sync::atomic::Ordering::Relaxed),
+        t.keys_repaired.load(std::sync::atomic::Ordering::Relaxed)
+    );
     let pending = node.hints.pending();
     let total: usize = pending.values().sum();
     let per: Vec<String> = pending.iter().map(|(o, n)| format!("{o}={n}")).collect();

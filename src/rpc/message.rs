@@ -49,6 +49,27 @@ pub enum Request {
     },
     /// Stop this node's process (the REPL's KILL, and QUIT for each node).
     Shutdown,
+    /// Anti-entropy: the partition roots of the tree shared with `peer`.
+    AaeRoots {
+        /// The asking node.
+        peer: String,
+    },
+    /// Anti-entropy: the bucket hashes of one partition.
+    AaeLeaves {
+        /// The asking node.
+        peer: String,
+        /// Partition index.
+        partition: u8,
+    },
+    /// Anti-entropy: `(key, digest)` of the keys in these buckets.
+    AaeKeys {
+        /// The asking node.
+        peer: String,
+        /// Partition index.
+        partition: u8,
+        /// Bucket indexes.
+        buckets: Vec<u8>,
+    },
 }
 
 /// What a node answers.
@@ -63,6 +84,10 @@ pub enum Response {
     Object(Option<Object>),
     /// Done.
     Ack,
+    /// Answer to [`Request::AaeRoots`] and [`Request::AaeLeaves`].
+    Hashes(Vec<u64>),
+    /// Answer to [`Request::AaeKeys`].
+    KeyDigests(Vec<(serde_bytes::ByteBuf, u64)>),
     /// Answer to [`Request::Inspect`].
     Inspected {
         /// The node's own copy.
