@@ -138,3 +138,30 @@ fn anti_entropy_refills_a_wiped_node_with_no_reads_and_no_hints() {
         assert!(clocks.windows(2).all(|w| w[0] == w[1]), "{report}");
     }
 }
+
+#[test]
+fn read_repair_alone_refills_what_is_read() {
+    let mut c = Cluster::start_durable(3, &["--aae-interval-ms", "0"]);
+    for i in 0..20 {
+        assert_eq!(
+            c.cmd(0, &["SET", &format!("rr-{i}"), "v", "W=3"]),
+            Frame::ok()
+        );
+    }
+    c.nodes[2].sigkill();
+    std::fs::remove_dir_all(c.data_dir(c.nodes[2].port)).expect("wipe");
+    c.restart(2);
+    c.wait_converged();
+    assert!(text(c.cmd(2, &["STATUS"])).contains("(0 keys,"));
+    // Reading half the keys repairs exactly those on the wiped node.
+    for i in 0..10 {
+        assert_eq!(c.cmd(1, &["GET", &format!("rr-{i}")]), common::bulk("v"));
+    }
+    wait_until(
+        Duration::from_secs(20),
+        "read repair of the keys read",
+        || text(c.cmd(2, &["STATUS"])).contains("(10 keys,"),
+    );
+    let status = text(c.cmd(2, &["STATUS"]));
+    assert!(status.contains("0 keys repaired"), "{status}");
+}
