@@ -74,16 +74,23 @@ enum Cmd {
         /// Port of the first node; the others follow.
         #[arg(long, default_value_t = 55551)]
         base_port: u16,
-        /// Replicas per key.
-        #[arg(long, default_value_t = distro_db::config::DEFAULT_N)]
-        n: usize,
-        /// Read quorum.
-        #[arg(long, default_value_t = distro_db::config::DEFAULT_R)]
-        r: usize,
-        /// Write quorum.
-        #[arg(long, default_value_t = distro_db::config::DEFAULT_W)]
-        w: usize,
+        #[command(flatten)]
+        replication: Replication,
     },
+}
+
+/// Replication factor and quorums.
+#[derive(Args, Debug, Clone, Copy)]
+struct Replication {
+    /// Replicas per key (N).
+    #[arg(long, default_value_t = distro_db::config::DEFAULT_N)]
+    n: usize,
+    /// Default read quorum (R).
+    #[arg(long, default_value_t = distro_db::config::DEFAULT_R)]
+    r: usize,
+    /// Default write quorum (W).
+    #[arg(long, default_value_t = distro_db::config::DEFAULT_W)]
+    w: usize,
 }
 
 /// Flags every node takes.
@@ -102,15 +109,8 @@ struct NodeOpts {
     /// Cluster name: nodes gossip only with nodes of the same name.
     #[arg(long, default_value = distro_db::config::DEFAULT_CLUSTER_ID)]
     cluster_id: String,
-    /// Replicas per key (N).
-    #[arg(long, default_value_t = distro_db::config::DEFAULT_N)]
-    n: usize,
-    /// Default read quorum (R).
-    #[arg(long, default_value_t = distro_db::config::DEFAULT_R)]
-    r: usize,
-    /// Default write quorum (W).
-    #[arg(long, default_value_t = distro_db::config::DEFAULT_W)]
-    w: usize,
+    #[command(flatten)]
+    replication: Replication,
     /// Virtual nodes per member on the ring.
     #[arg(long, default_value_t = distro_db::ring::DEFAULT_VNODES)]
     vnodes: usize,
@@ -156,9 +156,9 @@ fn build_config(listen: SocketAddr, advertise: Option<SocketAddr>, o: &NodeOpts)
     }
     c.data_dir = o.data_dir.clone();
     c.cluster_id = o.cluster_id.clone();
-    c.n = o.n;
-    c.r = o.r;
-    c.w = o.w;
+    c.n = o.replication.n;
+    c.r = o.replication.r;
+    c.w = o.replication.w;
     c.vnodes = o.vnodes;
     c.request_timeout = Duration::from_millis(o.timeout_ms.max(1));
     c.gossip_interval = Duration::from_millis(o.gossip_interval_ms.max(10));
@@ -247,9 +247,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Local {
             nodes,
             base_port,
-            n,
-            r,
-            w,
+            replication: Replication { n, r, w },
         } => {
             let cluster = LocalCluster {
                 nodes,
