@@ -203,6 +203,15 @@ fn repl_exits_at_end_of_input_without_stopping_the_cluster() {
 #[test]
 fn master_with_two_slaves_on_the_default_local_ports() {
     // The original project's start, as written: no seeds, default ports.
+    // Those ports must be free (stop any local cluster before the tests).
+    for port in 55551..=55553u16 {
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        assert!(
+            tcp.is_ok() && udp.is_ok(),
+            "port {port} is in use by another process: stop it (a `db local`?) and rerun"
+        );
+    }
     let dir = tempfile::tempdir().unwrap();
     let mut slaves: Vec<common::NodeProc> = [55551u16, 55552]
         .iter()
