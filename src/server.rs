@@ -460,15 +460,11 @@ fn status_report(node: &Node) -> String {
     let pending = node.hints.pending();
     let total: usize = pending.values().sum();
     let per: Vec<String> = pending.iter().map(|(o, n)| format!("{o}={n}")).collect();
-    let _ = writeln!(
-        out,
-        "hints pending: {total} {}",
-        if per.is_empty() {
-            String::new()
-        } else {
-            format!("({})", per.join(", "))
-        }
-    );
+    if per.is_empty() {
+        let _ = writeln!(out, "hints pending: {total}");
+    } else {
+        let _ = writeln!(out, "hints pending: {total} ({})", per.join(", "));
+    }
     let _ = writeln!(
         out,
         "storage: {} ({} keys, {} bytes)",
