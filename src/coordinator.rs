@@ -446,6 +446,7 @@ impl Node {
             .collect();
         let mut acks = 1;
         let mut errors = Vec::new();
+        let mut unreplicated: Vec<String> = Vec::new();
         let (tx, mut rx) = mpsc::channel(others.len() + spares.len() + 1);
         let send = |t: Target| {
             let (node, tx, object) = (self.clone(), tx.clone(), object.clone());
@@ -473,17 +474,42 @@ impl Node {
                 Ok(Some((t, Err(e)))) => {
                     outstanding -= 1;
                     errors.push(format!("{}: {e}", t.node));
-                    // A stand-in takes the failed replica's place, with a hint.
+                    let owner = t.hint.unwrap_or(t.node);
+                    // A stand-in takes the failed replica's place, with a hint;
+                    // with no spare left, this node keeps the hint itself.
                     if let Some(mut stand_in) = spares.pop_front() {
-                        stand_in.hint = Some(t.hint.unwrap_or(t.node));
+                        stand_in.hint = Some(owner);
                         outstanding += 1;
                         send(stand_in);
+                    } else {
+                        unreplicated.push(owner);
                     }
                 }
                 Ok(None) | Err(_) => break,
             }
         }
-        // Replication past W goes on in the background, bounded by its timeout.
+        drop(tx);
+        // Replication past W goes on in the background, bounded by its
+        // timeout; every owner it does not reach gets a hint kept here, so
+        // handoff (not only anti-entropy) brings it the write.
+        let (node, key_owned, object) = (self.clone(), key.to_vec(), object.clone());
+        tokio::spawn(async move {
+            let mut missed = unreplicated;
+            loop {
+                match tokio::time::timeout_at(deadline + node.config.request_timeout, rx.recv())
+                    .await
+                {
+                    Ok(Some((t, Err(_)))) => missed.push(t.hint.unwrap_or(t.node)),
+                    Ok(Some((_, Ok(())))) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            for owner in missed.into_iter().filter(|o| o.as_str() != node.id()) {
+                if let Err(e) = node.hints.add(&owner, &key_owned, &object).await {
+                    warn!(owner = %owner, cause = %e, "cannot keep a hint for a replica that missed a write");
+                }
+            }
+        });
         if acks < w {
             return Err(CoordError::WriteUnknown {
                 needed: w,

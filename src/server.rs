@@ -145,8 +145,16 @@ async fn peer_session(node: Arc<Node>, mut stream: TcpStream) -> std::io::Result
         };
         if let Some(from) = env.from {
             match node.faults.fate(&from) {
-                // Across a partition a request goes unanswered.
-                Fate::Drop => return Ok(()),
+                // Across a partition a request goes unanswered: hold the
+                // connection open (bounded) so the caller times out, as it
+                // would on a real network, instead of seeing it closed.
+                Fate::Drop => {
+                    tokio::select! {
+                        _ = node.shutdown.cancelled() => {}
+                        _ = tokio::time::sleep(IO_TIMEOUT) => {}
+                    }
+                    return Ok(());
+                }
                 Fate::Delay(d) => tokio::time::sleep(d).await,
                 Fate::Pass => {}
             }

@@ -61,13 +61,26 @@ fn partition_cuts_both_ways_and_heal_restores() {
     wait_until(Duration::from_secs(20), "the partition to heal", || {
         live_nodes(&a0).contains(&id2) && live_nodes(&a2).contains(&id0)
     });
-    assert_eq!(c.cmd(0, &["SET", "k", "x", "W=3"]), Frame::ok());
-    // The "unknown" write landed on node 2 and surfaces as a sibling of the
-    // write node 0 made without seeing it: never silently lost.
-    let mut got = match c.cmd(2, &["GET", "k", "R=3"]) {
+    // Both "unknown" writes landed: "w" on nodes 0 and 1, "lonely" on node 2,
+    // and each side kept hints for the owners it could not reach. Once they
+    // are handed off, both surface as siblings everywhere: never lost.
+    wait_until(
+        Duration::from_secs(30),
+        "the hints to be handed off",
+        || {
+            [0, 2].iter().all(|&i| match c.cmd(i, &["STATUS"]) {
+                Frame::Bulk(t) => String::from_utf8_lossy(&t).contains("hints pending: 0\n"),
+                _ => false,
+            })
+        },
+    );
+    let mut got = match c.cmd(1, &["GET", "k", "R=3"]) {
         Frame::Array(values) => values,
         other => panic!("expected siblings, got {other:?}"),
     };
     got.sort_by_key(|f| format!("{f:?}"));
-    assert_eq!(got, vec![bulk("lonely"), bulk("x")]);
+    assert_eq!(got, vec![bulk("lonely"), bulk("w")]);
+    // A plain write through node 0, which has seen both, replaces them.
+    assert_eq!(c.cmd(0, &["SET", "k", "x", "W=3"]), Frame::ok());
+    assert_eq!(c.cmd(2, &["GET", "k", "R=3"]), bulk("x"));
 }
