@@ -24,12 +24,18 @@ pub struct Client {
 impl Client {
     /// Connects to `addr` (`host:port`).
     pub fn connect(addr: &str) -> io::Result<Client> {
+        Client::connect_with(addr, REPLY_TIMEOUT)
+    }
+
+    /// Connects to `addr`, waiting at most `reply_timeout` for each reply
+    /// (a test client facing stopped nodes wants less than the default).
+    pub fn connect_with(addr: &str, reply_timeout: Duration) -> io::Result<Client> {
         let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{addr}: no address"));
         for a in addr.to_socket_addrs()? {
             match TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
                 Ok(stream) => {
-                    stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
-                    stream.set_write_timeout(Some(REPLY_TIMEOUT))?;
+                    stream.set_read_timeout(Some(reply_timeout))?;
+                    stream.set_write_timeout(Some(reply_timeout))?;
                     stream.set_nodelay(true)?;
                     return Ok(Client {
                         stream,

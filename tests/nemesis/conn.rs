@@ -1,15 +1,14 @@
-//! A RESP connection with a short reply timeout. The library's `Client`
-//! waits 30 s for a reply; against a SIGSTOPped node that would stall a
-//! client thread for the whole pause, so the nemesis clients use this one.
+//! Client connections for the nemesis: the library's `Client` with a short
+//! reply timeout (its default 30 s would stall a client thread for a whole
+//! SIGSTOP), reopened after errors, and with errors that say whether the
+//! command may have been executed.
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io;
 use std::time::Duration;
 
-use distro_db::resp::{self, DecodeError, Frame};
+use distro_db::client::Client;
+use distro_db::resp::Frame;
 
-/// Time allowed to open a connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time allowed for a reply. A node answers within 2× its request timeout
 /// (4 s by default, for a forwarded write), so a longer wait means the node
 /// is stopped or gone.
@@ -34,59 +33,10 @@ impl std::fmt::Display for CallError {
     }
 }
 
-/// One connection to one node.
-pub struct Conn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Conn {
-    pub fn connect(addr: &str) -> io::Result<Conn> {
-        let sock: SocketAddr = addr
-            .parse()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{addr}: {e}")))?;
-        let stream = TcpStream::connect_timeout(&sock, CONNECT_TIMEOUT)?;
-        stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
-        stream.set_write_timeout(Some(REPLY_TIMEOUT))?;
-        stream.set_nodelay(true)?;
-        Ok(Conn {
-            stream,
-            buf: Vec::new(),
-        })
-    }
-
-    /// Sends one command and reads its reply.
-    pub fn call(&mut self, args: &[&str]) -> io::Result<Frame> {
-        let frame = Frame::command(args.iter().map(|a| a.as_bytes()));
-        self.stream.write_all(&frame.to_bytes())?;
-        let mut chunk = [0u8; 16 * 1024];
-        loop {
-            match resp::decode(&self.buf) {
-                Ok((frame, used)) => {
-                    self.buf.drain(..used);
-                    return Ok(frame);
-                }
-                Err(DecodeError::Incomplete) => {}
-                Err(DecodeError::Invalid(msg)) => {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, msg));
-                }
-            }
-            let n = self.stream.read(&mut chunk)?;
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "connection closed by the node",
-                ));
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-}
-
 /// A lazily opened, reopened-after-error connection to one address.
 pub struct Slot {
     addr: String,
-    conn: Option<Conn>,
+    conn: Option<Client>,
 }
 
 impl Slot {
@@ -115,7 +65,8 @@ impl Slot {
     fn call_reporting(&mut self, args: &[&str]) -> Result<Frame, (CallError, bool)> {
         let reused = self.conn.is_some();
         if self.conn.is_none() {
-            let conn = Conn::connect(&self.addr).map_err(|e| (CallError::NotSent(e), false))?;
+            let conn = Client::connect_with(&self.addr, REPLY_TIMEOUT)
+                .map_err(|e| (CallError::NotSent(e), false))?;
             self.conn = Some(conn);
         }
         let Some(conn) = self.conn.as_mut() else {
