@@ -70,6 +70,9 @@ struct State {
     keys: Vec<BTreeSet<Vec<u8>>>,
     /// Peer id -> its tree.
     trees: HashMap<String, Tree>,
+    /// While a rebuild scans the store: the digests recorded meanwhile,
+    /// which override what the scan read.
+    touched: Option<HashMap<Vec<u8>, u64>>,
 }
 
 /// A node's anti-entropy trees and figures.
@@ -95,6 +98,7 @@ impl Trees {
                 digests: HashMap::new(),
                 keys: vec![BTreeSet::new(); PARTITIONS],
                 trees: HashMap::new(),
+                touched: None,
             }),
             rounds: AtomicU64::new(0),
             keys_repaired: AtomicU64::new(0),
@@ -123,6 +127,9 @@ impl Trees {
     /// Records that `key` is now stored with this [`digest`].
     pub fn record_digest(&self, key: &[u8], new: u64) {
         let mut st = self.lock();
+        if let Some(touched) = st.touched.as_mut() {
+            touched.insert(key.to_vec(), new);
+        }
         let old = st.digests.insert(key.to_vec(), new);
         if old == Some(new) {
             return;
@@ -146,29 +153,39 @@ impl Trees {
         !Arc::ptr_eq(&st.ring, ring) || st.n != n
     }
 
-    /// Rebuilds every tree for `ring` from `(key, digest)` of the whole store.
+    /// Starts recording changes for a rebuild whose scan begins now.
+    fn begin_rebuild(&self) {
+        self.lock().touched = Some(HashMap::new());
+    }
+
+    /// Rebuilds every tree for `ring` from `(key, digest)` of the whole store,
+    /// read by a scan that began with [`Trees::begin_rebuild`]; changes
+    /// recorded since then override what the scan read.
     fn rebuild(&self, ring: Arc<Ring>, n: usize, entries: Vec<(Vec<u8>, u64)>) {
+        let mut st = self.lock();
+        let mut digests: HashMap<Vec<u8>, u64> = entries.into_iter().collect();
+        if let Some(touched) = st.touched.take() {
+            digests.extend(touched);
+        }
         let mut trees: HashMap<String, Tree> = HashMap::new();
         let mut keys = vec![BTreeSet::new(); PARTITIONS];
-        let mut digests = HashMap::with_capacity(entries.len());
-        for (key, d) in entries {
-            let (p, b) = (partition_of(&key), bucket_of(&key));
-            for peer in Trees::peers_of(&self.self_id, &ring, n, &key) {
+        for (key, d) in &digests {
+            let (p, b) = (partition_of(key), bucket_of(key));
+            for peer in Trees::peers_of(&self.self_id, &ring, n, key) {
                 trees
                     .entry(peer.to_string())
                     .or_insert_with(|| vec![[0u64; BUCKETS]; PARTITIONS])[p][b] ^=
-                    contribution(&key, d);
+                    contribution(key, *d);
             }
             keys[p].insert(key.clone());
-            digests.insert(key, d);
         }
-        let mut st = self.lock();
         *st = State {
             ring,
             n,
             digests,
             keys,
             trees,
+            touched: None,
         };
     }
 
@@ -231,6 +248,7 @@ pub async fn run_forever(node: Arc<Node>) {
         let view = node.membership.view();
         let n = node.effective_n(&view);
         if node.trees.stale(&view.ring, n) {
+            node.trees.begin_rebuild();
             match scan(&node).await {
                 Ok(entries) => {
                     debug!(keys = entries.len(), "rebuilding anti-entropy trees");
@@ -271,8 +289,12 @@ async fn scan(node: &Arc<Node>) -> Result<Vec<(Vec<u8>, u64)>, String> {
     tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
         for key in store.keys().map_err(|e| e.to_string())? {
-            if let Some(bytes) = store.get(&key).map_err(|e| e.to_string())? {
-                out.push((key, digest(&bytes)));
+            match store.get(&key) {
+                Ok(Some(bytes)) => out.push((key, digest(&bytes))),
+                Ok(None) => {}
+                // A record that no longer reads back is left out: the key
+                // then differs from its peers', which repairs it.
+                Err(e) => warn!(key = %String::from_utf8_lossy(&key), cause = %e, "skipping an unreadable key"),
             }
         }
         Ok(out)
@@ -306,7 +328,11 @@ async fn exchange(node: &Arc<Node>, peer: &str) -> Result<usize, String> {
         return Err("unexpected answer to AaeRoots".into());
     };
     let ours = node.trees.roots(peer);
+    // Start at a random partition, so keys that stay different cannot keep
+    // the rest of the ranges from ever being compared.
+    let start = rand::random::<u8>() as usize;
     let differing: Vec<usize> = (0..PARTITIONS)
+        .map(|i| (start + i) % PARTITIONS)
         .filter(|&p| theirs.get(p) != ours.get(p))
         .take(MAX_PARTITIONS_PER_ROUND)
         .collect();
@@ -375,8 +401,10 @@ async fn exchange(node: &Arc<Node>, peer: &str) -> Result<usize, String> {
 
 /// Leaves both this node and `peer` with the merge of their copies of `key`.
 async fn sync_key(node: &Arc<Node>, peer: &str, key: &[u8]) -> Result<(), String> {
-    let theirs = match ask(node, peer, Request::Get { key: key.to_vec() }).await? {
-        Response::Object(o) => o,
+    // The peer's replica copy, without the hints it may hold: that is what
+    // its tree describes.
+    let theirs = match ask(node, peer, Request::Inspect { key: key.to_vec() }).await? {
+        Response::Inspected { own, .. } => own,
         other => return Err(format!("unexpected answer {other:?}")),
     };
     let ours = node.replica.get(key).await.map_err(|e| e.to_string())?;
@@ -388,6 +416,9 @@ async fn sync_key(node: &Arc<Node>, peer: &str, key: &[u8]) -> Result<(), String
             .merge(key, &merged)
             .await
             .map_err(|e| e.to_string())?;
+    } else {
+        // Nothing to store, but the tree may hold a stale digest: fix it.
+        node.trees.record(key, &merged.to_bytes());
     }
     if theirs.as_ref() != Some(&merged) {
         let req = Request::Replicate {
@@ -451,6 +482,24 @@ mod tests {
             .collect();
         tc.rebuild(ring, 3, entries);
         assert_eq!(tc.roots("b"), ta.roots("b"));
+    }
+
+    #[test]
+    fn writes_during_a_rebuild_scan_are_not_lost_from_the_tree() {
+        let ring = Arc::new(Ring::new(["a", "b", "c"], 64));
+        let (ta, tb) = (Trees::new("a"), Trees::new("b"));
+        tb.rebuild(ring.clone(), 3, Vec::new());
+        tb.record(b"k", b"new");
+        // a's scan read the old version, then a write landed before the swap.
+        ta.begin_rebuild();
+        ta.record(b"k", b"new");
+        ta.rebuild(ring, 3, vec![(b"k".to_vec(), digest(b"old"))]);
+        assert_eq!(ta.roots("b"), tb.roots("a"));
+        let p = partition_of(b"k");
+        assert_eq!(
+            ta.key_digests("b", p, &[bucket_of(b"k") as u8]),
+            vec![(b"k".to_vec(), digest(b"new"))]
+        );
     }
 
     #[test]

@@ -495,13 +495,10 @@ impl Node {
         let (node, key_owned, object) = (self.clone(), key.to_vec(), object.clone());
         tokio::spawn(async move {
             let mut missed = unreplicated;
-            loop {
-                match tokio::time::timeout_at(deadline + node.config.request_timeout, rx.recv())
-                    .await
-                {
-                    Ok(Some((t, Err(_)))) => missed.push(t.hint.unwrap_or(t.node)),
-                    Ok(Some((_, Ok(())))) => {}
-                    Ok(None) | Err(_) => break,
+            // Every replication task has its own timeout, so this ends.
+            while let Some((t, result)) = rx.recv().await {
+                if result.is_err() {
+                    missed.push(t.hint.unwrap_or(t.node));
                 }
             }
             for owner in missed.into_iter().filter(|o| o.as_str() != node.id()) {

@@ -87,9 +87,16 @@ impl Hints {
     async fn load(&self, hk: &[u8]) -> Result<Option<(Vec<u8>, Object)>, ReplicaError> {
         let store = self.store.clone();
         let k = hk.to_vec();
-        let bytes = tokio::task::spawn_blocking(move || store.get(&k))
+        let bytes = match tokio::task::spawn_blocking(move || store.get(&k))
             .await
-            .map_err(|e| ReplicaError::Task(e.to_string()))??;
+            .map_err(|e| ReplicaError::Task(e.to_string()))?
+        {
+            Ok(b) => b,
+            Err(crate::storage::StoreError::Corrupt { reason, .. }) => {
+                return Err(ReplicaError::Corrupt(reason));
+            }
+            Err(e) => return Err(e.into()),
+        };
         match bytes {
             None => Ok(None),
             Some(b) => match Object::from_bytes(&b) {
@@ -182,7 +189,14 @@ impl Hints {
             match self.load(&hint_key(owner, &key)).await {
                 Ok(Some((bytes, obj))) => out.push((key, bytes, obj)),
                 Ok(None) => self.forget(owner, &key),
-                Err(e) => warn!(owner, cause = %e, "cannot read a hint"),
+                // An unreadable hint would block the ones behind it: drop it
+                // (anti-entropy repairs the owner's copy instead).
+                Err(e) => {
+                    warn!(owner, cause = %e, "dropping a hint that cannot be read");
+                    let (store, hk) = (self.store.clone(), hint_key(owner, &key));
+                    let _ = tokio::task::spawn_blocking(move || store.delete(&hk)).await;
+                    self.forget(owner, &key);
+                }
             }
         }
         out

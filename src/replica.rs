@@ -66,9 +66,16 @@ impl Replica {
     async fn load(&self, key: &[u8]) -> Result<Option<Object>, ReplicaError> {
         let store = self.store.clone();
         let k = key.to_vec();
-        let bytes = tokio::task::spawn_blocking(move || store.get(&k))
+        let bytes = match tokio::task::spawn_blocking(move || store.get(&k))
             .await
-            .map_err(|e| ReplicaError::Task(e.to_string()))??;
+            .map_err(|e| ReplicaError::Task(e.to_string()))?
+        {
+            Ok(b) => b,
+            // A record that fails its checksum is as good as missing data:
+            // never served, and replaceable by a replica's copy.
+            Err(StoreError::Corrupt { reason, .. }) => return Err(ReplicaError::Corrupt(reason)),
+            Err(e) => return Err(e.into()),
+        };
         match bytes.map(|b| Object::from_bytes(&b)) {
             None => Ok(None),
             Some(Ok(o)) => Ok(Some(o)),

@@ -149,9 +149,10 @@ async fn peer_session(node: Arc<Node>, mut stream: TcpStream) -> std::io::Result
                 // connection open (bounded) so the caller times out, as it
                 // would on a real network, instead of seeing it closed.
                 Fate::Drop => {
+                    // Callers give up after at most twice the request timeout.
                     tokio::select! {
                         _ = node.shutdown.cancelled() => {}
-                        _ = tokio::time::sleep(IO_TIMEOUT) => {}
+                        _ = tokio::time::sleep(node.config.request_timeout * 2) => {}
                     }
                     return Ok(());
                 }
