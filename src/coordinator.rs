@@ -86,6 +86,13 @@ fn target(view: &View, node: &str, hint: Option<String>) -> Option<Target> {
     })
 }
 
+/// The merge of every copy the replicas returned.
+fn merge_replies(replies: &[(Target, Option<Object>)]) -> Option<Object> {
+    replies.iter().fold(None, |acc, (_, o)| {
+        Object::merge_opt(acc.as_ref(), o.as_ref())
+    })
+}
+
 fn describe(errors: &[String]) -> String {
     if errors.is_empty() {
         "no replica failed yet".into()
@@ -201,9 +208,7 @@ impl Node {
                 details: describe(&errors),
             });
         }
-        let merged = replies.iter().fold(None, |acc: Option<Object>, (_, o)| {
-            Object::merge_opt(acc.as_ref(), o.as_ref())
-        });
+        let merged = merge_replies(&replies);
         // Late replies and repairs continue in the background.
         let node = self.clone();
         let key = key.to_vec();
@@ -243,9 +248,7 @@ impl Node {
 
     /// Sends the merge of every reply to the replicas whose copy lacks part of it.
     async fn read_repair(&self, key: &[u8], replies: Vec<(Target, Option<Object>)>) {
-        let Some(merged) = replies.iter().fold(None, |acc: Option<Object>, (_, o)| {
-            Object::merge_opt(acc.as_ref(), o.as_ref())
-        }) else {
+        let Some(merged) = merge_replies(&replies) else {
             return;
         };
         for (t, obj) in replies {

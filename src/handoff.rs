@@ -13,12 +13,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Mutex as AsyncMutex;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::object::Object;
-use crate::replica::ReplicaError;
+use crate::replica::{KeyLocks, ReplicaError, load_object, save_object};
 use crate::storage::Store;
 
 /// Lock stripes for read-modify-write of hints.
@@ -51,7 +50,7 @@ pub struct Hints {
     store: Arc<dyn Store>,
     /// owner -> keys with a pending hint.
     index: Mutex<BTreeMap<String, BTreeSet<Vec<u8>>>>,
-    stripes: Vec<AsyncMutex<()>>,
+    locks: KeyLocks,
     /// owner -> (failures in a row, next attempt).
     backoff: Mutex<BTreeMap<String, (u32, Instant)>>,
 }
@@ -75,51 +74,25 @@ impl Hints {
         Ok(Hints {
             store,
             index: Mutex::new(index),
-            stripes: (0..STRIPES).map(|_| AsyncMutex::new(())).collect(),
+            locks: KeyLocks::new(STRIPES),
             backoff: Mutex::new(BTreeMap::new()),
         })
     }
 
-    fn stripe(&self, hk: &[u8]) -> &AsyncMutex<()> {
-        &self.stripes[crate::ring::key_hash(hk) as usize % STRIPES]
-    }
-
     async fn load(&self, hk: &[u8]) -> Result<Option<(Vec<u8>, Object)>, ReplicaError> {
-        let store = self.store.clone();
-        let k = hk.to_vec();
-        let bytes = match tokio::task::spawn_blocking(move || store.get(&k))
-            .await
-            .map_err(|e| ReplicaError::Task(e.to_string()))?
-        {
-            Ok(b) => b,
-            Err(crate::storage::StoreError::Corrupt { reason, .. }) => {
-                return Err(ReplicaError::Corrupt(reason));
-            }
-            Err(e) => return Err(e.into()),
-        };
-        match bytes {
-            None => Ok(None),
-            Some(b) => match Object::from_bytes(&b) {
-                Ok(o) => Ok(Some((b, o))),
-                Err(e) => Err(ReplicaError::Corrupt(e.to_string())),
-            },
-        }
+        load_object(&self.store, hk).await
     }
 
     /// Stores (merges) a copy of `key` meant for `owner`.
     pub async fn add(&self, owner: &str, key: &[u8], object: &Object) -> Result<(), ReplicaError> {
         let hk = hint_key(owner, key);
-        let _g = self.stripe(&hk).lock().await;
+        let _g = self.locks.of(&hk).lock().await;
         let merged = match self.load(&hk).await {
             Ok(Some((_, old))) => old.merge(object),
             Ok(None) | Err(ReplicaError::Corrupt(_)) => object.clone(),
             Err(e) => return Err(e),
         };
-        let store = self.store.clone();
-        let bytes = merged.to_bytes();
-        tokio::task::spawn_blocking(move || store.put(&hk, &bytes))
-            .await
-            .map_err(|e| ReplicaError::Task(e.to_string()))??;
+        save_object(&self.store, &hk, &merged).await?;
         self.index
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -220,7 +193,7 @@ impl Hints {
         seen: &[u8],
     ) -> Result<bool, ReplicaError> {
         let hk = hint_key(owner, key);
-        let _g = self.stripe(&hk).lock().await;
+        let _g = self.locks.of(&hk).lock().await;
         let store = self.store.clone();
         let seen = seen.to_vec();
         let removed =

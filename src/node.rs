@@ -67,40 +67,14 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
     for w in config.validate().map_err(anyhow::Error::msg)? {
         warn!("{w}");
     }
-    let hints_store: Arc<dyn Store> = match &config.data_dir {
-        Some(dir) => {
-            let hints_dir = dir.join("hints");
-            let opts = LogOptions {
-                fsync: config.fsync,
-                ..LogOptions::default()
-            };
-            let open_dir = hints_dir.clone();
-            Arc::new(
-                tokio::task::spawn_blocking(move || LogStore::open(&open_dir, opts))
-                    .await
-                    .context("storage task failed")?
-                    .with_context(|| format!("cannot open the hints in {}", hints_dir.display()))?,
-            )
-        }
-        None => Arc::new(MemoryStore::new()),
-    };
-    let hints = Hints::open(hints_store).context("cannot load hints")?;
     let (store, epoch): (Arc<dyn Store>, u32) = match &config.data_dir {
         Some(dir) => {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create data directory {}", dir.display()))?;
             let store_dir = dir.join("store");
-            let opts = LogOptions {
-                fsync: config.fsync,
-                ..LogOptions::default()
-            };
             let started = std::time::Instant::now();
             // Opening locks the directory: a second process stops here.
-            let open_dir = store_dir.clone();
-            let store = tokio::task::spawn_blocking(move || LogStore::open(&open_dir, opts))
-                .await
-                .context("storage task failed")?
-                .with_context(|| format!("cannot open the store in {}", store_dir.display()))?;
+            let store = open_log(&store_dir, config.fsync).await?;
             let status = store.status();
             info!(keys = status.keys, segments = status.segments, elapsed = ?started.elapsed(), "store opened");
             config.node_id = resolve_node_id(dir, &config.node_id)?;
@@ -119,6 +93,11 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         }
         None => (Arc::new(MemoryStore::new()), rand::random()),
     };
+    let hints_store: Arc<dyn Store> = match &config.data_dir {
+        Some(dir) => Arc::new(open_log(&dir.join("hints"), config.fsync).await?),
+        None => Arc::new(MemoryStore::new()),
+    };
+    let hints = Hints::open(hints_store).context("cannot load hints")?;
     let actor = format!("{}/{epoch:08x}", config.node_id);
     let trees = Arc::new(Trees::new(&config.node_id));
     let listener = TcpListener::bind(config.listen)
@@ -228,6 +207,19 @@ fn take_clean_marker(store_dir: &Path) -> bool {
         return false;
     }
     clean
+}
+
+/// Opens (and locks) a log-structured store in `dir`.
+async fn open_log(dir: &Path, fsync: FsyncPolicy) -> anyhow::Result<LogStore> {
+    let opts = LogOptions {
+        fsync,
+        ..LogOptions::default()
+    };
+    let open_dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || LogStore::open(&open_dir, opts))
+        .await
+        .context("storage task failed")?
+        .with_context(|| format!("cannot open the store in {}", dir.display()))
 }
 
 /// The vector-clock epoch of a store: kept while the store keeps its data,

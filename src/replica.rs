@@ -38,7 +38,7 @@ pub enum ReplicaError {
 /// The node's local copy of the data.
 pub struct Replica {
     store: Arc<dyn Store>,
-    stripes: Vec<Mutex<()>>,
+    locks: KeyLocks,
     /// Anti-entropy trees, told of every change.
     trees: Arc<Trees>,
 }
@@ -48,7 +48,7 @@ impl Replica {
     pub fn new(store: Arc<dyn Store>, trees: Arc<Trees>) -> Replica {
         Replica {
             store,
-            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            locks: KeyLocks::new(STRIPES),
             trees,
         }
     }
@@ -58,41 +58,12 @@ impl Replica {
         &self.store
     }
 
-    fn stripe(&self, key: &[u8]) -> &Mutex<()> {
-        let h = crate::ring::key_hash(key) as usize;
-        &self.stripes[h % STRIPES]
-    }
-
     async fn load(&self, key: &[u8]) -> Result<Option<Object>, ReplicaError> {
-        let store = self.store.clone();
-        let k = key.to_vec();
-        let bytes = match tokio::task::spawn_blocking(move || store.get(&k))
-            .await
-            .map_err(|e| ReplicaError::Task(e.to_string()))?
-        {
-            Ok(b) => b,
-            // A record that fails its checksum is as good as missing data:
-            // never served, and replaceable by a replica's copy.
-            Err(StoreError::Corrupt { reason, .. }) => return Err(ReplicaError::Corrupt(reason)),
-            Err(e) => return Err(e.into()),
-        };
-        match bytes.map(|b| Object::from_bytes(&b)) {
-            None => Ok(None),
-            Some(Ok(o)) => Ok(Some(o)),
-            // Never serve an undecodable object, and never write over it as
-            // if the key were new: its dots would be reused.
-            Some(Err(e)) => Err(ReplicaError::Corrupt(e.to_string())),
-        }
+        Ok(load_object(&self.store, key).await?.map(|(_, o)| o))
     }
 
     async fn save(&self, key: &[u8], object: &Object) -> Result<(), ReplicaError> {
-        let store = self.store.clone();
-        let k = key.to_vec();
-        let bytes = object.to_bytes();
-        let digest = crate::anti_entropy::digest(&bytes);
-        tokio::task::spawn_blocking(move || store.put(&k, &bytes))
-            .await
-            .map_err(|e| ReplicaError::Task(e.to_string()))??;
+        let digest = save_object(&self.store, key, object).await?;
         self.trees.record_digest(key, digest);
         Ok(())
     }
@@ -104,7 +75,7 @@ impl Replica {
 
     /// Merges `incoming` into the local copy; returns the result.
     pub async fn merge(&self, key: &[u8], incoming: &Object) -> Result<Object, ReplicaError> {
-        let _guard = self.stripe(key).lock().await;
+        let _guard = self.locks.of(key).lock().await;
         let local = match self.load(key).await {
             // An incoming copy replaces an undecodable one: that is the repair.
             Err(ReplicaError::Corrupt(cause)) => {
@@ -133,7 +104,7 @@ impl Replica {
         actor: &Actor,
         value: Option<Vec<u8>>,
     ) -> Result<(Object, bool), ReplicaError> {
-        let _guard = self.stripe(key).lock().await;
+        let _guard = self.locks.of(key).lock().await;
         let local = self.load(key).await?;
         let existed = local.as_ref().is_some_and(|o| !o.is_deleted());
         let own_context;
@@ -148,6 +119,64 @@ impl Replica {
         self.save(key, &object).await?;
         Ok((object, existed))
     }
+}
+
+/// Lock stripes: each key hashes onto one mutex, held across a
+/// read-modify-write of that key.
+pub struct KeyLocks(Vec<Mutex<()>>);
+
+impl KeyLocks {
+    /// `n` stripes.
+    pub fn new(n: usize) -> KeyLocks {
+        KeyLocks((0..n.max(1)).map(|_| Mutex::new(())).collect())
+    }
+
+    /// The stripe of `key`.
+    pub fn of(&self, key: &[u8]) -> &Mutex<()> {
+        &self.0[crate::ring::key_hash(key) as usize % self.0.len()]
+    }
+}
+
+/// Reads and decodes the object stored under `key`, with its bytes. A
+/// record that fails its checksum or does not decode is
+/// [`ReplicaError::Corrupt`]: never served, never taken for a new key
+/// (whose dots would be reused), replaceable by another replica's copy.
+pub async fn load_object(
+    store: &Arc<dyn Store>,
+    key: &[u8],
+) -> Result<Option<(Vec<u8>, Object)>, ReplicaError> {
+    let (store, k) = (store.clone(), key.to_vec());
+    let bytes = match tokio::task::spawn_blocking(move || store.get(&k))
+        .await
+        .map_err(|e| ReplicaError::Task(e.to_string()))?
+    {
+        Ok(b) => b,
+        Err(StoreError::Corrupt { reason, .. }) => return Err(ReplicaError::Corrupt(reason)),
+        Err(e) => return Err(e.into()),
+    };
+    match bytes {
+        None => Ok(None),
+        Some(b) => match Object::from_bytes(&b) {
+            Ok(o) => Ok(Some((b, o))),
+            Err(e) => Err(ReplicaError::Corrupt(e.to_string())),
+        },
+    }
+}
+
+/// Encodes and stores `object` under `key`; returns the anti-entropy digest
+/// of the stored bytes.
+pub async fn save_object(
+    store: &Arc<dyn Store>,
+    key: &[u8],
+    object: &Object,
+) -> Result<u64, ReplicaError> {
+    let (store, k) = (store.clone(), key.to_vec());
+    let bytes = object.to_bytes();
+    let digest = crate::anti_entropy::digest(&bytes);
+    tokio::task::spawn_blocking(move || store.put(&k, &bytes))
+        .await
+        .map_err(|e| ReplicaError::Task(e.to_string()))??;
+    Ok(digest)
 }
 
 /// Wall-clock milliseconds since the Unix epoch (informational timestamps).
