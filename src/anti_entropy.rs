@@ -309,15 +309,7 @@ async fn ask(node: &Node, peer: &str, req: Request) -> Result<Response, String> 
         .view()
         .addr(peer)
         .ok_or_else(|| format!("unknown peer {peer}"))?;
-    match node
-        .transport
-        .call(addr, req, node.config.request_timeout)
-        .await
-    {
-        Ok(Response::Error { message, .. }) => Err(message),
-        Ok(r) => Ok(r),
-        Err(e) => Err(e.to_string()),
-    }
+    node.call_peer(addr, req, node.config.request_timeout).await
 }
 
 /// One exchange with `peer`; returns the number of keys synced.

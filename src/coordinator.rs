@@ -235,13 +235,25 @@ impl Node {
             return self.local_get(&key).await.map_err(|e| e.to_string());
         }
         match self
-            .transport
-            .call(t.addr, Request::Get { key }, timeout)
-            .await
+            .call_peer(t.addr, Request::Get { key }, timeout)
+            .await?
         {
-            Ok(Response::Object(o)) => Ok(o),
+            Response::Object(o) => Ok(o),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+
+    /// One peer call; a remote error and a transport error both become the
+    /// error text.
+    pub(crate) async fn call_peer(
+        &self,
+        addr: SocketAddr,
+        req: Request,
+        timeout: Duration,
+    ) -> Result<Response, String> {
+        match self.transport.call(addr, req, timeout).await {
             Ok(Response::Error { message, .. }) => Err(message),
-            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Ok(r) => Ok(r),
             Err(e) => Err(e.to_string()),
         }
     }
@@ -296,14 +308,11 @@ impl Node {
             hint: t.hint.clone(),
         };
         match self
-            .transport
-            .call(t.addr, req, self.config.request_timeout)
-            .await
+            .call_peer(t.addr, req, self.config.request_timeout)
+            .await?
         {
-            Ok(Response::Ack) => Ok(()),
-            Ok(Response::Error { message, .. }) => Err(message),
-            Ok(other) => Err(format!("unexpected answer {other:?}")),
-            Err(e) => Err(e.to_string()),
+            Response::Ack => Ok(()),
+            other => Err(format!("unexpected answer {other:?}")),
         }
     }
 
