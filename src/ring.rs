@@ -89,8 +89,20 @@ impl Ring {
     /// Every member, in the order met walking clockwise from `key`'s point:
     /// the first `n` are its preference list, the rest its fallbacks.
     pub fn walk(&self, key: &[u8]) -> Vec<&str> {
-        let mut out: Vec<&str> = Vec::with_capacity(self.nodes.len());
-        if self.tokens.is_empty() {
+        self.walk_first(key, self.nodes.len())
+    }
+
+    /// The first `n` distinct nodes for `key` (fewer if the ring is smaller).
+    pub fn preference_list(&self, key: &[u8], n: usize) -> Vec<&str> {
+        self.walk_first(key, n)
+    }
+
+    /// The first `limit` distinct nodes met walking clockwise from `key`;
+    /// stops as soon as it has them (this is on every request's path).
+    fn walk_first(&self, key: &[u8], limit: usize) -> Vec<&str> {
+        let limit = limit.min(self.nodes.len());
+        let mut out: Vec<&str> = Vec::with_capacity(limit);
+        if self.tokens.is_empty() || limit == 0 {
             return out;
         }
         let mut seen = vec![false; self.nodes.len()];
@@ -102,19 +114,12 @@ impl Ring {
             if !seen[idx] {
                 seen[idx] = true;
                 out.push(&self.nodes[idx]);
-                if out.len() == self.nodes.len() {
+                if out.len() == limit {
                     break;
                 }
             }
         }
         out
-    }
-
-    /// The first `n` distinct nodes for `key` (fewer if the ring is smaller).
-    pub fn preference_list(&self, key: &[u8], n: usize) -> Vec<&str> {
-        let mut w = self.walk(key);
-        w.truncate(n);
-        w
     }
 
     /// Fraction of the hash space for which each member is the first owner.
