@@ -399,6 +399,10 @@ async fn sync_key(node: &Arc<Node>, peer: &str, key: &[u8]) -> Result<(), String
         Response::Inspected { own, .. } => own,
         other => return Err(format!("unexpected answer {other:?}")),
     };
+    if let Some(o) = &theirs {
+        o.validate()
+            .map_err(|e| format!("{peer} holds an invalid copy: {e}"))?;
+    }
     let ours = node.replica.get(key).await.map_err(|e| e.to_string())?;
     let Some(merged) = Object::merge_opt(ours.as_ref(), theirs.as_ref()) else {
         return Ok(());

@@ -57,6 +57,8 @@ pub struct Config {
     pub fsync: crate::storage::FsyncPolicy,
     /// Pause between anti-entropy exchanges (zero turns them off).
     pub aae_interval: Duration,
+    /// Connection and request-memory limits of the node's port.
+    pub limits: crate::limits::ServerLimits,
 }
 
 impl Config {
@@ -79,6 +81,7 @@ impl Config {
             fault_injection: false,
             fsync: crate::storage::FsyncPolicy::Always,
             aae_interval: Duration::from_secs(10),
+            limits: crate::limits::ServerLimits::default(),
         }
     }
 

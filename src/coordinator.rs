@@ -238,7 +238,11 @@ impl Node {
             .call_peer(t.addr, Request::Get { key }, timeout)
             .await?
         {
-            Response::Object(o) => Ok(o),
+            Response::Object(Some(o)) => match o.validate() {
+                Ok(()) => Ok(Some(o)),
+                Err(e) => Err(format!("invalid copy: {e}")),
+            },
+            Response::Object(None) => Ok(None),
             other => Err(format!("unexpected answer {other:?}")),
         }
     }
@@ -426,7 +430,7 @@ impl Node {
         let (object, existed) = match &stand_in_for {
             None => self
                 .replica
-                .update(key, context, &self.actor, value)
+                .update(key, context, &self.actor.get(), value)
                 .await
                 .map_err(refuse)?,
             Some(owner) => {
@@ -435,7 +439,7 @@ impl Node {
                 let ctx = context
                     .cloned()
                     .unwrap_or_else(|| local.as_ref().map(|o| o.clock.clone()).unwrap_or_default());
-                let actor = format!("{}~{:08x}", self.actor, rand::random::<u32>());
+                let actor = format!("{}~{:08x}", self.actor.get(), rand::random::<u32>());
                 let object = Object::update(
                     local.as_ref(),
                     &ctx,
@@ -529,12 +533,19 @@ impl Node {
         Ok(existed)
     }
 
-    /// Answers a request from a peer.
+    /// Answers a request from a peer (after checking every field of it).
     pub async fn handle_peer(self: &Arc<Self>, req: Request) -> Response {
         let err = |e: ReplicaError| Response::Error {
             message: e.to_string(),
             unknown: false,
         };
+        if let Err(why) = req.validate(self.config.n) {
+            warn!(cause = %why, "refusing an invalid peer request");
+            return Response::Error {
+                message: format!("invalid request: {why}"),
+                unknown: false,
+            };
+        }
         match req {
             Request::Ping => Response::Pong {
                 node_id: self.id().to_string(),

@@ -85,10 +85,11 @@ impl Hints {
 
     /// Stores (merges) a copy of `key` meant for `owner`.
     pub async fn add(&self, owner: &str, key: &[u8], object: &Object) -> Result<(), ReplicaError> {
+        object.validate()?;
         let hk = hint_key(owner, key);
         let _g = self.locks.of(&hk).lock().await;
         let merged = match self.load(&hk).await {
-            Ok(Some((_, old))) => old.merge(object),
+            Ok(Some((_, old))) => old.merge_checked(object)?.object,
             Ok(None) | Err(ReplicaError::Corrupt(_)) => object.clone(),
             Err(e) => return Err(e),
         };

@@ -133,6 +133,13 @@ struct NodeOpts {
     /// Milliseconds between anti-entropy exchanges with a peer (0: off).
     #[arg(long, default_value_t = 10_000)]
     aae_interval_ms: u64,
+    /// Client connections accepted at once (peers have a reserved share on top).
+    #[arg(long, default_value_t = distro_db::limits::defaults::MAX_CLIENTS)]
+    max_clients: usize,
+    /// Memory (MiB) that requests being read or served may hold, node-wide;
+    /// past it, readers wait instead of the node growing.
+    #[arg(long, default_value_t = distro_db::limits::defaults::REQUEST_BYTES >> 20)]
+    request_memory_mb: usize,
 }
 
 fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
@@ -166,6 +173,8 @@ fn build_config(listen: SocketAddr, advertise: Option<SocketAddr>, o: &NodeOpts)
     c.fault_injection = o.fault_injection;
     c.fsync = o.fsync;
     c.aae_interval = Duration::from_millis(o.aae_interval_ms);
+    c.limits.max_clients = o.max_clients.max(1);
+    c.limits.request_bytes = o.request_memory_mb.max(1) << 20;
     c
 }
 

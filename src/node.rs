@@ -6,7 +6,7 @@
 //! then announces `status=stopping` through gossip so peers route around it
 //! at once, and stops gossip.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -17,26 +17,28 @@ use tracing::{info, warn};
 
 use crate::anti_entropy::Trees;
 use crate::config::Config;
+use crate::epoch::ActorCell;
 use crate::fault::{Faults, FaultyTransport};
 use crate::handoff::Hints;
 use crate::membership::Membership;
 use crate::replica::Replica;
 use crate::rpc::{TcpTransport, Transport};
 use crate::storage::{FsyncPolicy, LogOptions, LogStore, MemoryStore, Store};
-use crate::vclock::Actor;
 
 /// A running node's shared state.
 pub struct Node {
     /// The configuration it started with (node id resolved).
     pub config: Config,
     /// The vector-clock actor for writes this node coordinates:
-    /// `node-id/epoch`, where the epoch is new whenever the node starts
-    /// without data (every start of an in-memory node).
-    pub actor: Actor,
+    /// `node-id/epoch`, where the epoch is new whenever the node cannot vouch
+    /// that its store holds every write it made (see [`crate::epoch`]).
+    pub actor: Arc<ActorCell>,
     /// Local data.
     pub replica: Replica,
     /// Copies kept for other nodes (hinted handoff).
     pub hints: Hints,
+    /// The store behind [`Hints`] (closed at stop).
+    hints_store: Arc<dyn Store>,
     /// Anti-entropy trees (shared with the replica, which updates them).
     pub trees: Arc<Trees>,
     /// Membership and liveness.
@@ -67,7 +69,13 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
     for w in config.validate().map_err(anyhow::Error::msg)? {
         warn!("{w}");
     }
-    let (store, epoch): (Arc<dyn Store>, u32) = match &config.data_dir {
+    let (limits, fd_warning) =
+        crate::limits::fit_to_fds(config.limits, crate::limits::raise_fd_limit());
+    if let Some(w) = fd_warning {
+        warn!("{w}");
+    }
+    config.limits = limits;
+    let (store, epoch, store_dir): (Arc<dyn Store>, u32, Option<PathBuf>) = match &config.data_dir {
         Some(dir) => {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create data directory {}", dir.display()))?;
@@ -78,27 +86,19 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
             let status = store.status();
             info!(keys = status.keys, segments = status.segments, elapsed = ?started.elapsed(), "store opened");
             config.node_id = resolve_node_id(dir, &config.node_id)?;
-            // With fsync other than `always`, a crash may have lost local
-            // writes that other replicas hold: their dots must not be made
-            // again, so an unclean stop also means a new epoch.
-            let clean = take_clean_marker(&store_dir);
-            let keep = status.keys > 0 && (clean || config.fsync == FsyncPolicy::Always);
-            if !clean && status.keys > 0 && !keep {
-                warn!(
-                    "the last stop was not clean and --fsync is not always: starting a new vector-clock epoch"
-                );
-            }
-            let epoch = resolve_epoch(&store_dir, keep)?;
-            (Arc::new(store), epoch)
+            let report = store.recovery().unwrap_or_default();
+            let (epoch, _) = crate::epoch::resolve(&store_dir, &report)
+                .context("cannot decide the vector-clock epoch")?;
+            (Arc::new(store), epoch, Some(store_dir))
         }
-        None => (Arc::new(MemoryStore::new()), rand::random()),
+        None => (Arc::new(MemoryStore::new()), rand::random(), None),
     };
     let hints_store: Arc<dyn Store> = match &config.data_dir {
         Some(dir) => Arc::new(open_log(&dir.join("hints"), config.fsync).await?),
         None => Arc::new(MemoryStore::new()),
     };
-    let hints = Hints::open(hints_store).context("cannot load hints")?;
-    let actor = format!("{}/{epoch:08x}", config.node_id);
+    let hints = Hints::open(hints_store.clone()).context("cannot load hints")?;
+    let actor = Arc::new(ActorCell::new(&config.node_id, epoch, store_dir));
     let trees = Arc::new(Trees::new(&config.node_id));
     let listener = TcpListener::bind(config.listen)
         .await
@@ -114,10 +114,11 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         tcp
     };
     let node = Arc::new(Node {
+        replica: Replica::new(store, trees.clone(), actor.clone()),
         actor,
-        replica: Replica::new(store, trees.clone()),
         trees,
         hints,
+        hints_store,
         membership,
         transport,
         faults,
@@ -126,7 +127,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         stopping: AtomicBool::new(false),
         config,
     });
-    info!(node = %node.id(), actor = %node.actor, addr = %node.config.advertise,
+    info!(node = %node.id(), actor = %node.actor.get(), addr = %node.config.advertise,
           seeds = node.config.seeds.len(), "node started");
     tokio::spawn(crate::server::serve(node.clone(), listener));
     tokio::spawn(crate::handoff::deliver_forever(node.clone()));
@@ -179,34 +180,33 @@ pub async fn stop(node: &Node) {
     tokio::time::sleep(node.config.gossip_interval).await;
     node.shutdown.cancel();
     node.membership.stop();
-    if let Some(dir) = &node.config.data_dir {
-        let store = node.replica.store().clone();
-        let marker = dir.join("store").join(CLEAN_MARKER);
-        let flushed = tokio::task::spawn_blocking(move || {
-            store.flush()?;
-            std::fs::write(&marker, b"clean stop\n")?;
-            Ok::<_, anyhow::Error>(())
-        })
-        .await;
-        if !matches!(flushed, Ok(Ok(()))) {
-            warn!("could not flush the store on stop; the next start takes a new epoch");
+    // Close both stores (background work stops, everything is synced,
+    // writes are refused from now on), then leave the clean-stop marker
+    // that lets the next start keep this epoch.
+    let (store, hints) = (node.replica.store().clone(), node.hints_store.clone());
+    let store_dir = node.config.data_dir.as_ref().map(|d| d.join("store"));
+    let epoch = node.actor.epoch();
+    let closed = tokio::task::spawn_blocking(move || {
+        if let Err(e) = hints.close() {
+            warn!(cause = %e, "could not close the hint store");
+        }
+        let manifest = store.close()?;
+        if let (Some(dir), Some(manifest)) = (store_dir, manifest) {
+            crate::epoch::write_clean_marker(&dir, epoch, &manifest)?;
+        }
+        Ok::<_, anyhow::Error>(())
+    })
+    .await;
+    match closed {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            warn!(cause = %e, "could not close the store cleanly; the next start takes a new epoch")
+        }
+        Err(e) => {
+            warn!(cause = %e, "could not close the store cleanly; the next start takes a new epoch")
         }
     }
     node.stopped.cancel();
-}
-
-/// Written by a graceful stop after the store is flushed; removed at start.
-const CLEAN_MARKER: &str = "CLEAN";
-
-/// True when the last stop was graceful; removes the marker either way.
-fn take_clean_marker(store_dir: &Path) -> bool {
-    let marker = store_dir.join(CLEAN_MARKER);
-    let clean = marker.exists();
-    if clean && let Err(e) = std::fs::remove_file(&marker) {
-        warn!(cause = %e, "cannot remove the clean-stop marker");
-        return false;
-    }
-    clean
 }
 
 /// Opens (and locks) a log-structured store in `dir`.
@@ -220,36 +220,6 @@ async fn open_log(dir: &Path, fsync: FsyncPolicy) -> anyhow::Result<LogStore> {
         .await
         .context("storage task failed")?
         .with_context(|| format!("cannot open the store in {}", dir.display()))
-}
-
-/// The vector-clock epoch of a store: kept while the store keeps its data,
-/// new when the store is new or empty, so a node that lost its data never
-/// reuses its old counters. Kept inside the store directory, so wiping the
-/// store wipes the epoch with it.
-fn resolve_epoch(store_dir: &Path, has_data: bool) -> anyhow::Result<u32> {
-    let file = store_dir.join("EPOCH");
-    if has_data
-        && let Ok(text) = std::fs::read_to_string(&file)
-        && let Ok(epoch) = u32::from_str_radix(text.trim(), 16)
-    {
-        return Ok(epoch);
-    }
-    let epoch: u32 = rand::random();
-    let tmp = store_dir.join("EPOCH.new");
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        writeln!(f, "{epoch:08x}")?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &file)?;
-        std::fs::File::open(store_dir)?.sync_all()
-    };
-    write().with_context(|| format!("cannot write {}", file.display()))?;
-    info!(
-        epoch = format!("{epoch:08x}"),
-        "new vector-clock epoch for this store"
-    );
-    Ok(epoch)
 }
 
 /// A data directory remembers the node id it was created for, so a restart

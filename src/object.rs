@@ -30,6 +30,18 @@ pub const SIBLINGS_WARN: usize = 25;
 /// Riak refuses writes at 100 siblings; so does distro-db: the client must
 /// resolve the siblings (write with the context of a read) first.
 pub const SIBLINGS_MAX: usize = 100;
+/// No stored object ever holds more siblings than this, whatever path it
+/// came by (a client write, replication, read repair, a hint, anti-entropy):
+/// a merge whose result would exceed it is refused. Client writes stop at
+/// [`SIBLINGS_MAX`], but replicas that took writes on both sides of a
+/// partition can legitimately merge to a few times that; anything far beyond
+/// is a bug or an attack (a peer once sent 40,000).
+pub const SIBLINGS_HARD_MAX: usize = 512;
+/// Most actors one clock may name. With server actors a clock names the
+/// nodes (and epochs) that wrote the key; thousands means something is wrong.
+pub const MAX_CLOCK_ACTORS: usize = 4096;
+/// Longest actor name accepted (`node-id/epoch`, node ids are at most 64 bytes).
+pub const MAX_ACTOR_LEN: usize = 128;
 
 /// One concurrent version of a key's value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,12 +56,22 @@ pub struct Sibling {
     pub written_ms: u64,
 }
 
+impl Sibling {
+    /// The order siblings are kept in: by dot, then by value, so that two
+    /// values that (wrongly) share a dot still have one deterministic order.
+    fn order(&self, other: &Sibling) -> std::cmp::Ordering {
+        self.dot
+            .cmp(&other.dot)
+            .then_with(|| self.value.cmp(&other.value))
+    }
+}
+
 /// A key's versioned state on one replica.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Object {
     /// Every write this object has seen (including overwritten ones).
     pub clock: VClock,
-    /// The surviving, pairwise concurrent versions, sorted by dot.
+    /// The surviving, pairwise concurrent versions, sorted by dot (then value).
     pub siblings: Vec<Sibling>,
 }
 
@@ -70,6 +92,49 @@ pub enum UpdateError {
         limit = crate::config::MAX_OBJECT_VALUE_BYTES
     )]
     TooLarge(usize),
+}
+
+/// Why an object (received from a peer, or the result of a merge) is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ObjectError {
+    /// More siblings than any stored object may hold.
+    #[error("object has {0} siblings (the limit for a stored object is {SIBLINGS_HARD_MAX})")]
+    TooManySiblings(usize),
+    /// The sibling values together exceed the object size limit.
+    #[error(
+        "object holds {0} bytes of values (the limit is {limit})",
+        limit = crate::config::MAX_OBJECT_VALUE_BYTES
+    )]
+    TooLarge(usize),
+    /// One value exceeds the value size limit.
+    #[error(
+        "object has a value of {0} bytes (the limit is {limit})",
+        limit = crate::config::MAX_VALUE_LEN
+    )]
+    ValueTooLarge(usize),
+    /// The clock names too many actors.
+    #[error("object clock names {0} actors (the limit is {MAX_CLOCK_ACTORS})")]
+    ClockTooLarge(usize),
+    /// An actor name is empty or too long.
+    #[error("object names an actor of {0} bytes (1 to {MAX_ACTOR_LEN} allowed)")]
+    BadActor(usize),
+    /// Siblings out of order or repeated.
+    #[error("object siblings are not sorted and distinct")]
+    Unsorted,
+    /// A sibling's dot is not covered by the object's clock, or is zero.
+    #[error("object has a sibling whose dot its clock does not cover")]
+    DotNotCovered,
+}
+
+/// The result of [`Object::merge_checked`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Merged {
+    /// The merged object.
+    pub object: Object,
+    /// Dots that carry two different values in the result but did not in
+    /// `self`: evidence that some actor made the same dot twice (it lost a
+    /// record and kept its epoch). Both values are kept.
+    pub new_conflicts: Vec<Dot>,
 }
 
 impl Object {
@@ -121,33 +186,135 @@ impl Object {
             value,
             written_ms,
         });
-        siblings.sort_by(|a, b| a.dot.cmp(&b.dot));
+        siblings.sort_by(Sibling::order);
         Ok(Object { clock, siblings })
     }
 
-    /// Joins two copies of the same key.
+    /// Joins two copies of the same key, in O(n + m) over their (sorted)
+    /// siblings.
     ///
-    /// A sibling survives when the other copy holds it too, or has not seen
-    /// its dot at all; a sibling the other copy has seen and dropped was
-    /// superseded there.
+    /// A sibling survives when the other copy holds its dot too, or has not
+    /// seen its dot at all; a sibling whose dot the other copy has seen and
+    /// dropped was superseded there. When both copies hold a dot with
+    /// *different* values (an actor made the same dot twice, see
+    /// [`Merged::new_conflicts`]), every value is kept: equal dots are never
+    /// taken for one write unless their values are equal too.
     pub fn merge(&self, other: &Object) -> Object {
-        let mut siblings: Vec<Sibling> = Vec::new();
-        for s in &self.siblings {
-            if other.has_dot(&s.dot) || !other.clock.covers(&s.dot) {
-                siblings.push(s.clone());
+        let (a, b) = (&self.siblings, &other.siblings);
+        let mut out: Vec<Sibling> = Vec::with_capacity(a.len().max(b.len()));
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() || j < b.len() {
+            let next_dot: &Dot = match (a.get(i), b.get(j)) {
+                (Some(x), Some(y)) => (&x.dot).min(&y.dot),
+                (Some(x), None) => &x.dot,
+                (None, Some(y)) => &y.dot,
+                (None, None) => break,
+            };
+            let run_a = run_len(&a[i..], next_dot);
+            let run_b = run_len(&b[j..], next_dot);
+            let (sa, sb) = (&a[i..i + run_a], &b[j..j + run_b]);
+            i += run_a;
+            j += run_b;
+            if sb.is_empty() {
+                if !other.clock.covers(next_dot) {
+                    out.extend_from_slice(sa);
+                }
+            } else if sa.is_empty() {
+                if !self.clock.covers(next_dot) {
+                    out.extend_from_slice(sb);
+                }
+            } else {
+                union_run(sa, sb, &mut out);
             }
         }
-        for s in &other.siblings {
-            if !self.has_dot(&s.dot) && !self.clock.covers(&s.dot) {
-                siblings.push(s.clone());
-            }
-        }
-        siblings.sort_by(|a, b| a.dot.cmp(&b.dot));
-        siblings.dedup_by(|a, b| a.dot == b.dot);
         Object {
             clock: self.clock.merged(&other.clock),
-            siblings,
+            siblings: out,
         }
+    }
+
+    /// [`Object::merge`], refusing a result beyond the stored-object bounds
+    /// and reporting dots that newly carry two values.
+    pub fn merge_checked(&self, other: &Object) -> Result<Merged, ObjectError> {
+        let object = self.merge(other);
+        object.check_bounds()?;
+        let new_conflicts = if other.siblings.is_empty() {
+            Vec::new()
+        } else {
+            let before: std::collections::BTreeSet<&Dot> = self.conflicted_dots().collect();
+            object
+                .conflicted_dots()
+                .filter(|d| !before.contains(d))
+                .cloned()
+                .collect()
+        };
+        Ok(Merged {
+            object,
+            new_conflicts,
+        })
+    }
+
+    /// Dots that carry more than one value (each named once).
+    pub fn conflicted_dots(&self) -> impl Iterator<Item = &Dot> {
+        self.siblings
+            .windows(2)
+            .filter(|w| w[0].dot == w[1].dot)
+            .map(|w| &w[0].dot)
+            .scan(None::<&Dot>, |last, d| {
+                let fresh = *last != Some(d);
+                *last = Some(d);
+                Some(fresh.then_some(d))
+            })
+            .flatten()
+    }
+
+    /// Checks everything a stored object must satisfy: siblings sorted and
+    /// distinct, each covered by the clock, and the size bounds. Every object
+    /// that arrives from the network is checked before it is merged or stored.
+    pub fn validate(&self) -> Result<(), ObjectError> {
+        self.check_bounds()?;
+        if self.clock.len() > MAX_CLOCK_ACTORS {
+            return Err(ObjectError::ClockTooLarge(self.clock.len()));
+        }
+        if let Some((a, _)) = self
+            .clock
+            .iter()
+            .find(|(a, _)| a.is_empty() || a.len() > MAX_ACTOR_LEN)
+        {
+            return Err(ObjectError::BadActor(a.len()));
+        }
+        for w in self.siblings.windows(2) {
+            if w[0].order(&w[1]) != std::cmp::Ordering::Less {
+                return Err(ObjectError::Unsorted);
+            }
+        }
+        if self
+            .siblings
+            .iter()
+            .any(|s| s.dot.counter == 0 || !self.clock.covers(&s.dot))
+        {
+            return Err(ObjectError::DotNotCovered);
+        }
+        Ok(())
+    }
+
+    /// The size bounds alone (cheap; what a merge result is checked against).
+    fn check_bounds(&self) -> Result<(), ObjectError> {
+        if self.siblings.len() > SIBLINGS_HARD_MAX {
+            return Err(ObjectError::TooManySiblings(self.siblings.len()));
+        }
+        let mut total = 0usize;
+        for s in &self.siblings {
+            let len = s.value.as_ref().map_or(0, Vec::len);
+            if len > crate::config::MAX_VALUE_LEN {
+                return Err(ObjectError::ValueTooLarge(len));
+            }
+            total += len;
+        }
+        if total > crate::config::MAX_OBJECT_VALUE_BYTES {
+            return Err(ObjectError::TooLarge(total));
+        }
+        Ok(())
     }
 
     /// Merges an optional copy into an optional copy.
@@ -157,10 +324,6 @@ impl Object {
             (Some(x), None) | (None, Some(x)) => Some(x.clone()),
             (None, None) => None,
         }
-    }
-
-    fn has_dot(&self, dot: &Dot) -> bool {
-        self.siblings.iter().any(|s| &s.dot == dot)
     }
 
     /// The live values (tombstones left out), in dot order.
@@ -200,6 +363,47 @@ impl Object {
             .iter()
             .map(|s| s.value.as_ref().map_or(0, Vec::len))
             .sum()
+    }
+}
+
+/// How many siblings at the front of `s` carry `dot`.
+fn run_len(s: &[Sibling], dot: &Dot) -> usize {
+    s.iter().take_while(|x| &x.dot == dot).count()
+}
+
+/// Appends the union of two runs of one dot (each sorted by value), equal
+/// values once, with the later `written_ms` (so the merge stays commutative).
+fn union_run(a: &[Sibling], b: &[Sibling], out: &mut Vec<Sibling>) {
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) => match x.value.cmp(&y.value) {
+                std::cmp::Ordering::Less => {
+                    out.push(x.clone());
+                    i += 1;
+                }
+                std::cmp::Ordering::Greater => {
+                    out.push(y.clone());
+                    j += 1;
+                }
+                std::cmp::Ordering::Equal => {
+                    let mut s = x.clone();
+                    s.written_ms = x.written_ms.max(y.written_ms);
+                    out.push(s);
+                    i += 1;
+                    j += 1;
+                }
+            },
+            (Some(x), None) => {
+                out.push(x.clone());
+                i += 1;
+            }
+            (None, Some(y)) => {
+                out.push(y.clone());
+                j += 1;
+            }
+            (None, None) => break,
+        }
     }
 }
 
@@ -324,6 +528,11 @@ mod tests {
             from: usize,
             to: usize,
         },
+        /// The replica loses its copy but keeps its actor (a damaged disk
+        /// without a new epoch): its next write reuses a dot.
+        Forget {
+            replica: usize,
+        },
     }
 
     fn ops() -> impl Strategy<Value = Vec<Op>> {
@@ -331,6 +540,16 @@ mod tests {
             (0usize..3, proptest::option::of(0usize..3))
                 .prop_map(|(replica, ctx_from)| Op::Write { replica, ctx_from }),
             (0usize..3, 0usize..3).prop_map(|(from, to)| Op::Sync { from, to }),
+        ];
+        proptest::collection::vec(op, 0..40)
+    }
+
+    fn ops_with_forgetting() -> impl Strategy<Value = Vec<Op>> {
+        let op = prop_oneof![
+            4 => (0usize..3, proptest::option::of(0usize..3))
+                .prop_map(|(replica, ctx_from)| Op::Write { replica, ctx_from }),
+            4 => (0usize..3, 0usize..3).prop_map(|(from, to)| Op::Sync { from, to }),
+            1 => (0usize..3).prop_map(|replica| Op::Forget { replica }),
         ];
         proptest::collection::vec(op, 0..40)
     }
@@ -360,12 +579,140 @@ mod tests {
                     replicas[to] =
                         Object::merge_opt(replicas[to].as_ref(), replicas[from].as_ref());
                 }
+                // Only a copy that another replica fully holds is lost (the
+                // writes were acknowledged by more than their actor).
+                Op::Forget { replica } => {
+                    let held_elsewhere = (0..3).any(|o| {
+                        o != replica
+                            && match (&replicas[o], &replicas[replica]) {
+                                (Some(other), Some(mine)) => other.supersedes(mine),
+                                (_, None) => true,
+                                (None, Some(_)) => false,
+                            }
+                    });
+                    if held_elsewhere {
+                        replicas[replica] = None;
+                    }
+                }
             }
         }
         (replicas, writes)
     }
 
+    fn merge_all(r: &[Option<Object>]) -> Option<Object> {
+        r.iter().fold(None, |acc: Option<Object>, o| {
+            Object::merge_opt(acc.as_ref(), o.as_ref())
+        })
+    }
+
+    #[test]
+    fn a_reused_dot_with_another_value_is_kept_as_a_sibling() {
+        // V wrote "b" as V:2 and replicated it; V lost that record, kept its
+        // epoch, and wrote "c" as V:2 again.
+        let a = write(None, &VClock::new(), "V", "a");
+        let b = write(Some(&a), &a.clock, "V", "b");
+        let c = write(Some(&a), &a.clock, "V", "c");
+        assert_eq!(b.siblings[0].dot, c.siblings[0].dot);
+        let bc = b.merge(&c);
+        assert_eq!(bc.values(), vec![b"b".as_slice(), b"c".as_slice()]);
+        assert_eq!(bc, c.merge(&b));
+        let merged = b.merge_checked(&c).unwrap();
+        assert_eq!(merged.new_conflicts, vec![b.siblings[0].dot.clone()]);
+        // Merging again reports nothing new, and converges.
+        let again = merged.object.merge_checked(&b).unwrap();
+        assert!(again.new_conflicts.is_empty());
+        assert_eq!(again.object, merged.object);
+        assert_eq!(merged.object.conflicted_dots().count(), 1);
+        assert!(merged.object.validate().is_ok());
+        // A write with the context of the merged read resolves both.
+        let resolved = write(Some(&bc), &bc.clock, "W", "d");
+        assert_eq!(bc.merge(&resolved).values(), vec![b"d".as_slice()]);
+    }
+
+    #[test]
+    fn merge_is_linear_and_bounded() {
+        let actor = |i: usize| format!("a{i:05}");
+        let big = |from: usize, n: usize| {
+            let mut o = Object::default();
+            for i in from..from + n {
+                let dot = Dot {
+                    actor: actor(i),
+                    counter: 1,
+                };
+                o.clock.add(&dot);
+                o.siblings.push(Sibling {
+                    dot,
+                    value: Some(vec![1]),
+                    written_ms: 0,
+                });
+            }
+            o
+        };
+        // 40,000 siblings: refused by validation, and merging is fast anyway.
+        let huge = big(0, 40_000);
+        assert_eq!(huge.validate(), Err(ObjectError::TooManySiblings(40_000)));
+        let started = std::time::Instant::now();
+        let m = huge.merge(&big(20_000, 40_000));
+        assert_eq!(m.siblings.len(), 60_000);
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        assert!(matches!(
+            huge.merge_checked(&Object::default()),
+            Err(ObjectError::TooManySiblings(_))
+        ));
+        let ok = big(0, SIBLINGS_HARD_MAX / 2);
+        assert!(
+            ok.merge_checked(&big(100_000, SIBLINGS_HARD_MAX / 2))
+                .is_ok()
+        );
+        assert!(ok.merge_checked(&big(100_000, SIBLINGS_HARD_MAX)).is_err());
+    }
+
+    #[test]
+    fn validation_refuses_malformed_objects() {
+        let o = write(None, &VClock::new(), "a", "v");
+        assert!(o.validate().is_ok());
+        let mut uncovered = o.clone();
+        uncovered.clock = VClock::new();
+        assert_eq!(uncovered.validate(), Err(ObjectError::DotNotCovered));
+        let mut dup = o.clone();
+        dup.siblings.push(dup.siblings[0].clone());
+        assert_eq!(dup.validate(), Err(ObjectError::Unsorted));
+        let mut long = o.clone();
+        long.clock.add(&Dot {
+            actor: "x".repeat(MAX_ACTOR_LEN + 1),
+            counter: 1,
+        });
+        assert_eq!(
+            long.validate(),
+            Err(ObjectError::BadActor(MAX_ACTOR_LEN + 1))
+        );
+        let mut fat = o;
+        fat.siblings[0].value = Some(vec![0; crate::config::MAX_VALUE_LEN + 1]);
+        assert!(matches!(fat.validate(), Err(ObjectError::ValueTooLarge(_))));
+    }
+
     proptest! {
+        #[test]
+        fn merge_laws_and_no_loss_survive_reused_dots(ops in ops_with_forgetting()) {
+            let (r, writes) = run(&ops);
+            let (a, b, c) = (r[0].clone().unwrap_or_default(), r[1].clone().unwrap_or_default(), r[2].clone().unwrap_or_default());
+            prop_assert_eq!(a.merge(&b), b.merge(&a));
+            prop_assert_eq!(a.merge(&b).merge(&c), a.merge(&b.merge(&c)));
+            prop_assert_eq!(a.merge(&a), a.clone());
+            for o in [&a, &b, &c] {
+                prop_assert!(o.validate().is_ok());
+            }
+            if let Some(all) = merge_all(&r) {
+                // A write whose dot was reused is still there unless some
+                // write's context covered that dot.
+                for (dot, _) in &writes {
+                    let present = all.siblings.iter().any(|s| &s.dot == dot);
+                    let superseded = writes.iter().any(|(_, ctx)| ctx.covers(dot));
+                    prop_assert!(present || superseded, "write {:?} lost", dot);
+                }
+            }
+        }
+
         #[test]
         fn object_merge_laws(ops in ops()) {
             let (r, _) = run(&ops);

@@ -7,10 +7,13 @@
 
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use tokio::sync::Mutex;
-use tracing::error;
+use tracing::{error, warn};
 
 use crate::anti_entropy::Trees;
+use crate::epoch::ActorCell;
 use crate::object::{Object, UpdateError};
 use crate::storage::{Store, StoreError};
 use crate::vclock::{Actor, VClock};
@@ -24,6 +27,9 @@ pub enum ReplicaError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// An incoming copy, or the merge with it, breaks the object bounds.
+    #[error("refused: {0}")]
+    Refused(#[from] crate::object::ObjectError),
     /// The update was refused.
     #[error(transparent)]
     Update(#[from] UpdateError),
@@ -41,16 +47,28 @@ pub struct Replica {
     locks: KeyLocks,
     /// Anti-entropy trees, told of every change.
     trees: Arc<Trees>,
+    /// This node's actor: a merge that finds one of its dots reused starts a
+    /// new epoch.
+    actor: Arc<ActorCell>,
+    /// Dots found carrying two different values (see [`Object::merge_checked`]).
+    conflicts: AtomicU64,
 }
 
 impl Replica {
     /// Wraps a store; every change is recorded in `trees`.
-    pub fn new(store: Arc<dyn Store>, trees: Arc<Trees>) -> Replica {
+    pub fn new(store: Arc<dyn Store>, trees: Arc<Trees>, actor: Arc<ActorCell>) -> Replica {
         Replica {
             store,
             locks: KeyLocks::new(STRIPES),
             trees,
+            actor,
+            conflicts: AtomicU64::new(0),
         }
+    }
+
+    /// Dots found reused (two values under one dot) since start.
+    pub fn conflicts(&self) -> u64 {
+        self.conflicts.load(Ordering::Relaxed)
     }
 
     /// The underlying store.
@@ -73,8 +91,14 @@ impl Replica {
         self.load(key).await
     }
 
-    /// Merges `incoming` into the local copy; returns the result.
+    /// Merges `incoming` into the local copy; returns the result. An
+    /// incoming copy that breaks the object rules, or a merge whose result
+    /// would exceed the bounds, is refused (and logged): nothing is stored.
     pub async fn merge(&self, key: &[u8], incoming: &Object) -> Result<Object, ReplicaError> {
+        if let Err(e) = incoming.validate() {
+            warn!(key = %String::from_utf8_lossy(key), cause = %e, "refusing an invalid copy");
+            return Err(e.into());
+        }
         let _guard = self.locks.of(key).lock().await;
         let local = match self.load(key).await {
             // An incoming copy replaces an undecodable one: that is the repair.
@@ -85,13 +109,39 @@ impl Replica {
             other => other?,
         };
         let merged = match &local {
-            Some(l) => l.merge(incoming),
+            Some(l) => match l.merge_checked(incoming) {
+                Ok(m) => {
+                    self.note_conflicts(key, &m.new_conflicts);
+                    m.object
+                }
+                Err(e) => {
+                    warn!(key = %String::from_utf8_lossy(key), cause = %e, "refusing a merge beyond the object bounds");
+                    return Err(e.into());
+                }
+            },
             None => incoming.clone(),
         };
         if local.as_ref() != Some(&merged) {
             self.save(key, &merged).await?;
         }
         Ok(merged)
+    }
+
+    /// Counts dots found reused, and starts a new epoch if one is this
+    /// node's own.
+    fn note_conflicts(&self, key: &[u8], dots: &[crate::vclock::Dot]) {
+        if dots.is_empty() {
+            return;
+        }
+        self.conflicts
+            .fetch_add(dots.len() as u64, Ordering::Relaxed);
+        for dot in dots {
+            error!(key = %String::from_utf8_lossy(key), actor = %dot.actor, counter = dot.counter,
+                   "one dot carries two different values (an actor reused it); both are kept as siblings");
+            if self.actor.is_current(&dot.actor) {
+                self.actor.rotate("this node's own dot was found reused");
+            }
+        }
     }
 
     /// Applies a write as `actor`. With no `context`, the write supersedes
@@ -197,6 +247,7 @@ mod tests {
         let replica = Arc::new(Replica::new(
             Arc::new(MemoryStore::new()),
             Arc::new(Trees::new("a")),
+            Arc::new(ActorCell::new("a", 1, None)),
         ));
         let actor: Actor = "a/1".into();
         let mut tasks = Vec::new();

@@ -13,32 +13,28 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use crate::command::{self, Command, FaultCmd};
 use crate::coordinator::CoordError;
 use crate::fault::Fate;
+use crate::limits::{BudgetError, ByteBudget, Held, Slots};
 use crate::node::Node;
 use crate::object::encode_context;
 use crate::resp::{self, DecodeError, Frame};
 use crate::rpc::frame::{self as pframe, PREAMBLE};
 use crate::rpc::{Request, Response};
 
-/// Connections open at once (clients and peers); further ones wait in the
-/// accept queue.
-const MAX_CONNECTIONS: usize = 4096;
-/// Client (RESP) connections open at once; one more is refused with an error,
-/// so clients can never take every connection and starve peer RPC.
-const MAX_CLIENTS: usize = 1024;
-/// Largest RESP input buffered for one connection: one maximum-size bulk
-/// string plus headroom.
-const MAX_CLIENT_BUFFER: usize = resp::MAX_BULK_LEN + 1024 * 1024;
 /// A connection that sends nothing for this long is closed (clients
 /// reconnect; the peer pool drops idle connections long before).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Time allowed to finish reading a frame once it has started, and to write a reply.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Input buffer a connection keeps without drawing on the node's request
+/// budget: enough for ordinary commands, tiny for an idle connection.
+const BASE_BUFFER: usize = 4 * 1024;
+/// Largest single read.
+const READ_CHUNK: usize = 64 * 1024;
 
 /// What a session does after answering.
 enum After {
@@ -47,29 +43,47 @@ enum After {
     StopNode,
 }
 
-/// Accepts connections until the node stops.
+/// The port's shared admission state.
+#[derive(Clone)]
+struct Port {
+    slots: Slots,
+    budget: ByteBudget,
+    first_byte: Duration,
+}
+
+/// Accepts connections until the node stops. Accepting never waits for a
+/// slot: a connection that finds none is closed at once, so a flood of
+/// silent sockets delays no one for longer than the first-byte timeout.
 pub async fn serve(node: Arc<Node>, listener: TcpListener) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let clients = Arc::new(Semaphore::new(MAX_CLIENTS));
+    let limits = node.config.limits;
+    let port = Port {
+        slots: Slots::new(&limits),
+        budget: ByteBudget::new(limits.request_bytes),
+        first_byte: limits.first_byte_timeout,
+    };
+    info!(
+        max_clients = limits.max_clients,
+        peer_connections = limits.peer_connections,
+        request_bytes = limits.request_bytes,
+        "accepting connections"
+    );
     loop {
-        let permit = tokio::select! {
-            _ = node.shutdown.cancelled() => break,
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
         let accepted = tokio::select! {
             _ = node.shutdown.cancelled() => break,
             a = listener.accept() => a,
         };
         match accepted {
             Ok((stream, peer)) => {
-                let node = node.clone();
-                let clients = clients.clone();
+                let Some(pending) = Slots::take(&port.slots.pending) else {
+                    debug!(%peer, "too many connections waiting for their first byte; closing");
+                    continue;
+                };
+                let (node, port) = (node.clone(), port.clone());
                 tokio::spawn(async move {
                     let _ = stream.set_nodelay(true);
-                    if let Err(e) = session(node, stream, clients).await {
+                    if let Err(e) = session(node, stream, port, pending).await {
                         debug!(%peer, cause = %e, "connection closed");
                     }
-                    drop(permit);
                 });
             }
             Err(e) => {
@@ -85,32 +99,83 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
 async fn session(
     node: Arc<Node>,
     mut stream: TcpStream,
-    clients: Arc<Semaphore>,
+    port: Port,
+    pending: tokio::sync::OwnedSemaphorePermit,
 ) -> std::io::Result<()> {
     let mut first = [0u8; 1];
     let n = tokio::select! {
         _ = node.shutdown.cancelled() => return Ok(()),
-        r = tokio::time::timeout(IO_TIMEOUT, stream.read(&mut first)) => r.map_err(|_| timeout("first byte"))??,
+        r = tokio::time::timeout(port.first_byte, stream.read(&mut first)) => {
+            r.map_err(|_| timeout("first byte"))??
+        }
     };
+    drop(pending);
     if n == 0 {
         return Ok(());
     }
     if first[0] == PREAMBLE[0] {
-        return peer_session(node, stream).await;
+        let Some(_slot) = Slots::take(&port.slots.peers) else {
+            warn!("too many peer connections; closing one");
+            return Ok(());
+        };
+        return peer_session(node, stream, port.budget).await;
     }
-    let Ok(_permit) = clients.try_acquire_owned() else {
+    let Some(_slot) = Slots::take(&port.slots.clients) else {
         let reply = Frame::err("max number of clients reached");
         let _ = tokio::time::timeout(IO_TIMEOUT, stream.write_all(&reply.to_bytes())).await;
         return Ok(());
     };
-    resp_session(node, stream, first[0]).await
+    resp_session(node, stream, first[0], port.budget).await
 }
 
 fn timeout(what: &str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{what} timeout"))
 }
 
-async fn peer_session(node: Arc<Node>, mut stream: TcpStream) -> std::io::Result<()> {
+fn out_of_budget(e: BudgetError) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::OutOfMemory, e.to_string())
+}
+
+/// Reads a peer frame's payload of `len` bytes, buffering only what has
+/// arrived and taking every byte beyond the base buffer from `held`.
+async fn read_payload(
+    stream: &mut TcpStream,
+    len: usize,
+    held: &mut Held,
+) -> std::io::Result<Vec<u8>> {
+    let mut payload: Vec<u8> = Vec::with_capacity(len.min(BASE_BUFFER));
+    let read = async {
+        while payload.len() < len {
+            if payload.capacity() == payload.len() {
+                let more = (len - payload.len()).min(payload.capacity().max(READ_CHUNK));
+                held.grow(more, IO_TIMEOUT).await.map_err(out_of_budget)?;
+                payload.reserve_exact(more);
+            }
+            let room = (len - payload.len()).min(payload.capacity() - payload.len());
+            let n = (&mut *stream)
+                .take(room as u64)
+                .read_buf(&mut payload)
+                .await?;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "peer closed mid-frame",
+                ));
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    tokio::time::timeout(IO_TIMEOUT, read)
+        .await
+        .map_err(|_| timeout("read"))??;
+    Ok(payload)
+}
+
+async fn peer_session(
+    node: Arc<Node>,
+    mut stream: TcpStream,
+    budget: ByteBudget,
+) -> std::io::Result<()> {
     let mut rest = [0u8; 3];
     tokio::time::timeout(IO_TIMEOUT, stream.read_exact(&mut rest))
         .await
@@ -132,10 +197,8 @@ async fn peer_session(node: Arc<Node>, mut stream: TcpStream) -> std::io::Result
                 return Ok(());
             }
         };
-        let mut payload = vec![0u8; len];
-        tokio::time::timeout(IO_TIMEOUT, stream.read_exact(&mut payload))
-            .await
-            .map_err(|_| timeout("read"))??;
+        let mut held = budget.empty();
+        let payload = read_payload(&mut stream, len, &mut held).await?;
         let env = match pframe::decode_payload::<Request>(&payload) {
             Ok(env) => env,
             Err(e) => {
@@ -143,6 +206,7 @@ async fn peer_session(node: Arc<Node>, mut stream: TcpStream) -> std::io::Result
                 return Ok(());
             }
         };
+        drop(payload);
         if let Some(from) = env.from {
             match node.faults.fate(&from) {
                 // Across a partition a request goes unanswered: hold the
@@ -162,6 +226,7 @@ async fn peer_session(node: Arc<Node>, mut stream: TcpStream) -> std::io::Result
         }
         let stop = matches!(env.body, Request::Shutdown);
         let response = node.handle_peer(env.body).await;
+        drop(held);
         let bytes = pframe::encode(None, env.id, &response).unwrap_or_else(|e| {
             pframe::encode(
                 None,
@@ -184,13 +249,21 @@ async fn peer_session(node: Arc<Node>, mut stream: TcpStream) -> std::io::Result
     }
 }
 
-async fn resp_session(node: Arc<Node>, mut stream: TcpStream, first: u8) -> std::io::Result<()> {
-    let mut buf: Vec<u8> = vec![first];
-    let mut chunk = vec![0u8; 64 * 1024];
+async fn resp_session(
+    node: Arc<Node>,
+    mut stream: TcpStream,
+    first: u8,
+    budget: ByteBudget,
+) -> std::io::Result<()> {
+    let mut buf: Vec<u8> = Vec::with_capacity(512);
+    buf.push(first);
+    // Bytes of `buf`'s capacity beyond the base, taken from the budget.
+    let mut held = budget.empty();
     loop {
         // Answer every complete command in the buffer (pipelining).
+        let mut used_total = 0;
         loop {
-            let (frame, used) = match resp::decode(&buf) {
+            let (frame, used) = match resp::decode(&buf[used_total..]) {
                 Ok(x) => x,
                 Err(DecodeError::Incomplete) => break,
                 Err(DecodeError::Invalid(msg)) => {
@@ -200,7 +273,7 @@ async fn resp_session(node: Arc<Node>, mut stream: TcpStream, first: u8) -> std:
                     return Ok(());
                 }
             };
-            buf.drain(..used);
+            used_total += used;
             let (reply, after) = match frame_args(frame) {
                 Some(args) if args.is_empty() => continue,
                 Some(args) => execute(&node, &args).await,
@@ -221,23 +294,33 @@ async fn resp_session(node: Arc<Node>, mut stream: TcpStream, first: u8) -> std:
                 }
             }
         }
+        buf.drain(..used_total);
+        if buf.is_empty() && buf.capacity() > BASE_BUFFER {
+            // A large command is done: give its memory back.
+            buf = Vec::with_capacity(512);
+            held.shrink_to(0);
+        }
         // Between commands a client may idle; inside one it must keep sending.
         let wait = if buf.is_empty() {
             IDLE_TIMEOUT
         } else {
             IO_TIMEOUT
         };
+        if buf.capacity() == buf.len() {
+            let grow = buf.capacity().clamp(512, READ_CHUNK);
+            let beyond = (buf.capacity() + grow).saturating_sub(BASE_BUFFER);
+            if beyond > held.bytes() {
+                held.grow(beyond - held.bytes(), IO_TIMEOUT)
+                    .await
+                    .map_err(out_of_budget)?;
+            }
+            buf.reserve_exact(grow);
+        }
         let n = tokio::select! {
             _ = node.shutdown.cancelled() => return Ok(()),
-            r = tokio::time::timeout(wait, stream.read(&mut chunk)) => r.map_err(|_| timeout("read"))??,
+            r = tokio::time::timeout(wait, stream.read_buf(&mut buf)) => r.map_err(|_| timeout("read"))??,
         };
         if n == 0 {
-            return Ok(());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.len() > MAX_CLIENT_BUFFER {
-            let reply = Frame::err("Protocol error: command too large");
-            let _ = tokio::time::timeout(IO_TIMEOUT, stream.write_all(&reply.to_bytes())).await;
             return Ok(());
         }
     }
@@ -436,7 +519,8 @@ fn status_report(node: &Node) -> String {
     let store = node.replica.store().status();
     let mut out = String::new();
     let _ = writeln!(out, "node: {} at {}", node.id(), c.advertise);
-    let _ = writeln!(out, "actor: {}", node.actor);
+    let _ = writeln!(out, "actor: {}", node.actor.get());
+    let _ = writeln!(out, "dot conflicts: {}", node.replica.conflicts());
     let _ = writeln!(out, "cluster: {}", c.cluster_id);
     let _ = writeln!(
         out,

@@ -2,8 +2,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::{MAX_KEY_LEN, MAX_VALUE_LEN};
 use crate::object::Object;
 use crate::vclock::VClock;
+
+/// Longest node id a peer may name (the same bound `Config::validate` sets).
+pub const MAX_NODE_ID_LEN: usize = 64;
 
 /// What one node asks another.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -107,4 +111,122 @@ pub enum Response {
         /// True when the outcome of a write is unknown (missed quorum).
         unknown: bool,
     },
+}
+
+impl Request {
+    /// Checks every field as strictly as the client path does: key and
+    /// value sizes, quorum bounds (`n` is this node's replication factor),
+    /// node ids, anti-entropy indexes, and every object carried (its
+    /// siblings, clock and sizes). A request that fails is answered with an
+    /// error and never applied.
+    pub fn validate(&self, n: usize) -> Result<(), String> {
+        let key_ok = |key: &[u8]| {
+            if key.len() > MAX_KEY_LEN {
+                Err(format!(
+                    "key too large: {} bytes (the limit is {MAX_KEY_LEN})",
+                    key.len()
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let node_ok = |id: &str, what: &str| {
+            if id.is_empty() || id.len() > MAX_NODE_ID_LEN {
+                Err(format!("{what} must be 1 to {MAX_NODE_ID_LEN} bytes"))
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            Request::Ping | Request::Shutdown => Ok(()),
+            Request::Get { key } | Request::Inspect { key } => key_ok(key),
+            Request::Replicate { key, object, hint } => {
+                key_ok(key)?;
+                if let Some(owner) = hint {
+                    node_ok(owner, "hint owner")?;
+                }
+                object.validate().map_err(|e| e.to_string())
+            }
+            Request::Put {
+                key,
+                value,
+                context,
+                w,
+            } => {
+                key_ok(key)?;
+                if let Some(v) = value
+                    && v.len() > MAX_VALUE_LEN
+                {
+                    return Err(format!(
+                        "value too large: {} bytes (the limit is {MAX_VALUE_LEN})",
+                        v.len()
+                    ));
+                }
+                if *w == 0 || *w > n {
+                    return Err(format!("W={w} is outside 1..={n}"));
+                }
+                if let Some(c) = context
+                    && c.len() > crate::object::MAX_CLOCK_ACTORS
+                {
+                    return Err("context names too many actors".into());
+                }
+                Ok(())
+            }
+            Request::AaeRoots { peer } | Request::AaeLeaves { peer, .. } => node_ok(peer, "peer"),
+            Request::AaeKeys { peer, buckets, .. } => {
+                node_ok(peer, "peer")?;
+                if buckets.len() > crate::anti_entropy::BUCKETS
+                    || buckets
+                        .iter()
+                        .any(|b| *b as usize >= crate::anti_entropy::BUCKETS)
+                {
+                    return Err("bucket index out of range".into());
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_requests_are_validated_like_client_requests() {
+        let put = |w| Request::Put {
+            key: b"k".to_vec(),
+            value: Some(b"v".to_vec()),
+            context: None,
+            w,
+        };
+        assert!(put(2).validate(3).is_ok());
+        assert!(put(0).validate(3).unwrap_err().contains("W=0"));
+        assert!(put(4).validate(3).is_err());
+        let big_key = Request::Get {
+            key: vec![0; MAX_KEY_LEN + 1],
+        };
+        assert!(big_key.validate(3).unwrap_err().contains("key too large"));
+        let mut object = Object::update(None, &VClock::new(), &"a/1".into(), Some(vec![1]), 0)
+            .expect("one sibling");
+        object.clock = VClock::new();
+        let bad = Request::Replicate {
+            key: b"k".to_vec(),
+            object,
+            hint: None,
+        };
+        assert!(bad.validate(3).is_err());
+        let buckets = Request::AaeKeys {
+            peer: "p".into(),
+            partition: 0,
+            buckets: vec![200],
+        };
+        assert!(buckets.validate(3).is_err());
+        let empty_hint = Request::Replicate {
+            key: b"k".to_vec(),
+            object: Object::default(),
+            hint: Some(String::new()),
+        };
+        assert!(empty_hint.validate(3).is_err());
+    }
 }

@@ -53,6 +53,85 @@ pub enum StoreError {
     /// An option passed to the backend is out of range.
     #[error("invalid storage configuration: {0}")]
     InvalidConfig(String),
+    /// The store was closed (the node is stopping).
+    #[error("store is closed")]
+    Closed,
+}
+
+/// The files of a durable store as they stood at a point: every segment's
+/// id and size. A graceful stop records it; the next start compares it with
+/// what recovery found, which detects a log cut short even at a record
+/// boundary, or a missing file, while the node was stopped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Manifest {
+    /// `(segment id, size in bytes)`, ascending by id.
+    pub segments: Vec<(u64, u64)>,
+}
+
+impl Manifest {
+    /// One `segment <id hex> <size>` line per segment.
+    pub fn to_text(&self) -> String {
+        self.segments
+            .iter()
+            .map(|(id, size)| format!("segment {id:016x} {size}\n"))
+            .collect()
+    }
+
+    /// Parses the `segment` lines of `text` (other lines are ignored).
+    pub fn parse(text: &str) -> Option<Manifest> {
+        let mut segments = Vec::new();
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            if words.next() != Some("segment") {
+                continue;
+            }
+            let id = u64::from_str_radix(words.next()?, 16).ok()?;
+            let size = words.next()?.parse().ok()?;
+            segments.push((id, size));
+        }
+        segments.sort_unstable();
+        Some(Manifest { segments })
+    }
+
+    /// Why `found` (what recovery found) is not exactly `self` (what was
+    /// recorded), or `None` when they match.
+    pub fn difference(&self, found: &Manifest) -> Option<String> {
+        for (id, size) in &self.segments {
+            match found.segments.iter().find(|(f, _)| f == id) {
+                None => return Some(format!("segment {id:016x} is missing")),
+                Some((_, got)) if got != size => {
+                    return Some(format!(
+                        "segment {id:016x} has {got} bytes where the clean stop recorded {size}"
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        found
+            .segments
+            .iter()
+            .find(|(f, size)| *size > 0 && !self.segments.iter().any(|(id, _)| id == f))
+            .map(|(f, _)| format!("segment {f:016x} was not there at the clean stop"))
+    }
+}
+
+/// What a durable store's recovery found at open: anything it had to skip
+/// or cut, and the files it opened (before any new write).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Damaged records skipped.
+    pub corrupt_records: u64,
+    /// Bytes of a torn tail truncated from the last segment.
+    pub torn_bytes: u64,
+    /// The segments as opened.
+    pub manifest: Manifest,
+}
+
+impl RecoveryReport {
+    /// True when recovery dropped nothing.
+    pub fn is_clean(&self) -> bool {
+        self.corrupt_records == 0 && self.torn_bytes == 0
+    }
 }
 
 /// Figures a backend reports for `STATUS`.
@@ -93,5 +172,15 @@ pub trait Store: Send + Sync + 'static {
     /// Makes every write so far durable (a graceful stop calls it).
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+    /// What recovery found at open (`None` for a store without files).
+    fn recovery(&self) -> Option<RecoveryReport> {
+        None
+    }
+    /// Stops background work, makes every write durable and refuses writes
+    /// from now on; returns the files as they stand (`None` for a store
+    /// without files). A graceful stop calls it last.
+    fn close(&self) -> Result<Option<Manifest>, StoreError> {
+        self.flush().map(|()| None)
     }
 }

@@ -168,6 +168,10 @@ pub(crate) struct Inner {
     pub(crate) kick: AtomicBool,
     /// Serialises maintenance (hint writing, compaction).
     pub(crate) maint: Mutex<()>,
+    /// What recovery found at open.
+    pub(crate) recovered: super::RecoveryReport,
+    /// Set by [`LogStore::close`]: writes are refused from then on.
+    pub(crate) closed: AtomicBool,
     pub(crate) _lock: File,
 }
 
@@ -176,7 +180,7 @@ pub(crate) struct Inner {
 /// Dropping stops the background threads and fsyncs the active segment.
 pub struct LogStore {
     inner: Arc<Inner>,
-    threads: Vec<JoinHandle<()>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl fmt::Debug for LogStore {
@@ -288,6 +292,9 @@ impl Inner {
         let mut w = self.writer();
         if self.commit.is_poisoned() {
             return Err(StoreError::Poisoned);
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
         }
         if tomb && self.keydir.get(key).is_none() {
             return Ok(0);
@@ -426,7 +433,34 @@ impl LogStore {
                 Box::new(move || interval_sync_loop(&inner, every)),
             )?);
         }
-        Ok(LogStore { inner, threads })
+        Ok(LogStore {
+            inner,
+            threads: Mutex::new(threads),
+        })
+    }
+
+    /// Stops the background threads (waiting for them).
+    fn stop_threads(&self) {
+        *self.inner.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.inner.wake.notify_all();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in threads {
+            if t.join().is_err() {
+                tracing::error!("a storage background thread panicked");
+            }
+        }
+    }
+
+    /// The segments as they stand now.
+    fn manifest(&self) -> super::Manifest {
+        let mut segments: Vec<(u64, u64)> = self
+            .inner
+            .segments_snapshot()
+            .iter()
+            .map(|s| (s.id, s.size.load(Ordering::Acquire)))
+            .collect();
+        segments.sort_unstable();
+        super::Manifest { segments }
     }
 
     /// The directory this store lives in.
@@ -483,13 +517,7 @@ fn interval_sync_loop(inner: &Inner, every: Duration) {
 
 impl Drop for LogStore {
     fn drop(&mut self) {
-        *self.inner.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        self.inner.wake.notify_all();
-        for t in self.threads.drain(..) {
-            if t.join().is_err() {
-                tracing::error!("a storage background thread panicked");
-            }
-        }
+        self.stop_threads();
         if !self.inner.commit.is_poisoned() {
             if let Err(e) = self.inner.sync_active() {
                 tracing::error!(error = %e, "final fsync failed");
@@ -501,6 +529,21 @@ impl Drop for LogStore {
 impl Store for LogStore {
     fn flush(&self) -> Result<(), StoreError> {
         self.sync()
+    }
+
+    fn recovery(&self) -> Option<super::RecoveryReport> {
+        Some(self.inner.recovered.clone())
+    }
+
+    fn close(&self) -> Result<Option<super::Manifest>, StoreError> {
+        self.stop_threads();
+        {
+            // Under the writer lock: no append is half done once this is set.
+            let _w = self.inner.writer();
+            self.inner.closed.store(true, Ordering::Release);
+        }
+        self.sync()?;
+        Ok(Some(self.manifest()))
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {

@@ -182,6 +182,16 @@ pub(crate) fn open(dir: &Path, opts: LogOptions) -> Result<Inner, StoreError> {
             seg
         }
     };
+    let mut opened: Vec<(u64, u64)> = segs
+        .values()
+        .map(|s| (s.id, s.size.load(Ordering::Relaxed)))
+        .collect();
+    opened.sort_unstable();
+    let recovered = crate::storage::RecoveryReport {
+        corrupt_records: stats.corrupt_at_recovery.load(Ordering::Relaxed),
+        torn_bytes: stats.torn_bytes_at_recovery.load(Ordering::Relaxed),
+        manifest: crate::storage::Manifest { segments: opened },
+    };
     tracing::info!(
         dir = %dir.display(),
         keys = keydir.len(),
@@ -207,6 +217,8 @@ pub(crate) fn open(dir: &Path, opts: LogOptions) -> Result<Inner, StoreError> {
         wake: Condvar::new(),
         kick: AtomicBool::new(true),
         maint: Mutex::new(()),
+        recovered,
+        closed: AtomicBool::new(false),
         _lock: lock,
     })
 }

@@ -1,0 +1,288 @@
+//! The vector-clock actor of this node (`node-id/epoch`), and the rule that
+//! decides whether a restarted node may keep its epoch.
+//!
+//! An actor must never make the same dot twice: a second write under a dot
+//! that other replicas already hold would be taken for the first one. A node
+//! may therefore keep its epoch only when it can vouch that its store still
+//! holds every record it ever wrote. It can after a graceful stop that left a
+//! *clean marker* (`store/CLEAN`) naming the epoch and every segment with
+//! its size, when recovery then finds exactly those files at exactly those
+//! sizes and skipped or truncated nothing. In every other case (a crash, a
+//! kill -9, a power loss, a damaged or missing file, a log cut short even at
+//! a record boundary, a restored backup taken while the node ran) it starts a
+//! new epoch. See docs/storage.md ("Epochs").
+//!
+//! Defence in depth: if a merge ever finds one of this node's own dots
+//! carrying two different values, the node starts a new epoch at once
+//! ([`ActorCell::rotate`]), so a reuse that slipped past the rule stops there.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use tracing::{error, info, warn};
+
+use crate::storage::{Manifest, RecoveryReport};
+use crate::vclock::Actor;
+
+/// Name of the clean-stop marker in the store directory.
+pub const CLEAN_MARKER: &str = "CLEAN";
+/// Name of the epoch file in the store directory.
+pub const EPOCH_FILE: &str = "EPOCH";
+
+/// The node's current actor; a new epoch replaces it.
+#[derive(Debug)]
+pub struct ActorCell {
+    node_id: String,
+    current: RwLock<(u32, Arc<str>)>,
+    /// Where the epoch is persisted (durable nodes).
+    store_dir: Option<PathBuf>,
+}
+
+impl ActorCell {
+    /// The actor `node_id/epoch`, persisted in `store_dir` when given.
+    pub fn new(node_id: &str, epoch: u32, store_dir: Option<PathBuf>) -> ActorCell {
+        ActorCell {
+            node_id: node_id.to_string(),
+            current: RwLock::new((epoch, actor_name(node_id, epoch).into())),
+            store_dir,
+        }
+    }
+
+    /// The actor writes are made under now.
+    pub fn get(&self) -> Actor {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .to_string()
+    }
+
+    /// The current epoch.
+    pub fn epoch(&self) -> u32 {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).0
+    }
+
+    /// True when `actor` is this node's current actor.
+    pub fn is_current(&self, actor: &str) -> bool {
+        &*self.current.read().unwrap_or_else(|e| e.into_inner()).1 == actor
+    }
+
+    /// Starts a new epoch now (this node's dot was found reused). The new
+    /// epoch is persisted before it is used.
+    pub fn rotate(&self, why: &str) {
+        let epoch = fresh_epoch();
+        if let Some(dir) = &self.store_dir
+            && let Err(e) = write_epoch(dir, epoch)
+        {
+            error!(cause = %e, "cannot persist a new epoch; keeping the old one");
+            return;
+        }
+        let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
+        error!(old = %cur.1, new = %actor_name(&self.node_id, epoch), %why,
+               "starting a new vector-clock epoch");
+        *cur = (epoch, actor_name(&self.node_id, epoch).into());
+    }
+}
+
+fn actor_name(node_id: &str, epoch: u32) -> String {
+    format!("{node_id}/{epoch:08x}")
+}
+
+fn fresh_epoch() -> u32 {
+    rand::random()
+}
+
+/// Decides the epoch of a durable store at start: the kept one, with `None`,
+/// or a new one, with the reason it could not be kept. Consumes the clean
+/// marker (it is removed, durably, before anything is written).
+pub fn resolve(store_dir: &Path, report: &RecoveryReport) -> anyhow::Result<(u32, Option<String>)> {
+    let marker_path = store_dir.join(CLEAN_MARKER);
+    let marker = std::fs::read_to_string(&marker_path).ok();
+    if marker.is_some() {
+        std::fs::remove_file(&marker_path)?;
+        std::fs::File::open(store_dir)?.sync_all()?;
+    }
+    let stored = std::fs::read_to_string(store_dir.join(EPOCH_FILE))
+        .ok()
+        .and_then(|t| u32::from_str_radix(t.trim(), 16).ok());
+    match may_keep(marker.as_deref(), stored, report) {
+        Ok(epoch) => {
+            info!(
+                epoch = format!("{epoch:08x}"),
+                "clean restart: keeping the vector-clock epoch"
+            );
+            Ok((epoch, None))
+        }
+        Err(why) => {
+            let epoch = fresh_epoch();
+            write_epoch(store_dir, epoch)?;
+            warn!(epoch = format!("{epoch:08x}"), reason = %why, "starting a new vector-clock epoch");
+            Ok((epoch, Some(why)))
+        }
+    }
+}
+
+/// The rule, as a pure function: the epoch may be kept only when the clean
+/// marker names the stored epoch and exactly the files recovery found, and
+/// recovery dropped nothing. `Err` says why not.
+pub fn may_keep(
+    marker: Option<&str>,
+    stored_epoch: Option<u32>,
+    report: &RecoveryReport,
+) -> Result<u32, String> {
+    let Some(marker) = marker else {
+        return Err(
+            "the last stop was not clean (a crash, kill -9 or power loss): writes this node \
+             made may be missing from its log"
+                .into(),
+        );
+    };
+    let Some(stored) = stored_epoch else {
+        return Err("the store has no epoch file".into());
+    };
+    let marked = marker
+        .lines()
+        .find_map(|l| l.strip_prefix("epoch "))
+        .and_then(|e| u32::from_str_radix(e.trim(), 16).ok());
+    if marked != Some(stored) {
+        return Err("the clean-stop marker names another epoch".into());
+    }
+    if report.corrupt_records > 0 {
+        return Err(format!(
+            "recovery skipped {} corrupt record(s)",
+            report.corrupt_records
+        ));
+    }
+    if report.torn_bytes > 0 {
+        return Err(format!(
+            "recovery truncated a torn tail of {} bytes",
+            report.torn_bytes
+        ));
+    }
+    let recorded = Manifest::parse(marker).ok_or("the clean-stop marker is unreadable")?;
+    if let Some(diff) = recorded.difference(&report.manifest) {
+        return Err(format!("the log is not as the clean stop left it: {diff}"));
+    }
+    Ok(stored)
+}
+
+/// Writes the clean-stop marker (after the store was closed).
+pub fn write_clean_marker(
+    store_dir: &Path,
+    epoch: u32,
+    manifest: &Manifest,
+) -> std::io::Result<()> {
+    let text = format!("clean stop\nepoch {epoch:08x}\n{}", manifest.to_text());
+    write_durably(&store_dir.join(CLEAN_MARKER), &text)
+}
+
+fn write_epoch(store_dir: &Path, epoch: u32) -> std::io::Result<()> {
+    write_durably(&store_dir.join(EPOCH_FILE), &format!("{epoch:08x}\n"))
+}
+
+/// Temp file, fsync, rename, fsync the directory.
+fn write_durably(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("new");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(segments: &[(u64, u64)]) -> RecoveryReport {
+        RecoveryReport {
+            corrupt_records: 0,
+            torn_bytes: 0,
+            manifest: Manifest {
+                segments: segments.to_vec(),
+            },
+        }
+    }
+
+    fn marker(epoch: u32, segments: &[(u64, u64)]) -> String {
+        format!(
+            "clean stop\nepoch {epoch:08x}\n{}",
+            Manifest {
+                segments: segments.to_vec()
+            }
+            .to_text()
+        )
+    }
+
+    #[test]
+    fn only_an_exact_clean_restart_keeps_the_epoch() {
+        let segs = [(1 << 20, 4000), (2 << 20, 1234)];
+        let m = marker(7, &segs);
+        assert_eq!(may_keep(Some(&m), Some(7), &report(&segs)), Ok(7));
+        // No marker: a crash.
+        assert!(may_keep(None, Some(7), &report(&segs)).is_err());
+        // The marker names another epoch.
+        assert!(may_keep(Some(&m), Some(8), &report(&segs)).is_err());
+        assert!(may_keep(Some(&m), None, &report(&segs)).is_err());
+        // Cut at a record boundary: the last segment is shorter.
+        let cut = [(1 << 20, 4000), (2 << 20, 1200)];
+        let why = may_keep(Some(&m), Some(7), &report(&cut)).unwrap_err();
+        assert!(why.contains("1200"), "{why}");
+        // A missing segment.
+        assert!(may_keep(Some(&m), Some(7), &report(&segs[1..])).is_err());
+        // An unknown segment with data.
+        let extra = [(1 << 20, 4000), (2 << 20, 1234), (3 << 20, 10)];
+        assert!(may_keep(Some(&m), Some(7), &report(&extra)).is_err());
+        // A new, empty active segment made at open is fine.
+        let fresh = [(1 << 20, 4000), (2 << 20, 1234), (3 << 20, 0)];
+        assert_eq!(may_keep(Some(&m), Some(7), &report(&fresh)), Ok(7));
+        // Anything recovery dropped.
+        let mut damaged = report(&segs);
+        damaged.corrupt_records = 1;
+        assert!(may_keep(Some(&m), Some(7), &damaged).is_err());
+        let mut torn = report(&segs);
+        torn.torn_bytes = 12;
+        assert!(may_keep(Some(&m), Some(7), &torn).is_err());
+    }
+
+    #[test]
+    fn resolve_consumes_the_marker_and_persists_a_new_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let segs = [(1 << 20, 10)];
+        write_epoch(dir.path(), 5).unwrap();
+        write_clean_marker(
+            dir.path(),
+            5,
+            &Manifest {
+                segments: segs.to_vec(),
+            },
+        )
+        .unwrap();
+        assert_eq!(resolve(dir.path(), &report(&segs)).unwrap(), (5, None));
+        assert!(!dir.path().join(CLEAN_MARKER).exists());
+        // The marker was consumed: the next start is unclean.
+        let (epoch, why) = resolve(dir.path(), &report(&segs)).unwrap();
+        assert!(why.is_some());
+        let stored = std::fs::read_to_string(dir.path().join(EPOCH_FILE)).unwrap();
+        assert_eq!(u32::from_str_radix(stored.trim(), 16).unwrap(), epoch);
+    }
+
+    #[test]
+    fn rotation_changes_the_actor_and_persists() {
+        let dir = tempfile::tempdir().unwrap();
+        let cell = ActorCell::new("n1", 1, Some(dir.path().to_path_buf()));
+        assert_eq!(cell.get(), "n1/00000001");
+        assert!(cell.is_current("n1/00000001"));
+        cell.rotate("test");
+        assert_ne!(cell.get(), "n1/00000001");
+        let stored = std::fs::read_to_string(dir.path().join(EPOCH_FILE)).unwrap();
+        assert_eq!(
+            u32::from_str_radix(stored.trim(), 16).unwrap(),
+            cell.epoch()
+        );
+    }
+}

@@ -1,0 +1,225 @@
+//! No single client or peer can starve a node: frames that announce huge
+//! lengths hold no memory they have not received, silent and idle
+//! connections cannot lock new clients out, peers keep a share clients
+//! cannot take, and every field of a peer request is checked.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{Cluster, wait_until};
+use distro_db::object::{Object, Sibling};
+use distro_db::resp::Frame;
+use distro_db::rpc::frame::{self, PREAMBLE};
+use distro_db::rpc::{Request, Response};
+use distro_db::vclock::{Dot, VClock};
+
+/// A memory figure of a process from /proc (`VmRSS`, `VmSize`), in KiB.
+fn mem_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn connect(addr: &str) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Sends one peer request on a fresh connection and reads the answer.
+fn peer_call(addr: &str, req: &Request) -> Response {
+    let mut s = connect(addr);
+    s.write_all(&PREAMBLE).unwrap();
+    s.write_all(&frame::encode(None, 7, req).unwrap()).unwrap();
+    let mut head = [0u8; 4];
+    s.read_exact(&mut head).unwrap();
+    let len = frame::frame_len(&head).unwrap();
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).unwrap();
+    frame::decode_payload::<Response>(&payload).unwrap().body
+}
+
+#[test]
+fn announced_lengths_hold_no_memory_until_the_bytes_arrive() {
+    let c = Cluster::start(1);
+    let addr = c.nodes[0].addr();
+    let pid = c.nodes[0].child.id();
+    assert_eq!(c.cmd(0, &["PING"]), Frame::Simple("PONG".into()));
+    // Reserved (virtual) memory, not only touched pages: a buffer of the
+    // announced length would show here even before it is filled.
+    let before = mem_kib(pid, "VmSize:");
+    let mut held = Vec::new();
+    // Five peers announcing 95 MB frames, five clients announcing 60 MB bulks,
+    // each followed by a few bytes and then silence.
+    for _ in 0..5 {
+        let mut s = connect(&addr);
+        s.write_all(&PREAMBLE).unwrap();
+        s.write_all(&(95u32 << 20).to_be_bytes()).unwrap();
+        s.write_all(&[0u8; 1000]).unwrap();
+        held.push(s);
+        let mut s = connect(&addr);
+        s.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$62914560\r\n")
+            .unwrap();
+        s.write_all(&[b'x'; 1000]).unwrap();
+        held.push(s);
+    }
+    // The node keeps serving, and holds nothing like 5 x 95 + 5 x 60 MB.
+    wait_until(Duration::from_secs(10), "the node to answer", || {
+        c.client(0).call(&["PING"]).is_ok()
+    });
+    let after = mem_kib(pid, "VmSize:");
+    assert!(
+        after < before + 128 * 1024,
+        "reserved memory grew from {before} KiB to {after} KiB"
+    );
+    drop(held);
+}
+
+#[test]
+fn the_request_memory_budget_bounds_the_node() {
+    // A 16 MiB budget: eight clients each sending 8 MB of a 16 MB value
+    // cannot make the node hold more than the budget.
+    let c = Cluster::start_with(1, &["--request-memory-mb", "16"]);
+    let addr = c.nodes[0].addr();
+    let pid = c.nodes[0].child.id();
+    let before = mem_kib(pid, "VmRSS:");
+    let chunk = vec![b'x'; 8 << 20];
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let mut s = connect(&addr);
+        s.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$16777216\r\n")
+            .unwrap();
+        // The node stops reading once the budget is spent; don't block on it.
+        s.set_nonblocking(true).unwrap();
+        let mut sent = 0;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while sent < chunk.len() && Instant::now() < deadline {
+            match s.write(&chunk[sent..]) {
+                Ok(n) => sent += n,
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        held.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let after = mem_kib(pid, "VmRSS:");
+    assert!(
+        after < before + (16 + 24) * 1024,
+        "RSS grew from {before} KiB to {after} KiB past the 16 MiB budget"
+    );
+    drop(held);
+    wait_until(Duration::from_secs(40), "the node to serve again", || {
+        c.client(0).call(&["SET", "small", "v"]).ok() == Some(Frame::ok())
+    });
+}
+
+#[test]
+fn silent_and_idle_connections_do_not_lock_clients_out() {
+    let c = Cluster::start(1);
+    let addr = c.nodes[0].addr();
+    // 4,200 sockets that never send a byte.
+    let silent: Vec<TcpStream> = (0..4200).map(|_| connect(&addr)).collect();
+    // 1,100 idle clients that sent one command.
+    let mut idle = Vec::new();
+    for _ in 0..1100 {
+        let mut cl = c.client(0);
+        assert_eq!(cl.call(&["PING"]).unwrap(), Frame::Simple("PONG".into()));
+        idle.push(cl);
+    }
+    // A fresh client is served at once.
+    let started = Instant::now();
+    assert_eq!(c.cmd(0, &["PING"]), Frame::Simple("PONG".into()));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // Silent sockets are closed after the first-byte timeout.
+    let mut probe = silent.into_iter().next().unwrap();
+    let mut byte = [0u8; 1];
+    probe
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let closed_after = Instant::now();
+    assert_eq!(probe.read(&mut byte).unwrap_or(0), 0);
+    assert!(closed_after.elapsed() < Duration::from_secs(15));
+    // Idle clients are still connected and served.
+    assert_eq!(
+        idle[0].call(&["PING"]).unwrap(),
+        Frame::Simple("PONG".into())
+    );
+}
+
+#[test]
+fn peers_keep_a_share_that_clients_cannot_take() {
+    let c = Cluster::start_with(3, &["--max-clients", "20"]);
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        let mut cl = c.client(0);
+        if cl.call(&["PING"]).ok() == Some(Frame::Simple("PONG".into())) {
+            clients.push(cl);
+        }
+    }
+    assert_eq!(clients.len(), 20);
+    // The 21st client is refused with a clear error.
+    let refused = c.client(0).call(&["PING"]);
+    assert!(
+        matches!(&refused, Ok(Frame::Error(e)) if e.contains("max number of clients")),
+        "{refused:?}"
+    );
+    // Peers still reach node 0: writes through the others need it (W=3).
+    assert_eq!(c.cmd(1, &["SET", "k", "v", "W=3"]), Frame::ok());
+    assert_eq!(c.cmd(2, &["GET", "k", "R=3"]), common::bulk("v"));
+}
+
+#[test]
+fn peer_requests_are_checked_field_by_field() {
+    let c = Cluster::start(1);
+    let addr = c.nodes[0].addr();
+    let put = Request::Put {
+        key: b"k".to_vec(),
+        value: Some(b"v".to_vec()),
+        context: None,
+        w: 0,
+    };
+    match peer_call(&addr, &put) {
+        Response::Error { message, .. } => assert!(message.contains("W=0"), "{message}"),
+        other => panic!("a Put with w=0 was accepted: {other:?}"),
+    }
+    // One Replicate carrying 40,000 siblings is refused, and reads stay fast.
+    let mut object = Object::default();
+    for i in 0..40_000u32 {
+        let dot = Dot {
+            actor: format!("a{i}"),
+            counter: 1,
+        };
+        object.clock.add(&dot);
+        object.siblings.push(Sibling {
+            dot,
+            value: Some(vec![b'v']),
+            written_ms: 0,
+        });
+    }
+    object.siblings.sort_by(|a, b| a.dot.cmp(&b.dot));
+    let replicate = Request::Replicate {
+        key: b"big".to_vec(),
+        object,
+        hint: None,
+    };
+    match peer_call(&addr, &replicate) {
+        Response::Error { message, .. } => assert!(message.contains("siblings"), "{message}"),
+        other => panic!("40,000 siblings were accepted: {other:?}"),
+    }
+    let started = Instant::now();
+    assert_eq!(c.cmd(0, &["GET", "big"]), Frame::Null);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(
+        c.nodes[0].log_text().contains("refusing"),
+        "the refusal is logged"
+    );
+    let _ = VClock::new();
+}
