@@ -26,6 +26,7 @@ pub mod coordinator;
 pub mod epoch;
 pub mod fault;
 pub mod handoff;
+pub mod keyspace;
 pub mod limits;
 pub mod local;
 pub mod membership;

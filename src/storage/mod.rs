@@ -2,16 +2,76 @@
 //!
 //! A store maps opaque byte keys to opaque byte values. It knows nothing about
 //! vector clocks or siblings: the replica layer ([`crate::replica`]) encodes a
-//! versioned object into the value bytes. Every call is blocking (a durable
-//! backend may wait for an fsync), so async code calls it from
-//! `tokio::task::spawn_blocking`. Calls from many threads at once must be safe;
-//! a durable backend uses that concurrency for group commit.
+//! versioned object into the value bytes. Reads and appends never wait for
+//! a sync (they touch the key directory and the page cache only), so async
+//! code calls them directly; durability is waited for separately, through
+//! [`Durable`], so one group commit covers every write that arrived
+//! meanwhile and a coordinator can replicate while its own sync runs. Calls
+//! from many threads at once are safe. Stores also keep a [`Summary`] of
+//! their contents for anti-entropy.
 
 pub mod log;
 pub mod memory;
+pub mod summary;
 
 pub use log::{FsyncPolicy, LogOptions, LogStore, ParseFsyncPolicyError};
 pub use memory::MemoryStore;
+pub use summary::Summary;
+
+/// A log sequence number: the position of a write in its store's log.
+/// `0` means "nothing to wait for".
+pub type Lsn = u64;
+
+/// What a store tells a writer to wait for before the write counts as
+/// durable under the store's policy: nothing, or a group commit covering
+/// its [`Lsn`].
+#[derive(Debug)]
+pub struct Durable(Option<(tokio::sync::watch::Receiver<SyncState>, Lsn)>);
+
+/// How far a store's log is synced, as published by its group commit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncState {
+    /// Every write up to this LSN is on disk.
+    pub synced: Lsn,
+    /// A sync failed: no later write will ever be durable.
+    pub poisoned: bool,
+}
+
+impl Durable {
+    /// Already durable (or the policy promises nothing more).
+    pub fn ready() -> Durable {
+        Durable(None)
+    }
+
+    /// Durable once `rx` reports `lsn` synced.
+    pub fn after(rx: tokio::sync::watch::Receiver<SyncState>, lsn: Lsn) -> Durable {
+        Durable(Some((rx, lsn)))
+    }
+
+    /// True when there is nothing to wait for.
+    pub fn is_ready(&self) -> bool {
+        match &self.0 {
+            None => true,
+            Some((rx, lsn)) => rx.borrow().synced >= *lsn,
+        }
+    }
+
+    /// Waits until the write is durable; an error when the store failed a sync.
+    pub async fn wait(self) -> Result<(), StoreError> {
+        let Some((mut rx, lsn)) = self.0 else {
+            return Ok(());
+        };
+        let state = rx
+            .wait_for(|s| s.synced >= lsn || s.poisoned)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        if state.synced >= lsn {
+            Ok(())
+        } else {
+            Err(StoreError::Poisoned)
+        }
+    }
+}
 
 /// Errors a storage backend can return.
 #[derive(Debug, thiserror::Error)]
@@ -157,16 +217,37 @@ pub struct StoreStatus {
 
 /// A local key-value store. See the module doc for the threading contract.
 pub trait Store: Send + Sync + 'static {
-    /// Reads the value stored under `key`.
+    /// Reads the value stored under `key`. Never waits for a sync: a
+    /// key-directory look-up and a read from the page cache.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Stores `value` under `key`, replacing any earlier value. When this
-    /// returns `Ok`, the write is as durable as the backend's policy promises.
-    fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
-    /// Removes `key` physically. (Logical deletes are tombstone objects
-    /// written with `put`; this is for garbage collection.)
-    fn delete(&self, key: &[u8]) -> Result<(), StoreError>;
+    /// Appends `value` under `key`: visible to [`Store::get`] when this
+    /// returns, durable once [`Store::durable`] of the returned LSN resolves.
+    /// Never waits for a sync.
+    fn append(&self, key: &[u8], value: &[u8]) -> Result<Lsn, StoreError>;
+    /// Removes `key` physically, like [`Store::append`]. (Logical deletes are
+    /// tombstone objects; this is for garbage collection and hints.)
+    fn append_delete(&self, key: &[u8]) -> Result<Lsn, StoreError>;
+    /// What to wait for before a write at `lsn` is durable.
+    fn durable(&self, lsn: Lsn) -> Durable;
+    /// Blocks until a write at `lsn` is durable (threads, tools and tests;
+    /// async code awaits [`Store::durable`]).
+    fn wait_durable(&self, lsn: Lsn) -> Result<(), StoreError>;
+    /// Stores `value` under `key` and waits until it is durable.
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        let lsn = self.append(key, value)?;
+        self.wait_durable(lsn)
+    }
+    /// Removes `key` and waits until that is durable.
+    fn delete(&self, key: &[u8]) -> Result<(), StoreError> {
+        let lsn = self.append_delete(key)?;
+        self.wait_durable(lsn)
+    }
     /// A snapshot of every key currently stored, in no particular order.
     fn keys(&self) -> Result<Vec<Vec<u8>>, StoreError>;
+    /// The content summary (per-partition bucket hashes).
+    fn summary(&self) -> &Summary;
+    /// `(key, digest)` of the keys of partition `p` in `buckets`.
+    fn partition_digests(&self, p: usize, buckets: &[u8]) -> Vec<(Vec<u8>, u64)>;
     /// Figures for `STATUS`.
     fn status(&self) -> StoreStatus;
     /// Makes every write so far durable (a graceful stop calls it).

@@ -1,47 +1,58 @@
-//! Group commit: writers append under the writer lock and get a log sequence
-//! number (LSN, bytes appended since open). A writer that needs durability
-//! then calls [`GroupCommit::wait`]: if nobody is syncing, it becomes the
-//! leader, fsyncs once for every write appended so far, and wakes everyone
-//! whose LSN that covered; otherwise it sleeps until a leader covers it.
+//! Group commit: writers append under the writer lock and get a log
+//! sequence number (LSN, bytes appended since open); none of them fsyncs.
+//! One *syncer* thread does: whenever some LSN beyond the synced one has
+//! been asked for, it takes the LSN appended so far, fsyncs once, and
+//! publishes the new synced LSN. Every write that arrived while a sync ran
+//! is covered by the next one, across every connection and peer, and no
+//! writer ever waits on a thread hand-off of its own.
+//!
+//! Async writers wait on a `watch` channel ([`GroupCommit::subscribe`]);
+//! blocking callers (tools, benchmarks, tests) on a condition variable
+//! ([`GroupCommit::wait`]). A failed fsync poisons the store: every waiter
+//! and every later writer fails, because the kernel may have dropped the
+//! dirty pages that failed to sync.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::Thread;
+use std::sync::{Condvar, Mutex, MutexGuard};
 
-use crate::storage::StoreError;
+use tokio::sync::watch;
 
-/// A parked writer waiting for its LSN to become durable.
-#[derive(Debug)]
-struct Waiter {
-    lsn: u64,
-    thread: Thread,
-    woken: Arc<AtomicBool>,
-}
-
-impl Waiter {
-    fn wake(self) {
-        self.woken.store(true, Ordering::Release);
-        self.thread.unpark();
-    }
-}
+use crate::storage::{Lsn, StoreError, SyncState};
 
 #[derive(Debug, Default)]
 struct State {
-    syncing: bool,
-    waiters: Vec<Waiter>,
+    /// Highest LSN someone asked to be synced.
+    requested: Lsn,
+    /// True while the syncer sleeps waiting for a request.
+    syncer_waiting: bool,
+    /// The syncer exits once nothing more is requested.
+    stop: bool,
 }
 
-/// Shared group-commit state.
-///
-/// Waiters park (no shared condvar, so a finished sync does not make every
-/// waiter fight for a mutex). When a sync finishes, its leader unparks each
-/// waiter it covered, plus exactly one uncovered waiter to lead the next
-/// sync, which will cover all the others.
-#[derive(Debug, Default)]
+/// Shared group-commit state. See the module doc.
+#[derive(Debug)]
 pub struct GroupCommit {
     state: Mutex<State>,
+    /// Wakes the syncer.
+    wake_syncer: Condvar,
+    /// Wakes blocking waiters after each sync.
+    done: Condvar,
     synced: AtomicU64,
     poisoned: AtomicBool,
+    tx: watch::Sender<SyncState>,
+}
+
+impl Default for GroupCommit {
+    fn default() -> Self {
+        GroupCommit {
+            state: Mutex::default(),
+            wake_syncer: Condvar::new(),
+            done: Condvar::new(),
+            synced: AtomicU64::new(0),
+            poisoned: AtomicBool::new(false),
+            tx: watch::Sender::new(SyncState::default()),
+        }
+    }
 }
 
 impl GroupCommit {
@@ -49,39 +60,14 @@ impl GroupCommit {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Wakes covered waiters (all of them if poisoned) and, if `elect`, one
-    /// uncovered waiter to lead the next sync.
-    fn wake(&self, st: &mut State, elect: bool) {
-        let synced = self.synced.load(Ordering::Acquire);
-        let poisoned = self.poisoned.load(Ordering::Acquire);
-        let mut elected = !elect;
-        let mut keep = Vec::new();
-        for w in st.waiters.drain(..) {
-            if poisoned || w.lsn <= synced {
-                w.wake();
-            } else if !elected {
-                elected = true;
-                w.wake();
-            } else {
-                keep.push(w);
-            }
-        }
-        st.waiters = keep;
+    /// A receiver of the synced LSN (and the poison flag).
+    pub fn subscribe(&self) -> watch::Receiver<SyncState> {
+        self.tx.subscribe()
     }
 
-    /// Records that everything up to `lsn` is durable (e.g. after a rollover sync).
-    pub fn mark_synced(&self, lsn: u64) {
-        self.synced.fetch_max(lsn, Ordering::AcqRel);
-        let mut st = self.lock();
-        let elect = !st.syncing;
-        self.wake(&mut st, elect);
-    }
-
-    /// Marks the store poisoned: every waiter and later writer fails.
-    pub fn poison(&self) {
-        self.poisoned.store(true, Ordering::Release);
-        let mut st = self.lock();
-        self.wake(&mut st, false);
+    /// The LSN known to be on disk.
+    pub fn synced(&self) -> Lsn {
+        self.synced.load(Ordering::Acquire)
     }
 
     /// True once a sync has failed.
@@ -89,57 +75,114 @@ impl GroupCommit {
         self.poisoned.load(Ordering::Acquire)
     }
 
-    /// Returns once `lsn` is durable. The leader calls `prepare` (under the
-    /// group-commit lock) for the LSN appended so far and what to sync, then
-    /// `sync` on it without the lock. At most one sync runs at a time.
-    pub fn wait<T>(
-        &self,
-        lsn: u64,
-        prepare: impl Fn() -> (u64, T),
-        sync: impl Fn(T) -> std::io::Result<()>,
-    ) -> Result<(), StoreError> {
+    /// Asks for everything up to `lsn` to be synced; returns at once.
+    pub fn request(&self, lsn: Lsn) {
+        if self.synced() >= lsn || self.is_poisoned() {
+            return;
+        }
+        let mut st = self.lock();
+        if lsn > st.requested {
+            st.requested = lsn;
+            if st.syncer_waiting {
+                self.wake_syncer.notify_one();
+            }
+        }
+    }
+
+    /// Blocks until `lsn` is synced (asking for it first).
+    pub fn wait(&self, lsn: Lsn) -> Result<(), StoreError> {
         loop {
             if self.is_poisoned() {
                 return Err(StoreError::Poisoned);
             }
-            if self.synced.load(Ordering::Acquire) >= lsn {
+            if self.synced() >= lsn {
                 return Ok(());
             }
             let mut st = self.lock();
-            if self.is_poisoned() || self.synced.load(Ordering::Acquire) >= lsn {
+            if self.is_poisoned() || self.synced() >= lsn {
                 continue;
             }
-            if st.syncing {
-                let woken = Arc::new(AtomicBool::new(false));
-                st.waiters.push(Waiter {
-                    lsn,
-                    thread: std::thread::current(),
-                    woken: woken.clone(),
-                });
-                drop(st);
-                while !woken.load(Ordering::Acquire) {
-                    std::thread::park();
+            if lsn > st.requested {
+                st.requested = lsn;
+                if st.syncer_waiting {
+                    self.wake_syncer.notify_one();
                 }
-                continue;
+            }
+            if st.stop {
+                return Err(StoreError::Closed);
+            }
+            drop(self.done.wait(st).unwrap_or_else(|e| e.into_inner()));
+        }
+    }
+
+    /// Records that everything up to `lsn` is durable (a sync made outside
+    /// the syncer: a rollover, the interval thread, a flush).
+    pub fn mark_synced(&self, lsn: Lsn) {
+        let before = self.synced.fetch_max(lsn, Ordering::AcqRel);
+        if lsn > before {
+            self.publish();
+        }
+    }
+
+    /// Marks the store poisoned: every waiter and later writer fails.
+    pub fn poison(&self) {
+        self.poisoned.store(true, Ordering::Release);
+        self.publish();
+    }
+
+    /// Tells waiters what changed.
+    fn publish(&self) {
+        self.tx.send_replace(SyncState {
+            synced: self.synced(),
+            poisoned: self.is_poisoned(),
+        });
+        let _st = self.lock();
+        self.done.notify_all();
+    }
+
+    /// Makes the syncer exit once every request so far is served.
+    pub fn stop(&self) {
+        let mut st = self.lock();
+        st.stop = true;
+        self.wake_syncer.notify_all();
+        self.done.notify_all();
+    }
+
+    /// The syncer thread's body: until [`GroupCommit::stop`], waits for a
+    /// request, then calls `prepare` for the LSN appended so far and what to
+    /// sync, and `sync` on it, covering every request made meanwhile.
+    pub fn run_syncer<T>(
+        &self,
+        prepare: impl Fn() -> (Lsn, T),
+        sync: impl Fn(T) -> std::io::Result<()>,
+    ) {
+        loop {
+            {
+                let mut st = self.lock();
+                loop {
+                    if self.is_poisoned() {
+                        return;
+                    }
+                    if st.requested > self.synced() {
+                        break;
+                    }
+                    if st.stop {
+                        return;
+                    }
+                    st.syncer_waiting = true;
+                    st = self.wake_syncer.wait(st).unwrap_or_else(|e| e.into_inner());
+                    st.syncer_waiting = false;
+                }
             }
             let (target, what) = prepare();
-            st.syncing = true;
-            drop(st);
-            let res = sync(what);
-            match &res {
-                Ok(()) => {
-                    self.synced.fetch_max(target.max(lsn), Ordering::AcqRel);
-                }
+            match sync(what) {
+                Ok(()) => self.mark_synced(target),
                 Err(e) => {
                     tracing::error!(error = %e, "fsync failed; the store is poisoned");
-                    self.poisoned.store(true, Ordering::Release);
+                    self.poison();
+                    return;
                 }
             }
-            let mut st = self.lock();
-            st.syncing = false;
-            self.wake(&mut st, true);
-            drop(st);
-            return res.map_err(StoreError::Io);
         }
     }
 }
@@ -149,49 +192,94 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
 
-    #[test]
-    fn concurrent_waiters_share_syncs() {
+    /// A group commit with its syncer thread over a fake log: `appended` is
+    /// the LSN written so far, each sync takes `sync_time` and is counted.
+    fn harness(
+        sync_time: Duration,
+    ) -> (
+        Arc<GroupCommit>,
+        Arc<AtomicU64>,
+        Arc<AtomicU64>,
+        std::thread::JoinHandle<()>,
+    ) {
         let gc = Arc::new(GroupCommit::default());
         let appended = Arc::new(AtomicU64::new(0));
         let syncs = Arc::new(AtomicU64::new(0));
-        let threads: Vec<_> = (0..16)
+        let syncer = {
+            let (gc, appended, syncs) = (gc.clone(), appended.clone(), syncs.clone());
+            std::thread::spawn(move || {
+                gc.run_syncer(
+                    || (appended.load(Ordering::SeqCst), ()),
+                    |()| {
+                        syncs.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(sync_time);
+                        Ok(())
+                    },
+                )
+            })
+        };
+        (gc, appended, syncs, syncer)
+    }
+
+    #[test]
+    fn concurrent_waiters_share_syncs() {
+        // 16 writers x 50 writes with a 2 ms sync: without sharing there
+        // would be 800 syncs. While one sync runs every other writer appends
+        // and waits, so each sync covers many writes.
+        let (gc, appended, syncs, syncer) = harness(Duration::from_millis(2));
+        let writers: Vec<_> = (0..16)
             .map(|_| {
-                let (gc, appended, syncs) = (gc.clone(), appended.clone(), syncs.clone());
+                let (gc, appended) = (gc.clone(), appended.clone());
                 std::thread::spawn(move || {
                     for _ in 0..50 {
                         let lsn = appended.fetch_add(1, Ordering::SeqCst) + 1;
-                        gc.wait(
-                            lsn,
-                            || (appended.load(Ordering::SeqCst), ()),
-                            |()| {
-                                syncs.fetch_add(1, Ordering::SeqCst);
-                                std::thread::yield_now();
-                                Ok(())
-                            },
-                        )
-                        .unwrap();
+                        gc.wait(lsn).unwrap();
+                        assert!(gc.synced() >= lsn);
                     }
                 })
             })
             .collect();
-        for t in threads {
-            t.join().unwrap();
+        for w in writers {
+            w.join().unwrap();
         }
-        assert!(syncs.load(Ordering::SeqCst) <= 800);
+        let n = syncs.load(Ordering::SeqCst);
+        assert!(n <= 400, "{n} syncs for 800 writes: not shared");
+        assert!(n >= 50, "{n} syncs: each writer's last write needs one");
+        gc.stop();
+        syncer.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn async_waiters_are_woken_by_the_syncer() {
+        let (gc, appended, syncs, syncer) = harness(Duration::from_millis(1));
+        let mut waits = Vec::new();
+        for _ in 0..100 {
+            let lsn = appended.fetch_add(1, Ordering::SeqCst) + 1;
+            gc.request(lsn);
+            waits.push(crate::storage::Durable::after(gc.subscribe(), lsn).wait());
+        }
+        for w in waits {
+            w.await.unwrap();
+        }
+        assert!(syncs.load(Ordering::SeqCst) < 100);
+        gc.stop();
+        syncer.join().unwrap();
     }
 
     #[test]
     fn failed_sync_poisons() {
-        let gc = GroupCommit::default();
-        assert!(matches!(
-            gc.wait(1, || (1, ()), |()| Err(std::io::Error::other("eio"))),
-            Err(StoreError::Io(_))
-        ));
-        assert!(matches!(
-            gc.wait(1, || (1, ()), |()| Ok(())),
-            Err(StoreError::Poisoned)
-        ));
+        let gc = Arc::new(GroupCommit::default());
+        let syncer = {
+            let gc = gc.clone();
+            std::thread::spawn(move || {
+                gc.run_syncer(|| (1, ()), |()| Err(std::io::Error::other("eio")))
+            })
+        };
+        assert!(matches!(gc.wait(1), Err(StoreError::Poisoned)));
         assert!(gc.is_poisoned());
+        assert!(matches!(gc.wait(2), Err(StoreError::Poisoned)));
+        syncer.join().unwrap();
     }
 }

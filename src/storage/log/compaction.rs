@@ -73,6 +73,11 @@ fn write_hint(inner: &Inner, seg: &Segment) -> Result<(), StoreError> {
             flags: rec.flags,
             offset: off as u32,
             len: rlen,
+            digest: if rec.is_tombstone() {
+                0
+            } else {
+                crate::keyspace::digest(rec.value)
+            },
             key: rec.key.to_vec(),
         })
     })
@@ -141,6 +146,7 @@ fn publish(inner: &Inner, out: Output) -> Result<(), StoreError> {
             flags: *flags,
             offset: to.offset,
             len: to.len,
+            digest: to.digest,
             key: k.clone(),
         })
         .collect();
@@ -214,24 +220,24 @@ pub(crate) fn compact(inner: &Inner) -> Result<u64, StoreError> {
         }
         let len = seg.size.load(Ordering::Acquire);
         let buf = read_all(&seg.file, len)?;
-        let mut live: Vec<(u64, u32, Vec<u8>, u8)> = Vec::new();
+        let mut live: Vec<(u64, u32, Vec<u8>, u8, u64)> = Vec::new();
         segment::scan(&buf, |off, rlen, rec| {
-            let keep = if rec.is_tombstone() {
-                seg.id > oldest_kept && inner.keydir.get(rec.key).is_none()
+            let (keep, digest) = if rec.is_tombstone() {
+                (
+                    seg.id > oldest_kept && inner.keydir.get(rec.key).is_none(),
+                    0,
+                )
             } else {
-                inner.keydir.get(rec.key)
-                    == Some(Location {
-                        seg: seg.id,
-                        offset: off as u32,
-                        len: rlen,
-                    })
+                let current = inner.keydir.get(rec.key);
+                let here = current.is_some_and(|l| l.seg == seg.id && l.offset == off as u32);
+                (here, current.map_or(0, |l| l.digest))
             };
             if keep {
-                live.push((off, rlen, rec.key.to_vec(), rec.flags));
+                live.push((off, rlen, rec.key.to_vec(), rec.flags, digest));
             }
         })
         .map_err(|e| StoreError::UnsupportedFormat(e.to_string()))?;
-        for (off, rlen, key, flags) in live {
+        for (off, rlen, key, flags, digest) in live {
             if out
                 .as_ref()
                 .is_some_and(|o| o.len > 0 && o.len + u64::from(rlen) > inner.opts.segment_size)
@@ -261,11 +267,13 @@ pub(crate) fn compact(inner: &Inner) -> Result<u64, StoreError> {
                     seg: seg.id,
                     offset: off as u32,
                     len: rlen,
+                    digest,
                 };
                 let to = Location {
                     seg: o.id,
                     offset: o.len as u32,
                     len: rlen,
+                    digest,
                 };
                 o.moved.push((key, from, to, flags));
                 o.len += u64::from(rlen);

@@ -4,10 +4,11 @@
 //! version or does not match its segment's length, recovery scans the
 //! segment instead.
 //!
-//! Layout (little-endian): magic `DDBHINT\0` (8), version u8, 3 zero bytes,
-//! segment length u64, entry count u64; then per entry: flags u8, key length
-//! u16, record offset u32, record length u32, key; then a CRC32 (u32) of every
-//! preceding byte of the file.
+//! Layout (little-endian): magic `DDBHINT\0` (8), version u8 (2), 3 zero
+//! bytes, segment length u64, entry count u64; then per entry: flags u8, key
+//! length u16, record offset u32, record length u32, value digest u64, key;
+//! then a CRC32 (u32) of every preceding byte of the file. (Version 1 had no
+//! digest; such a hint is ignored and its segment scanned once.)
 
 use std::fs;
 use std::io::Write;
@@ -16,7 +17,7 @@ use std::path::Path;
 use super::fsutil;
 
 const MAGIC: &[u8; 8] = b"DDBHINT\0";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const HEAD: usize = 8 + 4 + 8 + 8;
 
 /// One hint entry: where a record of `key` sits in the segment.
@@ -28,6 +29,8 @@ pub struct HintEntry {
     pub offset: u32,
     /// Encoded length of the record.
     pub len: u32,
+    /// [`crate::keyspace::digest`] of the value (0 for a tombstone).
+    pub digest: u64,
     /// The key.
     pub key: Vec<u8>,
 }
@@ -35,7 +38,7 @@ pub struct HintEntry {
 /// Encodes a hint for a segment of `seg_len` bytes.
 pub fn encode(seg_len: u64, entries: &[HintEntry]) -> Vec<u8> {
     let mut b =
-        Vec::with_capacity(HEAD + entries.iter().map(|e| 11 + e.key.len()).sum::<usize>() + 4);
+        Vec::with_capacity(HEAD + entries.iter().map(|e| 19 + e.key.len()).sum::<usize>() + 4);
     b.extend_from_slice(MAGIC);
     b.extend_from_slice(&[VERSION, 0, 0, 0]);
     b.extend_from_slice(&seg_len.to_le_bytes());
@@ -45,6 +48,7 @@ pub fn encode(seg_len: u64, entries: &[HintEntry]) -> Vec<u8> {
         b.extend_from_slice(&(e.key.len() as u16).to_le_bytes());
         b.extend_from_slice(&e.offset.to_le_bytes());
         b.extend_from_slice(&e.len.to_le_bytes());
+        b.extend_from_slice(&e.digest.to_le_bytes());
         b.extend_from_slice(&e.key);
     }
     let crc = crc32fast::hash(&b);
@@ -68,13 +72,13 @@ fn le<const N: usize>(b: &mut &[u8]) -> Result<[u8; N], String> {
     Ok(a)
 }
 
-/// Decodes a hint, calling `visit(flags, offset, len, key)` per entry, if it
+/// Decodes a hint, calling `visit(flags, offset, len, digest, key)` per entry, if it
 /// is intact and describes a segment of exactly `seg_len` bytes. Nothing is
 /// visited unless the whole file checks out.
 pub fn decode(
     bytes: &[u8],
     seg_len: u64,
-    mut visit: impl FnMut(u8, u32, u32, &[u8]),
+    mut visit: impl FnMut(u8, u32, u32, u64, &[u8]),
 ) -> Result<u64, String> {
     if bytes.len() < HEAD + 4 {
         return Err("too short".into());
@@ -105,6 +109,7 @@ pub fn decode(
         let klen = u16::from_le_bytes(le::<2>(&mut b)?) as usize;
         let off = u32::from_le_bytes(le::<4>(&mut b)?);
         let rlen = u32::from_le_bytes(le::<4>(&mut b)?);
+        let _ = le::<8>(&mut b)?;
         take(&mut b, klen)?;
         if u64::from(off) + u64::from(rlen) > seg_len {
             return Err("entry points past the segment end".into());
@@ -120,7 +125,8 @@ pub fn decode(
         let klen = u16::from_le_bytes(le::<2>(&mut b)?) as usize;
         let off = u32::from_le_bytes(le::<4>(&mut b)?);
         let rlen = u32::from_le_bytes(le::<4>(&mut b)?);
-        visit(flags, off, rlen, take(&mut b, klen)?);
+        let digest = u64::from_le_bytes(le::<8>(&mut b)?);
+        visit(flags, off, rlen, digest, take(&mut b, klen)?);
     }
     Ok(n)
 }
@@ -148,12 +154,14 @@ mod tests {
                 flags: 0,
                 offset: 0,
                 len: 30,
+                digest: 77,
                 key: b"a".to_vec(),
             },
             HintEntry {
                 flags: 1,
                 offset: 30,
                 len: 26,
+                digest: 0,
                 key: b"bb".to_vec(),
             },
         ]
@@ -164,16 +172,17 @@ mod tests {
         let b = encode(56, &entries());
         let mut got = Vec::new();
         assert_eq!(
-            decode(&b, 56, |f, o, l, k| got.push(HintEntry {
+            decode(&b, 56, |f, o, l, d, k| got.push(HintEntry {
                 flags: f,
                 offset: o,
                 len: l,
+                digest: d,
                 key: k.to_vec()
             })),
             Ok(2)
         );
         assert_eq!(got, entries());
-        assert!(decode(&b, 57, |_, _, _, _| {}).is_err());
+        assert!(decode(&b, 57, |_, _, _, _, _| {}).is_err());
     }
 
     proptest! {
@@ -182,11 +191,11 @@ mod tests {
             let mut b = encode(56, &entries());
             let i = at.index(b.len());
             b[i] ^= xor;
-            let res = decode(&b, 56, |_, _, _, _| panic!("visited damaged hint"));
+            let res = decode(&b, 56, |_, _, _, _, _| panic!("visited damaged hint"));
             prop_assert!(res.is_err());
             let b = encode(56, &entries());
             let c = cut.index(b.len());
-            let res = decode(&b[..c], 56, |_, _, _, _| ());
+            let res = decode(&b[..c], 56, |_, _, _, _, _| ());
             prop_assert!(res.is_err());
         }
     }

@@ -1,17 +1,22 @@
 //! The key directory: maps every live key to the location of its newest
-//! record (segment id, offset, length). Kept compact: keys live in one byte
-//! arena per shard, and the hash table holds 20-byte slots pointing into it,
-//! so there is no per-key heap allocation. The table is split into shards,
-//! each behind its own `RwLock`, so readers and the writer rarely meet.
+//! record (segment id, offset, length) and the digest of its value. Kept
+//! compact: keys live in one byte arena per shard, and the hash table holds
+//! 28-byte slots pointing into it, so there is no per-key heap allocation.
+//! There is one shard per partition of the key space
+//! ([`crate::keyspace::PARTITIONS`]), each behind its own `RwLock`, so readers
+//! and writers rarely meet and the keys of one partition can be listed
+//! without visiting the others.
 
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use hashbrown::HashTable;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-const SHARDS: usize = 16;
+use crate::keyspace::{PARTITIONS, partition_of};
 
-/// Where the newest record of a key lives.
+const SHARDS: usize = PARTITIONS;
+
+/// Where the newest record of a key lives, and the digest of its value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Location {
     /// Segment id.
@@ -20,29 +25,42 @@ pub struct Location {
     pub offset: u32,
     /// Encoded length of the whole record.
     pub len: u32,
+    /// [`crate::keyspace::digest`] of the value (for the content summary).
+    pub digest: u64,
 }
 
-/// One table slot; `[u32; 2]` keeps the alignment at 4 so a slot is 20 bytes.
+/// One table slot; `[u32; 2]` keeps the alignment at 4 so a slot is 28 bytes.
 #[derive(Clone, Copy)]
 struct Slot {
     key_off: u32,
     seg: [u32; 2],
     offset: u32,
     len: u32,
+    digest: [u32; 2],
+}
+
+fn join(v: [u32; 2]) -> u64 {
+    u64::from(v[0]) | (u64::from(v[1]) << 32)
+}
+
+fn split(v: u64) -> [u32; 2] {
+    [v as u32, (v >> 32) as u32]
 }
 
 impl Slot {
     fn loc(&self) -> Location {
         Location {
-            seg: u64::from(self.seg[0]) | (u64::from(self.seg[1]) << 32),
+            seg: join(self.seg),
             offset: self.offset,
             len: self.len,
+            digest: join(self.digest),
         }
     }
     fn set(&mut self, l: Location) {
-        self.seg = [l.seg as u32, (l.seg >> 32) as u32];
+        self.seg = split(l.seg);
         self.offset = l.offset;
         self.len = l.len;
+        self.digest = split(l.digest);
     }
 }
 
@@ -107,8 +125,8 @@ impl KeyDir {
         xxh3_64_with_seed(key, self.seed)
     }
 
-    fn shard_of(&self, hash: u64) -> usize {
-        (hash >> 60) as usize % SHARDS
+    fn shard_of(&self, key: &[u8]) -> usize {
+        partition_of(key)
     }
 
     fn read(&self, i: usize) -> RwLockReadGuard<'_, Shard> {
@@ -124,13 +142,13 @@ impl KeyDir {
     /// Location of `key`'s newest record.
     pub fn get(&self, key: &[u8]) -> Option<Location> {
         let h = self.hash(key);
-        self.read(self.shard_of(h)).find(h, key).map(Slot::loc)
+        self.read(self.shard_of(key)).find(h, key).map(Slot::loc)
     }
 
     /// Points `key` at `loc`; returns the location it replaced.
     pub fn insert(&self, key: &[u8], loc: Location) -> Option<Location> {
         let h = self.hash(key);
-        let mut guard = self.write(self.shard_of(h));
+        let mut guard = self.write(self.shard_of(key));
         let shard = &mut *guard;
         let arena = &shard.arena;
         if let Some(slot) = shard
@@ -151,6 +169,7 @@ impl KeyDir {
             seg: [0; 2],
             offset: 0,
             len: 0,
+            digest: [0; 2],
         };
         slot.set(loc);
         let seed = self.seed;
@@ -164,7 +183,7 @@ impl KeyDir {
     /// Removes `key`; returns its location.
     pub fn remove(&self, key: &[u8]) -> Option<Location> {
         let h = self.hash(key);
-        let mut guard = self.write(self.shard_of(h));
+        let mut guard = self.write(self.shard_of(key));
         let shard = &mut *guard;
         let arena = &shard.arena;
         let entry = shard
@@ -184,7 +203,7 @@ impl KeyDir {
     /// (compaction uses this so a concurrent write always wins).
     pub fn replace_if(&self, key: &[u8], from: Location, to: Location) -> bool {
         let h = self.hash(key);
-        let mut guard = self.write(self.shard_of(h));
+        let mut guard = self.write(self.shard_of(key));
         let shard = &mut *guard;
         let arena = &shard.arena;
         match shard
@@ -213,10 +232,19 @@ impl KeyDir {
     /// is read-locked while it is visited, so `f` must not write the directory).
     pub fn for_each(&self, mut f: impl FnMut(&[u8], Location)) {
         for i in 0..SHARDS {
-            let shard = self.read(i);
-            for slot in shard.table.iter() {
-                f(arena_key(&shard.arena, slot.key_off), slot.loc());
-            }
+            self.for_each_in(i, &mut f);
+        }
+    }
+
+    /// Calls `f` with every key of partition `p` and its location (the
+    /// shard is read-locked meanwhile).
+    pub fn for_each_in(&self, p: usize, mut f: impl FnMut(&[u8], Location)) {
+        if p >= SHARDS {
+            return;
+        }
+        let shard = self.read(p);
+        for slot in shard.table.iter() {
+            f(arena_key(&shard.arena, slot.key_off), slot.loc());
         }
     }
 
@@ -241,12 +269,13 @@ mod tests {
             seg,
             offset,
             len: 7,
+            digest: u64::from(offset) * 3,
         }
     }
 
     #[test]
-    fn slot_is_20_bytes() {
-        assert_eq!(std::mem::size_of::<Slot>(), 20);
+    fn slot_is_28_bytes() {
+        assert_eq!(std::mem::size_of::<Slot>(), 28);
     }
 
     #[test]

@@ -153,6 +153,8 @@ pub(crate) struct Inner {
     pub(crate) dir: PathBuf,
     pub(crate) opts: LogOptions,
     pub(crate) keydir: KeyDir,
+    /// Content summary, kept exact by every append (under the writer lock).
+    pub(crate) summary: super::Summary,
     pub(crate) segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
     pub(crate) writer: Mutex<Writer>,
     /// LSN of the last append (mirrors `Writer::lsn`, readable without the lock).
@@ -238,10 +240,24 @@ impl Inner {
         (lsn, seg)
     }
 
-    /// Waits until `lsn` is durable, taking part in group commit.
+    /// Blocks until `lsn` is durable under the policy.
     fn wait_durable(&self, lsn: u64) -> Result<(), StoreError> {
-        self.commit
-            .wait(lsn, || self.sync_point(), |seg| seg.file.sync_data())
+        match self.opts.fsync {
+            FsyncPolicy::Always if lsn > 0 => self.commit.wait(lsn),
+            _ if self.commit.is_poisoned() => Err(StoreError::Poisoned),
+            _ => Ok(()),
+        }
+    }
+
+    /// What an async writer waits for before a write at `lsn` is durable.
+    fn durable(&self, lsn: u64) -> super::Durable {
+        match self.opts.fsync {
+            FsyncPolicy::Always if lsn > 0 => {
+                self.commit.request(lsn);
+                super::Durable::after(self.commit.subscribe(), lsn)
+            }
+            _ => super::Durable::ready(),
+        }
     }
 
     /// Fsyncs the active segment; returns the LSN that is now durable.
@@ -283,11 +299,17 @@ impl Inner {
         Ok(())
     }
 
-    /// Appends one record and updates the key directory; returns its LSN.
+    /// Appends one record and updates the key directory and the content
+    /// summary; returns its LSN.
     fn append(&self, key: &[u8], value: &[u8], flags: u8) -> Result<u64, StoreError> {
         let tomb = flags & record::FLAG_TOMBSTONE != 0;
         let mut rec = Vec::new();
         record::encode(&mut rec, now_micros(), flags, key, value);
+        let digest = if tomb {
+            0
+        } else {
+            crate::keyspace::digest(value)
+        };
         let len = rec.len() as u64;
         let mut w = self.writer();
         if self.commit.is_poisoned() {
@@ -320,6 +342,7 @@ impl Inner {
             seg: seg.id,
             offset: off as u32,
             len: len as u32,
+            digest,
         };
         let old = if tomb {
             seg.dead.fetch_add(len, Ordering::Relaxed);
@@ -327,6 +350,12 @@ impl Inner {
         } else {
             self.keydir.insert(key, loc)
         };
+        self.summary.change(
+            key,
+            crate::keyspace::key_hash(key),
+            old.map(|o| o.digest),
+            (!tomb).then_some(digest),
+        );
         if let Some(o) = old {
             self.add_dead(o.seg, o.len);
         }
@@ -334,7 +363,7 @@ impl Inner {
         Ok(lsn)
     }
 
-    fn write(&self, key: &[u8], value: &[u8], flags: u8) -> Result<(), StoreError> {
+    fn write(&self, key: &[u8], value: &[u8], flags: u8) -> Result<u64, StoreError> {
         if key.len() > record::MAX_KEY_LEN {
             return Err(StoreError::TooLarge {
                 what: "key",
@@ -349,11 +378,7 @@ impl Inner {
                 limit: record::MAX_VALUE_LEN,
             });
         }
-        let lsn = self.append(key, value, flags)?;
-        match self.opts.fsync {
-            FsyncPolicy::Always if lsn > 0 => self.wait_durable(lsn),
-            _ => Ok(()),
-        }
+        self.append(key, value, flags)
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -426,12 +451,26 @@ impl LogStore {
                 Box::new(move || compaction::maintenance_loop(&inner)),
             )?);
         }
-        if let FsyncPolicy::Interval(every) = inner.opts.fsync {
-            let inner = inner.clone();
-            threads.push(spawn(
-                "store-fsync",
-                Box::new(move || interval_sync_loop(&inner, every)),
-            )?);
+        match inner.opts.fsync {
+            FsyncPolicy::Interval(every) => {
+                let inner = inner.clone();
+                threads.push(spawn(
+                    "store-fsync",
+                    Box::new(move || interval_sync_loop(&inner, every)),
+                )?);
+            }
+            FsyncPolicy::Always => {
+                let inner = inner.clone();
+                threads.push(spawn(
+                    "store-sync",
+                    Box::new(move || {
+                        inner
+                            .commit
+                            .run_syncer(|| inner.sync_point(), |seg| seg.file.sync_data())
+                    }),
+                )?);
+            }
+            FsyncPolicy::Never => {}
         }
         Ok(LogStore {
             inner,
@@ -443,6 +482,7 @@ impl LogStore {
     fn stop_threads(&self) {
         *self.inner.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
         self.inner.wake.notify_all();
+        self.inner.commit.stop();
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
         for t in threads {
             if t.join().is_err() {
@@ -485,8 +525,19 @@ impl LogStore {
 
     /// Fsyncs everything written so far, whatever the policy.
     pub fn sync(&self) -> Result<(), StoreError> {
-        let lsn = self.inner.written.load(Ordering::Acquire);
-        self.inner.wait_durable(lsn)
+        if self.inner.commit.is_poisoned() {
+            return Err(StoreError::Poisoned);
+        }
+        match self.inner.sync_active() {
+            Ok(lsn) => {
+                self.inner.commit.mark_synced(lsn);
+                Ok(())
+            }
+            Err(e) => {
+                self.inner.commit.poison();
+                Err(e.into())
+            }
+        }
     }
 
     /// Heap bytes held by the key directory (for the memory benchmark).
@@ -550,12 +601,35 @@ impl Store for LogStore {
         self.inner.get(key)
     }
 
-    fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+    fn append(&self, key: &[u8], value: &[u8]) -> Result<super::Lsn, StoreError> {
         self.inner.write(key, value, 0)
     }
 
-    fn delete(&self, key: &[u8]) -> Result<(), StoreError> {
+    fn append_delete(&self, key: &[u8]) -> Result<super::Lsn, StoreError> {
         self.inner.write(key, &[], record::FLAG_TOMBSTONE)
+    }
+
+    fn durable(&self, lsn: super::Lsn) -> super::Durable {
+        self.inner.durable(lsn)
+    }
+
+    fn wait_durable(&self, lsn: super::Lsn) -> Result<(), StoreError> {
+        self.inner.wait_durable(lsn)
+    }
+
+    fn summary(&self) -> &super::Summary {
+        &self.inner.summary
+    }
+
+    fn partition_digests(&self, p: usize, buckets: &[u8]) -> Vec<(Vec<u8>, u64)> {
+        let mut out = Vec::new();
+        self.inner.keydir.for_each_in(p, |k, loc| {
+            let b = crate::keyspace::bucket_of(k) as u8;
+            if buckets.contains(&b) {
+                out.push((k.to_vec(), loc.digest));
+            }
+        });
+        out
     }
 
     fn keys(&self) -> Result<Vec<Vec<u8>>, StoreError> {

@@ -18,27 +18,41 @@ use super::keydir::{KeyDir, Location};
 use super::record::FLAG_TOMBSTONE;
 use super::segment::{self, HINT_EXT, SEG_EXT, TMP_EXT};
 use super::{Inner, LogOptions, Segment, Stats, Writer, fsutil, hint};
-use crate::storage::StoreError;
+use crate::keyspace::{digest, key_hash};
+use crate::storage::{StoreError, Summary};
 
-/// Applies one record (from a hint or a scan) to the key directory and the
-/// per-segment dead-byte counts.
-fn apply(
-    keydir: &KeyDir,
-    dead: &mut HashMap<u64, u64>,
-    seg: u64,
-    offset: u32,
-    len: u32,
-    flags: u8,
-    key: &[u8],
-) {
-    let old = if flags & FLAG_TOMBSTONE != 0 {
-        *dead.entry(seg).or_default() += u64::from(len);
-        keydir.remove(key)
-    } else {
-        keydir.insert(key, Location { seg, offset, len })
-    };
-    if let Some(o) = old {
-        *dead.entry(o.seg).or_default() += u64::from(o.len);
+/// What recovery builds: the key directory, its content summary, and the
+/// dead bytes per segment.
+struct Rebuild {
+    keydir: KeyDir,
+    summary: Summary,
+    dead: HashMap<u64, u64>,
+}
+
+impl Rebuild {
+    /// Applies one record (from a hint or a scan).
+    fn apply(&mut self, seg: u64, offset: u32, len: u32, flags: u8, digest: u64, key: &[u8]) {
+        let tomb = flags & FLAG_TOMBSTONE != 0;
+        let old = if tomb {
+            *self.dead.entry(seg).or_default() += u64::from(len);
+            self.keydir.remove(key)
+        } else {
+            self.keydir.insert(
+                key,
+                Location {
+                    seg,
+                    offset,
+                    len,
+                    digest,
+                },
+            )
+        };
+        let new = (!tomb).then_some(digest);
+        self.summary
+            .change(key, key_hash(key), old.map(|o| o.digest), new);
+        if let Some(o) = old {
+            *self.dead.entry(o.seg).or_default() += u64::from(o.len);
+        }
     }
 }
 
@@ -79,9 +93,12 @@ pub(crate) fn open(dir: &Path, opts: LogOptions) -> Result<Inner, StoreError> {
         }
     }
 
-    let keydir = KeyDir::new();
+    let mut rb = Rebuild {
+        keydir: KeyDir::new(),
+        summary: Summary::new(),
+        dead: HashMap::new(),
+    };
     let stats = Stats::default();
-    let mut dead: HashMap<u64, u64> = HashMap::new();
     let mut segs: BTreeMap<u64, Arc<Segment>> = BTreeMap::new();
     let (mut from_hints, mut scanned) = (0u32, 0u32);
     let mut last_has_hint = false;
@@ -101,8 +118,8 @@ pub(crate) fn open(dir: &Path, opts: LogOptions) -> Result<Inner, StoreError> {
         let mut has_hint = false;
         match fs::read(&hint_file) {
             Ok(bytes) => {
-                match hint::decode(&bytes, len, |flags, off, rlen, key| {
-                    apply(&keydir, &mut dead, id, off, rlen, flags, key)
+                match hint::decode(&bytes, len, |flags, off, rlen, digest, key| {
+                    rb.apply(id, off, rlen, flags, digest, key)
                 }) {
                     Ok(_) => has_hint = true,
                     Err(reason) => tracing::warn!(
@@ -120,7 +137,12 @@ pub(crate) fn open(dir: &Path, opts: LogOptions) -> Result<Inner, StoreError> {
             scanned += 1;
             let buf = read_all(&file, len)?;
             let sum = segment::scan(&buf, |off, rlen, rec| {
-                apply(&keydir, &mut dead, id, off as u32, rlen, rec.flags, rec.key)
+                let digest = if rec.is_tombstone() {
+                    0
+                } else {
+                    digest(rec.value)
+                };
+                rb.apply(id, off as u32, rlen, rec.flags, digest, rec.key)
             })
             .map_err(|e| StoreError::UnsupportedFormat(format!("{}: {e}", path.display())))?;
             for s in &sum.corrupt {
@@ -128,7 +150,7 @@ pub(crate) fn open(dir: &Path, opts: LogOptions) -> Result<Inner, StoreError> {
                     file = %path.display(), offset = s.offset, bytes = s.len, reason = %s.reason,
                     "skipping corrupt record (other replicas and repair cover it)"
                 );
-                *dead.entry(id).or_default() += s.len;
+                *rb.dead.entry(id).or_default() += s.len;
             }
             stats
                 .corrupt_at_recovery
@@ -151,7 +173,7 @@ pub(crate) fn open(dir: &Path, opts: LogOptions) -> Result<Inner, StoreError> {
                         "skipping corrupt bytes at the end of a closed segment"
                     );
                     stats.corrupt_at_recovery.fetch_add(1, Ordering::Relaxed);
-                    *dead.entry(id).or_default() += t.len;
+                    *rb.dead.entry(id).or_default() += t.len;
                 }
             }
         }
@@ -160,6 +182,11 @@ pub(crate) fn open(dir: &Path, opts: LogOptions) -> Result<Inner, StoreError> {
         }
         segs.insert(id, Arc::new(Segment::new(id, file, len, 0, has_hint)));
     }
+    let Rebuild {
+        keydir,
+        summary,
+        dead,
+    } = rb;
     for (id, d) in dead {
         if let Some(s) = segs.get(&id) {
             s.dead.store(d, Ordering::Relaxed);
@@ -207,6 +234,7 @@ pub(crate) fn open(dir: &Path, opts: LogOptions) -> Result<Inner, StoreError> {
         dir: dir.to_path_buf(),
         opts,
         keydir,
+        summary,
         segments: RwLock::new(segs),
         sync_target: Mutex::new(active.clone()),
         written: AtomicU64::new(0),
