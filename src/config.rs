@@ -47,6 +47,13 @@ pub struct Config {
     pub vnodes: usize,
     /// Time a coordinator waits for replicas.
     pub request_timeout: Duration,
+    /// A read that has not heard from R replicas after this asks the others too.
+    pub read_hedge: Duration,
+    /// Share of reads sent to every replica (not only R), so that read repair
+    /// also reaches replicas a plain quorum read would not ask.
+    pub read_repair_chance: f64,
+    /// Seed for the node's random choices (none: a fresh one per run).
+    pub rng_seed: Option<u64>,
     /// Gossip round period.
     pub gossip_interval: Duration,
     /// Phi-accrual threshold above which a peer is considered down.
@@ -74,8 +81,11 @@ impl Config {
             n: DEFAULT_N,
             r: DEFAULT_R,
             w: DEFAULT_W,
-            vnodes: crate::ring::DEFAULT_VNODES,
+            vnodes: crate::cluster::ring::DEFAULT_VNODES,
             request_timeout: Duration::from_secs(2),
+            read_hedge: Duration::from_millis(50),
+            read_repair_chance: 0.1,
+            rng_seed: None,
             gossip_interval: Duration::from_millis(200),
             phi_threshold: 10.0,
             fault_injection: false,

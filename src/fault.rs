@@ -140,7 +140,7 @@ impl Transport for FaultyTransport {
     async fn call(
         &self,
         to: SocketAddr,
-        req: Request,
+        req: &Request,
         timeout: Duration,
     ) -> Result<Response, RpcError> {
         match self.faults.fate(&to) {

@@ -5,38 +5,52 @@
 //! Pure parts (no I/O, unit- and property-tested):
 //! - [`vclock`]: vector clocks over server actors.
 //! - [`object`]: versioned objects with siblings (dotted version vectors).
-//! - [`ring`]: the consistent-hash ring with virtual nodes.
-//! - [`resp`]: the Redis protocol codec; [`rpc::frame`]: the peer frame codec.
-//! - [`command`]: client command parsing; [`config`]: configuration and defaults.
+//! - [`keyspace`]: key hashing, the 1024 fixed partitions and their buckets.
+//! - [`cluster::ring`], [`cluster::partition`]: vnode tokens and the
+//!   partition table (each partition's replicas, per membership change).
+//! - [`coordinator::quorum`], [`coordinator::plan`]: the quorum tracker and
+//!   the sloppy-quorum plan.
+//! - [`api::resp`], [`api::command`], [`rpc::frame`], [`rpc::message`]:
+//!   the client and peer codecs and messages.
+//! - [`config`], [`limits`], [`epoch`]: settings, connection and memory
+//!   limits, and the rule for keeping a vector-clock epoch.
 //!
-//! Wiring (sockets and tasks):
-//! - [`node`]: builds and stops a node; [`server`]: its TCP port (RESP and peer RPC).
-//! - [`coordinator`]: quorum reads and writes, sloppy quorum, read repair.
-//! - [`anti_entropy`]: Merkle-tree exchanges between replicas.
-//! - [`replica`]: the local copy over a [`storage::Store`]; [`handoff`]: hints kept for down nodes.
-//! - [`membership`]: chitchat gossip, members and liveness.
-//! - [`rpc`]: peer messages and the transport seam; [`fault`]: fault injection at the seams.
-//! - [`client`], [`repl`]: the REPL and its RESP client; [`local`]: `db local`.
+//! The data path, top to bottom (each arrow points down):
+//! - [`server`]: the TCP port; admits connections and tells clients from peers.
+//! - [`api`]: client sessions (pipelined) and commands → [`coordinator`].
+//! - [`coordinator`]: quorum reads and writes over narrow handles →
+//!   [`rpc`] (transport), [`replica`], [`hints`], [`cluster`] (views).
+//! - [`rpc`]: the peer protocol (multiplexed TCP, or in memory for tests)
+//!   and the [`rpc::service::PeerService`] that answers peers.
+//! - [`replica`], [`hints`]: versioned objects in a [`storage::Store`].
+//! - [`storage`]: the log-structured engine and the in-memory one.
+//!
+//! Around it: [`node`] (wires the parts, stops them in order), [`workers`]
+//! (hint delivery, anti-entropy), [`cluster::membership`] (chitchat gossip),
+//! [`fault`] (fault injection at the seams), and the REPL side:
+//! [`client`], [`repl`], [`local`].
 
-pub mod anti_entropy;
+pub mod api;
 pub mod client;
-pub mod command;
+pub mod cluster;
 pub mod config;
 pub mod coordinator;
 pub mod epoch;
 pub mod fault;
-pub mod handoff;
+pub mod hints;
 pub mod keyspace;
 pub mod limits;
 pub mod local;
-pub mod membership;
 pub mod node;
 pub mod object;
+pub mod random;
 pub mod repl;
 pub mod replica;
-pub mod resp;
-pub mod ring;
 pub mod rpc;
 pub mod server;
 pub mod storage;
 pub mod vclock;
+pub mod workers;
+
+/// The RESP codec, also at the crate root for clients and tests.
+pub use api::resp;

@@ -194,6 +194,45 @@ impl Held {
     }
 }
 
+/// Time a reader may wait for request memory before giving up.
+pub const BUDGET_WAIT: Duration = Duration::from_secs(30);
+/// Largest single read into a connection's buffer.
+pub const READ_CHUNK: usize = 64 * 1024;
+
+/// Reads more bytes into a connection's input buffer. The first `base`
+/// bytes of capacity are the connection's own; growing beyond them takes
+/// bytes from the node's budget (held in `held`), so a buffer only ever
+/// grows with bytes actually arriving, and never past the budget.
+pub async fn read_budgeted(
+    reader: &mut (impl tokio::io::AsyncRead + Unpin),
+    buf: &mut Vec<u8>,
+    held: &mut Held,
+    base: usize,
+) -> std::io::Result<usize> {
+    use tokio::io::AsyncReadExt;
+    if buf.capacity() - buf.len() < 512 {
+        let grow = buf.capacity().clamp(512, READ_CHUNK);
+        let beyond = (buf.capacity() + grow).saturating_sub(base);
+        if beyond > held.bytes() {
+            held.grow(beyond - held.bytes(), BUDGET_WAIT)
+                .await
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::OutOfMemory, e.to_string()))?;
+        }
+        buf.reserve_exact(grow);
+    }
+    reader.read_buf(buf).await
+}
+
+/// Drops the front `used` bytes of a connection's buffer, and gives its
+/// memory back once a large request is done.
+pub fn consume(buf: &mut Vec<u8>, used: usize, held: &mut Held, base: usize) {
+    buf.drain(..used);
+    if buf.is_empty() && buf.capacity() > base {
+        *buf = Vec::with_capacity(512);
+        held.shrink_to(0);
+    }
+}
+
 /// Raises the soft limit on open files to the hard limit; returns the soft
 /// limit now in force (`None` if it cannot be read).
 pub fn raise_fd_limit() -> Option<u64> {

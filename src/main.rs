@@ -112,7 +112,7 @@ struct NodeOpts {
     #[command(flatten)]
     replication: Replication,
     /// Virtual nodes per member on the ring.
-    #[arg(long, default_value_t = distro_db::ring::DEFAULT_VNODES)]
+    #[arg(long, default_value_t = distro_db::cluster::ring::DEFAULT_VNODES)]
     vnodes: usize,
     /// Milliseconds a coordinator waits for replicas.
     #[arg(long, default_value_t = 2000)]
@@ -133,6 +133,13 @@ struct NodeOpts {
     /// Milliseconds between anti-entropy exchanges with a peer (0: off).
     #[arg(long, default_value_t = 10_000)]
     aae_interval_ms: u64,
+    /// Share of reads sent to every replica rather than R (0..1), so that
+    /// read repair also reaches replicas a quorum read would not ask.
+    #[arg(long, default_value_t = 0.1)]
+    read_repair_chance: f64,
+    /// Seed for the node's random choices (for reproducible runs).
+    #[arg(long)]
+    rng_seed: Option<u64>,
     /// Client connections accepted at once (peers have a reserved share on top).
     #[arg(long, default_value_t = distro_db::limits::defaults::MAX_CLIENTS)]
     max_clients: usize,
@@ -173,6 +180,8 @@ fn build_config(listen: SocketAddr, advertise: Option<SocketAddr>, o: &NodeOpts)
     c.fault_injection = o.fault_injection;
     c.fsync = o.fsync;
     c.aae_interval = Duration::from_millis(o.aae_interval_ms);
+    c.read_repair_chance = o.read_repair_chance.clamp(0.0, 1.0);
+    c.rng_seed = o.rng_seed;
     c.limits.max_clients = o.max_clients.max(1);
     c.limits.request_bytes = o.request_memory_mb.max(1) << 20;
     c
@@ -300,10 +309,10 @@ fn run_master(config: Config, wait_for: Option<usize>) -> anyhow::Result<()> {
     let node = rt.block_on(node::start(config))?;
     if let Some(count) = wait_for {
         let deadline = Instant::now() + Duration::from_secs(15);
-        while node.membership.view().live.len() < count && Instant::now() < deadline {
+        while node.membership.view().live_count() < count && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-        let live = node.membership.view().live.len();
+        let live = node.membership.view().live_count();
         if live < count {
             eprintln!("warning: only {live} of {count} nodes are up; see the logs");
         } else {

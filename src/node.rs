@@ -1,54 +1,70 @@
-//! A node: builds every part from a [`Config`], runs it, and stops it.
+//! A node: builds every part from a [`Config`], wires them together, and
+//! stops them in order. Nothing else sees every part.
 //!
-//! A node owns its local [`Replica`], its [`Membership`], the peer
-//! [`Transport`] and the TCP listener (see [`crate::server`]). Stopping is
-//! cooperative: one [`CancellationToken`] tells every loop to end; the node
-//! then announces `status=stopping` through gossip so peers route around it
-//! at once, and stops gossip.
+//! The parts and what each is handed:
+//! - the [`Replica`] (local store + this node's actor) and the [`Hints`]
+//!   (a store of their own);
+//! - [`Membership`] (chitchat), which publishes [`crate::cluster::ClusterView`]
+//!   snapshots;
+//! - the peer [`Transport`] (multiplexed TCP, wrapped for fault injection);
+//! - the [`Coordinator`] (view, transport, replica, hints, settings);
+//! - the [`PeerService`] (replica, hints, coordinator) and the client
+//!   [`Api`] (coordinator and report handles), both served on the TCP port
+//!   by [`crate::server`];
+//! - the background [`Workers`] (hint delivery, anti-entropy).
+//!
+//! Stopping is cooperative and ordered: announce `status=stopping` through
+//! gossip so peers route around the node at once; stop accepting and end
+//! every session; let the workers finish their current unit and the
+//! coordinator's background work (late answers, read repair, replication
+//! past W) drain; stop gossip; close the stores (synced, writes refused) and
+//! leave the clean-stop marker that lets the next start keep the epoch.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::anti_entropy::Trees;
+use crate::api::{Api, NodeInfo};
+use crate::cluster::Membership;
 use crate::config::Config;
+use crate::coordinator::{CoordConfig, Coordinator};
 use crate::epoch::ActorCell;
 use crate::fault::{Faults, FaultyTransport};
-use crate::handoff::Hints;
-use crate::membership::Membership;
+use crate::hints::Hints;
 use crate::replica::Replica;
+use crate::rpc::service::{PeerService, StopFn};
 use crate::rpc::{TcpTransport, Transport};
 use crate::storage::{FsyncPolicy, LogOptions, LogStore, MemoryStore, Store};
+use crate::workers::Workers;
+use crate::workers::anti_entropy::{AaeStats, AntiEntropy};
+use crate::workers::handoff::Handoff;
 
-/// A running node's shared state.
+/// Longest a stop waits for workers and background requests to finish.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// A running node.
 pub struct Node {
     /// The configuration it started with (node id resolved).
     pub config: Config,
-    /// The vector-clock actor for writes this node coordinates:
-    /// `node-id/epoch`, where the epoch is new whenever the node cannot vouch
-    /// that its store holds every write it made (see [`crate::epoch`]).
-    pub actor: Arc<ActorCell>,
-    /// Local data.
-    pub replica: Replica,
-    /// Copies kept for other nodes (hinted handoff).
-    pub hints: Hints,
-    /// The store behind [`Hints`] (closed at stop).
-    hints_store: Arc<dyn Store>,
-    /// Anti-entropy trees (shared with the replica, which updates them).
-    pub trees: Arc<Trees>,
+    /// Quorum reads and writes.
+    pub coordinator: Arc<Coordinator>,
     /// Membership and liveness.
     pub membership: Membership,
-    /// Outgoing peer calls.
-    pub transport: Arc<dyn Transport>,
-    /// Fault-injection rules (inactive unless `--fault-injection`).
-    pub faults: Arc<Faults>,
-    /// Fires when the node must stop: every loop ends.
-    pub shutdown: CancellationToken,
+    /// Local data.
+    pub replica: Arc<Replica>,
+    /// Copies kept for other nodes.
+    pub hints: Arc<Hints>,
+    workers: Workers,
+    /// Ends the listener and every session.
+    sessions: CancellationToken,
+    /// Fires when something asks the node to stop (a command, a peer).
+    stop_requested: CancellationToken,
     /// Fires once the stop sequence has finished.
     pub stopped: CancellationToken,
     /// Set by the first call to [`stop`].
@@ -60,11 +76,16 @@ impl Node {
     pub fn id(&self) -> &str {
         &self.config.node_id
     }
+
+    /// Asks the node to stop (the stop runs on its own task).
+    pub fn request_stop(&self) {
+        self.stop_requested.cancel();
+    }
 }
 
-/// Starts a node: opens its store (durable in `data_dir/store` when the
-/// configuration has a data directory, in memory otherwise), binds its TCP
-/// port, starts gossip and the server. Returns once it accepts connections.
+/// Starts a node: opens its stores (durable under `data_dir` when the
+/// configuration has one, in memory otherwise), binds its TCP port, starts
+/// gossip, the server and the workers. Returns once it accepts connections.
 pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
     for w in config.validate().map_err(anyhow::Error::msg)? {
         warn!("{w}");
@@ -97,15 +118,15 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         Some(dir) => Arc::new(open_log(&dir.join("hints"), config.fsync).await?),
         None => Arc::new(MemoryStore::new()),
     };
-    let hints = Hints::open(hints_store.clone()).context("cannot load hints")?;
+    let hints = Arc::new(Hints::open(hints_store).context("cannot load hints")?);
     let actor = Arc::new(ActorCell::new(&config.node_id, epoch, store_dir));
-    let trees = Arc::new(Trees::new(&config.node_id));
+    let replica = Arc::new(Replica::new(store, actor));
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on tcp {}", config.listen))?;
-    let shutdown = CancellationToken::new();
+    let sessions = CancellationToken::new();
     let faults = Faults::new(config.fault_injection);
-    let membership = Membership::start(&config, faults.clone(), shutdown.clone()).await?;
+    let membership = Membership::start(&config, faults.clone(), sessions.clone()).await?;
     let tcp: Arc<dyn Transport> = Arc::new(TcpTransport::new(config.advertise));
     let transport: Arc<dyn Transport> = if config.fault_injection {
         warn!("fault injection is enabled: FAULT commands can cut this node off");
@@ -113,25 +134,97 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
     } else {
         tcp
     };
-    let node = Arc::new(Node {
-        replica: Replica::new(store, trees.clone(), actor.clone()),
-        actor,
-        trees,
-        hints,
-        hints_store,
-        membership,
+    let me: Arc<str> = config.node_id.as_str().into();
+    let coordinator = Arc::new(Coordinator::new(
+        me.clone(),
+        membership.subscribe(),
+        transport.clone(),
+        replica.clone(),
+        hints.clone(),
+        CoordConfig {
+            r: config.r,
+            w: config.w,
+            timeout: config.request_timeout,
+            hedge_after: config.read_hedge,
+            read_repair_chance: config.read_repair_chance,
+        },
+        crate::random::Random::new(config.rng_seed),
+    ));
+    let stop_requested = CancellationToken::new();
+    let stop_fn: StopFn = {
+        let t = stop_requested.clone();
+        Arc::new(move || t.cancel())
+    };
+    let peers = Arc::new(PeerService::new(
+        me.clone(),
+        config.n,
+        replica.clone(),
+        hints.clone(),
+        coordinator.clone(),
+        stop_fn.clone(),
+    ));
+    let workers = Workers::new();
+    let aae = Arc::new(AaeStats::default());
+    workers.spawn(Handoff::new(
+        hints.clone(),
+        transport.clone(),
+        membership.subscribe(),
+        config.request_timeout,
+    ));
+    workers.spawn(AntiEntropy::new(
+        me,
+        replica.clone(),
         transport,
+        membership.subscribe(),
+        config.aae_interval,
+        config.request_timeout,
+        aae.clone(),
+    ));
+    let api = Arc::new(Api {
+        coordinator: coordinator.clone(),
+        replica: replica.clone(),
+        hints: hints.clone(),
+        faults: faults.clone(),
+        aae,
+        workers: workers.clone(),
+        info: NodeInfo {
+            config: config.clone(),
+        },
+        stop: stop_fn,
+    });
+    let port = crate::server::Port {
+        api,
+        peers,
         faults,
-        shutdown,
+        limits: config.limits,
+        shutdown: sessions.clone(),
+    };
+    tokio::spawn(crate::server::serve(port, listener));
+    let node = Arc::new(Node {
+        config,
+        coordinator,
+        membership,
+        replica,
+        hints,
+        workers,
+        sessions,
+        stop_requested: stop_requested.clone(),
         stopped: CancellationToken::new(),
         stopping: AtomicBool::new(false),
-        config,
     });
-    info!(node = %node.id(), actor = %node.actor.get(), addr = %node.config.advertise,
+    info!(node = %node.id(), actor = %node.replica.actor().get(), addr = %node.config.advertise,
           seeds = node.config.seeds.len(), "node started");
-    tokio::spawn(crate::server::serve(node.clone(), listener));
-    tokio::spawn(crate::handoff::deliver_forever(node.clone()));
-    tokio::spawn(crate::anti_entropy::run_forever(node.clone()));
+    // A stop asked for by a command or a peer runs here.
+    let stopper = node.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = stopper.stop_requested.cancelled() => {
+                info!("stop requested");
+                stop(&stopper).await;
+            }
+            _ = stopper.stopped.cancelled() => {}
+        }
+    });
     Ok(node)
 }
 
@@ -168,7 +261,8 @@ pub async fn run_until_stopped(node: Arc<Node>) {
     }
 }
 
-/// Stops a node: tells peers it is stopping, then ends its loops and gossip.
+/// Stops a node in order (see the module doc). A second call waits for the
+/// first to finish.
 pub async fn stop(node: &Node) {
     if node.stopping.swap(true, Ordering::SeqCst) {
         node.stopped.cancelled().await;
@@ -178,14 +272,20 @@ pub async fn stop(node: &Node) {
     node.membership.announce_stopping().await;
     // One gossip round carries the news to a few peers; don't wait longer.
     tokio::time::sleep(node.config.gossip_interval).await;
-    node.shutdown.cancel();
+    node.sessions.cancel();
+    node.workers.stop(DRAIN).await;
+    let tasks = node.coordinator.tasks();
+    tasks.close();
+    if tokio::time::timeout(DRAIN, tasks.wait()).await.is_err() {
+        warn!("background requests did not finish in time; stopping without them");
+    }
     node.membership.stop();
     // Close both stores (background work stops, everything is synced,
     // writes are refused from now on), then leave the clean-stop marker
     // that lets the next start keep this epoch.
-    let (store, hints) = (node.replica.store().clone(), node.hints_store.clone());
+    let (store, hints) = (node.replica.store().clone(), node.hints.store().clone());
     let store_dir = node.config.data_dir.as_ref().map(|d| d.join("store"));
-    let epoch = node.actor.epoch();
+    let epoch = node.replica.actor().epoch();
     let closed = tokio::task::spawn_blocking(move || {
         if let Err(e) = hints.close() {
             warn!(cause = %e, "could not close the hint store");

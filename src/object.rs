@@ -410,7 +410,7 @@ fn union_run(a: &[Sibling], b: &[Sibling], out: &mut Vec<Sibling>) {
 /// A 32-bit tag of the key a context token was read from, so a token
 /// pasted onto another key is refused instead of covering that key's writes.
 fn key_tag(key: &[u8]) -> u32 {
-    (crate::ring::key_hash(key) >> 32) as u32
+    (crate::keyspace::key_hash(key) >> 32) as u32
 }
 
 /// Encodes the causal context of `key` as the opaque token clients pass

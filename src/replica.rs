@@ -1,25 +1,25 @@
 //! The local replica: versioned objects in the node's [`Store`].
 //!
 //! Every read-modify-write of a key (a coordinated update, a merge from a
-//! peer) holds that key's lock stripe, so two concurrent changes to one key on
-//! one node never lose each other. Store calls are blocking and run on
-//! tokio's blocking pool.
-
-use std::sync::Arc;
+//! peer) holds that key's lock stripe, so two concurrent changes to one key
+//! on one node never lose each other. Everything here is synchronous and
+//! short: a key-directory look-up, a read from the page cache, a merge, an
+//! append. Nothing waits for a sync while holding a lock: a change returns
+//! its LSN, and the caller waits for [`Replica::durable`] afterwards, so one
+//! group commit covers every change that arrived meanwhile.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::Mutex;
 use tracing::{error, warn};
 
-use crate::anti_entropy::Trees;
 use crate::epoch::ActorCell;
 use crate::object::{Object, UpdateError};
-use crate::storage::{Store, StoreError};
-use crate::vclock::{Actor, VClock};
+use crate::storage::{Durable, Lsn, Store, StoreError};
+use crate::vclock::{Dot, VClock};
 
 /// Lock stripes: keys hash onto this many mutexes.
-const STRIPES: usize = 256;
+const STRIPES: usize = 1024;
 
 /// Why a local operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -33,42 +33,53 @@ pub enum ReplicaError {
     /// The update was refused.
     #[error(transparent)]
     Update(#[from] UpdateError),
-    /// A blocking task died.
-    #[error("storage task failed: {0}")]
-    Task(String),
     /// The stored copy of the key does not decode.
     #[error("the local copy of this key is corrupt ({0}); it is repaired from other replicas")]
     Corrupt(String),
+}
+
+/// A write made by this node's actor.
+#[derive(Debug)]
+pub struct Written {
+    /// The object now stored.
+    pub object: Object,
+    /// True when the key had a live value before.
+    pub existed: bool,
+    /// Where it was appended (wait for [`Replica::durable`] of it).
+    pub lsn: Lsn,
+}
+
+/// A copy merged in.
+#[derive(Debug)]
+pub struct MergeOutcome {
+    /// The object now stored.
+    pub object: Object,
+    /// Where it was appended (0 when nothing changed).
+    pub lsn: Lsn,
+    /// Dots the merge found carrying two values (see [`Object::merge_checked`]).
+    pub conflicts: Vec<Dot>,
 }
 
 /// The node's local copy of the data.
 pub struct Replica {
     store: Arc<dyn Store>,
     locks: KeyLocks,
-    /// Anti-entropy trees, told of every change.
-    trees: Arc<Trees>,
-    /// This node's actor: a merge that finds one of its dots reused starts a
-    /// new epoch.
+    /// This node's actor: writes are made under it, and a merge that finds
+    /// one of its dots reused starts a new epoch.
     actor: Arc<ActorCell>,
-    /// Dots found carrying two different values (see [`Object::merge_checked`]).
+    /// Dots found carrying two different values.
     conflicts: AtomicU64,
 }
 
 impl Replica {
-    /// Wraps a store; every change is recorded in `trees`.
-    pub fn new(store: Arc<dyn Store>, trees: Arc<Trees>, actor: Arc<ActorCell>) -> Replica {
+    /// Wraps a store; writes are made as `actor`.
+    pub fn new(store: Arc<dyn Store>, actor: Arc<ActorCell>) -> Replica {
         Replica {
             store,
             locks: KeyLocks::new(STRIPES),
-            trees,
             actor,
             conflicts: AtomicU64::new(0),
         }
-    }
-
-    /// Dots found reused (two values under one dot) since start.
-    pub fn conflicts(&self) -> u64 {
-        self.conflicts.load(Ordering::Relaxed)
     }
 
     /// The underlying store.
@@ -76,60 +87,69 @@ impl Replica {
         &self.store
     }
 
-    async fn load(&self, key: &[u8]) -> Result<Option<Object>, ReplicaError> {
-        Ok(load_object(&self.store, key).await?.map(|(_, o)| o))
+    /// This node's actor.
+    pub fn actor(&self) -> &Arc<ActorCell> {
+        &self.actor
     }
 
-    async fn save(&self, key: &[u8], object: &Object) -> Result<(), ReplicaError> {
-        let digest = save_object(&self.store, key, object).await?;
-        self.trees.record_digest(key, digest);
-        Ok(())
+    /// Dots found reused (two values under one dot) since start.
+    pub fn conflicts(&self) -> u64 {
+        self.conflicts.load(Ordering::Relaxed)
+    }
+
+    /// What to wait for before a change at `lsn` is durable.
+    pub fn durable(&self, lsn: Lsn) -> Durable {
+        self.store.durable(lsn)
     }
 
     /// Reads the local copy of `key`.
-    pub async fn get(&self, key: &[u8]) -> Result<Option<Object>, ReplicaError> {
-        self.load(key).await
+    pub fn get(&self, key: &[u8]) -> Result<Option<Object>, ReplicaError> {
+        load_object(&*self.store, key).map(|o| o.map(|(_, o)| o))
     }
 
-    /// Merges `incoming` into the local copy; returns the result. An
-    /// incoming copy that breaks the object rules, or a merge whose result
-    /// would exceed the bounds, is refused (and logged): nothing is stored.
-    pub async fn merge(&self, key: &[u8], incoming: &Object) -> Result<Object, ReplicaError> {
+    /// Merges `incoming` into the local copy. An incoming copy that breaks
+    /// the object rules, or a merge whose result would exceed the bounds, is
+    /// refused (and logged): nothing is stored.
+    pub fn merge(&self, key: &[u8], incoming: &Object) -> Result<MergeOutcome, ReplicaError> {
         if let Err(e) = incoming.validate() {
             warn!(key = %String::from_utf8_lossy(key), cause = %e, "refusing an invalid copy");
             return Err(e.into());
         }
-        let _guard = self.locks.of(key).lock().await;
-        let local = match self.load(key).await {
+        let _guard = self.locks.of(key);
+        let local = match load_object(&*self.store, key) {
             // An incoming copy replaces an undecodable one: that is the repair.
             Err(ReplicaError::Corrupt(cause)) => {
                 error!(key = %String::from_utf8_lossy(key), %cause, "replacing a corrupt local copy with a replica's copy");
                 None
             }
-            other => other?,
+            other => other?.map(|(_, o)| o),
         };
-        let merged = match &local {
+        let (merged, conflicts) = match &local {
             Some(l) => match l.merge_checked(incoming) {
-                Ok(m) => {
-                    self.note_conflicts(key, &m.new_conflicts);
-                    m.object
-                }
+                Ok(m) => (m.object, m.new_conflicts),
                 Err(e) => {
                     warn!(key = %String::from_utf8_lossy(key), cause = %e, "refusing a merge beyond the object bounds");
                     return Err(e.into());
                 }
             },
-            None => incoming.clone(),
+            None => (incoming.clone(), Vec::new()),
         };
-        if local.as_ref() != Some(&merged) {
-            self.save(key, &merged).await?;
-        }
-        Ok(merged)
+        self.note_conflicts(key, &conflicts);
+        let lsn = if local.as_ref() != Some(&merged) {
+            self.store.append(key, &merged.to_bytes())?
+        } else {
+            0
+        };
+        Ok(MergeOutcome {
+            object: merged,
+            lsn,
+            conflicts,
+        })
     }
 
     /// Counts dots found reused, and starts a new epoch if one is this
     /// node's own.
-    fn note_conflicts(&self, key: &[u8], dots: &[crate::vclock::Dot]) {
+    fn note_conflicts(&self, key: &[u8], dots: &[Dot]) {
         if dots.is_empty() {
             return;
         }
@@ -138,24 +158,28 @@ impl Replica {
         for dot in dots {
             error!(key = %String::from_utf8_lossy(key), actor = %dot.actor, counter = dot.counter,
                    "one dot carries two different values (an actor reused it); both are kept as siblings");
-            if self.actor.is_current(&dot.actor) {
-                self.actor.rotate("this node's own dot was found reused");
-            }
+        }
+        self.note_conflicts_seen_by_peer(dots);
+    }
+
+    /// A peer's merge found these dots reused: if one is this node's own,
+    /// start a new epoch.
+    pub fn note_conflicts_seen_by_peer(&self, dots: &[Dot]) {
+        if dots.iter().any(|d| self.actor.is_current(&d.actor)) {
+            self.actor.rotate("this node's own dot was found reused");
         }
     }
 
-    /// Applies a write as `actor`. With no `context`, the write supersedes
-    /// whatever the local copy has seen. Returns the new object and whether
-    /// the key had a live value before.
-    pub async fn update(
+    /// Applies a write as this node's actor. With no `context`, the write
+    /// supersedes whatever the local copy has seen.
+    pub fn update(
         &self,
         key: &[u8],
         context: Option<&VClock>,
-        actor: &Actor,
         value: Option<Vec<u8>>,
-    ) -> Result<(Object, bool), ReplicaError> {
-        let _guard = self.locks.of(key).lock().await;
-        let local = self.load(key).await?;
+    ) -> Result<Written, ReplicaError> {
+        let _guard = self.locks.of(key);
+        let local = load_object(&*self.store, key)?.map(|(_, o)| o);
         let existed = local.as_ref().is_some_and(|o| !o.is_deleted());
         let own_context;
         let context = match context {
@@ -165,14 +189,19 @@ impl Replica {
                 &own_context
             }
         };
-        let object = Object::update(local.as_ref(), context, actor, value, now_ms())?;
-        self.save(key, &object).await?;
-        Ok((object, existed))
+        let actor = self.actor.get();
+        let object = Object::update(local.as_ref(), context, &actor, value, now_ms())?;
+        let lsn = self.store.append(key, &object.to_bytes())?;
+        Ok(Written {
+            object,
+            existed,
+            lsn,
+        })
     }
 }
 
 /// Lock stripes: each key hashes onto one mutex, held across a
-/// read-modify-write of that key.
+/// read-modify-write of that key (never across an await).
 pub struct KeyLocks(Vec<Mutex<()>>);
 
 impl KeyLocks {
@@ -181,9 +210,11 @@ impl KeyLocks {
         KeyLocks((0..n.max(1)).map(|_| Mutex::new(())).collect())
     }
 
-    /// The stripe of `key`.
-    pub fn of(&self, key: &[u8]) -> &Mutex<()> {
-        &self.0[crate::ring::key_hash(key) as usize % self.0.len()]
+    /// Locks the stripe of `key`.
+    pub fn of(&self, key: &[u8]) -> MutexGuard<'_, ()> {
+        let i = (crate::keyspace::key_hash(key) as usize) % self.0.len();
+        // The guarded data is `()`: a panic elsewhere cannot corrupt it.
+        self.0[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -191,15 +222,11 @@ impl KeyLocks {
 /// record that fails its checksum or does not decode is
 /// [`ReplicaError::Corrupt`]: never served, never taken for a new key
 /// (whose dots would be reused), replaceable by another replica's copy.
-pub async fn load_object(
-    store: &Arc<dyn Store>,
+pub fn load_object(
+    store: &dyn Store,
     key: &[u8],
 ) -> Result<Option<(Vec<u8>, Object)>, ReplicaError> {
-    let (store, k) = (store.clone(), key.to_vec());
-    let bytes = match tokio::task::spawn_blocking(move || store.get(&k))
-        .await
-        .map_err(|e| ReplicaError::Task(e.to_string()))?
-    {
+    let bytes = match store.get(key) {
         Ok(b) => b,
         Err(StoreError::Corrupt { reason, .. }) => return Err(ReplicaError::Corrupt(reason)),
         Err(e) => return Err(e.into()),
@@ -211,22 +238,6 @@ pub async fn load_object(
             Err(e) => Err(ReplicaError::Corrupt(e.to_string())),
         },
     }
-}
-
-/// Encodes and stores `object` under `key`; returns the anti-entropy digest
-/// of the stored bytes.
-pub async fn save_object(
-    store: &Arc<dyn Store>,
-    key: &[u8],
-    object: &Object,
-) -> Result<u64, ReplicaError> {
-    let (store, k) = (store.clone(), key.to_vec());
-    let bytes = object.to_bytes();
-    let digest = crate::anti_entropy::digest(&bytes);
-    tokio::task::spawn_blocking(move || store.put(&k, &bytes))
-        .await
-        .map_err(|e| ReplicaError::Task(e.to_string()))??;
-    Ok(digest)
 }
 
 /// Wall-clock milliseconds since the Unix epoch (informational timestamps).
@@ -242,41 +253,61 @@ mod tests {
     use super::*;
     use crate::storage::MemoryStore;
 
-    #[tokio::test]
-    async fn concurrent_updates_on_one_key_are_all_kept() {
+    #[test]
+    fn concurrent_updates_on_one_key_are_all_kept() {
         let replica = Arc::new(Replica::new(
             Arc::new(MemoryStore::new()),
-            Arc::new(Trees::new("a")),
             Arc::new(ActorCell::new("a", 1, None)),
         ));
-        let actor: Actor = "a/1".into();
-        let mut tasks = Vec::new();
-        for i in 0..50u32 {
-            let r = replica.clone();
-            let a = actor.clone();
-            tasks.push(tokio::spawn(async move {
-                r.update(
-                    b"k",
-                    Some(&VClock::new()),
-                    &a,
-                    Some(i.to_be_bytes().to_vec()),
-                )
-                .await
-                .unwrap();
-            }));
+        let threads: Vec<_> = (0..50u32)
+            .map(|i| {
+                let r = replica.clone();
+                std::thread::spawn(move || {
+                    r.update(b"k", Some(&VClock::new()), Some(i.to_be_bytes().to_vec()))
+                        .unwrap();
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
         }
-        for t in tasks {
-            t.await.unwrap();
-        }
-        let o = replica.get(b"k").await.unwrap().unwrap();
+        let o = replica.get(b"k").unwrap().unwrap();
         // All writes had an empty context: all are concurrent siblings.
         assert_eq!(o.siblings.len(), 50);
         // A write without context supersedes everything seen locally.
-        let (o, existed) = replica
-            .update(b"k", None, &actor, Some(b"x".to_vec()))
-            .await
-            .unwrap();
-        assert!(existed);
-        assert_eq!(o.values(), vec![b"x".as_slice()]);
+        let w = replica.update(b"k", None, Some(b"x".to_vec())).unwrap();
+        assert!(w.existed);
+        assert_eq!(w.object.values(), vec![b"x".as_slice()]);
+    }
+
+    #[test]
+    fn merges_refuse_invalid_copies_and_report_reused_dots() {
+        let replica = Replica::new(
+            Arc::new(MemoryStore::new()),
+            Arc::new(ActorCell::new("me", 1, None)),
+        );
+        let mut bad =
+            Object::update(None, &VClock::new(), &"x/1".into(), Some(vec![1]), 0).unwrap();
+        bad.clock = VClock::new();
+        assert!(matches!(
+            replica.merge(b"k", &bad),
+            Err(ReplicaError::Refused(_))
+        ));
+        // This node's actor wrote "b" as me/00000001:1; a copy arrives with
+        // another value under the same dot: both are kept, and the node
+        // moves to a new epoch.
+        let mine = replica
+            .update(b"k", None, Some(b"b".to_vec()))
+            .unwrap()
+            .object;
+        let dot = mine.siblings[0].dot.clone();
+        let mut other = mine.clone();
+        other.siblings[0].value = Some(b"c".to_vec());
+        let before = replica.actor().get();
+        let m = replica.merge(b"k", &other).unwrap();
+        assert_eq!(m.conflicts, vec![dot]);
+        assert_eq!(m.object.values().len(), 2);
+        assert_eq!(replica.conflicts(), 1);
+        assert_ne!(replica.actor().get(), before);
     }
 }

@@ -15,7 +15,7 @@
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// Version of the peer protocol; bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 /// First bytes of every peer connection.
 pub const PREAMBLE: [u8; 4] = [0xD7, b'D', b'B', PROTOCOL_VERSION];
 /// Largest frame accepted: a few maximum-size values with their siblings.
@@ -58,20 +58,38 @@ pub fn encode<T: Serialize>(
     id: u64,
     body: &T,
 ) -> Result<Vec<u8>, FrameError> {
+    let mut out = Vec::new();
+    encode_into(&mut out, from, id, body)?;
+    Ok(out)
+}
+
+/// Appends a length-prefixed frame to `out` (so many frames can share one
+/// buffer and one write). On error `out` is left as it was.
+pub fn encode_into<T: Serialize>(
+    out: &mut Vec<u8>,
+    from: Option<std::net::SocketAddr>,
+    id: u64,
+    body: &T,
+) -> Result<(), FrameError> {
     let env = Envelope {
         version: PROTOCOL_VERSION,
         id,
         from,
         body,
     };
-    let payload = rmp_serde::to_vec(&env).map_err(|e| FrameError::Malformed(e.to_string()))?;
-    if payload.len() > MAX_FRAME_LEN {
-        return Err(FrameError::TooLarge(payload.len()));
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    if let Err(e) = rmp_serde::encode::write(out, &env) {
+        out.truncate(start);
+        return Err(FrameError::Malformed(e.to_string()));
     }
-    let mut out = Vec::with_capacity(4 + payload.len());
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(&payload);
-    Ok(out)
+    let len = out.len() - start - 4;
+    if len > MAX_FRAME_LEN {
+        out.truncate(start);
+        return Err(FrameError::TooLarge(len));
+    }
+    out[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(())
 }
 
 /// Reads the length prefix; `Ok(len)` once 4 bytes are there and `len` is allowed.
@@ -181,12 +199,16 @@ mod tests {
         let resp = encode(
             None,
             3,
-            &Response::Error {
-                message: "x".into(),
-                unknown: true,
-            },
+            &Response::Error(crate::rpc::message::RemoteError::Invalid("x".into())),
         )
         .unwrap();
         assert!(decode::<Response>(&resp).is_ok());
+        // Frames share a buffer: two in a row decode one after the other.
+        let mut two = Vec::new();
+        encode_into(&mut two, None, 1, &Request::Ping).unwrap();
+        encode_into(&mut two, None, 2, &Request::Shutdown).unwrap();
+        let (a, used) = decode::<Request>(&two).unwrap();
+        let (b, _) = decode::<Request>(&two[used..]).unwrap();
+        assert_eq!((a.id, b.id), (1, 2));
     }
 }

@@ -1,10 +1,12 @@
-//! Messages between nodes. Keys and values travel as msgpack `bin`.
+//! Messages between nodes, and the typed errors that cross the wire. Keys
+//! and values travel as msgpack `bin`.
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::{MAX_KEY_LEN, MAX_VALUE_LEN};
+use crate::keyspace::{BUCKETS, PARTITIONS};
 use crate::object::Object;
-use crate::vclock::VClock;
+use crate::vclock::{Dot, VClock};
 
 /// Longest node id a peer may name (the same bound `Config::validate` sets).
 pub const MAX_NODE_ID_LEN: usize = 64;
@@ -14,13 +16,14 @@ pub const MAX_NODE_ID_LEN: usize = 64;
 pub enum Request {
     /// Liveness check; answered with [`Response::Pong`].
     Ping,
-    /// Read the replica's copy of a key.
+    /// Read the replica's copy of a key (merged with any hint held for it).
     Get {
         /// The key.
         #[serde(with = "serde_bytes")]
         key: Vec<u8>,
     },
-    /// Merge this copy into the replica's copy (replication, read repair).
+    /// Merge this copy into the replica's copy (replication, read repair,
+    /// hint delivery, anti-entropy).
     Replicate {
         /// The key.
         #[serde(with = "serde_bytes")]
@@ -53,24 +56,20 @@ pub enum Request {
     },
     /// Stop this node's process (the REPL's KILL, and QUIT for each node).
     Shutdown,
-    /// Anti-entropy: the partition roots of the tree shared with `peer`.
+    /// Anti-entropy: the root of each of these partitions' summaries.
     AaeRoots {
-        /// The asking node.
-        peer: String,
+        /// Partition indexes.
+        partitions: Vec<u16>,
     },
     /// Anti-entropy: the bucket hashes of one partition.
-    AaeLeaves {
-        /// The asking node.
-        peer: String,
+    AaeBuckets {
         /// Partition index.
-        partition: u8,
+        partition: u16,
     },
     /// Anti-entropy: `(key, digest)` of the keys in these buckets.
     AaeKeys {
-        /// The asking node.
-        peer: String,
         /// Partition index.
-        partition: u8,
+        partition: u16,
         /// Bucket indexes.
         buckets: Vec<u8>,
     },
@@ -86,9 +85,13 @@ pub enum Response {
     },
     /// Answer to [`Request::Get`].
     Object(Option<Object>),
-    /// Done.
-    Ack,
-    /// Answer to [`Request::AaeRoots`] and [`Request::AaeLeaves`].
+    /// Done. For a [`Request::Replicate`], the dots the merge found carrying
+    /// two different values (the sender checks whether one is its own).
+    Ack {
+        /// Dots newly found reused.
+        conflicts: Vec<Dot>,
+    },
+    /// Answer to [`Request::AaeRoots`] and [`Request::AaeBuckets`].
     Hashes(Vec<u64>),
     /// Answer to [`Request::AaeKeys`].
     KeyDigests(Vec<(serde_bytes::ByteBuf, u64)>),
@@ -104,13 +107,116 @@ pub enum Response {
         /// True when the key had a live value before this write.
         existed: bool,
     },
-    /// The request failed; `unknown` is true when a write may still land.
-    Error {
-        /// Human-readable reason.
-        message: String,
-        /// True when the outcome of a write is unknown (missed quorum).
-        unknown: bool,
-    },
+    /// The request failed.
+    Error(RemoteError),
+}
+
+impl Response {
+    /// A plain acknowledgement.
+    pub fn ack() -> Response {
+        Response::Ack {
+            conflicts: Vec::new(),
+        }
+    }
+}
+
+/// Why one replica did not contribute to a quorum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reason {
+    /// No answer within the request's time.
+    Timeout,
+    /// The connection could not be opened or broke.
+    Unreachable(String),
+    /// The traffic was dropped on purpose (fault injection).
+    Dropped,
+    /// The node answered with an error.
+    Remote(String),
+    /// The node answered something that is not a valid answer.
+    BadAnswer(String),
+    /// Too many requests already in flight to that node.
+    Overloaded,
+    /// The local store failed.
+    Store(String),
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reason::Timeout => f.write_str("timed out"),
+            Reason::Unreachable(e) => write!(f, "unreachable ({e})"),
+            Reason::Dropped => f.write_str("dropped by fault injection"),
+            Reason::Remote(e) => write!(f, "answered: {e}"),
+            Reason::BadAnswer(e) => write!(f, "bad answer: {e}"),
+            Reason::Overloaded => f.write_str("too many requests in flight"),
+            Reason::Store(e) => write!(f, "local store failed: {e}"),
+        }
+    }
+}
+
+/// One replica that failed, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeFailure {
+    /// The node id.
+    pub node: String,
+    /// Why.
+    pub reason: Reason,
+}
+
+impl std::fmt::Display for NodeFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.node, self.reason)
+    }
+}
+
+/// A quorum that was not met: how many were needed, how many answered, and
+/// why each of the others did not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuorumFailure {
+    /// R or W.
+    pub needed: usize,
+    /// Successful answers.
+    pub got: usize,
+    /// The replicas that failed.
+    pub failures: Vec<NodeFailure>,
+}
+
+impl std::fmt::Display for QuorumFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of {} required replicas answered",
+            self.got, self.needed
+        )?;
+        if self.failures.is_empty() {
+            f.write_str(" (no replica failed before the time ran out)")
+        } else {
+            let parts: Vec<String> = self.failures.iter().map(ToString::to_string).collect();
+            write!(f, " ({})", parts.join("; "))
+        }
+    }
+}
+
+/// An error a node answers with, typed so that the caller can act on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum RemoteError {
+    /// The request was malformed or out of bounds; it was not applied.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The write was refused before anything was stored.
+    #[error("write failed: {0}")]
+    WriteFailed(String),
+    /// Fewer than W acknowledged: the write may still surface.
+    #[error("write outcome unknown: {0}; the write may still be applied")]
+    WriteUnknown(QuorumFailure),
+    /// Fewer than R answered.
+    #[error("read quorum not met: {0}")]
+    ReadQuorum(QuorumFailure),
+    /// The local store failed.
+    #[error("storage error: {0}")]
+    Store(String),
+    /// The node is stopping.
+    #[error("the node is stopping")]
+    Stopping,
 }
 
 impl Request {
@@ -130,9 +236,9 @@ impl Request {
                 Ok(())
             }
         };
-        let node_ok = |id: &str, what: &str| {
-            if id.is_empty() || id.len() > MAX_NODE_ID_LEN {
-                Err(format!("{what} must be 1 to {MAX_NODE_ID_LEN} bytes"))
+        let partition_ok = |p: u16| {
+            if usize::from(p) >= PARTITIONS {
+                Err(format!("partition {p} is out of range"))
             } else {
                 Ok(())
             }
@@ -142,8 +248,10 @@ impl Request {
             Request::Get { key } | Request::Inspect { key } => key_ok(key),
             Request::Replicate { key, object, hint } => {
                 key_ok(key)?;
-                if let Some(owner) = hint {
-                    node_ok(owner, "hint owner")?;
+                if let Some(owner) = hint
+                    && (owner.is_empty() || owner.len() > MAX_NODE_ID_LEN)
+                {
+                    return Err(format!("hint owner must be 1 to {MAX_NODE_ID_LEN} bytes"));
                 }
                 object.validate().map_err(|e| e.to_string())
             }
@@ -172,14 +280,16 @@ impl Request {
                 }
                 Ok(())
             }
-            Request::AaeRoots { peer } | Request::AaeLeaves { peer, .. } => node_ok(peer, "peer"),
-            Request::AaeKeys { peer, buckets, .. } => {
-                node_ok(peer, "peer")?;
-                if buckets.len() > crate::anti_entropy::BUCKETS
-                    || buckets
-                        .iter()
-                        .any(|b| *b as usize >= crate::anti_entropy::BUCKETS)
-                {
+            Request::AaeRoots { partitions } => {
+                if partitions.len() > PARTITIONS {
+                    return Err("too many partitions".into());
+                }
+                partitions.iter().try_for_each(|p| partition_ok(*p))
+            }
+            Request::AaeBuckets { partition } => partition_ok(*partition),
+            Request::AaeKeys { partition, buckets } => {
+                partition_ok(*partition)?;
+                if buckets.len() > BUCKETS || buckets.iter().any(|b| usize::from(*b) >= BUCKETS) {
                     return Err("bucket index out of range".into());
                 }
                 Ok(())
@@ -217,16 +327,35 @@ mod tests {
         };
         assert!(bad.validate(3).is_err());
         let buckets = Request::AaeKeys {
-            peer: "p".into(),
             partition: 0,
             buckets: vec![200],
         };
         assert!(buckets.validate(3).is_err());
+        assert!(Request::AaeBuckets { partition: 5000 }.validate(3).is_err());
         let empty_hint = Request::Replicate {
             key: b"k".to_vec(),
             object: Object::default(),
             hint: Some(String::new()),
         };
         assert!(empty_hint.validate(3).is_err());
+    }
+
+    #[test]
+    fn quorum_failures_say_who_and_why() {
+        let f = QuorumFailure {
+            needed: 2,
+            got: 1,
+            failures: vec![NodeFailure {
+                node: "n2".into(),
+                reason: Reason::Timeout,
+            }],
+        };
+        let e = RemoteError::WriteUnknown(f);
+        assert_eq!(
+            e.to_string(),
+            "write outcome unknown: 1 of 2 required replicas answered (n2: timed out); the write may still be applied"
+        );
+        let bytes = rmp_serde::to_vec(&e).unwrap();
+        assert_eq!(rmp_serde::from_slice::<RemoteError>(&bytes).unwrap(), e);
     }
 }

@@ -3,27 +3,32 @@
 //! The ring is a pure function of the member set: each member owns `vnodes`
 //! tokens derived from its node id with a stable hash (xxh3), so every node
 //! computes the same ring from the same membership without any agreement
-//! protocol. A key hashes to a point; its preference list is the first `n`
-//! distinct nodes met walking clockwise from that point. Walking further gives
-//! the fallback nodes used by a sloppy quorum.
+//! protocol. A point's preference list is the first `n` distinct nodes met
+//! walking clockwise from it; walking further gives the fallback nodes used
+//! by a sloppy quorum. Requests do not walk the ring: the partition table
+//! ([`crate::cluster::partition`]) walks it once per partition when
+//! membership changes.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+use xxhash_rust::xxh3::xxh3_64;
 
 /// Default number of virtual nodes per member. With 1024 tokens, each of three
 /// nodes owns 33.3% ± about 1% of the key space (the standard deviation of a
 /// node's share shrinks with the square root of its token count).
 pub const DEFAULT_VNODES: usize = 1024;
 
-/// The point of the ring a key hashes to.
-pub fn key_hash(key: &[u8]) -> u64 {
-    xxh3_64(key)
-}
+pub use crate::keyspace::key_hash;
 
-/// The `i`-th token of `node`.
+/// The `i`-th token of `node`: a hash of the id and the index together.
+/// (Seeding the hash with the index instead lets short ids such as `-` and
+/// `--` collide on many tokens, which skews ownership.)
 fn token(node: &str, i: usize) -> u64 {
-    xxh3_64_with_seed(node.as_bytes(), i as u64)
+    let mut buf = Vec::with_capacity(node.len() + 9);
+    buf.extend_from_slice(node.as_bytes());
+    buf.push(0);
+    buf.extend_from_slice(&(i as u64).to_le_bytes());
+    xxh3_64(&buf)
 }
 
 /// A consistent-hash ring.
@@ -115,6 +120,29 @@ impl Ring {
                 seen[idx] = true;
                 out.push(&self.nodes[idx]);
                 if out.len() == limit {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// Every member's index (into [`Ring::members`]) in the order met
+    /// walking clockwise from `point`.
+    pub fn walk_indexes(&self, point: u64) -> Vec<usize> {
+        let mut out = Vec::with_capacity(self.nodes.len());
+        if self.tokens.is_empty() {
+            return out;
+        }
+        let mut seen = vec![false; self.nodes.len()];
+        let start = self.tokens.partition_point(|&(t, _)| t < point);
+        for i in 0..self.tokens.len() {
+            let (_, idx) = self.tokens[(start + i) % self.tokens.len()];
+            let idx = idx as usize;
+            if !seen[idx] {
+                seen[idx] = true;
+                out.push(idx);
+                if out.len() == self.nodes.len() {
                     break;
                 }
             }

@@ -17,53 +17,51 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chitchat::{
     ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, ProtocolVersion,
     spawn_chitchat,
 };
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::cluster::ClusterView;
 use crate::config::Config;
 use crate::fault::{Faults, GossipTransport};
-use crate::ring::Ring;
 
 /// Gossip key holding a node's TCP address.
 const KEY_ADDR: &str = "addr";
 /// Gossip key holding a node's status (`serving` or `stopping`).
 const KEY_STATUS: &str = "status";
 
-/// A snapshot of what this node knows about the cluster.
-#[derive(Debug, Clone)]
-pub struct View {
-    /// Every member and its TCP address.
-    pub members: BTreeMap<String, SocketAddr>,
-    /// Members currently live (this node included while it runs).
-    pub live: BTreeSet<String>,
-    /// The ring of `members`.
-    pub ring: Arc<Ring>,
-}
-
-impl View {
-    /// True when `node` is live.
-    pub fn is_live(&self, node: &str) -> bool {
-        self.live.contains(node)
-    }
-
-    /// The address of `node`, if it is a member.
-    pub fn addr(&self, node: &str) -> Option<SocketAddr> {
-        self.members.get(node).copied()
-    }
-}
-
 /// The membership service of one node.
 pub struct Membership {
     handle: Arc<ChitchatHandle>,
-    view: Arc<RwLock<View>>,
+    view: watch::Receiver<Arc<ClusterView>>,
     self_id: String,
+}
+
+/// What the refresh task keeps between rounds: the sticky member set and the
+/// live set the current view was built from.
+struct Known {
+    members: BTreeMap<String, SocketAddr>,
+    live: BTreeSet<String>,
+    n: usize,
+    vnodes: usize,
+}
+
+impl Known {
+    fn view(&self) -> ClusterView {
+        ClusterView::new(
+            self.members.iter().map(|(id, a)| (id.as_str(), *a)),
+            |id| self.live.contains(id),
+            self.n,
+            self.vnodes,
+        )
+    }
 }
 
 impl Membership {
@@ -117,32 +115,31 @@ impl Membership {
         let members_file = config.data_dir.as_ref().map(|d| d.join("members"));
         let mut members = members_file.as_ref().map(load_members).unwrap_or_default();
         members.insert(config.node_id.clone(), config.advertise);
-        let live = BTreeSet::from([config.node_id.clone()]);
-        let ring = Arc::new(Ring::new(members.keys(), config.vnodes));
-        let view = Arc::new(RwLock::new(View {
+        let mut known = Known {
             members,
-            live,
-            ring,
-        }));
+            live: BTreeSet::from([config.node_id.clone()]),
+            n: config.n,
+            vnodes: config.vnodes,
+        };
+        let (tx, view) = watch::channel(Arc::new(known.view()));
         let membership = Membership {
             handle,
-            view: view.clone(),
+            view,
             self_id: config.node_id.clone(),
         };
         let handle = membership.handle.clone();
         let chitchat = handle.chitchat();
         let self_id = config.node_id.clone();
-        let vnodes = config.vnodes;
         tokio::spawn(async move {
             let mut watcher = chitchat.lock().await.live_nodes_watcher();
             let mut round: u64 = 0;
             loop {
-                refresh(&chitchat, &view, &self_id, vnodes, members_file.as_ref()).await;
+                refresh(&chitchat, &tx, &mut known, &self_id, members_file.as_ref()).await;
                 // chitchat contacts one random seed per round; while this node
                 // is alone, greet every seed each round so a small cluster
                 // forms in one or two rounds, and every 25 rounds afterwards
                 // so a cluster split at start-up finds itself again.
-                let alone = view.read().map(|v| v.live.len() <= 1).unwrap_or(true);
+                let alone = known.live.len() <= 1;
                 if alone || round % 25 == 0 {
                     for seed in &seeds {
                         let _ = handle.gossip(*seed);
@@ -160,8 +157,13 @@ impl Membership {
     }
 
     /// The current view.
-    pub fn view(&self) -> View {
-        self.view.read().unwrap_or_else(|e| e.into_inner()).clone()
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.view.borrow().clone()
+    }
+
+    /// A receiver of every new view.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<ClusterView>> {
+        self.view.clone()
     }
 
     /// This node's id.
@@ -185,12 +187,12 @@ impl Membership {
     }
 }
 
-/// Rebuilds the view from chitchat's state.
+/// Rebuilds the view from chitchat's state and publishes it if it changed.
 async fn refresh(
     chitchat: &Arc<tokio::sync::Mutex<chitchat::Chitchat>>,
-    view: &Arc<RwLock<View>>,
+    tx: &watch::Sender<Arc<ClusterView>>,
+    known: &mut Known,
     self_id: &str,
-    vnodes: usize,
     members_file: Option<&PathBuf>,
 ) {
     // Collect under the chitchat lock, then release it before anything else.
@@ -225,52 +227,62 @@ async fn refresh(
         }
     }
     live.insert(self_id.to_string());
-    let to_save = apply(view, &seen, live, self_id, vnodes);
-    if let (Some(file), Some(members)) = (members_file, to_save) {
-        // Write the file without holding the view lock or a runtime thread.
-        let file = file.clone();
-        let _ = tokio::task::spawn_blocking(move || save_members(&file, &members)).await;
+    let members_changed = apply(known, &seen, live, self_id);
+    match members_changed {
+        Some(members) => {
+            tx.send_replace(Arc::new(known.view()));
+            if let Some(file) = members_file {
+                // Write the file without holding a runtime thread.
+                let file = file.clone();
+                let _ = tokio::task::spawn_blocking(move || save_members(&file, &members)).await;
+            }
+        }
+        None => {
+            let current = tx.borrow().clone();
+            let same = current
+                .members()
+                .iter()
+                .enumerate()
+                .all(|(i, m)| current.is_live_at(i) == known.live.contains(&*m.id));
+            if !same {
+                tx.send_replace(Arc::new(current.with_live(|id| known.live.contains(id))));
+            }
+        }
     }
 }
 
 /// Node id -> (generation, address, stopping), as gossip shows them.
 type Seen = BTreeMap<String, (u64, Option<SocketAddr>, bool)>;
 
-/// Updates the view; returns the member list when it changed.
+/// Updates what is known; returns the member list when it changed.
 fn apply(
-    view: &RwLock<View>,
+    known: &mut Known,
     seen: &Seen,
     live: BTreeSet<String>,
     self_id: &str,
-    vnodes: usize,
 ) -> Option<BTreeMap<String, SocketAddr>> {
-    let mut guard = view.write().unwrap_or_else(|e| e.into_inner());
     let mut changed_members = false;
     for (node, (_, addr, _)) in seen {
         if let Some(addr) = addr
-            && guard.members.get(node) != Some(addr)
+            && known.members.get(node) != Some(addr)
         {
-            if !guard.members.contains_key(node) {
+            if !known.members.contains_key(node) {
                 info!(node = %node, %addr, "node joined the ring");
             }
-            guard.members.insert(node.clone(), *addr);
+            known.members.insert(node.clone(), *addr);
             changed_members = true;
         }
     }
-    for node in guard.live.difference(&live) {
+    for node in known.live.difference(&live) {
         info!(node = %node, "node is down");
     }
-    for node in live.difference(&guard.live) {
+    for node in live.difference(&known.live) {
         if node != self_id {
             info!(node = %node, "node is live");
         }
     }
-    guard.live = live;
-    if !changed_members {
-        return None;
-    }
-    guard.ring = Arc::new(Ring::new(guard.members.keys(), vnodes));
-    Some(guard.members.clone())
+    known.live = live;
+    changed_members.then(|| known.members.clone())
 }
 
 /// Reads the persisted member list (`id addr` per line); bad lines are skipped.

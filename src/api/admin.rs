@@ -1,0 +1,304 @@
+//! Cluster and node administration for clients: the text reports (NODES,
+//! OWNERS, STATUS, REPLICAS), KILL, the cluster-wide stop behind the REPL's
+//! QUIT, and FAULT. Presentation lives here, not in the coordinator.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::Api;
+use super::command::FaultCmd;
+use super::resp::Frame;
+use crate::coordinator::plan;
+use crate::keyspace::partition_of;
+use crate::object::Object;
+use crate::rpc::{Request, Response};
+
+/// One line per ring member: id, address, live/down (and which one is this node).
+pub fn nodes_report(api: &Api) -> String {
+    let view = api.coordinator.view();
+    let pending = api.hints.pending();
+    let me = api.coordinator.me();
+    let mut out = String::new();
+    for (i, m) in view.members().iter().enumerate() {
+        let state = if view.is_live_at(i) { "live" } else { "down" };
+        let this = if m.id == *me { " (this node)" } else { "" };
+        let hints = match pending.get(&*m.id) {
+            Some(n) => format!(" ({n} hints pending here)"),
+            None => String::new(),
+        };
+        let _ = writeln!(out, "{} {} {state}{this}{hints}", m.id, m.addr);
+    }
+    out
+}
+
+/// The preference list of `key`, one numbered line per owner.
+pub fn owners_report(api: &Api, key: &[u8]) -> String {
+    let view = api.coordinator.view();
+    let mut out = String::new();
+    for (i, t) in plan::owners(&view, partition_of(key)).iter().enumerate() {
+        let state = if t.live { "live" } else { "down" };
+        let _ = writeln!(out, "{}) {} {} {state}", i + 1, t.node, t.addr);
+    }
+    out
+}
+
+/// This node's configuration and figures.
+pub fn status_report(api: &Api) -> String {
+    let view = api.coordinator.view();
+    let c = &api.info.config;
+    let n = view.n();
+    let store = api.replica.store().status();
+    let stats = api.coordinator.stats();
+    let mut out = String::new();
+    let _ = writeln!(out, "node: {} at {}", c.node_id, c.advertise);
+    let _ = writeln!(out, "actor: {}", api.replica.actor().get());
+    let _ = writeln!(out, "cluster: {}", c.cluster_id);
+    let _ = writeln!(
+        out,
+        "members: {} ({} live)",
+        view.members().len(),
+        view.live_count()
+    );
+    if n < c.n {
+        let _ = writeln!(
+            out,
+            "replication: N={} R={} W={} (N shrunk to {n}: the ring has only {} members)",
+            c.n,
+            c.r.min(n),
+            c.w.min(n),
+            view.members().len()
+        );
+    } else {
+        let _ = writeln!(out, "replication: N={} R={} W={}", c.n, c.r, c.w);
+    }
+    let _ = writeln!(out, "vnodes: {}", c.vnodes);
+    let _ = writeln!(out, "partitions: {}", crate::keyspace::PARTITIONS);
+    let a = &api.aae;
+    let _ = writeln!(
+        out,
+        "anti-entropy: every {} ms, {} exchanges, {} key digests compared, {} keys repaired",
+        c.aae_interval.as_millis(),
+        a.rounds.load(Ordering::Relaxed),
+        a.keys_compared.load(Ordering::Relaxed),
+        a.keys_repaired.load(Ordering::Relaxed)
+    );
+    let pending = api.hints.pending();
+    let total: usize = pending.values().sum();
+    let per: Vec<String> = pending.iter().map(|(o, n)| format!("{o}={n}")).collect();
+    if per.is_empty() {
+        let _ = writeln!(out, "hints pending: {total}");
+    } else {
+        let _ = writeln!(out, "hints pending: {total} ({})", per.join(", "));
+    }
+    let _ = writeln!(
+        out,
+        "requests: {} reads, {} writes, {} failed reads, {} failed or unknown writes, {} read repairs",
+        stats.reads.load(Ordering::Relaxed),
+        stats.writes.load(Ordering::Relaxed),
+        stats.read_failures.load(Ordering::Relaxed),
+        stats.write_failures.load(Ordering::Relaxed),
+        stats.read_repairs.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(out, "dot conflicts: {}", api.replica.conflicts());
+    let _ = writeln!(
+        out,
+        "storage: {} ({} keys, {} bytes)",
+        store.backend, store.keys, store.bytes
+    );
+    for (k, v) in &store.details {
+        let _ = writeln!(out, "storage.{k}: {v}");
+    }
+    for (name, status) in api.workers.statuses() {
+        let _ = writeln!(out, "worker.{name}: {status}");
+    }
+    out
+}
+
+/// What every member stores for `key`, one line each: the owners (in
+/// preference order) first, then stand-ins holding hints for it.
+pub async fn replicas_report(api: &Api, key: &[u8]) -> String {
+    let coord = &api.coordinator;
+    let view = coord.view();
+    let owners: Vec<String> = plan::owners(&view, partition_of(key))
+        .into_iter()
+        .map(|t| t.node.to_string())
+        .collect();
+    let req = Request::Inspect { key: key.to_vec() };
+    let timeout = coord.config().timeout;
+    let asks = view.members().iter().map(|m| {
+        let req = &req;
+        async move {
+            let answer = if m.id == *coord.me() {
+                local_inspect(api, key)
+            } else {
+                match coord.transport().call(m.addr, req, timeout).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        Response::Error(crate::rpc::message::RemoteError::Store(e.to_string()))
+                    }
+                }
+            };
+            (m.id.to_string(), answer)
+        }
+    });
+    let answers: BTreeMap<String, Response> =
+        futures::future::join_all(asks).await.into_iter().collect();
+    let mut lines = Vec::new();
+    for (i, owner) in owners.iter().enumerate() {
+        let state = if view.is_live(owner) { "live" } else { "down" };
+        let what = match answers.get(owner) {
+            Some(Response::Inspected { own, .. }) => describe_object(own.as_ref()),
+            Some(Response::Error(e)) => format!("unreachable: {e}"),
+            _ => "no answer".into(),
+        };
+        lines.push(format!("{owner} (owner {}, {state}) {what}", i + 1));
+    }
+    for (node, answer) in &answers {
+        if let Response::Inspected { own, hints } = answer {
+            if !owners.contains(node) && own.is_some() {
+                lines.push(format!(
+                    "{node} (not an owner) {}",
+                    describe_object(own.as_ref())
+                ));
+            }
+            for (owner, obj) in hints {
+                lines.push(format!(
+                    "{node} (stand-in for {owner}) {}",
+                    describe_object(Some(obj))
+                ));
+            }
+        }
+    }
+    lines.join("\n") + "\n"
+}
+
+/// This node's answer to an Inspect of `key`.
+fn local_inspect(api: &Api, key: &[u8]) -> Response {
+    let own = match api.replica.get(key) {
+        Ok(o) => o,
+        Err(e) => return Response::Error(crate::rpc::message::RemoteError::Store(e.to_string())),
+    };
+    let mut hints = Vec::new();
+    for owner in api.hints.owners_of(key) {
+        if let Ok(Some(o)) = api.hints.for_owner(&owner, key) {
+            hints.push((owner, o));
+        }
+    }
+    Response::Inspected { own, hints }
+}
+
+/// One line for a stored copy: clock, then each sibling as `dot=value`.
+fn describe_object(obj: Option<&Object>) -> String {
+    let Some(o) = obj else {
+        return "(none)".into();
+    };
+    let siblings: Vec<String> = o
+        .siblings
+        .iter()
+        .map(|s| {
+            let v = s
+                .value
+                .as_deref()
+                .map_or("(deleted)".to_string(), crate::repl::quote);
+            format!("{}:{}={v}", s.dot.actor, s.dot.counter)
+        })
+        .collect();
+    format!("clock={} siblings=[{}]", o.clock, siblings.join(", "))
+}
+
+/// Asks `node` to stop its process.
+pub async fn kill(api: &Api, node: &str) -> Result<(), String> {
+    let coord = &api.coordinator;
+    let addr = coord
+        .view()
+        .addr(node)
+        .ok_or_else(|| format!("unknown node '{node}' (see NODES)"))?;
+    match coord
+        .transport()
+        .call(addr, &Request::Shutdown, coord.config().timeout)
+        .await
+    {
+        Ok(Response::Ack { .. }) => Ok(()),
+        Ok(other) => Err(format!("{node} answered {other:?}")),
+        Err(e) => Err(format!("cannot reach {node}: {e}")),
+    }
+}
+
+/// Asks every other member to stop; returns how many acknowledged, of how many.
+pub async fn stop_others(api: &Api) -> (usize, usize) {
+    let coord = &api.coordinator;
+    let view = coord.view();
+    let timeout = coord.config().timeout;
+    let asks: Vec<_> = view
+        .members()
+        .iter()
+        .filter(|m| m.id != *coord.me())
+        .map(|m| async move {
+            let r = coord
+                .transport()
+                .call(m.addr, &Request::Shutdown, timeout)
+                .await;
+            if let Err(e) = &r {
+                tracing::debug!(node = %m.id, cause = %e, "not stopped (already down?)");
+            }
+            matches!(r, Ok(Response::Ack { .. }))
+        })
+        .collect();
+    let total = asks.len();
+    let stopped = futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .filter(|ok| *ok)
+        .count();
+    (stopped, total)
+}
+
+/// Runs a FAULT command (only with `--fault-injection`).
+pub fn fault_command(api: &Api, cmd: FaultCmd) -> Frame {
+    let faults = &api.faults;
+    if !faults.enabled() {
+        return Frame::err("fault injection is disabled; start the node with --fault-injection");
+    }
+    let view = api.coordinator.view();
+    let resolve = |id: &str| {
+        view.addr(id)
+            .ok_or_else(|| format!("unknown node '{id}' (see NODES)"))
+    };
+    let result: Result<(), String> = match cmd {
+        FaultCmd::Partition(nodes) => nodes.iter().try_for_each(|n| {
+            let a = resolve(n)?;
+            faults.update(a, |r| r.partitioned = true);
+            Ok(())
+        }),
+        FaultCmd::Delay(n, ms) => resolve(&n).map(|a| {
+            faults.update(a, |r| r.delay = Duration::from_millis(ms));
+        }),
+        FaultCmd::Loss(n, pct) => resolve(&n).map(|a| faults.update(a, |r| r.loss_pct = pct)),
+        FaultCmd::Heal => {
+            faults.heal();
+            Ok(())
+        }
+        FaultCmd::Show => {
+            let mut out = String::new();
+            for (addr, rule) in faults.rules() {
+                let _ = writeln!(
+                    out,
+                    "{addr} partitioned={} delay_ms={} loss_pct={}",
+                    rule.partitioned,
+                    rule.delay.as_millis(),
+                    rule.loss_pct
+                );
+            }
+            return Frame::Bulk(out.into_bytes());
+        }
+    };
+    match result {
+        Ok(()) => {
+            tracing::info!(rules = ?faults.rules(), "fault rules changed");
+            Frame::ok()
+        }
+        Err(e) => Frame::err(e),
+    }
+}

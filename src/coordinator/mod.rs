@@ -1,0 +1,642 @@
+//! The coordinator: quorum reads and writes over a partition's replicas.
+//!
+//! Any node coordinates. It works on narrow handles only: a membership view
+//! (a `watch` of [`ClusterView`] snapshots), the peer [`Transport`], the
+//! local [`Replica`], the [`Hints`] it keeps for others, and its settings.
+//!
+//! - [`quorum`]: the pure tracker every path counts answers with.
+//! - [`plan`]: the sloppy-quorum plan of a partition (pure).
+//! - [`repair`]: read repair.
+//!
+//! A **read** asks R replicas (this node first, when it is one), one more
+//! for each that fails, and every remaining one if R have not answered
+//! within the hedge delay; a configurable share of reads (10% by default)
+//! asks every replica at once. It answers with the merge of R copies, and
+//! sends that merge back to the replicas whose copy lacked part of it (read
+//! repair), late answers included.
+//!
+//! A **write** is applied first by its *actor*, a replica of the key: this
+//! node when it is one, otherwise the first reachable replica, to which the
+//! write is forwarded. The actor updates its local copy (making a new dot),
+//! then replicates the new object to the rest of the plan *while* its own
+//! sync runs, and answers after W acknowledgements (its own durable copy
+//! included). A replica that fails is replaced by a spare stand-in while
+//! time remains; every owner the write did not reach gets a hint. A write
+//! that misses W is reported as *unknown*: it may have landed on some
+//! replicas and can surface later.
+
+pub mod plan;
+pub mod quorum;
+pub mod repair;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use crate::cluster::ClusterView;
+use crate::config::{MAX_KEY_LEN, MAX_VALUE_LEN};
+use crate::hints::Hints;
+use crate::keyspace::partition_of;
+use crate::object::Object;
+use crate::random::Random;
+use crate::replica::{Replica, ReplicaError};
+use crate::rpc::message::{NodeFailure, QuorumFailure, Reason, RemoteError};
+use crate::rpc::{Request, Response, Transport};
+use crate::vclock::{Dot, VClock};
+
+use plan::{Plan, Target};
+use quorum::{State, Strategy, Tracker};
+
+/// Why a client request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoordError {
+    /// The request itself is wrong (too large, bad quorum, ...).
+    #[error("{0}")]
+    Invalid(String),
+    /// Fewer than R replicas answered.
+    #[error("read quorum not met: {0}")]
+    ReadQuorum(QuorumFailure),
+    /// Fewer than W replicas acknowledged; the write may still surface.
+    #[error("write outcome unknown: {0}; the write may still be applied")]
+    WriteUnknown(QuorumFailure),
+    /// The actor refused or failed the write before replicating it.
+    #[error("write failed: {0}")]
+    WriteFailed(String),
+}
+
+/// The coordinator's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct CoordConfig {
+    /// Default read quorum.
+    pub r: usize,
+    /// Default write quorum.
+    pub w: usize,
+    /// Time a request waits for replicas.
+    pub timeout: Duration,
+    /// A read that has not heard from R replicas after this asks the rest.
+    pub hedge_after: Duration,
+    /// Share of reads sent to every replica at once (for read repair).
+    pub read_repair_chance: f64,
+}
+
+/// Counters shown by STATUS and INFO.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Quorum reads served.
+    pub reads: AtomicU64,
+    /// Quorum writes acknowledged.
+    pub writes: AtomicU64,
+    /// Reads that failed their quorum.
+    pub read_failures: AtomicU64,
+    /// Writes whose outcome was unknown or that failed.
+    pub write_failures: AtomicU64,
+    /// Replica copies sent by read repair.
+    pub read_repairs: AtomicU64,
+    /// Writes coordinated by a stand-in (no owner reachable).
+    pub stand_in_writes: AtomicU64,
+}
+
+/// Quorum reads and writes; see the module doc.
+pub struct Coordinator {
+    me: Arc<str>,
+    view: watch::Receiver<Arc<ClusterView>>,
+    transport: Arc<dyn Transport>,
+    replica: Arc<Replica>,
+    hints: Arc<Hints>,
+    config: CoordConfig,
+    /// Work that outlives a request (late answers, read repair, replication
+    /// past W); shutdown waits for it before the store is closed.
+    tasks: TaskTracker,
+    stats: Stats,
+    rng: Random,
+}
+
+impl Coordinator {
+    /// A coordinator for node `me`.
+    pub fn new(
+        me: Arc<str>,
+        view: watch::Receiver<Arc<ClusterView>>,
+        transport: Arc<dyn Transport>,
+        replica: Arc<Replica>,
+        hints: Arc<Hints>,
+        config: CoordConfig,
+        rng: Random,
+    ) -> Coordinator {
+        Coordinator {
+            me,
+            view,
+            transport,
+            replica,
+            hints,
+            config,
+            tasks: TaskTracker::new(),
+            stats: Stats::default(),
+            rng,
+        }
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> &Arc<str> {
+        &self.me
+    }
+
+    /// The current cluster view.
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.view.borrow().clone()
+    }
+
+    /// The peer transport.
+    pub fn transport(&self) -> &Arc<dyn Transport> {
+        &self.transport
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &CoordConfig {
+        &self.config
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The background work of past requests (for shutdown to drain).
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.tasks
+    }
+
+    /// Checks a quorum override (or takes the default) against N.
+    fn quorum(
+        what: &str,
+        requested: Option<usize>,
+        default: usize,
+        n: usize,
+    ) -> Result<usize, CoordError> {
+        match requested {
+            Some(0) => Err(CoordError::Invalid(format!("{what} must be at least 1"))),
+            Some(q) if q > n => Err(CoordError::Invalid(format!(
+                "{what}={q} exceeds N={n} (the number of replicas of this key)"
+            ))),
+            Some(q) => Ok(q),
+            None => Ok(default.clamp(1, n.max(1))),
+        }
+    }
+
+    /// This node's copy of `key`: its own replica merged with any hint it
+    /// holds for the key (a stand-in answers reads with what it keeps).
+    pub fn local_copy(&self, key: &[u8]) -> Result<Option<Object>, ReplicaError> {
+        let own = self.replica.get(key)?;
+        if self.hints.is_empty() {
+            return Ok(own);
+        }
+        let hinted = self.hints.for_key(key)?;
+        Ok(Object::merge_opt(own.as_ref(), hinted.as_ref()))
+    }
+
+    /// One replica's copy, for a read.
+    async fn read_one(
+        self: Arc<Self>,
+        t: Target,
+        req: Arc<Request>,
+    ) -> (Target, Result<Option<Object>, Reason>) {
+        if t.node == self.me {
+            let Request::Get { key } = &*req else {
+                return (t, Err(Reason::BadAnswer("not a read".into())));
+            };
+            let r = self
+                .local_copy(key)
+                .map_err(|e| Reason::Store(e.to_string()));
+            return (t, r);
+        }
+        let r = match self.transport.call(t.addr, &req, self.config.timeout).await {
+            Ok(Response::Object(Some(o))) => match o.validate() {
+                Ok(()) => Ok(Some(o)),
+                Err(e) => Err(Reason::BadAnswer(format!("invalid copy: {e}"))),
+            },
+            Ok(Response::Object(None)) => Ok(None),
+            Ok(Response::Error(e)) => Err(Reason::Remote(e.to_string())),
+            Ok(other) => Err(Reason::BadAnswer(format!("{other:?}"))),
+            Err(e) => Err(e.reason()),
+        };
+        (t, r)
+    }
+
+    /// Quorum read. `Ok(None)` when no replica has the key.
+    pub async fn get(
+        self: &Arc<Self>,
+        key: &[u8],
+        r: Option<usize>,
+    ) -> Result<Option<Object>, CoordError> {
+        check_key(key)?;
+        let view = self.view();
+        let mut targets = plan::plan(&view, partition_of(key)).slots;
+        // This node first (no message), then live replicas, in preference order.
+        targets.sort_by_key(|t| (t.node != self.me, !t.live));
+        let r = Self::quorum("R", r, self.config.r, targets.len())?;
+        let req = Arc::new(Request::Get { key: key.to_vec() });
+        // Most reads ask R replicas; some ask every one, so that read repair
+        // also reaches the replicas a quorum read would not ask.
+        let strategy = if self.rng.chance(self.config.read_repair_chance) {
+            Strategy::All
+        } else {
+            Strategy::Quorum
+        };
+        let mut tracker = Tracker::new(r, targets.len(), strategy);
+        let mut next = targets.into_iter();
+        let mut running = FuturesUnordered::new();
+        let mut replies: Vec<(Target, Option<Object>)> = Vec::with_capacity(r);
+        let deadline = tokio::time::Instant::now() + self.config.timeout;
+        let hedge = tokio::time::sleep(self.config.hedge_after);
+        tokio::pin!(hedge);
+        let mut hedged = false;
+        loop {
+            for t in next.by_ref().take(tracker.to_send()) {
+                running.push(self.clone().read_one(t, req.clone()));
+            }
+            if tracker.state() != State::Pending {
+                break;
+            }
+            tokio::select! {
+                done = running.next(), if !running.is_empty() => {
+                    let Some((t, result)) = done else { break };
+                    match result {
+                        Ok(o) => {
+                            tracker.success();
+                            replies.push((t, o));
+                        }
+                        Err(reason) => tracker.failure(&t.node, reason),
+                    }
+                }
+                _ = &mut hedge, if !hedged => {
+                    hedged = true;
+                    for t in next.by_ref().take(tracker.hedge()) {
+                        running.push(self.clone().read_one(t, req.clone()));
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        if tracker.state() != State::Met {
+            self.stats.read_failures.fetch_add(1, Ordering::Relaxed);
+            let mut report = tracker.report();
+            if report.failures.is_empty() && tracker.outstanding() > 0 {
+                report.failures.push(NodeFailure {
+                    node: format!("{} replica(s)", tracker.outstanding()),
+                    reason: Reason::Timeout,
+                });
+            }
+            return Err(CoordError::ReadQuorum(report));
+        }
+        self.stats.reads.fetch_add(1, Ordering::Relaxed);
+        let merged = repair::merge_replies(&replies);
+        // Late answers and repairs go on in the background.
+        if !running.is_empty() || repair::needs_repair(&replies, merged.as_ref()) {
+            let (me, key) = (self.clone(), key.to_vec());
+            self.tasks.spawn(async move {
+                while let Ok(Some((t, result))) =
+                    tokio::time::timeout_at(deadline, running.next()).await
+                {
+                    if let Ok(o) = result {
+                        replies.push((t, o));
+                    }
+                }
+                repair::read_repair(&me, &key, replies).await;
+            });
+        }
+        Ok(merged)
+    }
+
+    /// Stores a copy locally: in the replica, or as a hint for `hint`.
+    /// Returns the dots the merge found reused.
+    pub async fn local_merge(
+        &self,
+        key: &[u8],
+        object: &Object,
+        hint: Option<&str>,
+    ) -> Result<Vec<Dot>, ReplicaError> {
+        match hint {
+            Some(owner) if owner != &*self.me => {
+                let lsn = self.hints.add(owner, key, object)?;
+                self.hints.durable(lsn).wait().await?;
+                Ok(Vec::new())
+            }
+            _ => {
+                let m = self.replica.merge(key, object)?;
+                self.replica.durable(m.lsn).wait().await?;
+                Ok(m.conflicts)
+            }
+        }
+    }
+
+    /// Sends a copy to one replica (or stores it here).
+    async fn replicate_to_target(
+        self: Arc<Self>,
+        t: Target,
+        req: Arc<Request>,
+    ) -> (Option<Target>, Result<(), Reason>) {
+        let r = if t.node == self.me {
+            let Request::Replicate { key, object, hint } = &*req else {
+                return (Some(t), Err(Reason::BadAnswer("not a copy".into())));
+            };
+            self.local_merge(key, object, hint.as_deref())
+                .await
+                .map(|_| ())
+                .map_err(|e| Reason::Store(e.to_string()))
+        } else {
+            match self.transport.call(t.addr, &req, self.config.timeout).await {
+                Ok(Response::Ack { conflicts }) => {
+                    self.replica.note_conflicts_seen_by_peer(&conflicts);
+                    Ok(())
+                }
+                Ok(Response::Error(e)) => Err(Reason::Remote(e.to_string())),
+                Ok(other) => Err(Reason::BadAnswer(format!("{other:?}"))),
+                Err(e) => Err(e.reason()),
+            }
+        };
+        if let Err(e) = &r {
+            debug!(node = %t.node, cause = %e, "replication failed");
+        }
+        (Some(t), r)
+    }
+
+    /// A copy of `object` for target `t` (with its hint, if it stands in).
+    fn copy_for(shared: &Arc<Request>, t: &Target) -> Arc<Request> {
+        match (&t.hint, &**shared) {
+            (Some(owner), Request::Replicate { key, object, .. }) => Arc::new(Request::Replicate {
+                key: key.clone(),
+                object: object.clone(),
+                hint: Some(owner.to_string()),
+            }),
+            _ => shared.clone(),
+        }
+    }
+
+    /// Sends a copy of `object` to one target (or stores it here) and
+    /// waits for its answer (read repair).
+    pub(crate) async fn replicate_to(
+        &self,
+        t: &Target,
+        key: &[u8],
+        object: &Object,
+    ) -> Result<(), String> {
+        if t.node == self.me {
+            return self
+                .local_merge(key, object, t.hint.as_deref())
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+        }
+        let req = Request::Replicate {
+            key: key.to_vec(),
+            object: object.clone(),
+            hint: t.hint.as_ref().map(|h| h.to_string()),
+        };
+        match self.transport.call(t.addr, &req, self.config.timeout).await {
+            Ok(Response::Ack { .. }) => Ok(()),
+            Ok(Response::Error(e)) => Err(e.to_string()),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Quorum write (`value = None` deletes). Returns whether the key had a
+    /// live value at the actor before the write.
+    pub async fn put(
+        self: &Arc<Self>,
+        key: &[u8],
+        value: Option<Vec<u8>>,
+        context: Option<VClock>,
+        w: Option<usize>,
+    ) -> Result<bool, CoordError> {
+        check_key(key)?;
+        if let Some(v) = &value
+            && v.len() > MAX_VALUE_LEN
+        {
+            return Err(CoordError::Invalid(format!(
+                "value too large: {} bytes (the limit is {MAX_VALUE_LEN})",
+                v.len()
+            )));
+        }
+        let view = self.view();
+        let mut owners = plan::owners(&view, partition_of(key));
+        let w = Self::quorum("W", w, self.config.w, owners.len())?;
+        if owners.iter().any(|t| t.node == self.me) {
+            match self
+                .put_as_actor(key, value.clone(), context.as_ref(), w, None)
+                .await
+            {
+                // The local step failed before anything was replicated: let
+                // another replica act for this write.
+                Err(CoordError::WriteFailed(cause)) if owners.len() > 1 => {
+                    warn!(cause = %cause, "cannot act for this write locally; forwarding it");
+                    owners.retain(|t| t.node != self.me);
+                }
+                other => return other,
+            }
+        }
+        // Forward to a replica: live ones first, in preference order.
+        owners.sort_by_key(|t| !t.live);
+        let req = Request::Put {
+            key: key.to_vec(),
+            value: value.clone(),
+            context: context.clone(),
+            w,
+        };
+        let mut failures = Vec::new();
+        for t in &owners {
+            // The actor waits up to one timeout for its replicas: allow for it.
+            let timeout = self.config.timeout * 2;
+            let failure = |reason| NodeFailure {
+                node: t.node.to_string(),
+                reason,
+            };
+            match self.transport.call(t.addr, &req, timeout).await {
+                Ok(Response::Written { existed }) => return Ok(existed),
+                Ok(Response::Error(RemoteError::WriteUnknown(q))) => {
+                    return Err(CoordError::WriteUnknown(q));
+                }
+                Ok(Response::Error(RemoteError::Invalid(m))) => return Err(CoordError::Invalid(m)),
+                Ok(Response::Error(e)) => return Err(CoordError::WriteFailed(e.to_string())),
+                Ok(other) => failures.push(failure(Reason::BadAnswer(format!("{other:?}")))),
+                // Never sent: safe to try the next replica.
+                Err(e) if e.never_sent() => failures.push(failure(e.reason())),
+                Err(e) => {
+                    failures.push(failure(e.reason()));
+                    return Err(CoordError::WriteUnknown(QuorumFailure {
+                        needed: w,
+                        got: 0,
+                        failures,
+                    }));
+                }
+            }
+        }
+        // No owner of the key can be reached: stay writable (sloppy quorum).
+        // This node makes the write itself, keeping it as a hint for the
+        // first owner, and hands copies to live stand-ins for the others.
+        let Some(owner) = owners.first().map(|t| t.node.clone()) else {
+            return Err(CoordError::WriteFailed("the ring is empty".into()));
+        };
+        warn!(owner = %owner, "no owner reachable; writing as a stand-in");
+        self.stats.stand_in_writes.fetch_add(1, Ordering::Relaxed);
+        self.put_as_actor(key, value, context.as_ref(), w, Some(owner))
+            .await
+    }
+
+    /// Applies a write locally as its actor, then replicates it to the rest
+    /// of the key's sloppy-quorum plan while the local sync runs, replacing
+    /// a replica that fails with the next live stand-in while time remains.
+    ///
+    /// With `stand_in_for`, this node is not an owner of the key: it makes
+    /// the write under a single-use actor (its hinted copy will be handed
+    /// off and deleted, so it cannot promise to remember its own dots) and
+    /// keeps it as a hint for that owner.
+    pub async fn put_as_actor(
+        self: &Arc<Self>,
+        key: &[u8],
+        value: Option<Vec<u8>>,
+        context: Option<&VClock>,
+        w: usize,
+        stand_in_for: Option<Arc<str>>,
+    ) -> Result<bool, CoordError> {
+        let refuse = |e: ReplicaError| match e {
+            ReplicaError::Update(u) => CoordError::Invalid(u.to_string()),
+            other => CoordError::WriteFailed(format!("{other}")),
+        };
+        let (object, existed, local_durable) = match &stand_in_for {
+            None => {
+                let written = self.replica.update(key, context, value).map_err(refuse)?;
+                let durable = self.replica.durable(written.lsn);
+                (written.object, written.existed, durable)
+            }
+            Some(owner) => {
+                let local = self.local_copy(key).map_err(refuse)?;
+                let existed = local.as_ref().is_some_and(|o| !o.is_deleted());
+                let ctx = context
+                    .cloned()
+                    .unwrap_or_else(|| local.as_ref().map(|o| o.clock.clone()).unwrap_or_default());
+                let actor = format!("{}~{:08x}", self.replica.actor().get(), self.rng.next_u32());
+                let object = Object::update(
+                    local.as_ref(),
+                    &ctx,
+                    &actor,
+                    value,
+                    crate::replica::now_ms(),
+                )
+                .map_err(|u| CoordError::Invalid(u.to_string()))?;
+                let lsn = self.hints.add(owner, key, &object).map_err(refuse)?;
+                (object, existed, self.hints.durable(lsn))
+            }
+        };
+        let view = self.view();
+        let Plan { slots, mut spares } = plan::plan(&view, partition_of(key));
+        spares.retain(|t| t.node != self.me);
+        let others: Vec<Target> = slots
+            .into_iter()
+            .filter(|t| t.node != self.me && Some(&t.node) != stand_in_for.as_ref())
+            .collect();
+        let shared = Arc::new(Request::Replicate {
+            key: key.to_vec(),
+            object,
+            hint: None,
+        });
+        // This node's durable copy is one of the W acknowledgements; in the
+        // answers it is `None`, the other replicas `Some(target)`.
+        let mut tracker = Tracker::new(w, others.len() + 1, Strategy::All);
+        tracker.to_send();
+        let mut running = FuturesUnordered::new();
+        running.push(futures::future::Either::Left(async move {
+            let r = local_durable
+                .wait()
+                .await
+                .map_err(|e| Reason::Store(e.to_string()));
+            (None, r)
+        }));
+        for t in others {
+            let req = Self::copy_for(&shared, &t);
+            running.push(futures::future::Either::Right(
+                self.clone().replicate_to_target(t, req),
+            ));
+        }
+        let deadline =
+            tokio::time::Instant::now() + self.config.timeout + Duration::from_millis(100);
+        let mut unreplicated: Vec<Arc<str>> = Vec::new();
+        while tracker.state() == State::Pending {
+            let next = tokio::time::timeout_at(deadline, running.next()).await;
+            let Ok(Some((t, result))) = next else { break };
+            match (t, result) {
+                (_, Ok(())) => tracker.success(),
+                (None, Err(reason)) => tracker.failure(&self.me, reason),
+                (Some(t), Err(reason)) => {
+                    tracker.failure(&t.node, reason);
+                    let owner = t.hint.clone().unwrap_or(t.node.clone());
+                    // A stand-in takes the failed replica's place, with a hint;
+                    // with no spare left, this node keeps the hint itself.
+                    if let Some(mut stand_in) = spares.pop_front() {
+                        stand_in.hint = Some(owner);
+                        tracker.add_target();
+                        tracker.to_send();
+                        let req = Self::copy_for(&shared, &stand_in);
+                        running.push(futures::future::Either::Right(
+                            self.clone().replicate_to_target(stand_in, req),
+                        ));
+                    } else {
+                        unreplicated.push(owner);
+                    }
+                }
+            }
+        }
+        let met = tracker.state() == State::Met;
+        // Replication past W goes on in the background, bounded by its
+        // timeout; every owner it does not reach gets a hint kept here, so
+        // handoff (not only anti-entropy) brings it the write.
+        if !running.is_empty() || !unreplicated.is_empty() {
+            let (me, key) = (self.clone(), key.to_vec());
+            let shared = shared.clone();
+            self.tasks.spawn(async move {
+                let mut missed = unreplicated;
+                while let Some((t, result)) = running.next().await {
+                    if let (Some(t), Err(_)) = (t, result) {
+                        missed.push(t.hint.clone().unwrap_or(t.node.clone()));
+                    }
+                }
+                let Request::Replicate { object, .. } = &*shared else {
+                    return;
+                };
+                for owner in missed.into_iter().filter(|o| *o != me.me) {
+                    if let Err(e) = me.hints.add(&owner, &key, object) {
+                        warn!(owner = %owner, cause = %e, "cannot keep a hint for a replica that missed a write");
+                    }
+                }
+            });
+        }
+        if !met {
+            self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
+            let mut report = tracker.report();
+            if tracker.outstanding() > 0 {
+                report.failures.push(NodeFailure {
+                    node: format!("{} replica(s)", tracker.outstanding()),
+                    reason: Reason::Timeout,
+                });
+            }
+            return Err(CoordError::WriteUnknown(report));
+        }
+        self.stats.writes.fetch_add(1, Ordering::Relaxed);
+        Ok(existed)
+    }
+}
+
+fn check_key(key: &[u8]) -> Result<(), CoordError> {
+    if key.len() > MAX_KEY_LEN {
+        return Err(CoordError::Invalid(format!(
+            "key too large: {} bytes (the limit is {MAX_KEY_LEN})",
+            key.len()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,165 @@
+//! The peer service: answers the requests other nodes send. It works on
+//! narrow handles (the local replica, the hints, the coordinator for
+//! forwarded writes) and is the same whichever transport delivers the
+//! request (TCP, or the in-memory one of the tests).
+
+use std::sync::Arc;
+
+use tracing::warn;
+
+use super::message::RemoteError;
+use super::{Request, Response};
+use crate::coordinator::{CoordError, Coordinator};
+use crate::hints::Hints;
+use crate::object::Object;
+use crate::replica::{Replica, ReplicaError};
+
+/// What the service calls to stop this node (after answering).
+pub type StopFn = Arc<dyn Fn() + Send + Sync>;
+
+/// Answers peer requests. See the module doc.
+pub struct PeerService {
+    me: Arc<str>,
+    n: usize,
+    replica: Arc<Replica>,
+    hints: Arc<Hints>,
+    coordinator: Arc<Coordinator>,
+    stop: StopFn,
+}
+
+impl PeerService {
+    /// A service for node `me` whose replication factor is `n`.
+    pub fn new(
+        me: Arc<str>,
+        n: usize,
+        replica: Arc<Replica>,
+        hints: Arc<Hints>,
+        coordinator: Arc<Coordinator>,
+        stop: StopFn,
+    ) -> PeerService {
+        PeerService {
+            me,
+            n,
+            replica,
+            hints,
+            coordinator,
+            stop,
+        }
+    }
+
+    /// Answers one request (after checking every field of it).
+    pub async fn handle(&self, req: Request) -> Response {
+        if let Err(why) = req.validate(self.n) {
+            warn!(cause = %why, "refusing an invalid peer request");
+            return Response::Error(RemoteError::Invalid(why));
+        }
+        match req {
+            Request::Ping => Response::Pong {
+                node_id: self.me.to_string(),
+            },
+            Request::Get { key } => match self.local_copy(&key) {
+                Ok(o) => Response::Object(o),
+                Err(e) => error(e),
+            },
+            Request::Replicate { key, object, hint } => match hint.as_deref() {
+                Some(owner) if owner != &*self.me => match self.hints.add(owner, &key, &object) {
+                    Ok(lsn) => match self.hints.durable(lsn).wait().await {
+                        Ok(()) => Response::ack(),
+                        Err(e) => error(e.into()),
+                    },
+                    Err(e) => error(e),
+                },
+                _ => match self.replica.merge(&key, &object) {
+                    Ok(m) => match self.replica.durable(m.lsn).wait().await {
+                        Ok(()) => Response::Ack {
+                            conflicts: m.conflicts,
+                        },
+                        Err(e) => error(e.into()),
+                    },
+                    Err(e) => error(e),
+                },
+            },
+            Request::Inspect { key } => {
+                let own = match self.replica.get(&key) {
+                    Ok(o) => o,
+                    Err(e) => return error(e),
+                };
+                let mut hints = Vec::new();
+                for owner in self.hints.owners_of(&key) {
+                    match self.hints.for_owner(&owner, &key) {
+                        Ok(Some(o)) => hints.push((owner, o)),
+                        Ok(None) => {}
+                        Err(e) => return error(e),
+                    }
+                }
+                Response::Inspected { own, hints }
+            }
+            Request::Put {
+                key,
+                value,
+                context,
+                w,
+            } => match self
+                .coordinator
+                .put_as_actor(&key, value, context.as_ref(), w, None)
+                .await
+            {
+                Ok(existed) => Response::Written { existed },
+                Err(e) => Response::Error(e.into_remote()),
+            },
+            Request::Shutdown => {
+                (self.stop)();
+                Response::ack()
+            }
+            Request::AaeRoots { partitions } => {
+                let summary = self.replica.store().summary();
+                Response::Hashes(
+                    partitions
+                        .iter()
+                        .map(|p| summary.root(usize::from(*p)))
+                        .collect(),
+                )
+            }
+            Request::AaeBuckets { partition } => Response::Hashes(
+                self.replica
+                    .store()
+                    .summary()
+                    .buckets(usize::from(partition)),
+            ),
+            Request::AaeKeys { partition, buckets } => Response::KeyDigests(
+                self.replica
+                    .store()
+                    .partition_digests(usize::from(partition), &buckets)
+                    .into_iter()
+                    .map(|(k, d)| (serde_bytes::ByteBuf::from(k), d))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// This node's copy of `key`: its own replica merged with any hint it
+    /// holds for the key (a stand-in answers reads with what it keeps).
+    fn local_copy(&self, key: &[u8]) -> Result<Option<Object>, ReplicaError> {
+        self.coordinator.local_copy(key)
+    }
+}
+
+fn error(e: ReplicaError) -> Response {
+    Response::Error(match e {
+        ReplicaError::Refused(r) => RemoteError::Invalid(r.to_string()),
+        ReplicaError::Update(u) => RemoteError::WriteFailed(u.to_string()),
+        other => RemoteError::Store(other.to_string()),
+    })
+}
+
+impl CoordError {
+    /// The error as it crosses the wire.
+    pub fn into_remote(self) -> RemoteError {
+        match self {
+            CoordError::Invalid(m) => RemoteError::Invalid(m),
+            CoordError::ReadQuorum(q) => RemoteError::ReadQuorum(q),
+            CoordError::WriteUnknown(q) => RemoteError::WriteUnknown(q),
+            CoordError::WriteFailed(m) => RemoteError::WriteFailed(m),
+        }
+    }
+}

@@ -1,0 +1,406 @@
+//! Peer RPC over TCP, multiplexed.
+//!
+//! **Client side** ([`TcpTransport`]): a small fixed number of long-lived
+//! connections per peer ([`CONNECTIONS_PER_PEER`]), each carrying many
+//! requests at once. A request gets an id, its frame goes to the
+//! connection's writer task, and its answer is matched by id when the
+//! reader task decodes it, in whatever order answers come. The writer
+//! coalesces every frame that is ready into one `write`; the reader decodes
+//! every frame of one `read`. Requests in flight per peer are bounded
+//! ([`MAX_IN_FLIGHT_PER_PEER`]): past it a call waits (within its timeout)
+//! rather than piling up. A broken connection fails its requests at once and
+//! is replaced on the next call. No connection is opened per request, so
+//! peer traffic leaves no TIME-WAIT sockets behind.
+//!
+//! **Server side** ([`serve`]): one task per connection reads frames into a
+//! buffer taken from the node's request budget, starts every request it
+//! decodes, and writes the answers as they complete, coalesced.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::frame::{self, FrameError, PREAMBLE};
+use super::service::PeerService;
+use super::transport::{RpcError, Transport};
+use super::{Request, Response};
+use crate::fault::{Fate, Faults};
+use crate::limits::{ByteBudget, Held, consume, read_budgeted};
+
+/// Long-lived connections per peer.
+pub const CONNECTIONS_PER_PEER: usize = 2;
+/// Requests in flight to one peer before callers wait.
+pub const MAX_IN_FLIGHT_PER_PEER: usize = 4096;
+/// Most bytes one coalesced write carries.
+const MAX_WRITE: usize = 1 << 20;
+/// Largest single read.
+const READ_CHUNK: usize = 64 * 1024;
+/// Time allowed to write a batch, or to finish a frame once started.
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+type Pending = Mutex<HashMap<u64, oneshot::Sender<Result<Response, RpcError>>>>;
+
+/// One multiplexed connection to a peer.
+struct Conn {
+    out: mpsc::UnboundedSender<Vec<u8>>,
+    pending: Arc<Pending>,
+    alive: Arc<AtomicBool>,
+}
+
+impl Conn {
+    fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+}
+
+/// Fails every request waiting on a connection that broke.
+fn fail_all(pending: &Pending, alive: &AtomicBool, why: &str) {
+    alive.store(false, Ordering::Release);
+    let waiting: Vec<_> = pending
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain()
+        .collect();
+    for (_, tx) in waiting {
+        let _ = tx.send(Err(RpcError::Io(std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            why.to_string(),
+        ))));
+    }
+}
+
+/// The connections to one peer.
+struct Peer {
+    addr: SocketAddr,
+    slots: Vec<tokio::sync::Mutex<Option<Arc<Conn>>>>,
+    next: AtomicUsize,
+    in_flight: Semaphore,
+}
+
+impl Peer {
+    fn new(addr: SocketAddr) -> Peer {
+        Peer {
+            addr,
+            slots: (0..CONNECTIONS_PER_PEER)
+                .map(|_| tokio::sync::Mutex::new(None))
+                .collect(),
+            next: AtomicUsize::new(0),
+            in_flight: Semaphore::new(MAX_IN_FLIGHT_PER_PEER),
+        }
+    }
+
+    /// A live connection (opening one if its slot has none).
+    async fn conn(&self) -> Result<Arc<Conn>, RpcError> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let mut slot = self.slots[i].lock().await;
+        if let Some(c) = slot.as_ref()
+            && c.is_alive()
+        {
+            return Ok(c.clone());
+        }
+        let conn = Arc::new(open(self.addr).await?);
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+}
+
+/// Opens a connection and starts its reader and writer tasks.
+async fn open(addr: SocketAddr) -> Result<Conn, RpcError> {
+    let stream = TcpStream::connect(addr).await.map_err(RpcError::Connect)?;
+    stream.set_nodelay(true).map_err(RpcError::Connect)?;
+    let (reader, writer) = stream.into_split();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let pending: Arc<Pending> = Arc::default();
+    let alive = Arc::new(AtomicBool::new(true));
+    // The preamble goes first, in the writer's first batch.
+    tx.send(PREAMBLE.to_vec())
+        .map_err(|_| RpcError::Connect(std::io::ErrorKind::BrokenPipe.into()))?;
+    tokio::spawn(write_loop(writer, rx, pending.clone(), alive.clone()));
+    tokio::spawn(read_loop(reader, pending.clone(), alive.clone()));
+    Ok(Conn {
+        out: tx,
+        pending,
+        alive,
+    })
+}
+
+/// Writes every frame that is ready in one `write`.
+async fn write_loop(
+    mut writer: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    pending: Arc<Pending>,
+    alive: Arc<AtomicBool>,
+) {
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        buf.clear();
+        buf.extend_from_slice(&first);
+        while buf.len() < MAX_WRITE {
+            match rx.try_recv() {
+                Ok(more) => buf.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        match tokio::time::timeout(IO_TIMEOUT, writer.write_all(&buf)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                debug!(cause = %e, "peer connection write failed");
+                break;
+            }
+            Err(_) => {
+                debug!("peer connection write timed out");
+                break;
+            }
+        }
+        if !alive.load(Ordering::Acquire) {
+            break;
+        }
+    }
+    fail_all(&pending, &alive, "connection closed");
+}
+
+/// Decodes answers and hands each to the request with its id.
+async fn read_loop(mut reader: OwnedReadHalf, pending: Arc<Pending>, alive: Arc<AtomicBool>) {
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let why = loop {
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        match reader.read_buf(&mut buf).await {
+            Ok(0) => break "closed by the peer",
+            Ok(_) => {}
+            Err(e) => {
+                debug!(cause = %e, "peer connection read failed");
+                break "read failed";
+            }
+        }
+        let mut used = 0;
+        loop {
+            match frame::decode::<Response>(&buf[used..]) {
+                Ok((env, n)) => {
+                    used += n;
+                    let tx = pending
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&env.id);
+                    if let Some(tx) = tx {
+                        let _ = tx.send(Ok(env.body));
+                    }
+                }
+                Err(FrameError::Incomplete) => break,
+                Err(e) => {
+                    warn!(cause = %e, "bad frame from a peer; closing the connection");
+                    fail_all(&pending, &alive, "bad frame");
+                    return;
+                }
+            }
+        }
+        buf.drain(..used);
+    };
+    fail_all(&pending, &alive, why);
+}
+
+/// Peer RPC over TCP; see the module doc.
+pub struct TcpTransport {
+    /// This node's advertised address, sent with every request.
+    from: SocketAddr,
+    peers: Mutex<HashMap<SocketAddr, Arc<Peer>>>,
+    next_id: AtomicU64,
+}
+
+impl TcpTransport {
+    /// A transport for the node at `from`.
+    pub fn new(from: SocketAddr) -> Self {
+        TcpTransport {
+            from,
+            peers: Mutex::default(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    fn peer(&self, addr: SocketAddr) -> Arc<Peer> {
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(addr)
+            .or_insert_with(|| Arc::new(Peer::new(addr)))
+            .clone()
+    }
+
+    async fn call_inner(&self, to: SocketAddr, req: &Request) -> Result<Response, RpcError> {
+        let peer = self.peer(to);
+        let _permit = peer
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| RpcError::Overloaded)?;
+        let conn = peer.conn().await?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut bytes = Vec::new();
+        frame::encode_into(&mut bytes, Some(self.from), id, req)?;
+        let (tx, rx) = oneshot::channel();
+        conn.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, tx);
+        // Removes the entry however this call ends (answer, timeout, drop).
+        let _guard = RemoveOnDrop {
+            pending: &conn.pending,
+            id,
+        };
+        if conn.out.send(bytes).is_err() || !conn.is_alive() {
+            return Err(RpcError::Connect(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "connection closed",
+            )));
+        }
+        rx.await.unwrap_or_else(|_| {
+            Err(RpcError::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "connection closed",
+            )))
+        })
+    }
+}
+
+struct RemoveOnDrop<'a> {
+    pending: &'a Pending,
+    id: u64,
+}
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
+}
+
+#[async_trait]
+impl Transport for TcpTransport {
+    async fn call(
+        &self,
+        to: SocketAddr,
+        req: &Request,
+        timeout: Duration,
+    ) -> Result<Response, RpcError> {
+        match tokio::time::timeout(timeout, self.call_inner(to, req)).await {
+            Ok(r) => r,
+            Err(_) => Err(RpcError::Timeout(timeout)),
+        }
+    }
+}
+
+/// Input buffer a server connection keeps without drawing on the budget.
+const BASE_BUFFER: usize = 4096;
+/// Requests one server connection works on at once; past it, it stops
+/// reading until some complete.
+const MAX_IN_FLIGHT_PER_CONNECTION: usize = 4096;
+
+/// Serves one peer connection whose first byte (the preamble's) was read.
+/// Returns when the peer closes, on a protocol error, or on `shutdown`.
+pub async fn serve(
+    stream: TcpStream,
+    service: Arc<PeerService>,
+    budget: ByteBudget,
+    faults: Arc<Faults>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let (mut reader, mut writer) = stream.into_split();
+    let mut rest = [0u8; 3];
+    tokio::time::timeout(IO_TIMEOUT, reader.read_exact(&mut rest))
+        .await
+        .map_err(|_| timed_out("preamble"))??;
+    if rest != PREAMBLE[1..] {
+        warn!(got = ?rest, "peer preamble mismatch (another protocol version?); closing");
+        return Ok(());
+    }
+    let mut buf: Vec<u8> = Vec::with_capacity(BASE_BUFFER);
+    // Input buffer beyond its first 4 KiB comes from the node's budget.
+    let mut held: Held = budget.empty();
+    let mut running = FuturesUnordered::new();
+    let mut out: Vec<u8> = Vec::new();
+    let mut stop_after_flush = false;
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return Ok(()),
+            Some(done) = running.next(), if !running.is_empty() => {
+                let mut done = Some(done);
+                while let Some((id, response, stop)) = done.take() {
+                    encode_answer(&mut out, id, &response);
+                    stop_after_flush |= stop;
+                    // Every other answer that is ready goes in the same write.
+                    if let Some(Some(more)) = futures::FutureExt::now_or_never(running.next()) {
+                        done = Some(more);
+                    }
+                }
+                tokio::time::timeout(IO_TIMEOUT, writer.write_all(&out))
+                    .await
+                    .map_err(|_| timed_out("write"))??;
+                out.clear();
+                if stop_after_flush {
+                    return Ok(());
+                }
+            }
+            r = read_budgeted(&mut reader, &mut buf, &mut held, BASE_BUFFER), if running.len() < MAX_IN_FLIGHT_PER_CONNECTION => {
+                if r? == 0 {
+                    return Ok(());
+                }
+                let mut used = 0;
+                loop {
+                    match frame::decode::<Request>(&buf[used..]) {
+                        Ok((env, n)) => {
+                            used += n;
+                            let fate = env.from.map_or(Fate::Pass, |f| faults.fate(&f));
+                            if fate == Fate::Drop {
+                                // Across a partition a request goes unanswered.
+                                continue;
+                            }
+                            let service = service.clone();
+                            running.push(async move {
+                                if let Fate::Delay(d) = fate {
+                                    tokio::time::sleep(d).await;
+                                }
+                                let stop = matches!(env.body, Request::Shutdown);
+                                (env.id, service.handle(env.body).await, stop)
+                            });
+                        }
+                        Err(FrameError::Incomplete) => break,
+                        Err(e) => {
+                            warn!(cause = %e, "bad peer frame; closing");
+                            return Ok(());
+                        }
+                    }
+                }
+                consume(&mut buf, used, &mut held, BASE_BUFFER);
+            }
+        }
+    }
+}
+
+fn encode_answer(out: &mut Vec<u8>, id: u64, response: &Response) {
+    if let Err(e) = frame::encode_into(out, None, id, response) {
+        let fallback = Response::Error(super::message::RemoteError::Invalid(format!(
+            "answer could not be encoded: {e}"
+        )));
+        let _ = frame::encode_into(out, None, id, &fallback);
+    }
+}
+
+fn timed_out(what: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{what} timeout"))
+}
