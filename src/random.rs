@@ -15,14 +15,14 @@ pub enum Random {
     /// The thread-local generator.
     Thread,
     /// One generator seeded from the configuration.
-    Seeded(Mutex<StdRng>),
+    Seeded(Box<Mutex<StdRng>>),
 }
 
 impl Random {
     /// Seeded when `seed` is given.
     pub fn new(seed: Option<u64>) -> Random {
         match seed {
-            Some(s) => Random::Seeded(Mutex::new(StdRng::seed_from_u64(s))),
+            Some(s) => Random::Seeded(Box::new(Mutex::new(StdRng::seed_from_u64(s)))),
             None => Random::Thread,
         }
     }
