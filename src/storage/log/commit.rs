@@ -152,21 +152,30 @@ mod tests {
 
     #[test]
     fn concurrent_waiters_share_syncs() {
+        // 16 writers x 50 writes. Each sync takes 1 ms (a slow disk), during
+        // which the other writers append and queue up: the next sync must
+        // cover them all. Without sharing there would be one sync per write
+        // (800); with it, about one per round of the 16 writers (~50-100).
+        // Fewer than a quarter of the writes is a wide margin either way,
+        // even on a loaded machine where a writer is late for a round or two.
+        const THREADS: u64 = 16;
+        const PER_THREAD: u64 = 50;
+        let writes = THREADS * PER_THREAD;
         let gc = Arc::new(GroupCommit::default());
         let appended = Arc::new(AtomicU64::new(0));
         let syncs = Arc::new(AtomicU64::new(0));
-        let threads: Vec<_> = (0..16)
+        let threads: Vec<_> = (0..THREADS)
             .map(|_| {
                 let (gc, appended, syncs) = (gc.clone(), appended.clone(), syncs.clone());
                 std::thread::spawn(move || {
-                    for _ in 0..50 {
+                    for _ in 0..PER_THREAD {
                         let lsn = appended.fetch_add(1, Ordering::SeqCst) + 1;
                         gc.wait(
                             lsn,
                             || (appended.load(Ordering::SeqCst), ()),
                             |()| {
                                 syncs.fetch_add(1, Ordering::SeqCst);
-                                std::thread::yield_now();
+                                std::thread::sleep(std::time::Duration::from_millis(1));
                                 Ok(())
                             },
                         )
@@ -178,7 +187,14 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        assert!(syncs.load(Ordering::SeqCst) <= 800);
+        let syncs = syncs.load(Ordering::SeqCst);
+        assert!(syncs >= 1);
+        assert!(
+            syncs * 4 < writes,
+            "{syncs} syncs for {writes} writes: concurrent waiters did not share syncs"
+        );
+        // Every write was covered by a sync.
+        assert_eq!(gc.synced.load(Ordering::SeqCst), writes);
     }
 
     #[test]
