@@ -7,6 +7,12 @@
 //! could not bind it: a listening or bound socket. Connections in TIME-WAIT
 //! left by an earlier node on that port do not count; a bind without
 //! SO_REUSEADDR would fail on them, though the node would start fine.
+//!
+//! One kind of TIME-WAIT does block every bind, SO_REUSEADDR or not: that of
+//! an outgoing connection that got the port as its ephemeral local port
+//! (Linux picks those from 32768-60999, which holds the default ports
+//! 55551-55560) and closed first. No process holds it, and the kernel frees
+//! it within 60 s; [`Busy`] says so.
 
 use std::fmt;
 use std::io;
@@ -23,6 +29,8 @@ pub struct Busy {
     pub error: io::Error,
     /// The process holding it (`pid 123: db slave 55551`), when it can be found.
     pub owner: Option<String>,
+    /// Only connections in TIME-WAIT hold it: it frees by itself within 60 s.
+    pub transient: bool,
 }
 
 impl fmt::Display for Busy {
@@ -35,6 +43,11 @@ impl fmt::Display for Busy {
         write!(f, "port {} {} {reason}", self.port, self.proto)?;
         if let Some(owner) = &self.owner {
             write!(f, " by {owner}")?;
+        } else if self.transient {
+            write!(
+                f,
+                " by connections in TIME-WAIT (an outgoing connection had it as its ephemeral port; the kernel frees it within 60 s)"
+            )?;
         }
         Ok(())
     }
@@ -45,18 +58,22 @@ impl fmt::Display for Busy {
 pub fn check(ip: Ipv4Addr, port: u16) -> Result<(), Busy> {
     let addr = SocketAddr::V4(SocketAddrV4::new(ip, port));
     if let Err(error) = TcpListener::bind(addr) {
+        let (owner, transient) = holder(port, "tcp");
         return Err(Busy {
             port,
             proto: "TCP",
-            owner: owner(port, "tcp"),
+            owner,
+            transient,
             error,
         });
     }
     if let Err(error) = UdpSocket::bind(addr) {
+        let (owner, _) = holder(port, "udp");
         return Err(Busy {
             port,
             proto: "UDP",
-            owner: owner(port, "udp"),
+            owner,
+            transient: false,
             error,
         });
     }
@@ -64,8 +81,15 @@ pub fn check(ip: Ipv4Addr, port: u16) -> Result<(), Busy> {
 }
 
 /// The process holding a socket on local `port` (Linux `/proc`; `None`
-/// elsewhere or when the process belongs to another user).
-pub fn owner(port: u16, proto: &str) -> Option<String> {
+/// elsewhere or when the process belongs to another user), and whether only
+/// connections in TIME-WAIT use the port.
+pub fn holder(port: u16, proto: &str) -> (Option<String>, bool) {
+    let mut time_wait = false;
+    let owner = owner(port, proto, &mut time_wait);
+    (owner.clone(), owner.is_none() && time_wait)
+}
+
+fn owner(port: u16, proto: &str, time_wait: &mut bool) -> Option<String> {
     let mut inodes = Vec::new();
     for table in [format!("/proc/net/{proto}"), format!("/proc/net/{proto}6")] {
         let Ok(text) = std::fs::read_to_string(&table) else {
@@ -81,8 +105,13 @@ pub fn owner(port: u16, proto: &str) -> Option<String> {
                 .rsplit(':')
                 .next()
                 .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if local_port != Some(port) {
+                continue;
+            }
             // TIME-WAIT (06) sockets belong to no process.
-            if local_port == Some(port) && *state != "06" && *inode != "0" {
+            if *state == "06" {
+                *time_wait = true;
+            } else if *inode != "0" {
                 inodes.push(format!("socket:[{inode}]"));
             }
         }
@@ -192,6 +221,7 @@ mod tests {
             proto: "TCP",
             error: io::Error::from(io::ErrorKind::AddrInUse),
             owner: Some("pid 7 (db slave 55551)".into()),
+            transient: false,
         }
     }
 
@@ -238,6 +268,21 @@ mod tests {
         let u = UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = u.local_addr().unwrap().port();
         assert_eq!(check(Ipv4Addr::LOCALHOST, port).unwrap_err().proto, "UDP");
+    }
+
+    #[test]
+    fn a_port_held_only_by_time_wait_says_so() {
+        let b = Busy {
+            port: 55552,
+            proto: "TCP",
+            error: io::Error::from(io::ErrorKind::AddrInUse),
+            owner: None,
+            transient: true,
+        };
+        assert_eq!(
+            b.to_string(),
+            "port 55552 TCP in use by connections in TIME-WAIT (an outgoing connection had it as its ephemeral port; the kernel frees it within 60 s)"
+        );
     }
 
     #[test]
