@@ -373,12 +373,15 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
 fn start_logs(to: &LogTo, config: &Config) -> anyhow::Result<()> {
     init_logs(to)?;
     if let LogTo::File(path) = to {
-        eprintln!(
-            "{} on {}, logs: {}",
+        // One write, so the lines of nodes started together in one terminal
+        // (`db slave 55551 & db slave 55552 & ...`) do not interleave.
+        let line = format!(
+            "{} on {}, logs: {}\n",
             config.node_id,
             config.advertise,
             path.display()
         );
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
     }
     Ok(())
 }

@@ -305,3 +305,24 @@ fn slave_on_a_terminal_prints_one_line_and_logs_to_a_file() {
     let _ = term.child.kill();
     let _ = term.child.wait();
 }
+
+#[test]
+fn master_help_says_exit_stops_its_node_and_it_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let mut cmd = Command::new(db_bin());
+    cmd.args(["master", &port.to_string(), "--log-file"])
+        .arg(dir.path().join("master.log"));
+    let mut repl = ReplProc::spawn(cmd);
+    let _guard = ShutdownOnDrop(vec![port]);
+    repl.send("HELP");
+    let help: Vec<String> = (0..15).map(|_| repl.line()).collect();
+    assert!(
+        help.iter()
+            .any(|l| l.contains("EXIT") && l.contains("stop this node")),
+        "{help:?}"
+    );
+    repl.send("EXIT");
+    assert!(repl.wait_exit(Duration::from_secs(15)).success());
+    assert!(!listening(port));
+}
