@@ -239,6 +239,7 @@ pub fn run(opts: &Options) -> anyhow::Result<i32> {
         members.stop(STOP_TIMEOUT);
         return Err(e);
     }
+    signals::ignore_terminal_interrupt(true);
     let outcome = match repl::run_with_prompt(&addr, "db> ", Mode::Local) {
         Ok(o) => o,
         Err(e) => {

@@ -406,6 +406,7 @@ fn run_master(config: Config) -> anyhow::Result<i32> {
         let _ = sig_tx.send(sig);
     })
     .context("cannot install signal handlers")?;
+    distro_db::local::signals::ignore_terminal_interrupt(true);
     let addr = node.config.advertise.to_string();
     let repl_thread =
         std::thread::spawn(move || repl::run_with_prompt(&addr, "db> ", repl::Mode::Master));

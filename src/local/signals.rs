@@ -5,15 +5,25 @@
 //!
 //! The signal handler only writes the signal number to a pipe (the one
 //! async-signal-safe thing to do); a thread reads it and runs the clean-up.
-//! A SIGINT the kernel sends because Ctrl-C was typed at the terminal while a
-//! command runs is ignored: it is not a request to stop anything (at the
-//! prompt the terminal is in raw mode and Ctrl-C only clears the line).
+//! Once the REPL runs ([`ignore_terminal_interrupt`]), a SIGINT the kernel
+//! sends because Ctrl-C was typed at the terminal while a command runs is
+//! ignored: it is not a request to stop anything (at the prompt the terminal
+//! is in raw mode and Ctrl-C only clears the line). Before that, Ctrl-C
+//! aborts a start-up like any other SIGINT.
 
 use std::io;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 /// Write end of the signal pipe (-1 until installed).
 static PIPE_WRITE: AtomicI32 = AtomicI32::new(-1);
+/// Set while a REPL runs: Ctrl-C typed at the terminal is not a stop request.
+static IGNORE_TERMINAL_INTERRUPT: AtomicBool = AtomicBool::new(false);
+
+/// From now on (`true`), ignore SIGINT sent by the terminal driver (Ctrl-C
+/// typed while a REPL command runs); SIGINT sent with kill(2) still counts.
+pub fn ignore_terminal_interrupt(ignore: bool) {
+    IGNORE_TERMINAL_INTERRUPT.store(ignore, Ordering::Relaxed);
+}
 
 /// The signals handled.
 pub const SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGHUP, libc::SIGINT];
@@ -25,7 +35,10 @@ extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut
     } else {
         unsafe { (*info).si_code }
     };
-    if sig == libc::SIGINT && code == libc::SI_KERNEL {
+    if sig == libc::SIGINT
+        && code == libc::SI_KERNEL
+        && IGNORE_TERMINAL_INTERRUPT.load(Ordering::Relaxed)
+    {
         return;
     }
     let fd = PIPE_WRITE.load(Ordering::Relaxed);
@@ -52,7 +65,7 @@ pub fn name(sig: i32) -> &'static str {
 }
 
 /// Runs `cleanup(signal)` on a thread of its own when the process receives
-/// SIGTERM, SIGHUP or SIGINT (other than Ctrl-C typed at the terminal).
+/// SIGTERM, SIGHUP or SIGINT (but see [`ignore_terminal_interrupt`]).
 /// `cleanup` is expected to end the process. Install once per process.
 pub fn on_termination(cleanup: impl FnOnce(i32) + Send + 'static) -> io::Result<()> {
     let mut fds = [0i32; 2];
