@@ -356,6 +356,32 @@ mod tests {
     }
 
     #[test]
+    fn a_node_that_exits_at_start_is_reported_with_its_log() {
+        // A stand-in for a node that fails to start: writes a log and exits.
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("node.log");
+        std::fs::write(&log, "line 1\nERROR cannot start gossip: boom\n").unwrap();
+        let child = Command::new("sh").args(["-c", "exit 3"]).spawn().unwrap();
+        let members = Members(Arc::new(Mutex::new(vec![Member {
+            port: 1,
+            log: log.clone(),
+            child,
+        }])));
+        // Port 1 on loopback: nothing answers there, so the wait goes on
+        // until the stand-in's exit is seen.
+        let err = wait_up(&members, &[1]).unwrap_err().to_string();
+        assert!(
+            err.starts_with("node-1 exited at start (exit status: 3); the end of its log ("),
+            "{err}"
+        );
+        assert!(
+            err.ends_with("\n  line 1\n  ERROR cannot start gossip: boom"),
+            "{err}"
+        );
+        assert!(!err.contains("port in use"));
+    }
+
+    #[test]
     fn log_tail_shows_the_last_lines() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("node.log");

@@ -271,7 +271,9 @@ enum Key {
 /// Splits terminal bytes into keys, each with the offset just past its
 /// bytes. Returns the keys and how many bytes were used; an incomplete UTF-8
 /// character or escape sequence at the end is left for the next read (unless
-/// `flush`, which drops a lone ESC).
+/// `flush`, which drops a lone ESC). Stops after a key that may end the line
+/// (Enter, Ctrl-C, Ctrl-D), so input typed ahead of a line is decoded once,
+/// by the call that reads the line it belongs to.
 fn decode(bytes: &[u8], flush: bool) -> (Vec<(Key, usize)>, usize) {
     let mut keys = Vec::new();
     let mut text: Vec<char> = Vec::new();
@@ -333,6 +335,7 @@ fn decode(bytes: &[u8], flush: bool) -> (Vec<(Key, usize)>, usize) {
             b'\r' | b'\n' => {
                 push(&mut keys, &mut text, i, Key::Enter, i + 1);
                 i += 1;
+                return (keys, i);
             }
             0x7f | 0x08 => {
                 push(&mut keys, &mut text, i, Key::Backspace, i + 1);
@@ -359,8 +362,12 @@ fn decode(bytes: &[u8], flush: bool) -> (Vec<(Key, usize)>, usize) {
                     }
                     _ => Key::Ignore,
                 };
+                let ends_line = matches!(key, Key::Interrupt | Key::CtrlD);
                 push(&mut keys, &mut text, i, key, i + 1);
                 i += 1;
+                if ends_line {
+                    return (keys, i);
+                }
             }
             _ => {
                 // A UTF-8 character: its length from the lead byte.
@@ -393,7 +400,9 @@ fn decode(bytes: &[u8], flush: bool) -> (Vec<(Key, usize)>, usize) {
 pub struct Editor {
     history: VecDeque<String>,
     history_file: Option<PathBuf>,
+    /// Bytes read from the terminal; those before `pos` are used.
     pending: Vec<u8>,
+    pos: usize,
 }
 
 impl Editor {
@@ -415,6 +424,7 @@ impl Editor {
             history,
             history_file,
             pending: Vec::new(),
+            pos: 0,
         }
     }
 
@@ -460,7 +470,7 @@ impl Editor {
         out.write_all(line.render(prompt, cols).as_bytes())?;
         out.flush()?;
         loop {
-            if self.pending.is_empty() || !input_complete(&self.pending) {
+            if !input_complete(&self.pending[self.pos..]) {
                 let n = read_some(&mut buf)?;
                 if n == 0 {
                     return Err(ReadError::Eof);
@@ -469,7 +479,7 @@ impl Editor {
             }
             // A lone ESC at the end: wait a moment for the rest of the sequence.
             let flush = self.pending.last() == Some(&0x1b) && !input_ready(ESC_WAIT);
-            let (keys, used) = decode(&self.pending, flush);
+            let (keys, used) = decode(&self.pending[self.pos..], flush);
             let mut consumed = used;
             let mut done: Option<Result<String, ReadError>> = None;
             for (key, end) in keys {
@@ -519,7 +529,7 @@ impl Editor {
                     break;
                 }
             }
-            self.pending.drain(..consumed);
+            self.consume(consumed);
             cols = columns();
             match done {
                 Some(Ok(text)) => {
@@ -541,6 +551,19 @@ impl Editor {
                     out.flush()?;
                 }
             }
+        }
+    }
+
+    /// Marks `n` more pending bytes used; drops used bytes once they are
+    /// the larger part (so many lines typed ahead cost linear time).
+    fn consume(&mut self, n: usize) {
+        self.pos += n;
+        if self.pos == self.pending.len() {
+            self.pending.clear();
+            self.pos = 0;
+        } else if self.pos > READ_CHUNK && self.pos * 2 > self.pending.len() {
+            self.pending.drain(..self.pos);
+            self.pos = 0;
         }
     }
 
@@ -572,9 +595,19 @@ impl Editor {
 }
 
 /// True when `bytes` hold at least one complete key (so no read is needed
-/// before decoding them).
+/// before decoding them). Looks at the first key only.
 fn input_complete(bytes: &[u8]) -> bool {
-    !decode(bytes, false).0.is_empty()
+    let Some(&b) = bytes.first() else {
+        return false;
+    };
+    let len = match b {
+        0x1b => return decode(&bytes[..bytes.len().min(32)], false).1 > 0,
+        0xc0..=0xdf => 2,
+        0xe0..=0xef => 3,
+        0xf0..=0xf7 => 4,
+        _ => 1,
+    };
+    bytes.len() >= len
 }
 
 #[cfg(test)]
@@ -611,12 +644,18 @@ mod tests {
     }
 
     #[test]
-    fn key_ends_split_typed_ahead_lines() {
+    fn decoding_stops_at_the_end_of_a_line() {
         let input = "SET k é\r\x1b[AGET k\r".as_bytes();
-        let (k, _) = decode(input, false);
-        let ends: Vec<usize> = k.iter().map(|(_, e)| *e).collect();
-        assert_eq!(&input[ends[1]..], "\x1b[AGET k\r".as_bytes());
-        assert_eq!(&input[ends[2]..], b"GET k\r");
+        let (k, used) = decode(input, false);
+        assert_eq!(k.len(), 2);
+        assert_eq!(&input[used..], "\x1b[AGET k\r".as_bytes());
+        let (k, _) = decode(&input[used..], false);
+        assert_eq!(k[0], (Key::Up, 3));
+        assert!(input_complete(b"x"));
+        assert!(input_complete(b"\x1b[A"));
+        assert!(!input_complete(b"\x1b["));
+        assert!(!input_complete(&"é".as_bytes()[..1]));
+        assert!(!input_complete(b""));
     }
 
     #[test]
@@ -634,6 +673,28 @@ mod tests {
         assert!(shown.len() < 120, "{}", shown.len());
         long.cursor = 0;
         assert!(long.render("db> ", 80).starts_with("\rdb> xxx"));
+    }
+
+    #[test]
+    fn many_lines_typed_ahead_cost_linear_time() {
+        // 200,000 lines pasted at once: each readline decodes only its own
+        // line. Decoding the whole rest each time would take hours.
+        let input = b"SET k v\r".repeat(200_000);
+        let started = std::time::Instant::now();
+        let (mut pos, mut lines) = (0, 0);
+        while pos < input.len() {
+            assert!(input_complete(&input[pos..]));
+            let (keys, used) = decode(&input[pos..], false);
+            assert!(matches!(keys.last(), Some((Key::Enter, _))));
+            pos += used;
+            lines += 1;
+        }
+        assert_eq!(lines, 200_000);
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]
