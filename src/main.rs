@@ -386,9 +386,30 @@ fn start_logs(to: &LogTo, config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts a node; if that fails because its port is taken, says by what.
+async fn start_node(config: Config) -> anyhow::Result<Arc<node::Node>> {
+    let listen = config.listen;
+    node::start(config).await.map_err(|e| {
+        let in_use = e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
+                || c.to_string().contains("in use")
+        });
+        match listen.ip() {
+            std::net::IpAddr::V4(ip) if in_use => {
+                match distro_db::local::ports::check(ip, listen.port()) {
+                    Err(busy) => e.context(busy.to_string()),
+                    Ok(()) => e,
+                }
+            }
+            _ => e,
+        }
+    })
+}
+
 fn run_node(config: Config) -> anyhow::Result<i32> {
     runtime()?.block_on(async {
-        let node = node::start(config).await?;
+        let node = start_node(config).await?;
         node::run_until_stopped(node).await;
         Ok(0)
     })
@@ -400,7 +421,7 @@ fn run_node(config: Config) -> anyhow::Result<i32> {
 /// (which also restores the terminal and exits non-zero).
 fn run_master(config: Config) -> anyhow::Result<i32> {
     let rt = runtime()?;
-    let node = rt.block_on(node::start(config))?;
+    let node = rt.block_on(start_node(config))?;
     let (sig_tx, mut sig_rx) = tokio::sync::mpsc::unbounded_channel();
     distro_db::local::signals::on_termination(move |sig| {
         let _ = sig_tx.send(sig);

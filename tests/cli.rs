@@ -326,3 +326,29 @@ fn master_help_says_exit_stops_its_node_and_it_does() {
     assert!(repl.wait_exit(Duration::from_secs(15)).success());
     assert!(!listening(port));
 }
+
+#[test]
+fn a_node_whose_port_is_taken_names_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let mut first = Command::new(db_bin())
+        .args(["slave", &port.to_string(), "--log-file"])
+        .arg(dir.path().join("first.log"))
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = ShutdownOnDrop(vec![port]);
+    wait_until(Duration::from_secs(20), "the first node", || {
+        listening(port)
+    });
+    let o = db(&["slave", &port.to_string(), "--log-file", "-"]);
+    assert!(!o.status.success());
+    let text = stderr(&o);
+    assert!(
+        text.contains(&format!("port {port} TCP in use by pid {} (", first.id())),
+        "{text}"
+    );
+    let _ = first.kill();
+    let _ = first.wait();
+}
