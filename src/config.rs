@@ -100,7 +100,15 @@ impl Config {
             return Err("node id must be 1 to 64 characters without spaces".into());
         }
         if self.advertise.ip().is_unspecified() {
-            return Err("cannot advertise an unspecified address; pass --advertise".into());
+            return Err(format!(
+                "cannot advertise {}: peers and clients need one address to reach this node; pass --advertise IP:PORT",
+                self.advertise
+            ));
+        }
+        if self.advertise.port() == 0 || self.listen.port() == 0 {
+            return Err(
+                "port 0 is not allowed: peers and clients could not know the node's port".into(),
+            );
         }
         let mut warnings = Vec::new();
         if self.r + self.w <= self.n {
@@ -156,5 +164,14 @@ mod tests {
         bad.r = 1;
         bad.w = 1;
         assert_eq!(bad.validate().unwrap().len(), 1);
+        let mut any = c.clone();
+        any.advertise = "0.0.0.0:7000".parse().unwrap();
+        assert!(
+            any.validate()
+                .unwrap_err()
+                .contains("pass --advertise IP:PORT")
+        );
+        let zero = Config::new("127.0.0.1:0".parse().unwrap());
+        assert!(zero.validate().unwrap_err().contains("port 0"));
     }
 }
