@@ -105,11 +105,6 @@ impl Config {
                 self.advertise
             ));
         }
-        if self.advertise.port() == 0 || self.listen.port() == 0 {
-            return Err(
-                "port 0 is not allowed: peers and clients could not know the node's port".into(),
-            );
-        }
         let mut warnings = Vec::new();
         if self.r + self.w <= self.n {
             warnings.push(format!(
@@ -171,7 +166,5 @@ mod tests {
                 .unwrap_err()
                 .contains("pass --advertise IP:PORT")
         );
-        let zero = Config::new("127.0.0.1:0".parse().unwrap());
-        assert!(zero.validate().unwrap_err().contains("port 0"));
     }
 }
