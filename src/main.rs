@@ -398,7 +398,7 @@ async fn start_node(config: Config) -> anyhow::Result<Arc<node::Node>> {
         match listen.ip() {
             std::net::IpAddr::V4(ip) if in_use => {
                 match distro_db::local::ports::check(ip, listen.port()) {
-                    Err(busy) => e.context(busy.to_string()),
+                    Err(busy) => e.context(busy.explained().to_string()),
                     Ok(()) => e,
                 }
             }

@@ -210,19 +210,22 @@ fn master_with_two_slaves_on_the_default_local_ports() {
     // lie in the ephemeral range, so an outgoing connection of another
     // program may hold one in TIME-WAIT, which no bind can take over: wait
     // for the kernel to free it (60 s).
-    wait_until(
-        Duration::from_secs(90),
-        "ports 55551-55553 to be free",
-        || {
-            (55551..=55553u16).all(|port| {
-                match distro_db::local::ports::check(std::net::Ipv4Addr::LOCALHOST, port) {
-                    Ok(()) => true,
-                    Err(busy) if busy.transient => false,
-                    Err(busy) => panic!("{busy}: stop it (a `db local`?) and rerun"),
-                }
-            })
-        },
-    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let busy = (55551..=55553u16).find_map(|port| {
+            distro_db::local::ports::check(std::net::Ipv4Addr::LOCALHOST, port)
+                .err()
+                .map(|b| b.explained())
+        });
+        match busy {
+            None => break,
+            Some(b) if !b.transient => panic!("{b}: stop it (a `db local`?) and rerun"),
+            Some(b) if std::time::Instant::now() >= deadline => {
+                panic!("still after 90 s, {b}: this machine keeps reusing the port")
+            }
+            Some(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
     let dir = tempfile::tempdir().unwrap();
     let mut slaves: Vec<common::NodeProc> = [55551u16, 55552]
         .iter()

@@ -12,7 +12,12 @@
 //! an outgoing connection that got the port as its ephemeral local port
 //! (Linux picks those from 32768-60999, which holds the default ports
 //! 55551-55560) and closed first. No process holds it, and the kernel frees
-//! it within 60 s; [`Busy`] says so.
+//! it 60 s after the last such connection closed; [`Busy`] says so. Linux's
+//! connect() picks even ephemeral ports first, so a machine that keeps
+//! making short loopback connections (a benchmark, a test suite: 28,000 in
+//! TIME-WAIT were seen here) can keep every even port of that range,
+//! 55552 included, in TIME-WAIT: that is why `db local` falls back to
+//! blocks below the ephemeral range.
 
 use std::fmt;
 use std::io;
@@ -46,7 +51,7 @@ impl fmt::Display for Busy {
         } else if self.transient {
             write!(
                 f,
-                " by connections in TIME-WAIT (an outgoing connection had it as its ephemeral port; the kernel frees it within 60 s)"
+                " by connections in TIME-WAIT (outgoing connections had it as their ephemeral port; it frees 60 s after the last one closed)"
             )?;
         }
         Ok(())
@@ -55,29 +60,34 @@ impl fmt::Display for Busy {
 
 /// Binds `ip:port` for TCP as a node's listener would (SO_REUSEADDR, bind,
 /// listen) and for UDP as its gossip socket would; both are closed at once.
+/// Cheap: who holds a taken port is only looked up by [`Busy::explained`].
 pub fn check(ip: Ipv4Addr, port: u16) -> Result<(), Busy> {
     let addr = SocketAddr::V4(SocketAddrV4::new(ip, port));
-    if let Err(error) = TcpListener::bind(addr) {
-        let (owner, transient) = holder(port, "tcp");
-        return Err(Busy {
-            port,
-            proto: "TCP",
-            owner,
-            transient,
-            error,
-        });
-    }
-    if let Err(error) = UdpSocket::bind(addr) {
-        let (owner, _) = holder(port, "udp");
-        return Err(Busy {
-            port,
-            proto: "UDP",
-            owner,
-            transient: false,
-            error,
-        });
-    }
+    let busy = |proto, error| Busy {
+        port,
+        proto,
+        error,
+        owner: None,
+        transient: false,
+    };
+    TcpListener::bind(addr).map_err(|e| busy("TCP", e))?;
+    UdpSocket::bind(addr).map_err(|e| busy("UDP", e))?;
     Ok(())
+}
+
+impl Busy {
+    /// Looks up who holds the port (a process, or TIME-WAIT connections),
+    /// unless that is known already. Reads `/proc`: slow on a machine with
+    /// tens of thousands of sockets, so only for a port an error names.
+    pub fn explained(mut self) -> Busy {
+        if self.owner.is_none() && !self.transient {
+            let proto = if self.proto == "UDP" { "udp" } else { "tcp" };
+            let (owner, transient) = holder(self.port, proto);
+            self.owner = owner;
+            self.transient = transient && self.proto == "TCP";
+        }
+        self
+    }
 }
 
 /// The process holding a socket on local `port` (Linux `/proc`; `None`
@@ -157,10 +167,16 @@ fn owner(port: u16, proto: &str, time_wait: &mut bool) -> Option<String> {
     None
 }
 
-/// Blocks of ports `db local` tries when the default block is taken: the
-/// default block, then the next blocks of ten (out of the 55551-55560 range
-/// that nodes started without `--seed` look for each other in).
-const FALLBACK_BLOCKS: u16 = 40;
+/// How many blocks `db local` tries, ten ports apart, when the default
+/// block is taken: a few next to it (out of the 55551-55560 range that nodes
+/// started without `--seed` look for each other in), then from
+/// [`FALLBACK_LOW`] on.
+const FALLBACK_NEAR: u16 = 4;
+/// See [`FALLBACK_NEAR`].
+const FALLBACK_FAR: u16 = 40;
+/// First fallback block below Linux's ephemeral range (32768-60999), where
+/// no outgoing connection can hold a port.
+pub const FALLBACK_LOW: u16 = 25551;
 
 /// Picks the ports for `nodes` nodes starting at `base`. An explicit base
 /// must be free (the error names the port, the protocol and the holder);
@@ -185,17 +201,20 @@ pub fn choose(
     let Some(busy) = first_busy(&ports) else {
         return Ok((ports, None));
     };
+    let busy = busy.explained();
     if explicit {
         return Err(format!(
             "cannot use ports {}: {busy}; stop it or pick another --base-port",
             range(&ports)
         ));
     }
-    for i in 1..=FALLBACK_BLOCKS {
-        let Some(start) = base.checked_add(i * 10) else {
-            break;
-        };
-        let Some(other) = block(start) else { break };
+    let near = (1..=FALLBACK_NEAR).filter_map(|i| base.checked_add(i * 10));
+    let far = (0..FALLBACK_FAR).filter_map(|i| FALLBACK_LOW.checked_add(i * 10));
+    for start in near.chain(far) {
+        let Some(other) = block(start) else { continue };
+        if other.iter().any(|p| ports.contains(p)) {
+            continue;
+        }
         if first_busy(&other).is_none() {
             let notice = format!(
                 "ports {} are taken ({busy}); using {} instead",
@@ -206,8 +225,9 @@ pub fn choose(
         }
     }
     Err(format!(
-        "ports {} are taken ({busy}), and so are the next {FALLBACK_BLOCKS} blocks; pass --base-port",
-        range(&ports)
+        "ports {} are taken ({busy}), and so are the {} blocks tried after them; pass --base-port",
+        range(&ports),
+        FALLBACK_NEAR + FALLBACK_FAR
     ))
 }
 
@@ -236,6 +256,23 @@ mod tests {
         );
         let (ports, notice) = choose(55551, 3, false, |_| Ok(())).unwrap();
         assert_eq!((ports, notice), (vec![55551, 55552, 55553], None));
+        // Every even port of the ephemeral range in TIME-WAIT (many short
+        // outgoing connections): fall back below that range.
+        let evens = |p: u16| {
+            if p % 2 == 0 && p >= 32768 {
+                Err(busy(p))
+            } else {
+                Ok(())
+            }
+        };
+        let (ports, notice) = choose(55551, 3, false, evens).unwrap();
+        assert_eq!(ports, [25551, 25552, 25553]);
+        assert!(notice.unwrap().ends_with("using 25551-25553 instead"));
+        let err = choose(55551, 3, false, |p| Err(busy(p))).unwrap_err();
+        assert!(
+            err.contains("and so are the 44 blocks tried after them"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -255,7 +292,7 @@ mod tests {
     fn a_listener_is_taken_and_its_owner_is_named() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        let err = check(Ipv4Addr::LOCALHOST, port).unwrap_err();
+        let err = check(Ipv4Addr::LOCALHOST, port).unwrap_err().explained();
         assert_eq!(err.proto, "TCP");
         let text = err.to_string();
         assert!(
@@ -265,8 +302,12 @@ mod tests {
         let me = std::process::id().to_string();
         assert!(text.contains(&format!("pid {me} (")), "{text}");
         drop(l);
-        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = u.local_addr().unwrap().port();
+        // A UDP socket alone (on a port whose TCP side is free: port 0 could
+        // get an ephemeral port that TIME-WAIT connections hold for TCP).
+        let port = (20000..32000)
+            .find(|&p| check(Ipv4Addr::LOCALHOST, p).is_ok())
+            .unwrap();
+        let _u = UdpSocket::bind(("127.0.0.1", port)).unwrap();
         assert_eq!(check(Ipv4Addr::LOCALHOST, port).unwrap_err().proto, "UDP");
     }
 
@@ -281,7 +322,7 @@ mod tests {
         };
         assert_eq!(
             b.to_string(),
-            "port 55552 TCP in use by connections in TIME-WAIT (an outgoing connection had it as its ephemeral port; the kernel frees it within 60 s)"
+            "port 55552 TCP in use by connections in TIME-WAIT (outgoing connections had it as their ephemeral port; it frees 60 s after the last one closed)"
         );
     }
 
