@@ -369,9 +369,18 @@ fn run_terminal(session: &mut Session, prompt: &str) -> anyhow::Result<Outcome> 
 /// Checks sizes before sending, so an oversized argument gets a clear
 /// error instead of a connection the node has to cut.
 fn check_sizes(name: &str, args: &[Vec<u8>]) -> Result<(), String> {
+    const KIB: usize = 1024;
+    const MIB: usize = 1024 * 1024;
+    // A limit: "8 MiB (8388608 bytes)".
+    let limit = |n: usize| match n {
+        _ if n % MIB == 0 => format!("{} MiB ({n} bytes)", n / MIB),
+        _ if n % KIB == 0 => format!("{} KiB ({n} bytes)", n / KIB),
+        _ => format!("{n} bytes"),
+    };
+    // A size: "65.0 MiB (68157440 bytes)".
     let size = |n: usize| {
-        if n >= 1024 * 1024 {
-            format!("{:.1} MiB ({n} bytes)", n as f64 / (1024.0 * 1024.0))
+        if n >= MIB {
+            format!("{:.1} MiB ({n} bytes)", n as f64 / MIB as f64)
         } else {
             format!("{n} bytes")
         }
@@ -382,8 +391,9 @@ fn check_sizes(name: &str, args: &[Vec<u8>]) -> Result<(), String> {
         && key.len() > MAX_KEY_LEN
     {
         return Err(format!(
-            "key too large: {}; the limit is 16 KiB ({MAX_KEY_LEN} bytes); nothing was sent",
-            size(key.len())
+            "key too large: {}; the limit is {}; nothing was sent",
+            size(key.len()),
+            limit(MAX_KEY_LEN)
         ));
     }
     if name == "SET"
@@ -391,14 +401,16 @@ fn check_sizes(name: &str, args: &[Vec<u8>]) -> Result<(), String> {
         && value.len() > MAX_VALUE_LEN
     {
         return Err(format!(
-            "value too large: {}; the limit is 8 MiB ({MAX_VALUE_LEN} bytes); nothing was sent",
-            size(value.len())
+            "value too large: {}; the limit is {}; nothing was sent",
+            size(value.len()),
+            limit(MAX_VALUE_LEN)
         ));
     }
     if let Some(big) = args.iter().find(|a| a.len() > MAX_BULK_LEN) {
         return Err(format!(
-            "argument too large: {}; the protocol limit is 64 MiB ({MAX_BULK_LEN} bytes); nothing was sent",
-            size(big.len())
+            "argument too large: {}; the protocol limit is {}; nothing was sent",
+            size(big.len()),
+            limit(MAX_BULK_LEN)
         ));
     }
     Ok(())
