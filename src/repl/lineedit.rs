@@ -302,7 +302,8 @@ fn decode(bytes: &[u8], flush: bool) -> (Vec<(Key, usize)>, usize) {
                     // CSI/SS3: parameters then one final byte in 0x40..=0x7e.
                     let Some(fin) = rest[1..].iter().position(|c| (0x40..=0x7e).contains(c)) else {
                         if flush || rest.len() > 16 {
-                            i = bytes.len();
+                            // Not a sequence after all: drop the ESC only.
+                            i += 1;
                             continue;
                         }
                         break;
@@ -641,6 +642,12 @@ mod tests {
         // A lone ESC is dropped only when no more input follows.
         assert_eq!(decode(b"\x1b", false).1, 0);
         assert_eq!(decode(b"\x1b", true).1, 1);
+        // A broken sequence loses its ESC, not the input after it.
+        let (k, _) = keys(b"\x1b[0123456789012345678 !");
+        assert_eq!(
+            k,
+            vec![Key::Text("[0123456789012345678 !".chars().collect())]
+        );
     }
 
     #[test]
