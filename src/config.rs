@@ -113,7 +113,10 @@ impl Config {
             return Err("node id must be 1 to 64 characters without spaces".into());
         }
         if self.advertise.ip().is_unspecified() {
-            return Err("cannot advertise an unspecified address; pass --advertise".into());
+            return Err(format!(
+                "cannot advertise {}: peers and clients need one address to reach this node; pass --advertise IP:PORT",
+                self.advertise
+            ));
         }
         let mut warnings = Vec::new();
         if self.r + self.w <= self.n {
@@ -169,5 +172,12 @@ mod tests {
         bad.r = 1;
         bad.w = 1;
         assert_eq!(bad.validate().unwrap().len(), 1);
+        let mut any = c.clone();
+        any.advertise = "0.0.0.0:7000".parse().unwrap();
+        assert!(
+            any.validate()
+                .unwrap_err()
+                .contains("pass --advertise IP:PORT")
+        );
     }
 }

@@ -1,134 +1,394 @@
 //! `db local`: a whole cluster on this machine for trying distro-db.
 //!
-//! Starts `nodes - 1` peer processes (`db slave PORT`, this same binary, logs
-//! in the temp directory) and runs the last node in this process as the
-//! master with its REPL. When the REPL ends (QUIT stops every node; EXIT or
-//! end of input leaves the peers running), the peers still running are sent
-//! SIGTERM and, if they do not stop within a few seconds, killed.
+//! It checks the configuration and the ports first (nothing is started if
+//! either is wrong), then starts every node as a child process (`db slave
+//! PORT --seed ...`, this same binary, each logging to a file it names) in a
+//! session of its own, so Ctrl-C at the terminal never reaches them. Then it
+//! runs the REPL, a client, against one of them.
+//!
+//! - `EXIT` or end of input leaves the REPL; the cluster keeps running, and
+//!   `db local` says how to reconnect (`db repl --connect`) and stop it (QUIT).
+//! - `QUIT` stops every node (SHUTDOWN CLUSTER); `db local` waits (bounded)
+//!   for its children to exit.
+//! - SIGTERM, SIGHUP or SIGINT sent to `db local` restores the terminal, stops
+//!   the nodes it started (SIGTERM, a bounded wait, then SIGKILL) and exits
+//!   non-zero.
 
-use std::net::SocketAddr;
+pub mod ports;
+pub mod signals;
+
+use std::io::Write as _;
+use std::net::Ipv4Addr;
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
+use crate::client::Client;
+use crate::config::Config;
+use crate::repl::{self, Mode, Outcome};
+
+/// Port of the first node when `--base-port` is not given.
+pub const DEFAULT_BASE_PORT: u16 = 55551;
+/// How long the nodes have to come up and see each other.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long nodes have to stop after QUIT or SIGTERM before being killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Lines of a node's log shown when it exits at start.
+const LOG_TAIL_LINES: usize = 15;
+
 /// What `db local` starts.
 #[derive(Debug, Clone)]
-pub struct LocalCluster {
-    /// Number of nodes, master included.
+pub struct Options {
+    /// Number of nodes.
     pub nodes: u16,
-    /// Port of the first node; the others follow.
-    pub base_port: u16,
-    /// Extra flags passed to every node (N, R, W, ...).
-    pub node_flags: Vec<String>,
+    /// Port of the first node; `None`: the default, or the next free block.
+    pub base_port: Option<u16>,
+    /// Replicas per key, read and write quorums.
+    pub n: usize,
+    /// Read quorum.
+    pub r: usize,
+    /// Write quorum.
+    pub w: usize,
 }
 
-/// The peer processes of a local cluster; stopped when dropped.
-pub struct Peers {
-    children: Vec<(u16, Child)>,
+/// One node process.
+struct Member {
+    port: u16,
+    log: PathBuf,
+    child: Child,
 }
 
-impl LocalCluster {
-    /// Ports of every node, master last.
-    pub fn ports(&self) -> Vec<u16> {
-        (0..self.nodes).map(|i| self.base_port + i).collect()
+/// The node processes, shared with the signal-handling thread.
+#[derive(Clone)]
+struct Members(Arc<Mutex<Vec<Member>>>);
+
+impl Members {
+    fn lock(&self) -> MutexGuard<'_, Vec<Member>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Seeds every node gets: all the cluster's addresses.
-    pub fn seeds(&self) -> Vec<String> {
-        self.ports()
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
-            .collect()
-    }
-
-    /// Log file of the node on `port`.
-    pub fn log_path(port: u16) -> PathBuf {
-        std::env::temp_dir().join(format!("distro-db-node-{port}.log"))
-    }
-
-    /// Starts the peer processes (every node but the last).
-    pub fn start_peers(&self) -> anyhow::Result<Peers> {
-        let exe = std::env::current_exe().context("cannot find the db binary")?;
-        let mut peers = Peers {
-            children: Vec::new(),
-        };
-        let ports = self.ports();
-        for &port in &ports[..ports.len().saturating_sub(1)] {
-            let log = LocalCluster::log_path(port);
-            let file = std::fs::File::create(&log)
-                .with_context(|| format!("cannot create {}", log.display()))?;
-            let mut cmd = Command::new(&exe);
-            cmd.arg("slave").arg(port.to_string());
-            for s in self.seeds() {
-                cmd.arg("--seed").arg(s);
+    /// Ports of the nodes still running.
+    fn running(&self) -> Vec<u16> {
+        let mut running = Vec::new();
+        for m in self.lock().iter_mut() {
+            if let Ok(None) = m.child.try_wait() {
+                running.push(m.port);
             }
-            cmd.args(&self.node_flags)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(file));
-            let child = cmd.spawn().context("cannot start a peer process")?;
-            peers.children.push((port, child));
         }
-        // A peer that cannot bind its port exits at once: report it.
-        let deadline = Instant::now() + Duration::from_millis(500);
-        while Instant::now() < deadline {
-            for (port, child) in &mut peers.children {
-                if let Ok(Some(status)) = child.try_wait() {
-                    anyhow::bail!(
-                        "the node on port {port} exited at start ({status}); is the port in use? see {}",
-                        LocalCluster::log_path(*port).display()
-                    );
-                }
+        running
+    }
+
+    /// Waits until every node has exited or `within` passes; true if all did.
+    fn wait_all(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.running().is_empty() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(peers)
     }
-}
 
-impl Peers {
-    /// Asks the peers still running to stop (SIGTERM, a graceful stop),
-    /// waits for them (bounded), then kills those still running.
-    pub fn stop(mut self, grace: Duration) {
-        for (_, child) in &mut self.children {
-            if let Ok(None) = child.try_wait()
-                && let Ok(pid) = i32::try_from(child.id())
+    /// SIGTERM to every node still running, a bounded wait, then SIGKILL.
+    fn stop(&self, grace: Duration) {
+        for m in self.lock().iter_mut() {
+            if let Ok(None) = m.child.try_wait()
+                && let Ok(pid) = i32::try_from(m.child.id())
             {
                 // SAFETY: kill(2) on the PID of a child we spawned and have
-                // not reaped; no memory is involved.
+                // not reaped (try_wait just saw it running), so the PID is
+                // still that child's.
                 unsafe {
                     libc::kill(pid, libc::SIGTERM);
                 }
             }
         }
-        let deadline = Instant::now() + grace;
-        for (_, child) in &mut self.children {
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
+        if self.wait_all(grace) {
+            return;
+        }
+        for m in self.lock().iter_mut() {
+            if let Ok(None) = m.child.try_wait() {
+                eprintln!("node-{} did not stop within {grace:?}; killing it", m.port);
+                let _ = m.child.kill();
+                let _ = m.child.wait();
+            }
+        }
+    }
+}
+
+/// Log file of the node on `port`.
+pub fn log_path(port: u16) -> PathBuf {
+    std::env::temp_dir().join(format!("distro-db-node-{port}.log"))
+}
+
+/// The last `lines` lines of a file (empty if unreadable).
+pub fn log_tail(path: &std::path::Path, lines: usize) -> Vec<String> {
+    let text = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect()
+}
+
+/// Checks what can be checked before starting anything: the port range and
+/// the replication settings.
+pub fn validate(opts: &Options) -> anyhow::Result<Vec<String>> {
+    let base = opts.base_port.unwrap_or(DEFAULT_BASE_PORT);
+    if base == 0 {
+        anyhow::bail!("--base-port 0 is not a port peers can reach: give a port from 1 to 65535");
+    }
+    let last = u32::from(base) + u32::from(opts.nodes) - 1;
+    if last > u32::from(u16::MAX) {
+        anyhow::bail!(
+            "--base-port {base} with --nodes {} needs ports {base}-{last}, past the last port (65535): use a base port of at most {}",
+            opts.nodes,
+            u32::from(u16::MAX) + 1 - u32::from(opts.nodes)
+        );
+    }
+    let mut config = Config::new(std::net::SocketAddr::from(([127, 0, 0, 1], base)));
+    config.n = opts.n;
+    config.r = opts.r;
+    config.w = opts.w;
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}; no node was started"))
+}
+
+/// Runs `db local`; returns the process exit status.
+pub fn run(opts: &Options) -> anyhow::Result<i32> {
+    for w in validate(opts)? {
+        eprintln!("warning: {w}");
+    }
+    let base = opts.base_port.unwrap_or(DEFAULT_BASE_PORT);
+    let (ports, notice) = ports::choose(base, opts.nodes, opts.base_port.is_some(), |p| {
+        ports::check(Ipv4Addr::LOCALHOST, p)
+    })
+    .map_err(anyhow::Error::msg)?;
+    if let Some(n) = notice {
+        eprintln!("{n}");
+    }
+    let members = Members(Arc::new(Mutex::new(Vec::new())));
+    let on_signal = members.clone();
+    signals::on_termination(move |sig| {
+        repl::lineedit::restore_terminal();
+        eprintln!(
+            "db local: {} received; stopping the nodes it started",
+            signals::name(sig)
+        );
+        on_signal.stop(STOP_TIMEOUT);
+        std::process::exit(128 + sig);
+    })
+    .context("cannot install signal handlers")?;
+
+    let exe = std::env::current_exe().context("cannot find the db binary")?;
+    let seeds: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    for &port in &ports {
+        let log = log_path(port);
+        let file = std::fs::File::create(&log)
+            .with_context(|| format!("cannot create {}", log.display()))?;
+        let mut cmd = Command::new(&exe);
+        cmd.arg("slave").arg(port.to_string());
+        for s in &seeds {
+            cmd.arg("--seed").arg(s);
+        }
+        cmd.arg(format!("--n={}", opts.n))
+            .arg(format!("--r={}", opts.r))
+            .arg(format!("--w={}", opts.w))
+            .arg("--log-file")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(file));
+        // SAFETY: setsid(2) is async-signal-safe and touches no memory of
+        // the parent; it runs in the child between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
                 }
-                std::thread::sleep(Duration::from_millis(50));
+                Ok(())
+            });
+        }
+        let child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                members.stop(STOP_TIMEOUT);
+                return Err(e).context("cannot start a node process");
+            }
+        };
+        eprintln!(
+            "node-{port} on 127.0.0.1:{port} (pid {}), logs: {}",
+            child.id(),
+            log.display()
+        );
+        members.lock().push(Member { port, log, child });
+    }
+
+    let attach = *ports.last().unwrap_or(&base);
+    let addr = format!("127.0.0.1:{attach}");
+    if let Err(e) = wait_up(&members, &ports) {
+        members.stop(STOP_TIMEOUT);
+        return Err(e);
+    }
+    signals::ignore_terminal_interrupt(true);
+    let outcome = match repl::run_with_prompt(&addr, "db> ", Mode::Local) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("repl: {e:#}");
+            Outcome::Exit
+        }
+    };
+    let _ = std::io::stdout().flush();
+    if outcome == Outcome::Quit {
+        if members.wait_all(STOP_TIMEOUT) {
+            eprintln!("every node has stopped");
+        } else {
+            members.stop(STOP_TIMEOUT);
+        }
+        return Ok(0);
+    }
+    let running = members.running();
+    match running.last() {
+        None => eprintln!("every node has stopped"),
+        Some(port) => {
+            eprintln!(
+                "the cluster keeps running ({} of {} nodes, logs in {}).\n\
+                 reconnect: db repl --connect 127.0.0.1:{port}\n\
+                 stop it:   QUIT in that REPL",
+                running.len(),
+                ports.len(),
+                std::env::temp_dir().join("distro-db-node-*.log").display()
+            );
+        }
+    }
+    Ok(0)
+}
+
+/// Waits (bounded) until every node answers and sees every node live. A
+/// node that exits meanwhile is an error showing the end of its log.
+fn wait_up(members: &Members, ports: &[u16]) -> anyhow::Result<()> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    let count = ports.len();
+    loop {
+        for m in members.lock().iter_mut() {
+            if let Ok(Some(status)) = m.child.try_wait() {
+                let mut msg = format!(
+                    "node-{} exited at start ({status}); the end of its log ({}):",
+                    m.port,
+                    m.log.display()
+                );
+                for line in log_tail(&m.log, LOG_TAIL_LINES) {
+                    msg.push_str("\n  ");
+                    msg.push_str(&line);
+                }
+                anyhow::bail!(msg);
             }
         }
-        // Drop kills whatever is left.
+        let live = ports
+            .iter()
+            .map(|p| live_count(&format!("127.0.0.1:{p}")))
+            .min()
+            .unwrap_or(0);
+        if live >= count {
+            eprintln!("cluster of {count} nodes is up");
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            eprintln!(
+                "warning: not every node sees all {count} nodes live after {START_TIMEOUT:?}; see the logs"
+            );
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
-impl Drop for Peers {
-    fn drop(&mut self) {
-        for (_, child) in &mut self.children {
-            if let Ok(None) = child.try_wait() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
+/// Members `addr` reports live (0 if it does not answer).
+fn live_count(addr: &str) -> usize {
+    let Ok(mut c) = Client::connect_with(addr, Duration::from_secs(2)) else {
+        return 0;
+    };
+    match c.call(&["NODES"]) {
+        Ok(crate::resp::Frame::Bulk(text)) => String::from_utf8_lossy(&text)
+            .lines()
+            .filter(|l| l.split_whitespace().nth(2) == Some("live"))
+            .count(),
+        _ => 0,
     }
 }
 
-/// The master's address in a local cluster.
-pub fn master_addr(cluster: &LocalCluster) -> SocketAddr {
-    let port = *cluster.ports().last().unwrap_or(&cluster.base_port);
-    SocketAddr::from(([127, 0, 0, 1], port))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(nodes: u16, base: Option<u16>, n: usize, r: usize, w: usize) -> Options {
+        Options {
+            nodes,
+            base_port: base,
+            n,
+            r,
+            w,
+        }
+    }
+
+    #[test]
+    fn validation_happens_before_anything_starts() {
+        let e = validate(&opts(3, None, 3, 4, 2)).unwrap_err().to_string();
+        assert!(e.contains("cannot exceed N"), "{e}");
+        assert!(e.contains("no node was started"), "{e}");
+        let e = validate(&opts(2, Some(65535), 3, 2, 2))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("65535-65536"), "{e}");
+        assert!(e.contains("at most 65534"), "{e}");
+        assert!(validate(&opts(1, Some(65535), 3, 2, 2)).is_ok());
+        assert!(validate(&opts(3, Some(0), 3, 2, 2)).is_err());
+        assert_eq!(validate(&opts(3, None, 3, 1, 1)).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_node_that_exits_at_start_is_reported_with_its_log() {
+        // A stand-in for a node that fails to start: writes a log and exits.
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("node.log");
+        std::fs::write(&log, "line 1\nERROR cannot start gossip: boom\n").unwrap();
+        let child = Command::new("sh").args(["-c", "exit 3"]).spawn().unwrap();
+        let members = Members(Arc::new(Mutex::new(vec![Member {
+            port: 1,
+            log: log.clone(),
+            child,
+        }])));
+        // Port 1 on loopback: nothing answers there, so the wait goes on
+        // until the stand-in's exit is seen.
+        let err = wait_up(&members, &[1]).unwrap_err().to_string();
+        assert!(
+            err.starts_with("node-1 exited at start (exit status: 3); the end of its log ("),
+            "{err}"
+        );
+        assert!(
+            err.ends_with("\n  line 1\n  ERROR cannot start gossip: boom"),
+            "{err}"
+        );
+        assert!(!err.contains("port in use"));
+    }
+
+    #[test]
+    fn log_tail_shows_the_last_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("node.log");
+        let text: String = (1..=30).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&f, text).unwrap();
+        let tail = log_tail(&f, 3);
+        assert_eq!(tail, ["line 28", "line 29", "line 30"]);
+        assert!(log_tail(&dir.path().join("none"), 3).is_empty());
+    }
 }

@@ -1,15 +1,15 @@
 //! The `db` binary: command-line parsing, logging set-up, and dispatch to
 //! the library (a node, a master with its REPL, a REPL client, a local cluster).
 
+use std::io::IsTerminal as _;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use distro_db::config::Config;
-use distro_db::local::LocalCluster;
 use distro_db::{node, repl};
 use tracing_subscriber::EnvFilter;
 
@@ -34,29 +34,48 @@ enum Cmd {
         /// Address peers and clients reach this node at (default: --listen).
         #[arg(long, value_name = "ADDR")]
         advertise: Option<String>,
+        /// Write logs here; `-` for standard error. Default: standard error,
+        /// unless it is a terminal (then <data-dir>/node.log or a file in the
+        /// temp directory, named on start).
+        #[arg(long, value_name = "FILE")]
+        log_file: Option<String>,
         #[command(flatten)]
         opts: NodeOpts,
     },
     /// Run a node on 127.0.0.1:PORT (or --host) without a prompt.
     Slave {
-        /// Port to listen on.
+        /// Port to listen on (1-65535).
+        #[arg(value_parser = port_arg)]
         port: u16,
         /// Host to bind.
         #[arg(long, default_value = "127.0.0.1")]
         host: String,
+        /// Address peers and clients reach this node at (needed with --host 0.0.0.0).
+        #[arg(long, value_name = "ADDR")]
+        advertise: Option<String>,
+        /// Write logs here; `-` for standard error. Default: standard error,
+        /// unless it is a terminal (then <data-dir>/node.log or a file in the
+        /// temp directory, named on start).
+        #[arg(long, value_name = "FILE")]
+        log_file: Option<String>,
         #[command(flatten)]
         opts: NodeOpts,
     },
-    /// Run a node on 127.0.0.1:PORT (or --host) with the REPL on this terminal.
+    /// Run a node on 127.0.0.1:PORT (or --host) with the REPL on this
+    /// terminal (EXIT there stops this node).
     Master {
-        /// Port to listen on.
+        /// Port to listen on (1-65535).
+        #[arg(value_parser = port_arg)]
         port: u16,
         /// Host to bind.
         #[arg(long, default_value = "127.0.0.1")]
         host: String,
+        /// Address peers and clients reach this node at (needed with --host 0.0.0.0).
+        #[arg(long, value_name = "ADDR")]
+        advertise: Option<String>,
         /// Write logs here (default: <data-dir>/node.log, or a file in the temp directory).
         #[arg(long, value_name = "FILE")]
-        log_file: Option<PathBuf>,
+        log_file: Option<String>,
         #[command(flatten)]
         opts: NodeOpts,
     },
@@ -66,17 +85,29 @@ enum Cmd {
         #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:55551")]
         connect: String,
     },
-    /// Start a local cluster (peer processes plus a master with the REPL).
+    /// Start a local cluster (every node a background process) and open the
+    /// REPL against it; EXIT leaves the cluster running, QUIT stops it.
     Local {
-        /// Number of nodes, master included.
+        /// Number of nodes.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=10))]
         nodes: u16,
-        /// Port of the first node; the others follow.
-        #[arg(long, default_value_t = 55551)]
-        base_port: u16,
+        /// Port of the first node; the others follow [default: 55551, or the
+        /// next free block of ports if that one is taken].
+        #[arg(long, value_parser = port_arg)]
+        base_port: Option<u16>,
         #[command(flatten)]
         replication: Replication,
     },
+}
+
+/// A port argument: 1-65535. Port 0 would make the node listen on a random
+/// port that no peer or client knows.
+fn port_arg(s: &str) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(0) => Err("port 0 is not allowed: the node would listen on a random port that peers and clients cannot know; give a port from 1 to 65535".into()),
+        Ok(p) => Ok(p),
+        Err(_) => Err(format!("'{s}' is not a port (1-65535)")),
+    }
 }
 
 /// Replication factor and quorums.
@@ -187,12 +218,48 @@ fn build_config(listen: SocketAddr, advertise: Option<SocketAddr>, o: &NodeOpts)
     c
 }
 
-fn init_logs(file: Option<&PathBuf>) -> anyhow::Result<()> {
+/// Where a process's logs go.
+#[derive(Debug, Clone)]
+enum LogTo {
+    Stderr,
+    File(PathBuf),
+}
+
+/// The default log file of a node: `<data-dir>/node.log`, or
+/// `$TMPDIR/distro-db-node-<port>.log`.
+fn default_log(config: &Config) -> PathBuf {
+    match &config.data_dir {
+        Some(d) => d.join("node.log"),
+        None => {
+            std::env::temp_dir().join(format!("distro-db-node-{}.log", config.advertise.port()))
+        }
+    }
+}
+
+/// Where `db node` and `db slave` log: `--log-file` if given (`-` is
+/// standard error); else standard error, unless it is a terminal, where the
+/// logs would garble the prompt of whatever runs in the foreground.
+fn node_log(log_file: Option<&str>, config: &Config) -> LogTo {
+    match log_file {
+        Some("-") => LogTo::Stderr,
+        Some(f) => LogTo::File(PathBuf::from(f)),
+        None if std::io::stderr().is_terminal() => LogTo::File(default_log(config)),
+        None => LogTo::Stderr,
+    }
+}
+
+/// Sets up tracing. Colours only on a terminal.
+fn init_logs(to: &LogTo) -> anyhow::Result<()> {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,chitchat=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match file {
-        Some(path) => {
+    match to {
+        LogTo::File(path) => {
+            if let Some(parent) = path.parent()
+                && !parent.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(parent).ok();
+            }
             let f = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -200,16 +267,48 @@ fn init_logs(file: Option<&PathBuf>) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot open log file {}", path.display()))?;
             builder.with_ansi(false).with_writer(Arc::new(f)).init();
         }
-        None => builder.with_writer(std::io::stderr).init(),
+        LogTo::Stderr => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .init(),
+    }
+    Ok(())
+}
+
+/// Checks a node's configuration before anything starts; prints warnings
+/// on standard error (they matter to whoever starts the node) and names the
+/// flag to fix for an unspecified address.
+fn check_config(config: &Config, bind_flag: &str) -> anyhow::Result<()> {
+    if config.listen.port() == 0 {
+        anyhow::bail!(
+            "port 0 is not allowed: the node would listen on a random port that peers and clients cannot know"
+        );
+    }
+    if config.advertise.port() == 0 {
+        anyhow::bail!("--advertise needs a real port, not 0");
+    }
+    if config.advertise.ip().is_unspecified() {
+        anyhow::bail!(
+            "{bind_flag} {} listens on every interface, but peers and clients need one address to reach this node: pass --advertise IP:{} with an address of this machine they can reach",
+            config.listen.ip(),
+            config.listen.port()
+        );
+    }
+    for w in config.validate().map_err(anyhow::Error::msg)? {
+        eprintln!("warning: {w}");
     }
     Ok(())
 }
 
 fn main() {
     let cli = Cli::parse();
-    if let Err(e) = run(cli) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+    match run(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            distro_db::repl::lineedit::restore_terminal();
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
     }
 }
 
@@ -220,109 +319,138 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs a command; returns the exit status.
+fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Cmd::Node {
             listen,
             advertise,
+            log_file,
             opts,
         } => {
-            init_logs(None)?;
             let listen = resolve(&listen)?;
             let advertise = advertise.map(|a| resolve(&a)).transpose()?;
-            run_node(build_config(listen, advertise, &opts))
+            let config = build_config(listen, advertise, &opts);
+            check_config(&config, "--listen")?;
+            start_logs(&node_log(log_file.as_deref(), &config), &config)?;
+            run_node(config)
         }
-        Cmd::Slave { port, host, opts } => {
-            init_logs(None)?;
-            let listen = resolve(&format!("{host}:{port}"))?;
-            run_node(build_config(listen, None, &opts))
-        }
-        Cmd::Master {
+        Cmd::Slave {
             port,
             host,
+            advertise,
             log_file,
             opts,
         } => {
             let listen = resolve(&format!("{host}:{port}"))?;
-            let config = build_config(listen, None, &opts);
-            let log = log_file.unwrap_or_else(|| match &config.data_dir {
-                Some(d) => d.join("node.log"),
-                None => std::env::temp_dir().join(format!("distro-db-{}.log", config.node_id)),
-            });
-            if let Some(parent) = log.parent() {
-                std::fs::create_dir_all(parent).ok();
-            }
-            init_logs(Some(&log))?;
-            eprintln!(
-                "{} on {} (logs: {})",
-                config.node_id,
-                config.advertise,
-                log.display()
-            );
-            run_master(config, None)
+            let advertise = advertise.map(|a| resolve(&a)).transpose()?;
+            let config = build_config(listen, advertise, &opts);
+            check_config(&config, "--host")?;
+            start_logs(&node_log(log_file.as_deref(), &config), &config)?;
+            run_node(config)
         }
-        Cmd::Repl { connect } => repl::run(&connect),
+        Cmd::Master {
+            port,
+            host,
+            advertise,
+            log_file,
+            opts,
+        } => {
+            let listen = resolve(&format!("{host}:{port}"))?;
+            let advertise = advertise.map(|a| resolve(&a)).transpose()?;
+            let config = build_config(listen, advertise, &opts);
+            check_config(&config, "--host")?;
+            // The REPL owns this terminal: logs go to a file unless asked.
+            let to = match log_file.as_deref() {
+                Some("-") => LogTo::Stderr,
+                Some(f) => LogTo::File(PathBuf::from(f)),
+                None => LogTo::File(default_log(&config)),
+            };
+            start_logs(&to, &config)?;
+            run_master(config)
+        }
+        Cmd::Repl { connect } => {
+            repl::run(&connect)?;
+            Ok(0)
+        }
         Cmd::Local {
             nodes,
             base_port,
             replication: Replication { n, r, w },
-        } => {
-            let cluster = LocalCluster {
-                nodes,
-                base_port,
-                node_flags: vec![format!("--n={n}"), format!("--r={r}"), format!("--w={w}")],
-            };
-            let master = distro_db::local::master_addr(&cluster);
-            let log = LocalCluster::log_path(master.port());
-            init_logs(Some(&log))?;
-            let peers = cluster.start_peers()?;
-            let mut config = Config::new(master);
-            config.seeds = cluster.seeds();
-            config.n = n;
-            config.r = r;
-            config.w = w;
-            eprintln!(
-                "starting {nodes} nodes on 127.0.0.1:{}..{} (logs: {})",
-                base_port,
-                master.port(),
-                std::env::temp_dir().join("distro-db-node-*.log").display()
-            );
-            let result = run_master(config, Some(nodes as usize));
-            peers.stop(Duration::from_secs(3));
-            result
-        }
+        } => distro_db::local::run(&distro_db::local::Options {
+            nodes,
+            base_port,
+            n,
+            r,
+            w,
+        }),
     }
 }
 
-fn run_node(config: Config) -> anyhow::Result<()> {
-    runtime()?.block_on(async {
-        let node = node::start(config).await?;
-        node::run_until_stopped(node).await;
-        Ok(())
+/// Sets up logging; when logs go to a file, says where in one line.
+fn start_logs(to: &LogTo, config: &Config) -> anyhow::Result<()> {
+    init_logs(to)?;
+    if let LogTo::File(path) = to {
+        // One write, so the lines of nodes started together in one terminal
+        // (`db slave 55551 & db slave 55552 & ...`) do not interleave.
+        let line = format!(
+            "{} on {}, logs: {}\n",
+            config.node_id,
+            config.advertise,
+            path.display()
+        );
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    }
+    Ok(())
+}
+
+/// Starts a node; if that fails because its port is taken, says by what.
+async fn start_node(config: Config) -> anyhow::Result<Arc<node::Node>> {
+    let listen = config.listen;
+    node::start(config).await.map_err(|e| {
+        let in_use = e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
+                || c.to_string().contains("in use")
+        });
+        match listen.ip() {
+            std::net::IpAddr::V4(ip) if in_use => {
+                match distro_db::local::ports::check(ip, listen.port()) {
+                    Err(busy) => e.context(busy.explained().to_string()),
+                    Ok(()) => e,
+                }
+            }
+            _ => e,
+        }
     })
 }
 
-/// Runs a node with the REPL on this terminal. With `wait_for`, waits
-/// (bounded) until that many nodes are live before showing the prompt.
-fn run_master(config: Config, wait_for: Option<usize>) -> anyhow::Result<()> {
+fn run_node(config: Config) -> anyhow::Result<i32> {
+    runtime()?.block_on(async {
+        let node = start_node(config).await?;
+        node::run_until_stopped(node).await;
+        Ok(0)
+    })
+}
+
+/// Runs a node with the REPL on this terminal. The REPL ending (QUIT, EXIT,
+/// end of input, KILL of this node) stops the node; so does the node being
+/// stopped from elsewhere, and SIGTERM/SIGHUP/SIGINT sent to the process
+/// (which also restores the terminal and exits non-zero).
+fn run_master(config: Config) -> anyhow::Result<i32> {
     let rt = runtime()?;
-    let node = rt.block_on(node::start(config))?;
-    if let Some(count) = wait_for {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while node.membership.view().live_count() < count && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let live = node.membership.view().live_count();
-        if live < count {
-            eprintln!("warning: only {live} of {count} nodes are up; see the logs");
-        } else {
-            eprintln!("cluster of {count} nodes is up");
-        }
-    }
+    let node = rt.block_on(start_node(config))?;
+    let (sig_tx, mut sig_rx) = tokio::sync::mpsc::unbounded_channel();
+    distro_db::local::signals::on_termination(move |sig| {
+        let _ = sig_tx.send(sig);
+    })
+    .context("cannot install signal handlers")?;
+    distro_db::local::signals::ignore_terminal_interrupt(true);
     let addr = node.config.advertise.to_string();
-    let repl_thread = std::thread::spawn(move || repl::run_with_prompt(&addr, "db> "));
+    let repl_thread =
+        std::thread::spawn(move || repl::run_with_prompt(&addr, "db> ", repl::Mode::Master));
     let stopped = node.stopped.clone();
-    rt.block_on(async {
+    let code = rt.block_on(async {
         // The REPL ends (QUIT, EXIT, end of input) or the node is stopped from elsewhere.
         let repl_done = async {
             while !repl_thread.is_finished() {
@@ -330,18 +458,34 @@ fn run_master(config: Config, wait_for: Option<usize>) -> anyhow::Result<()> {
             }
             repl_thread.join()
         };
-        tokio::select! {
+        let code = tokio::select! {
             r = repl_done => {
                 if let Ok(Err(e)) = r {
                     eprintln!("repl: {e:#}");
                 }
+                0
             }
-            _ = stopped.cancelled() => {}
+            _ = stopped.cancelled() => {
+                repl::lineedit::restore_terminal();
+                eprintln!("{} was stopped (KILL, SHUTDOWN or QUIT from a client); exiting", node.id());
+                0
+            }
+            Some(sig) = sig_rx.recv() => {
+                repl::lineedit::restore_terminal();
+                eprintln!("{} received; stopping {}", distro_db::local::signals::name(sig), node.id());
+                128 + sig
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(10), node::stop(&node))
+            .await
+            .is_err()
+        {
+            eprintln!("{} did not stop within 10 s", node.id());
         }
-        node::stop(&node).await;
+        code
     });
     // The REPL thread may still be blocked reading the terminal; returning
     // from main ends the process without it.
     rt.shutdown_timeout(Duration::from_secs(1));
-    Ok(())
+    Ok(code)
 }

@@ -2,85 +2,113 @@
 //! `redis-cli` does, and the read-eval-print loop itself.
 //!
 //! The REPL is a RESP client: `db master` runs it against its own node over
-//! loopback, `db repl --connect HOST:PORT` against any node. On a terminal it
-//! has line editing and history (rustyline); otherwise it reads standard input
-//! line by line, prints no prompt and exactly one line per answer (multi-line
-//! answers such as NODES aside), and exits at end of input.
+//! loopback, `db local` against one node of the cluster it started, `db repl
+//! --connect HOST:PORT` against any node. On a terminal it edits lines with
+//! [`lineedit`] (history, and linear time for any line length);
+//! otherwise it reads standard input line by line, prints no prompt and
+//! exactly one line per answer (multi-line answers such as NODES aside), and
+//! exits at end of input.
+//!
+//! Arguments are bytes: `\xHH` escapes in double quotes give raw bytes, sent
+//! on the wire as they are.
+
+pub mod lineedit;
 
 use std::io::{self, BufRead, IsTerminal, Write};
 
 use crate::client::Client;
-use crate::resp::Frame;
+use crate::config::{MAX_KEY_LEN, MAX_VALUE_LEN};
+use crate::resp::{Frame, MAX_BULK_LEN};
+use lineedit::{Editor, ReadError};
 
 /// One argument of a typed line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Token {
-    /// The argument with quotes removed and escapes applied.
-    pub text: String,
+    /// The argument's bytes, with quotes removed and escapes applied.
+    pub text: Vec<u8>,
     /// True when it was written in quotes.
     pub quoted: bool,
 }
 
-/// Splits a line into arguments. Double quotes allow `\"`, `\\`, `\n`, `\r`,
-/// `\t` and `\xHH` escapes; single quotes are literal (but for `\'`).
-pub fn tokenize(line: &str) -> Result<Vec<Token>, String> {
+/// Splits a line into arguments (as redis-cli and redis-server's inline
+/// commands do). Double quotes allow `\"`, `\\`, `\n`, `\r`, `\t`, `\a`,
+/// `\b` and `\xHH` escapes, where `\xHH` is the raw byte HH (`\xff` is the
+/// byte 0xff, not the UTF-8 encoding of U+00FF); single quotes are literal
+/// (but for `\'`). Other bytes pass through unchanged. Linear in the length.
+pub fn tokenize(line: impl AsRef<[u8]>) -> Result<Vec<Token>, String> {
+    let line = line.as_ref();
     let mut out = Vec::new();
-    let mut chars = line.chars().peekable();
+    let mut i = 0;
+    let hex = |b: u8| char::from(b).to_digit(16).map(|d| d as u8);
     loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
+        while line.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
+            i += 1;
         }
-        let Some(&c) = chars.peek() else {
+        let Some(&c) = line.get(i) else {
             return Ok(out);
         };
-        let mut text = String::new();
-        let quoted = c == '"' || c == '\'';
+        let mut text = Vec::new();
+        let quoted = c == b'"' || c == b'\'';
         if quoted {
-            chars.next();
+            i += 1;
             let mut closed = false;
-            while let Some(ch) = chars.next() {
-                if ch == c {
+            while let Some(&b) = line.get(i) {
+                i += 1;
+                if b == c {
                     closed = true;
                     break;
                 }
-                if ch == '\\' {
-                    let Some(esc) = chars.next() else { break };
-                    if c == '\'' {
-                        if esc != '\'' {
-                            text.push('\\');
-                        }
-                        text.push(esc);
-                        continue;
+                if b != b'\\' {
+                    text.push(b);
+                    continue;
+                }
+                let Some(&esc) = line.get(i) else { break };
+                i += 1;
+                if c == b'\'' {
+                    if esc != b'\'' {
+                        text.push(b'\\');
                     }
-                    match esc {
-                        'n' => text.push('\n'),
-                        'r' => text.push('\r'),
-                        't' => text.push('\t'),
-                        'x' => {
-                            let hex: String = chars.by_ref().take(2).collect();
-                            let byte = u8::from_str_radix(&hex, 16)
-                                .map_err(|_| format!("invalid escape \\x{hex}"))?;
-                            text.push(char::from(byte));
+                    text.push(esc);
+                    continue;
+                }
+                match esc {
+                    b'n' => text.push(b'\n'),
+                    b'r' => text.push(b'\r'),
+                    b't' => text.push(b'\t'),
+                    b'a' => text.push(0x07),
+                    b'b' => text.push(0x08),
+                    b'x' => {
+                        let (hi, lo) = (line.get(i).copied(), line.get(i + 1).copied());
+                        match (hi.and_then(hex), lo.and_then(hex)) {
+                            (Some(h), Some(l)) => {
+                                text.push(h << 4 | l);
+                                i += 2;
+                            }
+                            _ => {
+                                let shown: String = line[i..(i + 2).min(line.len())]
+                                    .iter()
+                                    .map(|&b| char::from(b))
+                                    .collect();
+                                return Err(format!("invalid escape \\x{shown}"));
+                            }
                         }
-                        other => text.push(other),
                     }
-                } else {
-                    text.push(ch);
+                    other => text.push(other),
                 }
             }
             if !closed {
                 return Err("unbalanced quotes".into());
             }
-            if chars.peek().is_some_and(|c| !c.is_whitespace()) {
+            if line.get(i).is_some_and(|b| !b.is_ascii_whitespace()) {
                 return Err("closing quote must be followed by a space".into());
             }
         } else {
-            while let Some(&ch) = chars.peek() {
-                if ch.is_whitespace() {
+            while let Some(&b) = line.get(i) {
+                if b.is_ascii_whitespace() {
                     break;
                 }
-                text.push(ch);
-                chars.next();
+                text.push(b);
+                i += 1;
             }
         }
         out.push(Token { text, quoted });
@@ -169,9 +197,43 @@ fn format_generic(reply: &Frame, indent: usize) -> String {
     }
 }
 
-/// The HELP text.
-pub const HELP: &str = "\
-Commands (case-insensitive; quote values with spaces: SET k \"a b\"):
+/// Where the REPL runs: decides what HELP says and what EXIT means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `db repl --connect`: a client of a running node.
+    Client,
+    /// `db master`: the REPL is the terminal of the node in this process, so
+    /// leaving it stops that node.
+    Master,
+    /// `db local`: a client of the cluster `db local` started, which keeps
+    /// running when the REPL is left.
+    Local,
+}
+
+/// How the REPL ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// EXIT or end of input.
+    Exit,
+    /// QUIT: the cluster was told to stop.
+    Quit,
+    /// The node the REPL is attached to was stopped by this REPL (KILL of
+    /// itself, SHUTDOWN).
+    NodeStopped,
+}
+
+/// The HELP text for a REPL in `mode`.
+pub fn help(mode: Mode) -> String {
+    let exit = match mode {
+        Mode::Master => {
+            "leave the REPL and stop this node (the REPL is its terminal); the others keep running"
+        }
+        Mode::Local => "leave the REPL; the cluster keeps running (reconnect with db repl)",
+        Mode::Client => "leave the REPL; the node and the cluster keep running",
+    };
+    format!(
+        "\
+Commands (case-insensitive; quote values with spaces: SET k \"a b\"; \"\\xff\" is the byte 0xff):
   SET <key> <value> [W=<n>] [CTX=<token>]   write; CTX supersedes exactly the versions that token saw
   GET <key> [R=<n>]                         read: the value, (nil), or every sibling
   VGET <key> [R=<n>]                        read with the context token: CTX=<token> <siblings...>
@@ -181,75 +243,182 @@ Commands (case-insensitive; quote values with spaces: SET k \"a b\"):
   REPLICAS <key>                            what each owner (and stand-in) stores: clock, siblings
   STATUS                                    this node's configuration and figures
   PING                                      check the connection
-  KILL <node id>                            stop that node's process
+  KILL <node id>                            stop that node's process (this REPL's own node: the REPL ends)
   QUIT                                      stop every node of the cluster and leave
-  EXIT                                      leave the REPL; the cluster keeps running
-  HELP                                      this text";
+  EXIT                                      {exit}
+  HELP                                      this text
+Limits: key 16 KiB, value 8 MiB, 100 siblings and 32 MiB of values per key."
+    )
+}
 
 /// What the loop should do after a line.
 enum Step {
     Continue,
-    Exit,
+    Done(Outcome),
 }
 
-/// Runs the REPL against the node at `addr` until QUIT, EXIT or end of input.
-pub fn run(addr: &str) -> anyhow::Result<()> {
-    run_with_prompt(addr, &format!("db {addr}> "))
+/// The REPL's connection and what it knows about the node behind it.
+struct Session {
+    client: Client,
+    addr: String,
+    /// The id of the node the REPL is attached to (from STATUS), if known.
+    node_id: Option<String>,
+    mode: Mode,
 }
 
-/// [`run`] with a given prompt (the master's is plain `db> `).
-pub fn run_with_prompt(addr: &str, prompt: &str) -> anyhow::Result<()> {
+/// Runs the REPL against the node at `addr` (`db repl --connect`) until
+/// QUIT, EXIT or end of input.
+pub fn run(addr: &str) -> anyhow::Result<Outcome> {
+    run_with_prompt(addr, &format!("db {addr}> "), Mode::Client)
+}
+
+/// [`run`] with a given prompt and mode (`db master` and `db local` show
+/// `db> `).
+pub fn run_with_prompt(addr: &str, prompt: &str, mode: Mode) -> anyhow::Result<Outcome> {
     let mut client =
         Client::connect(addr).map_err(|e| anyhow::anyhow!("cannot connect to {addr}: {e}"))?;
-    if io::stdin().is_terminal() {
-        run_terminal(&mut client, addr, prompt)
+    let node_id = node_id(&mut client);
+    let mut session = Session {
+        client,
+        addr: addr.to_string(),
+        node_id,
+        mode,
+    };
+    if io::stdin().is_terminal() && io::stdout().is_terminal() {
+        run_terminal(&mut session, prompt)
     } else {
-        let stdin = io::stdin();
-        let mut out = io::stdout();
-        for line in stdin.lock().lines() {
-            let line = line?;
-            let step = eval(&mut client, addr, &line, &mut out)?;
-            out.flush()?;
-            if let Step::Exit = step {
-                break;
-            }
-        }
-        Ok(())
+        run_piped(&mut session)
     }
 }
 
-fn run_terminal(client: &mut Client, addr: &str, prompt: &str) -> anyhow::Result<()> {
-    let mut editor = rustyline::DefaultEditor::new()?;
-    let history =
-        std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".distro_db_history"));
-    if let Some(h) = &history {
-        let _ = editor.load_history(h);
+/// The node's id, from the first line of STATUS (`node: <id> at <addr>`).
+fn node_id(client: &mut Client) -> Option<String> {
+    match client.call(&["STATUS"]) {
+        Ok(Frame::Bulk(text)) => String::from_utf8_lossy(&text)
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("node: "))
+            .and_then(|l| l.split_whitespace().next())
+            .map(str::to_string),
+        _ => None,
     }
-    println!("connected to {addr}; type HELP for commands");
+}
+
+/// Standard input is not a terminal: one line at a time, as bytes (so any
+/// byte can be piped in), in time linear in the input.
+fn run_piped(session: &mut Session) -> anyhow::Result<Outcome> {
+    let stdin = io::stdin();
+    let mut input = stdin.lock();
     let mut out = io::stdout();
+    let mut line = Vec::new();
     loop {
-        match editor.readline(prompt) {
-            Ok(line) => {
-                if !line.trim().is_empty() {
-                    let _ = editor.add_history_entry(line.as_str());
-                }
-                if let Step::Exit = eval(client, addr, &line, &mut out)? {
-                    break;
-                }
+        line.clear();
+        if input.read_until(b'\n', &mut line)? == 0 {
+            return Ok(Outcome::Exit);
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
             }
-            Err(rustyline::error::ReadlineError::Interrupted) => continue,
-            Err(rustyline::error::ReadlineError::Eof) => break,
-            Err(e) => return Err(e.into()),
+        }
+        let step = eval(session, &line, &mut out)?;
+        out.flush()?;
+        if let Step::Done(outcome) = step {
+            return Ok(outcome);
         }
     }
-    if let Some(h) = &history {
-        let _ = editor.save_history(h);
+}
+
+fn run_terminal(session: &mut Session, prompt: &str) -> anyhow::Result<Outcome> {
+    let history =
+        std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".distro_db_history"));
+    let mut editor = Editor::new(history);
+    let id = session
+        .node_id
+        .as_ref()
+        .map(|id| format!(" ({id})"))
+        .unwrap_or_default();
+    println!("connected to {}{id}; type HELP for commands", session.addr);
+    let mut out = io::stdout();
+    let outcome = loop {
+        match editor.readline(prompt) {
+            Ok(line) => {
+                editor.add_history(&line);
+                match eval(session, line.as_bytes(), &mut out) {
+                    Ok(Step::Continue) => {}
+                    Ok(Step::Done(outcome)) => break outcome,
+                    Err(e) => {
+                        editor.save_history();
+                        return Err(e);
+                    }
+                }
+            }
+            Err(ReadError::Interrupted) => continue,
+            Err(ReadError::Eof) => break Outcome::Exit,
+            Err(ReadError::Io(e)) => {
+                editor.save_history();
+                return Err(e.into());
+            }
+        }
+    };
+    editor.save_history();
+    Ok(outcome)
+}
+
+/// Checks sizes before sending, so an oversized argument gets a clear
+/// error instead of a connection the node has to cut.
+fn check_sizes(name: &str, args: &[Vec<u8>]) -> Result<(), String> {
+    const KIB: usize = 1024;
+    const MIB: usize = 1024 * 1024;
+    // A limit: "8 MiB (8388608 bytes)".
+    let limit = |n: usize| match n {
+        _ if n % MIB == 0 => format!("{} MiB ({n} bytes)", n / MIB),
+        _ if n % KIB == 0 => format!("{} KiB ({n} bytes)", n / KIB),
+        _ => format!("{n} bytes"),
+    };
+    // A size: "65.0 MiB (68157440 bytes)".
+    let size = |n: usize| {
+        if n >= MIB {
+            format!("{:.1} MiB ({n} bytes)", n as f64 / MIB as f64)
+        } else {
+            format!("{n} bytes")
+        }
+    };
+    let keyed = matches!(name, "GET" | "VGET" | "SET" | "DEL" | "OWNERS" | "REPLICAS");
+    if keyed
+        && let Some(key) = args.get(1)
+        && key.len() > MAX_KEY_LEN
+    {
+        return Err(format!(
+            "key too large: {}; the limit is {}; nothing was sent",
+            size(key.len()),
+            limit(MAX_KEY_LEN)
+        ));
+    }
+    if name == "SET"
+        && let Some(value) = args.get(2)
+        && value.len() > MAX_VALUE_LEN
+    {
+        return Err(format!(
+            "value too large: {}; the limit is {}; nothing was sent",
+            size(value.len()),
+            limit(MAX_VALUE_LEN)
+        ));
+    }
+    if let Some(big) = args.iter().find(|a| a.len() > MAX_BULK_LEN) {
+        return Err(format!(
+            "argument too large: {}; the protocol limit is {}; nothing was sent",
+            size(big.len()),
+            limit(MAX_BULK_LEN)
+        ));
     }
     Ok(())
 }
 
-/// Evaluates one typed line, printing its answer to `out`.
-fn eval(client: &mut Client, addr: &str, line: &str, out: &mut impl Write) -> anyhow::Result<Step> {
+/// Evaluates one typed line, printing its answer to `out` (and notices,
+/// such as the REPL's node stopping, to standard error).
+fn eval(session: &mut Session, line: &[u8], out: &mut impl Write) -> anyhow::Result<Step> {
     let tokens = match tokenize(line) {
         Ok(t) => t,
         Err(e) => {
@@ -260,16 +429,20 @@ fn eval(client: &mut Client, addr: &str, line: &str, out: &mut impl Write) -> an
     let Some(first) = tokens.first() else {
         return Ok(Step::Continue);
     };
-    let name = first.text.to_ascii_uppercase();
+    let name = String::from_utf8_lossy(&first.text).to_ascii_uppercase();
     match name.as_str() {
         "HELP" => {
-            writeln!(out, "{HELP}")?;
+            writeln!(out, "{}", help(session.mode))?;
             return Ok(Step::Continue);
         }
-        "EXIT" => return Ok(Step::Exit),
+        "EXIT" => return Ok(Step::Done(Outcome::Exit)),
         _ => {}
     }
-    let mut args: Vec<String> = tokens.into_iter().map(|t| t.text).collect();
+    let mut args: Vec<Vec<u8>> = tokens.into_iter().map(|t| t.text).collect();
+    if let Err(e) = check_sizes(&name, &args) {
+        writeln!(out, "(error) ERR {e}")?;
+        return Ok(Step::Continue);
+    }
     let quit = name == "QUIT";
     if quit {
         if args.len() != 1 {
@@ -280,35 +453,71 @@ fn eval(client: &mut Client, addr: &str, line: &str, out: &mut impl Write) -> an
             return Ok(Step::Continue);
         }
         // RESP QUIT only closes a connection; the REPL's QUIT stops the cluster.
-        args = vec!["SHUTDOWN".into(), "CLUSTER".into()];
+        args = vec![b"SHUTDOWN".to_vec(), b"CLUSTER".to_vec()];
     }
-    let reply = match call_with_reconnect(client, addr, &args) {
+    // Stopping the node this REPL is attached to ends the REPL.
+    let stops_own_node = match (name.as_str(), args.len()) {
+        ("SHUTDOWN", 1) => true,
+        ("KILL", 2) => session
+            .node_id
+            .as_ref()
+            .is_some_and(|id| id.as_bytes() == args[1].as_slice()),
+        _ => false,
+    };
+    let reply = match call_with_reconnect(session, &args) {
         Ok(r) => r,
         Err(e) => {
-            writeln!(out, "(error) connection to {addr} failed: {e}")?;
-            return Ok(if quit { Step::Exit } else { Step::Continue });
+            writeln!(out, "(error) connection to {} failed: {e}", session.addr)?;
+            return Ok(if quit {
+                Step::Done(Outcome::Quit)
+            } else {
+                Step::Continue
+            });
         }
     };
-    writeln!(out, "{}", format_reply(&name, &reply))?;
-    let stopped = quit && !matches!(reply, Frame::Error(_));
-    Ok(if stopped { Step::Exit } else { Step::Continue })
+    let mut text = format_reply(&name, &reply);
+    if let Frame::Error(e) = &reply
+        && e.starts_with("ERR unknown command ")
+    {
+        text.push_str("(type HELP for the list)");
+    }
+    writeln!(out, "{text}")?;
+    let ok = !matches!(reply, Frame::Error(_));
+    if quit && ok {
+        return Ok(Step::Done(Outcome::Quit));
+    }
+    if stops_own_node && ok {
+        out.flush()?;
+        let who = session.node_id.as_deref().unwrap_or("the node");
+        match session.mode {
+            Mode::Client => eprintln!(
+                "{who} at {} (the node this REPL is connected to) is stopping; the REPL exits",
+                session.addr
+            ),
+            Mode::Master | Mode::Local => {
+                eprintln!("{who} (the node this REPL is attached to) is stopping; the REPL exits")
+            }
+        }
+        return Ok(Step::Done(Outcome::NodeStopped));
+    }
+    Ok(Step::Continue)
 }
 
 /// Sends a command, first reconnecting if the node closed the connection
 /// while the REPL sat idle. A command whose answer was lost is not resent:
 /// it may have been applied.
-fn call_with_reconnect(client: &mut Client, addr: &str, args: &[String]) -> io::Result<Frame> {
-    if client.is_closed() {
-        *client = Client::connect(addr)?;
+fn call_with_reconnect(session: &mut Session, args: &[Vec<u8>]) -> io::Result<Frame> {
+    if session.client.is_closed() {
+        session.client = Client::connect(&session.addr)?;
     }
-    client.call(args)
+    session.client.call(args)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn texts(line: &str) -> Vec<String> {
+    fn texts(line: &str) -> Vec<Vec<u8>> {
         tokenize(line)
             .unwrap()
             .into_iter()
@@ -316,18 +525,65 @@ mod tests {
             .collect()
     }
 
+    fn strs(items: &[&str]) -> Vec<Vec<u8>> {
+        items.iter().map(|s| s.as_bytes().to_vec()).collect()
+    }
+
     #[test]
     fn tokenizes_quotes_and_escapes() {
-        assert_eq!(texts("SET k \"a b\""), ["SET", "k", "a b"]);
-        assert_eq!(texts("  GET   k  "), ["GET", "k"]);
-        assert_eq!(texts(r#"SET k "q\"x\n""#), ["SET", "k", "q\"x\n"]);
-        assert_eq!(texts(r#"SET k "\x41""#), ["SET", "k", "A"]);
-        assert_eq!(texts("SET k ''"), ["SET", "k", ""]);
-        assert_eq!(texts("SET k 'a \\' b'"), ["SET", "k", "a ' b"]);
+        assert_eq!(texts("SET k \"a b\""), strs(&["SET", "k", "a b"]));
+        assert_eq!(texts("  GET   k  "), strs(&["GET", "k"]));
+        assert_eq!(texts(r#"SET k "q\"x\n""#), strs(&["SET", "k", "q\"x\n"]));
+        assert_eq!(texts(r#"SET k "\x41""#), strs(&["SET", "k", "A"]));
+        assert_eq!(texts("SET k ''"), strs(&["SET", "k", ""]));
+        assert_eq!(texts("SET k 'a \\' b'"), strs(&["SET", "k", "a ' b"]));
         assert!(tokenize("SET k \"open").is_err());
         assert!(tokenize("SET k \"a\"b").is_err());
+        assert!(tokenize("SET k \"\\xZZ\"").is_err());
+        assert!(tokenize("SET k \"\\x4\"").is_err());
         assert!(tokenize("").unwrap().is_empty());
         assert!(tokenize("SET k \"W=2\"").unwrap()[2].quoted);
+        // UTF-8 typed as is stays UTF-8.
+        assert_eq!(texts("SET k é")[2], "é".as_bytes());
+    }
+
+    #[test]
+    fn hex_escapes_are_raw_bytes() {
+        // \xff is the byte 0xff, not U+00FF encoded as c3 bf.
+        assert_eq!(texts(r#"SET bin "\xff\x00""#)[2], vec![0xff, 0x00]);
+        assert_eq!(
+            texts(r#"SET bin "\x80\xC3\xa9""#)[2],
+            vec![0x80, 0xc3, 0xa9]
+        );
+        // Raw non-UTF-8 bytes in the input pass through.
+        assert_eq!(tokenize(b"SET k \xfe").unwrap()[2].text, vec![0xfe]);
+    }
+
+    #[test]
+    fn tokenizing_is_linear() {
+        let line = format!("SET k \"{}\"", "ab\\x41".repeat(1 << 20));
+        let started = std::time::Instant::now();
+        let t = tokenize(&line).unwrap();
+        assert_eq!(t[2].text.len(), 3 << 20);
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+
+    #[test]
+    fn sizes_are_checked_before_sending() {
+        let args = |k: usize, v: usize| vec![b"SET".to_vec(), vec![b'k'; k], vec![b'v'; v]];
+        assert!(check_sizes("SET", &args(10, MAX_VALUE_LEN)).is_ok());
+        let e = check_sizes("SET", &args(10, 65 << 20)).unwrap_err();
+        assert!(e.starts_with("value too large: 65.0 MiB"), "{e}");
+        assert!(e.contains("the limit is 8 MiB"), "{e}");
+        let e = check_sizes("GET", &args(MAX_KEY_LEN + 1, 0)[..2]).unwrap_err();
+        assert!(e.contains("the limit is 16 KiB"), "{e}");
+    }
+
+    #[test]
+    fn help_matches_the_mode() {
+        assert!(help(Mode::Master).contains("stop this node"));
+        assert!(help(Mode::Local).contains("the cluster keeps running"));
+        assert!(!help(Mode::Client).contains("stop this node"));
     }
 
     #[test]

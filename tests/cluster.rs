@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::io::{Read, Write};
 use std::process::Command;
 use std::time::Duration;
 
@@ -204,13 +205,26 @@ fn repl_exits_at_end_of_input_without_stopping_the_cluster() {
 fn master_with_two_slaves_on_the_default_local_ports() {
     // The original project's start, as written: no seeds, default ports.
     // Those ports must be free (stop any local cluster before the tests).
-    for port in 55551..=55553u16 {
-        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
-        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
-        assert!(
-            tcp.is_ok() && udp.is_ok(),
-            "port {port} is in use by another process: stop it (a `db local`?) and rerun"
-        );
+    // "Free" as the node binds: a listening or bound socket makes a port
+    // taken, a TIME-WAIT remnant of an earlier node does not. These ports
+    // lie in the ephemeral range, so an outgoing connection of another
+    // program may hold one in TIME-WAIT, which no bind can take over: wait
+    // for the kernel to free it (60 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let busy = (55551..=55553u16).find_map(|port| {
+            distro_db::local::ports::check(std::net::Ipv4Addr::LOCALHOST, port)
+                .err()
+                .map(|b| b.explained())
+        });
+        match busy {
+            None => break,
+            Some(b) if !b.transient => panic!("{b}: stop it (a `db local`?) and rerun"),
+            Some(b) if std::time::Instant::now() >= deadline => {
+                panic!("still after 90 s, {b}: this machine keeps reusing the port")
+            }
+            Some(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
     }
     let dir = tempfile::tempdir().unwrap();
     let mut slaves: Vec<common::NodeProc> = [55551u16, 55552]
@@ -254,4 +268,75 @@ fn master_with_two_slaves_on_the_default_local_ports() {
     wait_until(Duration::from_secs(10), "node-55552 to exit", || {
         !slaves[1].running()
     });
+}
+
+#[test]
+fn repl_hex_escapes_reach_the_node_as_raw_bytes() {
+    let c = Cluster::start(1);
+    let mut cmd = Command::new(db_bin());
+    cmd.arg("repl").arg("--connect").arg(c.nodes[0].addr());
+    let mut repl = ReplProc::spawn(cmd);
+    assert_eq!(repl.ask(r#"SET bin "\xff\x00""#), "OK");
+    assert_eq!(repl.ask("GET bin"), r#""\xff\x00""#);
+    // A raw client sees exactly the two bytes ff 00 (not c3 bf 00).
+    let mut s = std::net::TcpStream::connect(c.nodes[0].addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"*2\r\n$3\r\nGET\r\n$3\r\nbin\r\n").unwrap();
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 64];
+    while !reply.ends_with(b"\r\n") || reply.len() < 8 {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "connection closed");
+        reply.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(reply, b"$2\r\n\xff\x00\r\n");
+}
+
+#[test]
+fn repl_kill_of_its_own_node_says_so_and_exits() {
+    let mut c = Cluster::start(2);
+    let dir = tempfile::tempdir().unwrap();
+    let err = dir.path().join("stderr");
+    let mut cmd = Command::new(db_bin());
+    cmd.arg("repl")
+        .arg("--connect")
+        .arg(c.nodes[0].addr())
+        .stderr(std::fs::File::create(&err).unwrap());
+    let mut repl = ReplProc::spawn(cmd);
+    let me = c.nodes[0].id.clone();
+    assert_eq!(repl.ask(&format!("KILL {me}")), "OK");
+    assert!(repl.wait_exit(Duration::from_secs(10)).success());
+    let text = common::read(&err);
+    assert!(
+        text.contains(&format!(
+            "{me} at {} (the node this REPL is connected to) is stopping; the REPL exits",
+            c.nodes[0].addr()
+        )),
+        "{text}"
+    );
+    wait_until(Duration::from_secs(5), "the node to exit", || {
+        !c.nodes[0].running()
+    });
+    assert!(c.nodes[1].running());
+}
+
+#[test]
+fn repl_refuses_an_oversized_value_before_sending_it() {
+    let c = Cluster::start(1);
+    let mut cmd = Command::new(db_bin());
+    cmd.arg("repl").arg("--connect").arg(c.nodes[0].addr());
+    let mut repl = ReplProc::spawn(cmd);
+    let big = "v".repeat(distro_db::config::MAX_VALUE_LEN + 1);
+    let answer = repl.ask(&format!("SET k {big}"));
+    assert_eq!(
+        answer,
+        "(error) ERR value too large: 8.0 MiB (8388609 bytes); the limit is 8 MiB (8388608 bytes); nothing was sent"
+    );
+    // The connection is intact.
+    assert_eq!(repl.ask("PING"), "PONG");
+    let answer = repl.ask("FROB x");
+    assert_eq!(
+        answer,
+        "(error) ERR unknown command 'FROB', with args beginning with: 'x' (type HELP for the list)"
+    );
 }

@@ -258,13 +258,31 @@ pub fn parse(args: &[Vec<u8>]) -> Result<Command, String> {
             }
             Command::Noop
         }
-        _ => {
-            let shown: String = name.chars().take(64).collect();
-            return Err(format!(
-                "unknown command '{shown}' (type HELP in the REPL for the list)"
-            ));
-        }
+        _ => return Err(unknown_command(first, rest)),
     })
+}
+
+/// Redis 7's text for an unknown command, byte for byte, so Redis clients
+/// and users see what they know: the name as typed (at most 128 bytes), then
+/// the first arguments, each in single quotes followed by a space, until 128
+/// bytes of them are shown.
+fn unknown_command(name: &[u8], args: &[Vec<u8>]) -> String {
+    const LIMIT: usize = 128;
+    let clip = |b: &[u8], max: usize| String::from_utf8_lossy(&b[..b.len().min(max)]).into_owned();
+    let mut shown = String::new();
+    for arg in args {
+        if shown.len() >= LIMIT {
+            break;
+        }
+        let room = LIMIT - shown.len();
+        shown.push('\'');
+        shown.push_str(&clip(arg, room));
+        shown.push_str("' ");
+    }
+    format!(
+        "unknown command '{}', with args beginning with: {shown}",
+        clip(name, LIMIT)
+    )
 }
 
 fn parse_fault(rest: &[Vec<u8>]) -> Result<FaultCmd, String> {
@@ -363,10 +381,24 @@ mod tests {
             p(&["SET", "k"]).unwrap_err(),
             "wrong number of arguments for 'set' command"
         );
-        assert!(
-            p(&["FROB"])
-                .unwrap_err()
-                .starts_with("unknown command 'FROB'")
+        // Exactly Redis 7's text: name as typed, each argument quoted and
+        // followed by a space.
+        assert_eq!(
+            p(&["FROB"]).unwrap_err(),
+            "unknown command 'FROB', with args beginning with: "
+        );
+        assert_eq!(
+            p(&["frob", "a", "b c"]).unwrap_err(),
+            "unknown command 'frob', with args beginning with: 'a' 'b c' "
+        );
+        let long = "x".repeat(200);
+        let err = p(&["frob", &long, "next"]).unwrap_err();
+        assert_eq!(
+            err,
+            format!(
+                "unknown command 'frob', with args beginning with: '{}' ",
+                "x".repeat(128)
+            )
         );
         assert!(
             p(&["GET", "k", "W=2"])

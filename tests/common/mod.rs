@@ -354,3 +354,170 @@ pub fn read(path: &Path) -> String {
 pub fn sock(addr: &str) -> SocketAddr {
     addr.parse().expect("socket address")
 }
+
+/// `n` consecutive ports free for a node (TCP as a node binds it, and UDP),
+/// below the ephemeral range.
+pub fn free_block(n: u16) -> u16 {
+    for _ in 0..1000 {
+        let base = 20000 + (rand::random::<u16>() % (12000 - n));
+        if (base..base + n)
+            .all(|p| distro_db::local::ports::check(std::net::Ipv4Addr::LOCALHOST, p).is_ok())
+        {
+            return base;
+        }
+    }
+    panic!("no block of {n} free ports found");
+}
+
+/// True while something accepts TCP connections on `port`.
+pub fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(2),
+    )
+    .is_ok()
+}
+
+/// Stops the nodes on `ports` (those still running) by sending SHUTDOWN
+/// when dropped: for nodes a test did not start itself (`db local`'s
+/// children), so a failing test leaves nothing running.
+pub struct ShutdownOnDrop(pub Vec<u16>);
+
+impl Drop for ShutdownOnDrop {
+    fn drop(&mut self) {
+        for &p in &self.0 {
+            if let Ok(mut c) =
+                Client::connect_with(&format!("127.0.0.1:{p}"), Duration::from_secs(5))
+            {
+                let _ = c.call(&["SHUTDOWN"]);
+            }
+        }
+    }
+}
+
+/// A process on a pseudo-terminal: the test holds the master side, the
+/// process has the slave side as its controlling terminal (stdin, stdout,
+/// stderr), as when a user runs it in a terminal window.
+pub struct PtyProc {
+    pub child: Child,
+    master: std::fs::File,
+    /// A descriptor of the terminal itself, to read its settings.
+    slave: std::os::fd::OwnedFd,
+    output: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl PtyProc {
+    pub fn spawn(mut cmd: Command) -> PtyProc {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        use std::os::unix::process::CommandExt;
+        let (mut m, mut s) = (0, 0);
+        // SAFETY: openpty fills two descriptors we then own.
+        let rc = unsafe {
+            libc::openpty(
+                &mut m,
+                &mut s,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(rc, 0, "openpty");
+        // SAFETY: both descriptors were just opened and are owned here only.
+        let (master, slave) = unsafe { (std::fs::File::from_raw_fd(m), OwnedFd::from_raw_fd(s)) };
+        let ws = libc::winsize {
+            ws_row: 40,
+            ws_col: 120,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads the winsize we pass.
+        unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        let fd = |f: &OwnedFd| Stdio::from(f.try_clone().expect("dup pty"));
+        cmd.stdin(fd(&slave)).stdout(fd(&slave)).stderr(fd(&slave));
+        // SAFETY: setsid and ioctl(TIOCSCTTY) are async-signal-safe; they make
+        // the pty the child's controlling terminal.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                libc::ioctl(0, libc::TIOCSCTTY, 0);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("process starts on a pty");
+        let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (out, mut reader) = (output.clone(), master.try_clone().expect("dup"));
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            // Ends when the last process holding the terminal exits (EIO).
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                out.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        PtyProc {
+            child,
+            master,
+            slave,
+            output,
+        }
+    }
+
+    /// Everything the process wrote so far, as text.
+    pub fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+
+    /// Waits (bounded) until the output contains `text` `times` times.
+    pub fn wait_for(&self, text: &str, times: usize) {
+        wait_until(
+            Duration::from_secs(30),
+            &format!("{text:?} on the terminal"),
+            || self.screen().matches(text).count() >= times,
+        );
+    }
+
+    /// Types bytes at the terminal.
+    pub fn type_bytes(&mut self, bytes: &[u8]) {
+        self.master.write_all(bytes).expect("write to pty");
+        self.master.flush().expect("flush pty");
+    }
+
+    /// The terminal's ECHO and ICANON flags (true, true when it is usable
+    /// by a shell again).
+    pub fn echo_and_canonical(&self) -> (bool, bool) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a zeroed termios is valid; tcgetattr fills it.
+        let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: tcgetattr on a pty descriptor we own.
+        let rc = unsafe { libc::tcgetattr(self.slave.as_raw_fd(), &mut t) };
+        assert_eq!(rc, 0, "tcgetattr");
+        (t.c_lflag & libc::ECHO != 0, t.c_lflag & libc::ICANON != 0)
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process did not exit within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for PtyProc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
