@@ -27,6 +27,9 @@ pub const MAX_OBJECT_VALUE_BYTES: usize = 32 * 1024 * 1024;
 pub struct Config {
     /// This node's id (unique in the cluster; the ring derives tokens from it).
     pub node_id: String,
+    /// True when the id was given explicitly (`--node-id`): a data directory
+    /// made for another id is then refused instead of winning.
+    pub node_id_given: bool,
     /// TCP (clients and peers) and UDP (gossip) address to bind.
     pub listen: SocketAddr,
     /// Address peers and clients use to reach this node.
@@ -73,6 +76,7 @@ impl Config {
     pub fn new(listen: SocketAddr) -> Config {
         Config {
             node_id: default_node_id(listen),
+            node_id_given: false,
             listen,
             advertise: listen,
             seeds: default_seeds(listen),

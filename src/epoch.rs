@@ -105,6 +105,15 @@ pub fn resolve(store_dir: &Path, report: &RecoveryReport) -> anyhow::Result<(u32
     let stored = std::fs::read_to_string(store_dir.join(EPOCH_FILE))
         .ok()
         .and_then(|t| u32::from_str_radix(t.trim(), 16).ok());
+    let fresh = marker.is_none()
+        && stored.is_none()
+        && report.manifest.segments.iter().all(|(_, size)| *size == 0);
+    if fresh {
+        let epoch = fresh_epoch();
+        write_epoch(store_dir, epoch)?;
+        info!(epoch = format!("{epoch:08x}"), "new data directory: first vector-clock epoch");
+        return Ok((epoch, Some("a new data directory".into())));
+    }
     match may_keep(marker.as_deref(), stored, report) {
         Ok(epoch) => {
             info!(

@@ -195,6 +195,7 @@ fn build_config(listen: SocketAddr, advertise: Option<SocketAddr>, o: &NodeOpts)
     }
     if let Some(id) = &o.node_id {
         c.node_id = id.clone();
+        c.node_id_given = true;
     }
     if !o.seeds.is_empty() {
         c.seeds = o.seeds.clone();

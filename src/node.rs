@@ -106,7 +106,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
             let store = open_log(&store_dir, config.fsync).await?;
             let status = store.status();
             info!(keys = status.keys, segments = status.segments, elapsed = ?started.elapsed(), "store opened");
-            config.node_id = resolve_node_id(dir, &config.node_id)?;
+            config.node_id = resolve_node_id(dir, &config.node_id, config.node_id_given)?;
             let report = store.recovery().unwrap_or_default();
             let (epoch, _) = crate::epoch::resolve(&store_dir, &report)
                 .context("cannot decide the vector-clock epoch")?;
@@ -323,13 +323,22 @@ async fn open_log(dir: &Path, fsync: FsyncPolicy) -> anyhow::Result<LogStore> {
 }
 
 /// A data directory remembers the node id it was created for, so a restart
-/// keeps its id even if started on another address (the stored id wins).
-fn resolve_node_id(dir: &Path, configured: &str) -> anyhow::Result<String> {
+/// keeps its id even if started on another address (the stored id wins over
+/// a default id). An explicit id that differs from the stored one is an
+/// error: the directory holds another node's data.
+fn resolve_node_id(dir: &Path, configured: &str, given: bool) -> anyhow::Result<String> {
     let file = dir.join("node-id");
     match std::fs::read_to_string(&file) {
         Ok(stored) => {
             let stored = stored.trim().to_string();
             if stored != configured {
+                if given {
+                    anyhow::bail!(
+                        "the data directory {} belongs to node {stored}, not {configured}: \
+                         start it with --node-id {stored}, or use another --data-dir",
+                        dir.display()
+                    );
+                }
                 info!(stored = %stored, configured = %configured,
                       "data directory belongs to {stored}; keeping that node id");
             }
@@ -341,5 +350,21 @@ fn resolve_node_id(dir: &Path, configured: &str) -> anyhow::Result<String> {
             Ok(configured.to_string())
         }
         Err(e) => Err(e).with_context(|| format!("cannot read {}", file.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_directory_keeps_its_node_id() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(resolve_node_id(dir.path(), "a", false).unwrap(), "a");
+        // A default id gives way to the stored one; an explicit one is refused.
+        assert_eq!(resolve_node_id(dir.path(), "b", false).unwrap(), "a");
+        let err = resolve_node_id(dir.path(), "b", true).unwrap_err().to_string();
+        assert!(err.contains("belongs to node a"), "{err}");
+        assert_eq!(resolve_node_id(dir.path(), "a", true).unwrap(), "a");
     }
 }
