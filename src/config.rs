@@ -57,6 +57,9 @@ pub struct Config {
     pub read_repair_chance: f64,
     /// Seed for the node's random choices (none: a fresh one per run).
     pub rng_seed: Option<u64>,
+    /// Worker threads of the node's runtime (0: one per core; 1: a
+    /// single-threaded runtime).
+    pub threads: usize,
     /// Gossip round period.
     pub gossip_interval: Duration,
     /// Phi-accrual threshold above which a peer is considered down.
@@ -65,6 +68,9 @@ pub struct Config {
     pub fault_injection: bool,
     /// When the durable store syncs writes to disk (with a data directory).
     pub fsync: crate::storage::FsyncPolicy,
+    /// With `--fsync always`: under concurrent writes, syncs start at most
+    /// this often (a lone writer never waits).
+    pub group_commit_window: Duration,
     /// Pause between anti-entropy exchanges (zero turns them off).
     pub aae_interval: Duration,
     /// Connection and request-memory limits of the node's port.
@@ -90,10 +96,12 @@ impl Config {
             read_hedge: Duration::from_millis(50),
             read_repair_chance: 0.1,
             rng_seed: None,
+            threads: 0,
             gossip_interval: Duration::from_millis(200),
             phi_threshold: 10.0,
             fault_injection: false,
             fsync: crate::storage::FsyncPolicy::Always,
+            group_commit_window: Duration::from_millis(1),
             aae_interval: Duration::from_secs(10),
             limits: crate::limits::ServerLimits::default(),
         }

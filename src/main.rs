@@ -177,6 +177,15 @@ struct NodeOpts {
     /// Seed for the node's random choices (for reproducible runs).
     #[arg(long)]
     rng_seed: Option<u64>,
+    /// With --fsync always: under concurrent writes, start a sync at most
+    /// every this many microseconds, so that each covers more writes (a lone
+    /// writer never waits; 0: sync as soon as asked).
+    #[arg(long, default_value_t = 1000, value_name = "US")]
+    group_commit_us: u64,
+    /// Worker threads of the node's runtime (0: one per core). 1 runs the
+    /// node on one thread, which suits several nodes sharing a machine.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
     /// Client connections accepted at once (peers have a reserved share on top).
     #[arg(long, default_value_t = distro_db::limits::defaults::MAX_CLIENTS)]
     max_clients: usize,
@@ -219,6 +228,8 @@ fn build_config(listen: SocketAddr, advertise: Option<SocketAddr>, o: &NodeOpts)
     c.fsync = o.fsync;
     c.aae_interval = Duration::from_millis(o.aae_interval_ms);
     c.read_repair_chance = o.read_repair_chance.clamp(0.0, 1.0);
+    c.threads = o.threads;
+    c.group_commit_window = Duration::from_micros(o.group_commit_us);
     c.rng_seed = o.rng_seed;
     c.limits.max_clients = o.max_clients.max(1);
     c.limits.request_bytes = o.request_memory_mb.max(1) << 20;
@@ -319,8 +330,20 @@ fn main() {
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+/// The async runtime a node runs on: one thread (tokio's current-thread
+/// scheduler: no work stealing, no cross-thread wake-ups) when `threads` is
+/// 1, else a multi-thread scheduler with `threads` workers (0: one per core).
+fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if threads > 1 {
+            b.worker_threads(threads);
+        }
+        b
+    };
+    builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")
@@ -433,7 +456,7 @@ async fn start_node(config: Config) -> anyhow::Result<Arc<node::Node>> {
 }
 
 fn run_node(config: Config) -> anyhow::Result<i32> {
-    runtime()?.block_on(async {
+    runtime(config.threads)?.block_on(async {
         let node = start_node(config).await?;
         node::run_until_stopped(node).await;
         Ok(0)
@@ -445,7 +468,7 @@ fn run_node(config: Config) -> anyhow::Result<i32> {
 /// stopped from elsewhere, and SIGTERM/SIGHUP/SIGINT sent to the process
 /// (which also restores the terminal and exits non-zero).
 fn run_master(config: Config) -> anyhow::Result<i32> {
-    let rt = runtime()?;
+    let rt = runtime(config.threads)?;
     let node = rt.block_on(start_node(config))?;
     let (sig_tx, mut sig_rx) = tokio::sync::mpsc::unbounded_channel();
     distro_db::local::signals::on_termination(move |sig| {

@@ -40,7 +40,7 @@ use crate::hints::Hints;
 use crate::replica::Replica;
 use crate::rpc::service::{PeerService, StopFn};
 use crate::rpc::{TcpTransport, Transport};
-use crate::storage::{FsyncPolicy, LogOptions, LogStore, MemoryStore, Store};
+use crate::storage::{LogOptions, LogStore, MemoryStore, Store};
 use crate::workers::Workers;
 use crate::workers::anti_entropy::{AaeStats, AntiEntropy};
 use crate::workers::handoff::Handoff;
@@ -103,7 +103,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
             let store_dir = dir.join("store");
             let started = std::time::Instant::now();
             // Opening locks the directory: a second process stops here.
-            let store = open_log(&store_dir, config.fsync).await?;
+            let store = open_log(&store_dir, &config).await?;
             let status = store.status();
             info!(keys = status.keys, segments = status.segments, elapsed = ?started.elapsed(), "store opened");
             config.node_id = resolve_node_id(dir, &config.node_id, config.node_id_given)?;
@@ -115,7 +115,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         None => (Arc::new(MemoryStore::new()), rand::random(), None),
     };
     let hints_store: Arc<dyn Store> = match &config.data_dir {
-        Some(dir) => Arc::new(open_log(&dir.join("hints"), config.fsync).await?),
+        Some(dir) => Arc::new(open_log(&dir.join("hints"), &config).await?),
         None => Arc::new(MemoryStore::new()),
     };
     let hints = Arc::new(Hints::open(hints_store).context("cannot load hints")?);
@@ -310,9 +310,10 @@ pub async fn stop(node: &Node) {
 }
 
 /// Opens (and locks) a log-structured store in `dir`.
-async fn open_log(dir: &Path, fsync: FsyncPolicy) -> anyhow::Result<LogStore> {
+async fn open_log(dir: &Path, config: &Config) -> anyhow::Result<LogStore> {
     let opts = LogOptions {
-        fsync,
+        fsync: config.fsync,
+        group_commit_window: config.group_commit_window,
         ..LogOptions::default()
     };
     let open_dir = dir.to_path_buf();

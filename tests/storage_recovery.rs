@@ -14,6 +14,7 @@ fn opts() -> LogOptions {
         fsync: FsyncPolicy::Always,
         compaction_threshold: 0.5,
         compaction_interval: Duration::from_secs(3600),
+        ..LogOptions::default()
     }
 }
 

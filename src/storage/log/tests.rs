@@ -14,6 +14,7 @@ fn opts(segment_size: u64) -> LogOptions {
         // Long enough that the background thread never compacts on its own
         // during a test; tests call `compact_now`.
         compaction_interval: Duration::from_secs(3600),
+        ..LogOptions::default()
     }
 }
 
