@@ -254,6 +254,8 @@ impl Coordinator {
         let deadline = tokio::time::Instant::now() + self.config.timeout;
         let hedge = tokio::time::sleep(self.config.hedge_after);
         tokio::pin!(hedge);
+        let give_up = tokio::time::sleep_until(deadline);
+        tokio::pin!(give_up);
         let mut hedged = false;
         loop {
             for t in next.by_ref().take(tracker.to_send()) {
@@ -279,7 +281,7 @@ impl Coordinator {
                         running.push(self.clone().read_one(t, req.clone()));
                     }
                 }
-                _ = tokio::time::sleep_until(deadline) => break,
+                _ = &mut give_up => break,
             }
         }
         if tracker.state() != State::Met {
@@ -566,9 +568,14 @@ impl Coordinator {
         let deadline =
             tokio::time::Instant::now() + self.config.timeout + Duration::from_millis(100);
         let mut unreplicated: Vec<Arc<str>> = Vec::new();
+        let give_up = tokio::time::sleep_until(deadline);
+        tokio::pin!(give_up);
         while tracker.state() == State::Pending {
-            let next = tokio::time::timeout_at(deadline, running.next()).await;
-            let Ok(Some((t, result))) = next else { break };
+            let next = tokio::select! {
+                n = running.next() => n,
+                _ = &mut give_up => None,
+            };
+            let Some((t, result)) = next else { break };
             match (t, result) {
                 (_, Ok(())) => tracker.success(),
                 (None, Err(reason)) => tracker.failure(&self.me, reason),

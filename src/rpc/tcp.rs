@@ -50,7 +50,19 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Time allowed to write a batch, or to finish a frame once started.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
-type Pending = Mutex<HashMap<u64, oneshot::Sender<Result<Response, RpcError>>>>;
+/// A request waiting for its answer: where to send it, and when to give up.
+struct Waiting {
+    tx: oneshot::Sender<Result<Response, RpcError>>,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+}
+
+type Pending = Mutex<HashMap<u64, Waiting>>;
+
+/// How often a connection looks for requests whose time ran out. Calls carry
+/// no timer of their own (one timer per request costs more than the request
+/// on a busy node); a timeout fires within this of its deadline.
+const SWEEP: Duration = Duration::from_millis(20);
 
 /// One multiplexed connection to a peer.
 struct Conn {
@@ -73,8 +85,8 @@ fn fail_all(pending: &Pending, alive: &AtomicBool, why: &str) {
         .unwrap_or_else(|e| e.into_inner())
         .drain()
         .collect();
-    for (_, tx) in waiting {
-        let _ = tx.send(Err(RpcError::Io(std::io::Error::new(
+    for (_, w) in waiting {
+        let _ = w.tx.send(Err(RpcError::Io(std::io::Error::new(
             std::io::ErrorKind::ConnectionAborted,
             why.to_string(),
         ))));
@@ -129,6 +141,7 @@ async fn open(addr: SocketAddr) -> Result<Conn, RpcError> {
         .map_err(|_| RpcError::Connect(std::io::ErrorKind::BrokenPipe.into()))?;
     tokio::spawn(write_loop(writer, rx, pending.clone(), alive.clone()));
     tokio::spawn(read_loop(reader, pending.clone(), alive.clone()));
+    tokio::spawn(sweep_loop(pending.clone(), alive.clone()));
     Ok(Conn {
         out: tx,
         pending,
@@ -171,6 +184,28 @@ async fn write_loop(
     fail_all(&pending, &alive, "connection closed");
 }
 
+/// Fails the requests whose time ran out, until the connection closes.
+async fn sweep_loop(pending: Arc<Pending>, alive: Arc<AtomicBool>) {
+    let mut tick = tokio::time::interval(SWEEP);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while alive.load(Ordering::Acquire) {
+        tick.tick().await;
+        let now = tokio::time::Instant::now();
+        let expired: Vec<Waiting> = {
+            let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+            let ids: Vec<u64> = p
+                .iter()
+                .filter(|(_, w)| w.deadline <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.into_iter().filter_map(|id| p.remove(&id)).collect()
+        };
+        for w in expired {
+            let _ = w.tx.send(Err(RpcError::Timeout(w.timeout)));
+        }
+    }
+}
+
 /// Decodes answers and hands each to the request with its id.
 async fn read_loop(mut reader: OwnedReadHalf, pending: Arc<Pending>, alive: Arc<AtomicBool>) {
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
@@ -195,8 +230,8 @@ async fn read_loop(mut reader: OwnedReadHalf, pending: Arc<Pending>, alive: Arc<
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .remove(&env.id);
-                    if let Some(tx) = tx {
-                        let _ = tx.send(Ok(env.body));
+                    if let Some(w) = tx {
+                        let _ = w.tx.send(Ok(env.body));
                     }
                 }
                 Err(FrameError::Incomplete) => break,
@@ -239,14 +274,25 @@ impl TcpTransport {
             .clone()
     }
 
-    async fn call_inner(&self, to: SocketAddr, req: &Request) -> Result<Response, RpcError> {
+    async fn call_inner(
+        &self,
+        to: SocketAddr,
+        req: &Request,
+        timeout: Duration,
+    ) -> Result<Response, RpcError> {
+        let deadline = tokio::time::Instant::now() + timeout;
         let peer = self.peer(to);
-        let _permit = peer
-            .in_flight
-            .acquire()
+        // Past the in-flight bound, wait (within the call's time) for room.
+        let _permit = match peer.in_flight.try_acquire() {
+            Ok(p) => p,
+            Err(_) => tokio::time::timeout_at(deadline, peer.in_flight.acquire())
+                .await
+                .map_err(|_| RpcError::Timeout(timeout))?
+                .map_err(|_| RpcError::Overloaded)?,
+        };
+        let conn = tokio::time::timeout_at(deadline, peer.conn())
             .await
-            .map_err(|_| RpcError::Overloaded)?;
-        let conn = peer.conn().await?;
+            .map_err(|_| RpcError::Timeout(timeout))??;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut bytes = Vec::new();
         frame::encode_into(&mut bytes, Some(self.from), id, req)?;
@@ -254,7 +300,14 @@ impl TcpTransport {
         conn.pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id, tx);
+            .insert(
+                id,
+                Waiting {
+                    tx,
+                    deadline,
+                    timeout,
+                },
+            );
         // Removes the entry however this call ends (answer, timeout, drop).
         let _guard = RemoveOnDrop {
             pending: &conn.pending,
@@ -266,6 +319,7 @@ impl TcpTransport {
                 "connection closed",
             )));
         }
+        // The connection's sweeper answers with a timeout when time runs out.
         rx.await.unwrap_or_else(|_| {
             Err(RpcError::Io(std::io::Error::new(
                 std::io::ErrorKind::ConnectionAborted,
@@ -297,10 +351,7 @@ impl Transport for TcpTransport {
         req: &Request,
         timeout: Duration,
     ) -> Result<Response, RpcError> {
-        match tokio::time::timeout(timeout, self.call_inner(to, req)).await {
-            Ok(r) => r,
-            Err(_) => Err(RpcError::Timeout(timeout)),
-        }
+        self.call_inner(to, req, timeout).await
     }
 }
 
