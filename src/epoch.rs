@@ -111,7 +111,10 @@ pub fn resolve(store_dir: &Path, report: &RecoveryReport) -> anyhow::Result<(u32
     if fresh {
         let epoch = fresh_epoch();
         write_epoch(store_dir, epoch)?;
-        info!(epoch = format!("{epoch:08x}"), "new data directory: first vector-clock epoch");
+        info!(
+            epoch = format!("{epoch:08x}"),
+            "new data directory: first vector-clock epoch"
+        );
         return Ok((epoch, Some("a new data directory".into())));
     }
     match may_keep(marker.as_deref(), stored, report) {

@@ -202,7 +202,8 @@ pub const READ_CHUNK: usize = 64 * 1024;
 /// Reads more bytes into a connection's input buffer. The first `base`
 /// bytes of capacity are the connection's own; growing beyond them takes
 /// bytes from the node's budget (held in `held`), so a buffer only ever
-/// grows with bytes actually arriving, and never past the budget.
+/// grows with bytes actually arriving (to at most twice them), and never
+/// past the budget.
 pub async fn read_budgeted(
     reader: &mut (impl tokio::io::AsyncRead + Unpin),
     buf: &mut Vec<u8>,
@@ -211,7 +212,10 @@ pub async fn read_budgeted(
 ) -> std::io::Result<usize> {
     use tokio::io::AsyncReadExt;
     if buf.capacity() - buf.len() < 512 {
-        let grow = buf.capacity().clamp(512, READ_CHUNK);
+        // Doubling keeps the buffer within twice the bytes received and the
+        // copies linear in them (growing by a fixed step would copy a large
+        // request quadratically).
+        let grow = buf.capacity().max(512);
         let beyond = (buf.capacity() + grow).saturating_sub(base);
         if beyond > held.bytes() {
             held.grow(beyond - held.bytes(), BUDGET_WAIT)

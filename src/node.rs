@@ -364,7 +364,9 @@ mod tests {
         assert_eq!(resolve_node_id(dir.path(), "a", false).unwrap(), "a");
         // A default id gives way to the stored one; an explicit one is refused.
         assert_eq!(resolve_node_id(dir.path(), "b", false).unwrap(), "a");
-        let err = resolve_node_id(dir.path(), "b", true).unwrap_err().to_string();
+        let err = resolve_node_id(dir.path(), "b", true)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("belongs to node a"), "{err}");
         assert_eq!(resolve_node_id(dir.path(), "a", true).unwrap(), "a");
     }

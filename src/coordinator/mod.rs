@@ -286,14 +286,7 @@ impl Coordinator {
         }
         if tracker.state() != State::Met {
             self.stats.read_failures.fetch_add(1, Ordering::Relaxed);
-            let mut report = tracker.report();
-            if report.failures.is_empty() && tracker.outstanding() > 0 {
-                report.failures.push(NodeFailure {
-                    node: format!("{} replica(s)", tracker.outstanding()),
-                    reason: Reason::Timeout,
-                });
-            }
-            return Err(CoordError::ReadQuorum(report));
+            return Err(CoordError::ReadQuorum(unmet(&tracker)));
         }
         self.stats.reads.fetch_add(1, Ordering::Relaxed);
         let merged = repair::merge_replies(&replies);
@@ -624,18 +617,30 @@ impl Coordinator {
         }
         if !met {
             self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
-            let mut report = tracker.report();
-            if tracker.outstanding() > 0 {
-                report.failures.push(NodeFailure {
-                    node: format!("{} replica(s)", tracker.outstanding()),
-                    reason: Reason::Timeout,
-                });
-            }
-            return Err(CoordError::WriteUnknown(report));
+            return Err(CoordError::WriteUnknown(unmet(&tracker)));
         }
         self.stats.writes.fetch_add(1, Ordering::Relaxed);
         Ok(existed)
     }
+}
+
+/// The report of a quorum that was not met: the failures, and the replicas
+/// still unanswered (timed out if the time ran out, else given up on once
+/// the quorum could no longer be met).
+fn unmet(tracker: &Tracker) -> QuorumFailure {
+    let mut report = tracker.report();
+    if tracker.outstanding() > 0 {
+        let reason = if tracker.state() == State::Failed {
+            Reason::NoAnswer
+        } else {
+            Reason::Timeout
+        };
+        report.failures.push(NodeFailure {
+            node: format!("{} replica(s)", tracker.outstanding()),
+            reason,
+        });
+    }
+    report
 }
 
 fn check_key(key: &[u8]) -> Result<(), CoordError> {

@@ -137,6 +137,8 @@ pub enum Reason {
     Overloaded,
     /// The local store failed.
     Store(String),
+    /// Still unanswered when the quorum could no longer be met.
+    NoAnswer,
 }
 
 impl std::fmt::Display for Reason {
@@ -149,6 +151,7 @@ impl std::fmt::Display for Reason {
             Reason::BadAnswer(e) => write!(f, "bad answer: {e}"),
             Reason::Overloaded => f.write_str("too many requests in flight"),
             Reason::Store(e) => write!(f, "local store failed: {e}"),
+            Reason::NoAnswer => f.write_str("no answer yet when the quorum could no longer be met"),
         }
     }
 }

@@ -304,9 +304,11 @@ mod tests {
         let syncer = {
             let gc = gc.clone();
             std::thread::spawn(move || {
-                gc.run_syncer(Duration::ZERO, || (1, ()), |()| {
-                    Err(std::io::Error::other("eio"))
-                })
+                gc.run_syncer(
+                    Duration::ZERO,
+                    || (1, ()),
+                    |()| Err(std::io::Error::other("eio")),
+                )
             })
         };
         assert!(matches!(gc.wait(1), Err(StoreError::Poisoned)));

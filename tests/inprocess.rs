@@ -1,0 +1,451 @@
+//! The whole request path in one process, deterministic: real coordinators,
+//! peer services, replicas and hints, over the in-memory transport, with
+//! tokio's paused time. Faults are injected by the network (cut links, nodes
+//! down, slow nodes) and by the views the test hands each node (what its
+//! failure detector would say).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use distro_db::cluster::ClusterView;
+use distro_db::coordinator::{CoordConfig, CoordError, Coordinator};
+use distro_db::epoch::ActorCell;
+use distro_db::hints::Hints;
+use distro_db::object::Object;
+use distro_db::random::Random;
+use distro_db::replica::Replica;
+use distro_db::rpc::Transport;
+use distro_db::rpc::memory::MemoryNetwork;
+use distro_db::rpc::message::Reason;
+use distro_db::rpc::service::PeerService;
+use distro_db::storage::MemoryStore;
+use distro_db::workers::Worker;
+use distro_db::workers::handoff::Handoff;
+use tokio::sync::watch;
+
+const TIMEOUT: Duration = Duration::from_millis(500);
+
+struct TestNode {
+    id: Arc<str>,
+    addr: SocketAddr,
+    replica: Arc<Replica>,
+    hints: Arc<Hints>,
+    coord: Arc<Coordinator>,
+    service: Arc<PeerService>,
+    view: watch::Sender<Arc<ClusterView>>,
+    transport: Arc<dyn Transport>,
+}
+
+struct TestCluster {
+    net: Arc<MemoryNetwork>,
+    nodes: Vec<TestNode>,
+}
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, i as u8 + 1], 7000))
+}
+
+fn view(n: usize, live: impl Fn(&str) -> bool) -> Arc<ClusterView> {
+    let ids: Vec<String> = (0..n).map(|i| format!("n{i}")).collect();
+    Arc::new(ClusterView::new(
+        ids.iter().enumerate().map(|(i, id)| (id.as_str(), addr(i))),
+        live,
+        3,
+        64,
+    ))
+}
+
+impl TestCluster {
+    fn new(n: usize, read_repair_chance: f64) -> TestCluster {
+        let net = MemoryNetwork::new();
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let id: Arc<str> = format!("n{i}").into();
+            let (view_tx, view_rx) = watch::channel(view(n, |_| true));
+            let replica = Arc::new(Replica::new(
+                Arc::new(MemoryStore::new()),
+                Arc::new(ActorCell::new(&id, i as u32 + 1, None)),
+            ));
+            let hints = Arc::new(Hints::open(Arc::new(MemoryStore::new())).unwrap());
+            let transport: Arc<dyn Transport> = Arc::new(net.transport(addr(i)));
+            let coord = Arc::new(Coordinator::new(
+                id.clone(),
+                view_rx,
+                transport.clone(),
+                replica.clone(),
+                hints.clone(),
+                CoordConfig {
+                    r: 2,
+                    w: 2,
+                    timeout: TIMEOUT,
+                    hedge_after: Duration::from_millis(50),
+                    read_repair_chance,
+                },
+                Random::new(Some(i as u64)),
+            ));
+            let service = Arc::new(PeerService::new(
+                id.clone(),
+                3,
+                replica.clone(),
+                hints.clone(),
+                coord.clone(),
+                Arc::new(|| {}),
+            ));
+            net.register(addr(i), service.clone());
+            nodes.push(TestNode {
+                id,
+                addr: addr(i),
+                replica,
+                hints,
+                coord,
+                service,
+                view: view_tx,
+                transport,
+            });
+        }
+        TestCluster { net, nodes }
+    }
+
+    /// Every node's failure detector now says: live unless in `down`.
+    fn detect(&self, down: &[usize]) {
+        let n = self.nodes.len();
+        let down: Vec<String> = down.iter().map(|i| format!("n{i}")).collect();
+        for node in &self.nodes {
+            let v = view(n, |id| !down.iter().any(|d| d == id));
+            node.view.send_replace(v);
+        }
+    }
+
+    fn values(&self, i: usize, key: &[u8]) -> Vec<Vec<u8>> {
+        self.nodes[i]
+            .replica
+            .get(key)
+            .unwrap()
+            .map(|o| o.values().into_iter().map(<[u8]>::to_vec).collect())
+            .unwrap_or_default()
+    }
+
+    /// Lets background work (late answers, repairs, hints) run.
+    async fn settle(&self) {
+        for n in &self.nodes {
+            n.coord.tasks().close();
+            n.coord.tasks().wait().await;
+            n.coord.tasks().reopen();
+        }
+    }
+
+    /// A key whose owners (in a cluster of this size) do not include `i`.
+    fn key_not_owned_by(&self, i: usize) -> Vec<u8> {
+        let v = view(self.nodes.len(), |_| true);
+        (0..10_000)
+            .map(|k| format!("key-{k}").into_bytes())
+            .find(|k| !v.owners(k).contains(&(i as u16)))
+            .expect("some key")
+    }
+}
+
+fn value(s: &str) -> Option<Vec<u8>> {
+    Some(s.as_bytes().to_vec())
+}
+
+#[tokio::test(start_paused = true)]
+async fn quorum_write_and_read_reach_every_replica() {
+    let c = TestCluster::new(3, 0.0);
+    assert!(
+        !c.nodes[0]
+            .coord
+            .put(b"k", value("v"), None, None)
+            .await
+            .unwrap()
+    );
+    c.settle().await;
+    for i in 0..3 {
+        assert_eq!(c.values(i, b"k"), vec![b"v".to_vec()]);
+    }
+    let got = c.nodes[1].coord.get(b"k", None).await.unwrap().unwrap();
+    assert_eq!(got.values(), vec![b"v".as_slice()]);
+    // Overwrite through another coordinator, delete through a third.
+    assert!(
+        c.nodes[1]
+            .coord
+            .put(b"k", value("w"), None, Some(3))
+            .await
+            .unwrap()
+    );
+    assert!(c.nodes[2].coord.put(b"k", None, None, None).await.unwrap());
+    assert!(
+        c.nodes[0]
+            .coord
+            .get(b"k", Some(3))
+            .await
+            .unwrap()
+            .unwrap()
+            .is_deleted()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_replica_times_out_and_gets_a_hint_later() {
+    let c = TestCluster::new(3, 0.0);
+    // n2 looks live but its link to n0 is cut: its copy times out.
+    c.net.cut(c.nodes[0].addr, c.nodes[2].addr);
+    let started = tokio::time::Instant::now();
+    c.nodes[0]
+        .coord
+        .put(b"k", value("v"), None, None)
+        .await
+        .unwrap();
+    // W=2 was met by n0 and n1 without waiting for n2.
+    assert!(started.elapsed() < TIMEOUT);
+    c.settle().await;
+    assert!(c.values(2, b"k").is_empty());
+    // The write's tail left a hint for n2 on n0.
+    assert_eq!(c.nodes[0].hints.pending().get("n2"), Some(&1));
+    // Once the link heals, hint delivery brings n2 the write.
+    c.net.heal();
+    let mut handoff = Handoff::new(
+        c.nodes[0].hints.clone(),
+        c.nodes[0].transport.clone(),
+        c.nodes[0].view.subscribe(),
+        TIMEOUT,
+    );
+    handoff.work().await;
+    assert_eq!(c.values(2, b"k"), vec![b"v".to_vec()]);
+    assert!(c.nodes[0].hints.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_missed_quorum_says_who_failed_and_why() {
+    let c = TestCluster::new(3, 0.0);
+    c.net.cut(c.nodes[0].addr, c.nodes[1].addr);
+    c.net.down(c.nodes[2].addr);
+    let err = c.nodes[0]
+        .coord
+        .put(b"k", value("v"), None, None)
+        .await
+        .unwrap_err();
+    let CoordError::WriteUnknown(q) = err else {
+        panic!("expected an unknown outcome, got {err:?}")
+    };
+    assert_eq!((q.needed, q.got), (2, 1));
+    let reasons: Vec<(&str, &Reason)> = q
+        .failures
+        .iter()
+        .map(|f| (f.node.as_str(), &f.reason))
+        .collect();
+    assert!(reasons.contains(&("n1", &Reason::Timeout)), "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .any(|(n, r)| *n == "n2" && matches!(r, Reason::Unreachable(_))),
+        "{reasons:?}"
+    );
+    // The same typed error reaches a coordinator that forwarded the write.
+    let c4 = TestCluster::new(4, 0.0);
+    let key = c4.key_not_owned_by(3);
+    let owners: Vec<usize> = view(4, |_| true)
+        .owners(&key)
+        .iter()
+        .map(|&i| usize::from(i))
+        .collect();
+    // The first owner can act but reaches neither of the others.
+    for &o in &owners[1..] {
+        c4.net.cut(c4.nodes[owners[0]].addr, c4.nodes[o].addr);
+    }
+    for &o in &owners[1..] {
+        c4.net.cut(c4.nodes[3].addr, c4.nodes[o].addr);
+    }
+    let err = c4.nodes[3]
+        .coord
+        .put(&key, value("v"), None, Some(3))
+        .await
+        .unwrap_err();
+    match err {
+        // Both cut-off owners timed out; a stand-in (n3) was asked for one
+        // of them, but with only the actor and one stand-in left W=3 could
+        // no longer be met, so the actor gave up on it at once.
+        CoordError::WriteUnknown(q) => {
+            assert_eq!((q.needed, q.got), (3, 1), "{q:?}");
+            let timeouts = q
+                .failures
+                .iter()
+                .filter(|f| f.reason == Reason::Timeout)
+                .count();
+            assert_eq!(timeouts, 2, "{q:?}");
+            assert!(
+                q.failures.iter().any(|f| f.reason == Reason::NoAnswer),
+                "{q:?}"
+            );
+        }
+        other => panic!("expected an unknown outcome across the wire, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_down_owner_is_replaced_by_a_stand_in_that_keeps_a_hint() {
+    let c = TestCluster::new(4, 0.0);
+    let key = c.key_not_owned_by(3);
+    let v = view(4, |_| true);
+    let owners: Vec<usize> = v.owners(&key).iter().map(|&i| usize::from(i)).collect();
+    let (coord, victim) = (owners[0], owners[1]);
+    c.net.down(c.nodes[victim].addr);
+    c.detect(&[victim]);
+    c.nodes[coord]
+        .coord
+        .put(&key, value("v"), None, Some(3))
+        .await
+        .unwrap();
+    c.settle().await;
+    // n3, not an owner, stands in for the victim and keeps a hint for it.
+    let hinted = c.nodes[3]
+        .hints
+        .for_owner(&c.nodes[victim].id, &key)
+        .unwrap();
+    assert_eq!(hinted.unwrap().values(), vec![b"v".as_slice()]);
+    assert!(
+        c.values(3, &key).is_empty(),
+        "a hint is not the stand-in's own copy"
+    );
+    // A read through the stand-in sees it too.
+    c.net
+        .register(c.nodes[victim].addr, c.nodes[victim].service.clone());
+    c.detect(&[]);
+    let mut handoff = Handoff::new(
+        c.nodes[3].hints.clone(),
+        c.nodes[3].transport.clone(),
+        c.nodes[3].view.subscribe(),
+        TIMEOUT,
+    );
+    handoff.work().await;
+    assert_eq!(c.values(victim, &key), vec![b"v".to_vec()]);
+    assert!(c.nodes[3].hints.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replica_that_fails_mid_write_is_replaced_by_a_spare() {
+    let c = TestCluster::new(4, 0.0);
+    let key = c.key_not_owned_by(3);
+    let v = view(4, |_| true);
+    let owners: Vec<usize> = v.owners(&key).iter().map(|&i| usize::from(i)).collect();
+    // The detector still says live, but the connection is refused.
+    c.net.down(c.nodes[owners[2]].addr);
+    c.nodes[owners[0]]
+        .coord
+        .put(&key, value("v"), None, Some(3))
+        .await
+        .unwrap();
+    c.settle().await;
+    let hinted = c.nodes[3]
+        .hints
+        .for_owner(&c.nodes[owners[2]].id, &key)
+        .unwrap();
+    assert!(
+        hinted.is_some(),
+        "the spare keeps a hint for the failed owner"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn read_repair_refills_a_stale_replica_with_late_answers_included() {
+    // Every read asks every replica.
+    let c = TestCluster::new(3, 1.0);
+    c.net.cut(c.nodes[0].addr, c.nodes[2].addr);
+    c.nodes[0]
+        .coord
+        .put(b"k", value("v"), None, None)
+        .await
+        .unwrap();
+    c.settle().await;
+    c.nodes[0].hints.pending();
+    assert!(c.values(2, b"k").is_empty());
+    c.net.heal();
+    // n2 is slow: the read answers from n0 and n1; n2's late empty answer
+    // still gets repaired.
+    c.net.slow(c.nodes[2].addr, Duration::from_millis(100));
+    let got = c.nodes[0].coord.get(b"k", None).await.unwrap().unwrap();
+    assert_eq!(got.values(), vec![b"v".as_slice()]);
+    c.settle().await;
+    assert_eq!(c.values(2, b"k"), vec![b"v".to_vec()]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_replica_is_hedged_around() {
+    let c = TestCluster::new(3, 0.0);
+    c.nodes[0]
+        .coord
+        .put(b"k", value("v"), None, Some(3))
+        .await
+        .unwrap();
+    // Whichever replica the read asks besides n0 is slow except one.
+    c.net.slow(c.nodes[1].addr, Duration::from_secs(10));
+    let started = tokio::time::Instant::now();
+    let got = c.nodes[0].coord.get(b"k", None).await.unwrap().unwrap();
+    assert_eq!(got.values(), vec![b"v".as_slice()]);
+    // Answered after the hedge delay, long before the slow node or the timeout.
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_writes_through_two_coordinators_become_siblings() {
+    let c = TestCluster::new(3, 0.0);
+    c.nodes[0]
+        .coord
+        .put(b"k", value("base"), None, Some(3))
+        .await
+        .unwrap();
+    let ctx = c.nodes[0]
+        .coord
+        .get(b"k", None)
+        .await
+        .unwrap()
+        .unwrap()
+        .clock;
+    let (a, b) = tokio::join!(
+        c.nodes[0]
+            .coord
+            .put(b"k", value("a"), Some(ctx.clone()), None),
+        c.nodes[1]
+            .coord
+            .put(b"k", value("b"), Some(ctx.clone()), None),
+    );
+    a.unwrap();
+    b.unwrap();
+    c.settle().await;
+    let got: Object = c.nodes[2].coord.get(b"k", Some(3)).await.unwrap().unwrap();
+    let mut vals = got.values();
+    vals.sort();
+    assert_eq!(vals, vec![b"a".as_slice(), b"b".as_slice()]);
+    // A write with the merged context resolves them.
+    c.nodes[2]
+        .coord
+        .put(b"k", value("c"), Some(got.clock.clone()), Some(3))
+        .await
+        .unwrap();
+    for i in 0..3 {
+        assert_eq!(c.values(i, b"k"), vec![b"c".to_vec()]);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn background_work_drains_before_shutdown() {
+    let c = TestCluster::new(3, 0.0);
+    // n2 answers slowly: the write returns at W=2, its tail runs on.
+    c.net.slow(c.nodes[2].addr, Duration::from_millis(200));
+    c.nodes[0]
+        .coord
+        .put(b"k", value("v"), None, None)
+        .await
+        .unwrap();
+    assert!(c.values(2, b"k").is_empty());
+    // Shutdown closes the tracker and waits: the tail completes first.
+    let tasks = c.nodes[0].coord.tasks();
+    tasks.close();
+    tasks.wait().await;
+    assert_eq!(c.values(2, b"k"), vec![b"v".to_vec()]);
+    assert!(c.net.calls() >= 2);
+}
