@@ -17,8 +17,10 @@
 //! - [`membership`]: chitchat gossip, members and liveness.
 //! - [`rpc`]: peer messages and the transport seam; [`fault`]: fault injection at the seams.
 //! - [`client`], [`repl`]: the REPL and its RESP client; [`local`]: `db local`.
+//! - [`bench`]: `db bench`, a closed-loop load generator (RESP, and etcd's HTTP gateway).
 
 pub mod anti_entropy;
+pub mod bench;
 pub mod client;
 pub mod command;
 pub mod config;

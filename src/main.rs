@@ -77,6 +77,14 @@ enum Cmd {
         #[command(flatten)]
         replication: Replication,
     },
+    /// Load a running cluster (or Redis, or etcd) and report throughput and latency.
+    ///
+    /// A closed loop: each of --connections keeps exactly --pipeline requests in
+    /// flight. Prints a table on standard output (and JSON with --json FILE),
+    /// a progress line on standard error while it runs (when that is a terminal).
+    /// Examples: `db bench --target 127.0.0.1:55551,127.0.0.1:55552 --workload mix`;
+    /// `db bench --protocol etcd --target 127.0.0.1:2379 --workload get`.
+    Bench(distro_db::bench::BenchArgs),
 }
 
 /// Replication factor and quorums.
@@ -244,6 +252,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             run_master(config, None)
         }
         Cmd::Repl { connect } => repl::run(&connect),
+        Cmd::Bench(args) => run_bench(&args),
         Cmd::Local {
             nodes,
             base_port,
@@ -274,6 +283,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             result
         }
     }
+}
+
+/// Runs `db bench`: the report goes to standard output (it is the tool's
+/// output), and to the --json file if given.
+fn run_bench(args: &distro_db::bench::BenchArgs) -> anyhow::Result<()> {
+    init_logs(None)?;
+    let config = args.validate()?;
+    let report = runtime()?.block_on(distro_db::bench::run(config))?;
+    print!("{}", report.text());
+    if let Some(path) = &args.json {
+        std::fs::write(path, report.json() + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if report.ok == 0 {
+        anyhow::bail!("no request succeeded");
+    }
+    Ok(())
 }
 
 fn run_node(config: Config) -> anyhow::Result<()> {
