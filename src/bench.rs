@@ -1226,7 +1226,8 @@ pub async fn run(config: BenchConfig) -> Result<Report, BenchError> {
         + Duration::from_secs(5);
     let mut cpu_start = None;
     let mut merged = new_histogram();
-    let mut last_tick = (Instant::now(), 0u64);
+    // Rate since the previous tick; the first one counts from the start of measuring.
+    let mut last_tick = (measure_start, 0u64);
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.tick().await;
     let ctrl_c = tokio::signal::ctrl_c();
@@ -1265,7 +1266,6 @@ pub async fn run(config: BenchConfig) -> Result<Report, BenchError> {
                         merged.value_at_quantile(0.99) as f64 / 1000.0,
                     );
                 } else {
-                    last_tick = (now, 0);
                     eprint!("\r\x1b[Kwarming up...");
                 }
             }
