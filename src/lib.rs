@@ -28,9 +28,11 @@
 //! Around it: [`node`] (wires the parts, stops them in order), [`workers`]
 //! (hint delivery, anti-entropy), [`cluster::membership`] (chitchat gossip),
 //! [`fault`] (fault injection at the seams), and the REPL side:
-//! [`client`], [`repl`], [`local`].
+//! [`client`], [`repl`], [`local`], and [`bench`] (`db bench`, a closed-loop
+//! load generator for RESP servers and etcd's HTTP gateway).
 
 pub mod api;
+pub mod bench;
 pub mod client;
 pub mod cluster;
 pub mod config;

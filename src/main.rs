@@ -104,6 +104,14 @@ enum Cmd {
         #[command(flatten)]
         replication: Replication,
     },
+    /// Load a running cluster (or Redis, or etcd) and report throughput and latency.
+    ///
+    /// A closed loop: each of --connections keeps exactly --pipeline requests in
+    /// flight. Prints a table on standard output (and JSON with --json FILE),
+    /// a progress line on standard error while it runs (when that is a terminal).
+    /// Examples: `db bench --target 127.0.0.1:55551,127.0.0.1:55552 --workload mix`;
+    /// `db bench --protocol etcd --target 127.0.0.1:2379 --workload get`.
+    Bench(distro_db::bench::BenchArgs),
 }
 
 /// A port argument: 1-65535. Port 0 would make the node listen on a random
@@ -403,6 +411,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             repl::run(&connect)?;
             Ok(0)
         }
+        Cmd::Bench(args) => run_bench(&args).map(|()| 0),
         Cmd::Local {
             nodes,
             base_port,
@@ -430,6 +439,23 @@ fn start_logs(to: &LogTo, config: &Config) -> anyhow::Result<()> {
             path.display()
         );
         let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    }
+    Ok(())
+}
+
+/// Runs `db bench`: the report goes to standard output (it is the tool's
+/// output), and to the --json file if given.
+fn run_bench(args: &distro_db::bench::BenchArgs) -> anyhow::Result<()> {
+    init_logs(&LogTo::Stderr)?;
+    let config = args.validate()?;
+    let report = runtime(0)?.block_on(distro_db::bench::run(config))?;
+    print!("{}", report.text());
+    if let Some(path) = &args.json {
+        std::fs::write(path, report.json() + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if report.ok == 0 {
+        anyhow::bail!("no request succeeded");
     }
     Ok(())
 }
