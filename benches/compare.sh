@@ -221,13 +221,20 @@ ddb_ready() {
     [ "$n" = 3 ] || return 1
   done
 }
+# The three nodes share this machine with each other and the load: when the
+# binary has it, each runs on one runtime thread (--threads 1), as redis-server
+# does; an older binary runs with its defaults.
+DDB_NODE_FLAGS=()
+if "$DB_BIN" node --help 2>/dev/null | grep -q -- '--threads'; then
+  DDB_NODE_FLAGS=(--threads 1)
+fi
 start_ddb() { # durable|mem base_port
   local kind=$1 base=$2 i dir seeds=() ports=() id
   id="bench-$RANDOM$RANDOM"
   for i in 1 2 3; do ports+=($(( base + i ))); seeds+=(--seed "127.0.0.1:$(( base + i ))"); done
   SYS_PIDS=()
   for i in 0 1 2; do
-    local args=(node --listen "127.0.0.1:${ports[$i]}" "${seeds[@]}" --cluster-id "$id" --n 3 --r 2 --w 2)
+    local args=(node --listen "127.0.0.1:${ports[$i]}" "${seeds[@]}" --cluster-id "$id" --n 3 --r 2 --w 2 "${DDB_NODE_FLAGS[@]}")
     if [ "$kind" = durable ]; then
       dir="$TMP/data/ddb-$base-$i"; mkdir -p "$dir"; args+=(--data-dir "$dir" --fsync always)
     fi

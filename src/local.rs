@@ -200,9 +200,11 @@ pub fn run(opts: &Options) -> anyhow::Result<i32> {
         for s in &seeds {
             cmd.arg("--seed").arg(s);
         }
+        // The nodes share this machine: one runtime thread each.
         cmd.arg(format!("--n={}", opts.n))
             .arg(format!("--r={}", opts.r))
             .arg(format!("--w={}", opts.w))
+            .arg("--threads=1")
             .arg("--log-file")
             .arg(&log)
             .stdin(Stdio::null())
