@@ -51,6 +51,7 @@ pub mod replica;
 pub mod rpc;
 pub mod server;
 pub mod storage;
+pub mod text;
 pub mod vclock;
 pub mod workers;
 

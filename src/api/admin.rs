@@ -201,7 +201,7 @@ fn describe_object(obj: Option<&Object>) -> String {
             let v = s
                 .value
                 .as_deref()
-                .map_or("(deleted)".to_string(), crate::repl::quote);
+                .map_or("(deleted)".to_string(), crate::text::quote);
             format!("{}:{}={v}", s.dot.actor, s.dot.counter)
         })
         .collect();

@@ -161,7 +161,7 @@ fn decode_inline(buf: &[u8]) -> Result<(Frame, usize), DecodeError> {
     let text = &buf[..nl];
     let text = text.strip_suffix(b"\r").unwrap_or(text);
     let text = std::str::from_utf8(text).map_err(|_| invalid("inline command is not UTF-8"))?;
-    let args = crate::repl::tokenize(text).map_err(invalid)?;
+    let args = crate::text::tokenize(text).map_err(invalid)?;
     let frame = Frame::Array(args.into_iter().map(|a| Frame::Bulk(a.text)).collect());
     Ok((frame, nl + 1))
 }
