@@ -99,7 +99,8 @@ want() { [[ ",$SYSTEMS," == *",$1,"* ]]; }
 
 NOTES=()   # lines for the report: skipped systems, failures
 have() { command -v "$1" >/dev/null 2>&1; }
-if ! have redis-server || ! have redis-benchmark || ! have redis-cli || ! have etcd || ! have etcdctl; then
+need_etcd=0; want etcd && need_etcd=1
+if ! have redis-server || ! have redis-benchmark || ! have redis-cli || { [ "$need_etcd" = 1 ] && { ! have etcd || ! have etcdctl; }; }; then
   log "installing redis-server, redis-tools, etcd-server, etcd-client (apt-get)"
   if ! (timeout 600 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 900 \
         apt-get install -y -qq redis-server redis-tools etcd-server etcd-client) >"${TMPDIR:-/tmp}/compare-apt.log" 2>&1; then
