@@ -10,7 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 use hashbrown::HashMap;
 
 use super::{Durable, Lsn, Store, StoreError, StoreStatus, Summary};
-use crate::keyspace::{PARTITIONS, bucket_of_hash, digest, key_hash, partition_of_hash};
+use crate::keyspace::{PARTITIONS, bucket_of, digest, partition_of};
 
 type Shard = HashMap<Vec<u8>, (Vec<u8>, u64)>;
 
@@ -46,29 +46,26 @@ impl MemoryStore {
 
 impl Store for MemoryStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let h = key_hash(key);
         Ok(self
-            .shard(partition_of_hash(h))
+            .shard(partition_of(key))
             .get(key)
             .map(|(v, _)| v.clone()))
     }
 
     fn append(&self, key: &[u8], value: &[u8]) -> Result<Lsn, StoreError> {
-        let h = key_hash(key);
         let d = digest(value);
-        let mut shard = self.shard(partition_of_hash(h));
+        let mut shard = self.shard(partition_of(key));
         let old = shard
             .insert(key.to_vec(), (value.to_vec(), d))
             .map(|(_, o)| o);
-        self.summary.change(key, h, old, Some(d));
+        self.summary.change(key, old, Some(d));
         Ok(0)
     }
 
     fn append_delete(&self, key: &[u8]) -> Result<Lsn, StoreError> {
-        let h = key_hash(key);
-        let mut shard = self.shard(partition_of_hash(h));
+        let mut shard = self.shard(partition_of(key));
         if let Some((_, old)) = shard.remove(key) {
-            self.summary.change(key, h, Some(old), None);
+            self.summary.change(key, Some(old), None);
         }
         Ok(0)
     }
@@ -100,7 +97,7 @@ impl Store for MemoryStore {
         let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
         shard
             .iter()
-            .filter(|(k, _)| buckets.contains(&(bucket_of_hash(key_hash(k)) as u8)))
+            .filter(|(k, _)| buckets.contains(&(bucket_of(k) as u8)))
             .map(|(k, (_, d))| (k.clone(), *d))
             .collect()
     }

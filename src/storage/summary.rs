@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::keyspace::{BUCKETS, PARTITIONS, bucket_of_hash, contribution, partition_of_hash};
+use crate::keyspace::{BUCKETS, PARTITIONS, bucket_of, contribution, partition_of};
 
 /// Per-partition bucket hashes of a store's contents.
 pub struct Summary {
@@ -39,15 +39,14 @@ impl Summary {
         }
     }
 
-    /// Records that `key` (whose [`crate::keyspace::key_hash`] is `hash`)
-    /// went from `old` to `new` (digests; `None` = absent).
-    pub fn change(&self, key: &[u8], hash: u64, old: Option<u64>, new: Option<u64>) {
+    /// Records that `key` went from `old` to `new` (digests; `None` = absent).
+    pub fn change(&self, key: &[u8], old: Option<u64>, new: Option<u64>) {
         if old == new {
             return;
         }
         let delta =
             old.map_or(0, |d| contribution(key, d)) ^ new.map_or(0, |d| contribution(key, d));
-        let slot = partition_of_hash(hash) * BUCKETS + bucket_of_hash(hash);
+        let slot = partition_of(key) * BUCKETS + bucket_of(key);
         self.buckets[slot].fetch_xor(delta, Ordering::Relaxed);
     }
 
@@ -86,7 +85,7 @@ pub fn root_of(buckets: &[u64]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keyspace::{digest, key_hash, partition_of};
+    use crate::keyspace::{digest, partition_of};
 
     #[test]
     fn summaries_depend_on_contents_not_on_history() {
@@ -94,7 +93,6 @@ mod tests {
         let put = |s: &Summary, k: &str, old: Option<&str>, new: Option<&str>| {
             s.change(
                 k.as_bytes(),
-                key_hash(k.as_bytes()),
                 old.map(|v| digest(v.as_bytes())),
                 new.map(|v| digest(v.as_bytes())),
             )

@@ -358,12 +358,8 @@ impl Inner {
         } else {
             self.keydir.insert(key, loc)
         };
-        self.summary.change(
-            key,
-            crate::keyspace::key_hash(key),
-            old.map(|o| o.digest),
-            (!tomb).then_some(digest),
-        );
+        self.summary
+            .change(key, old.map(|o| o.digest), (!tomb).then_some(digest));
         if let Some(o) = old {
             self.add_dead(o.seg, o.len);
         }

@@ -18,7 +18,7 @@ use super::keydir::{KeyDir, Location};
 use super::record::FLAG_TOMBSTONE;
 use super::segment::{self, HINT_EXT, SEG_EXT, TMP_EXT};
 use super::{Inner, LogOptions, Segment, Stats, Writer, fsutil, hint};
-use crate::keyspace::{digest, key_hash};
+use crate::keyspace::digest;
 use crate::storage::{StoreError, Summary};
 
 /// What recovery builds: the key directory, its content summary, and the
@@ -48,8 +48,7 @@ impl Rebuild {
             )
         };
         let new = (!tomb).then_some(digest);
-        self.summary
-            .change(key, key_hash(key), old.map(|o| o.digest), new);
+        self.summary.change(key, old.map(|o| o.digest), new);
         if let Some(o) = old {
             *self.dead.entry(o.seg).or_default() += u64::from(o.len);
         }
