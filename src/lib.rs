@@ -54,6 +54,7 @@ pub mod storage;
 pub mod text;
 pub mod vclock;
 pub mod workers;
+pub mod write;
 
 /// The RESP codec, also at the crate root for clients and tests.
 pub use api::resp;

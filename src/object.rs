@@ -48,21 +48,130 @@ pub const MAX_ACTOR_LEN: usize = 128;
 pub struct Sibling {
     /// The write that made this version.
     pub dot: Dot,
-    /// The value; `None` is a tombstone (a delete).
+    /// The value; `None` (with no counter) is a tombstone: a delete, or a
+    /// version whose deadline passed.
     #[serde(with = "serde_bytes")]
     pub value: Option<Vec<u8>>,
-    /// Wall-clock milliseconds at the actor when written (informational only;
-    /// never used to decide which version wins).
+    /// Wall-clock milliseconds at the actor when written (informational, and
+    /// the deterministic pick between siblings; never used to drop one).
     pub written_ms: u64,
+    /// Wall-clock milliseconds past which this version is a tombstone
+    /// (`SET ... EX`, `EXPIRE`). Travels with the version.
+    #[serde(default)]
+    pub expires_ms: Option<u64>,
+    /// A counter (`INCR` family): this version's value is the counter's.
+    #[serde(default)]
+    pub counter: Option<Counter>,
 }
 
 impl Sibling {
-    /// The order siblings are kept in: by dot, then by value, so that two
-    /// values that (wrongly) share a dot still have one deterministic order.
+    /// The order siblings are kept in: by dot, then by payload, so that two
+    /// versions that (wrongly) share a dot still have one deterministic order.
     fn order(&self, other: &Sibling) -> std::cmp::Ordering {
         self.dot
             .cmp(&other.dot)
             .then_with(|| self.value.cmp(&other.value))
+            .then_with(|| self.expires_ms.cmp(&other.expires_ms))
+            .then_with(|| self.counter.cmp(&other.counter))
+    }
+
+    /// True for a tombstone: no value and no counter.
+    pub fn is_tombstone(&self) -> bool {
+        self.value.is_none() && self.counter.is_none()
+    }
+
+    /// True when the version's deadline has passed at `now_ms`.
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.expires_ms.is_some_and(|d| d <= now_ms)
+    }
+
+    /// True when the version holds a value (or counter) at `now_ms`.
+    pub fn is_live(&self, now_ms: u64) -> bool {
+        !self.is_tombstone() && !self.is_expired(now_ms)
+    }
+
+    /// True when two versions are the same write: same dot and deadline, and
+    /// the same payload, or one of them expired (and turned into a
+    /// tombstone) where the other has not yet.
+    fn same_write(&self, other: &Sibling) -> bool {
+        self.dot == other.dot
+            && self.expires_ms == other.expires_ms
+            && ((self.value == other.value && self.counter == other.counter)
+                || (self.expires_ms.is_some() && (self.is_tombstone() || other.is_tombstone())))
+    }
+
+    /// Bytes of value held.
+    fn bytes(&self) -> usize {
+        self.value.as_ref().map_or(0, Vec::len)
+    }
+}
+
+/// A PN-counter: per actor, the increments and the decrements it made. Two
+/// replicas' counters merge by taking each entry's maximum, so increments
+/// made on both sides of a partition all count (a CRDT, as Riak's counters).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Counter(pub std::collections::BTreeMap<Actor, (u64, u64)>);
+
+impl Counter {
+    /// The counter's value: increments minus decrements.
+    pub fn value(&self) -> i128 {
+        self.0
+            .values()
+            .map(|(p, n)| i128::from(*p) - i128::from(*n))
+            .sum()
+    }
+
+    /// Pointwise maximum, in place.
+    pub fn merge(&mut self, other: &Counter) {
+        for (actor, (p, n)) in &other.0 {
+            let e = self.0.entry(actor.clone()).or_insert((0, 0));
+            e.0 = e.0.max(*p);
+            e.1 = e.1.max(*n);
+        }
+    }
+
+    /// Adds `delta` as `actor`'s change.
+    pub fn add(&mut self, actor: &Actor, delta: i128) -> Option<()> {
+        let e = self.0.entry(actor.clone()).or_insert((0, 0));
+        if delta >= 0 {
+            e.0 = e.0.checked_add(u64::try_from(delta).ok()?)?;
+        } else {
+            e.1 = e.1.checked_add(u64::try_from(-delta).ok()?)?;
+        }
+        Some(())
+    }
+}
+
+/// What a new version holds (see [`Object::update_with`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Payload {
+    /// The value (`None`: a delete).
+    pub value: Option<Vec<u8>>,
+    /// The deadline, if any.
+    pub expires_ms: Option<u64>,
+    /// A counter instead of a value.
+    pub counter: Option<Counter>,
+}
+
+/// What a key holds at some time: the live versions, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// Every live value; counter versions merged into one value.
+    pub values: Vec<Vec<u8>>,
+    /// The value a plain read answers: the most recently written live
+    /// version (then the highest dot), so concurrent versions give every
+    /// reader the same answer while they stay stored.
+    pub pick: Option<Vec<u8>>,
+    /// The deadline of the picked version.
+    pub expires_ms: Option<u64>,
+    /// True when the picked value is a counter's.
+    pub is_counter: bool,
+}
+
+impl Resolved {
+    /// True when more than one value is live.
+    pub fn conflicted(&self) -> bool {
+        self.values.len() > 1
     }
 }
 
@@ -138,16 +247,32 @@ pub struct Merged {
 }
 
 impl Object {
-    /// Applies a write made by `actor` whose client had seen `context`.
-    ///
-    /// `local` is the actor's own copy. Siblings covered by `context` are
-    /// superseded; the others stay. The new sibling's counter is above
-    /// anything the actor or the context knows for this actor.
+    /// Applies a write made by `actor` whose client had seen `context`,
+    /// with a plain value (`None` deletes); see [`Object::update_with`].
     pub fn update(
         local: Option<&Object>,
         context: &VClock,
         actor: &Actor,
         value: Option<Vec<u8>>,
+        written_ms: u64,
+    ) -> Result<Object, UpdateError> {
+        let payload = Payload {
+            value,
+            ..Payload::default()
+        };
+        Object::update_with(local, context, actor, payload, written_ms)
+    }
+
+    /// Applies a write made by `actor` whose client had seen `context`.
+    ///
+    /// `local` is the actor's own copy. Siblings covered by `context` are
+    /// superseded; the others stay. The new sibling's counter is above
+    /// anything the actor or the context knows for this actor.
+    pub fn update_with(
+        local: Option<&Object>,
+        context: &VClock,
+        actor: &Actor,
+        payload: Payload,
         written_ms: u64,
     ) -> Result<Object, UpdateError> {
         let empty = Object::default();
@@ -171,11 +296,8 @@ impl Object {
         if siblings.len() + 1 > SIBLINGS_MAX {
             return Err(UpdateError::TooManySiblings(siblings.len() + 1));
         }
-        let bytes: usize = siblings
-            .iter()
-            .map(|s| s.value.as_ref().map_or(0, Vec::len))
-            .sum::<usize>()
-            + value.as_ref().map_or(0, Vec::len);
+        let bytes: usize = siblings.iter().map(Sibling::bytes).sum::<usize>()
+            + payload.value.as_ref().map_or(0, Vec::len);
         if bytes > crate::config::MAX_OBJECT_VALUE_BYTES {
             return Err(UpdateError::TooLarge(bytes));
         }
@@ -183,11 +305,81 @@ impl Object {
         clock.add(&dot);
         siblings.push(Sibling {
             dot,
-            value,
+            value: payload.value,
             written_ms,
+            expires_ms: payload.expires_ms,
+            counter: payload.counter,
         });
         siblings.sort_by(Sibling::order);
         Ok(Object { clock, siblings })
+    }
+
+    /// Turns every version whose deadline passed at `now_ms` into a
+    /// tombstone (keeping its dot and deadline, so it merges as the same
+    /// write); returns true if anything changed. Expiry only ever goes one
+    /// way, so a merge keeps the expired form.
+    pub fn expire(&mut self, now_ms: u64) -> bool {
+        let mut changed = false;
+        for s in &mut self.siblings {
+            if s.is_expired(now_ms) && !s.is_tombstone() {
+                s.value = None;
+                s.counter = None;
+                changed = true;
+            }
+        }
+        if changed {
+            self.siblings.sort_by(Sibling::order);
+        }
+        changed
+    }
+
+    /// What the key holds at `now_ms`.
+    pub fn resolve(&self, now_ms: u64) -> Resolved {
+        let live: Vec<&Sibling> = self.siblings.iter().filter(|s| s.is_live(now_ms)).collect();
+        let mut counters: Option<(Counter, &Sibling)> = None;
+        let mut values: Vec<(&Sibling, Vec<u8>)> = Vec::new();
+        for s in &live {
+            match (&s.counter, &s.value) {
+                (Some(c), _) => match &mut counters {
+                    Some((acc, newest)) => {
+                        acc.merge(c);
+                        if (s.written_ms, &s.dot) > (newest.written_ms, &newest.dot) {
+                            *newest = s;
+                        }
+                    }
+                    None => counters = Some((c.clone(), s)),
+                },
+                (None, Some(v)) => values.push((s, v.clone())),
+                (None, None) => {}
+            }
+        }
+        if let Some((c, newest)) = counters {
+            values.push((newest, c.value().to_string().into_bytes()));
+        }
+        let picked = values
+            .iter()
+            .max_by(|(a, _), (b, _)| (a.written_ms, &a.dot).cmp(&(b.written_ms, &b.dot)));
+        let (pick, expires_ms, is_counter) = match picked {
+            Some((s, v)) => (Some(v.clone()), s.expires_ms, s.counter.is_some()),
+            None => (None, None, false),
+        };
+        Resolved {
+            values: values.into_iter().map(|(_, v)| v).collect(),
+            pick,
+            expires_ms,
+            is_counter,
+        }
+    }
+
+    /// The merged counter of every live counter version (empty if none).
+    pub fn counter_at(&self, now_ms: u64) -> Option<Counter> {
+        let mut out: Option<Counter> = None;
+        for s in self.siblings.iter().filter(|s| s.is_live(now_ms)) {
+            if let Some(c) = &s.counter {
+                out.get_or_insert_with(Counter::default).merge(c);
+            }
+        }
+        out
     }
 
     /// Joins two copies of the same key, in O(n + m) over their (sorted)
@@ -295,6 +487,14 @@ impl Object {
         {
             return Err(ObjectError::DotNotCovered);
         }
+        for c in self.siblings.iter().filter_map(|s| s.counter.as_ref()) {
+            if c.0.len() > MAX_CLOCK_ACTORS {
+                return Err(ObjectError::ClockTooLarge(c.0.len()));
+            }
+            if let Some(a) = c.0.keys().find(|a| a.is_empty() || a.len() > MAX_ACTOR_LEN) {
+                return Err(ObjectError::BadActor(a.len()));
+            }
+        }
         Ok(())
     }
 
@@ -326,7 +526,8 @@ impl Object {
         }
     }
 
-    /// The live values (tombstones left out), in dot order.
+    /// The plain values (tombstones and counters left out), in dot order,
+    /// whatever their deadlines (see [`Object::resolve`] for a read).
     pub fn values(&self) -> Vec<&[u8]> {
         self.siblings
             .iter()
@@ -336,7 +537,12 @@ impl Object {
 
     /// True when every surviving version is a tombstone.
     pub fn is_deleted(&self) -> bool {
-        self.siblings.iter().all(|s| s.value.is_none())
+        self.siblings.iter().all(Sibling::is_tombstone)
+    }
+
+    /// True when no version is live at `now_ms`.
+    pub fn is_deleted_at(&self, now_ms: u64) -> bool {
+        !self.siblings.iter().any(|s| s.is_live(now_ms))
     }
 
     /// True when `self` has seen everything `other` has (so `other` adds
@@ -359,10 +565,7 @@ impl Object {
 
     /// Bytes of values held (for size limits).
     pub fn value_bytes(&self) -> usize {
-        self.siblings
-            .iter()
-            .map(|s| s.value.as_ref().map_or(0, Vec::len))
-            .sum()
+        self.siblings.iter().map(Sibling::bytes).sum()
     }
 }
 
@@ -371,40 +574,35 @@ fn run_len(s: &[Sibling], dot: &Dot) -> usize {
     s.iter().take_while(|x| &x.dot == dot).count()
 }
 
-/// Appends the union of two runs of one dot (each sorted by value), equal
-/// values once, with the later `written_ms` (so the merge stays commutative).
+/// Appends the union of two runs of one dot: versions that are the same
+/// write (see [`Sibling::same_write`]) once, with the later `written_ms`
+/// and the expired form if either expired (so the merge stays commutative),
+/// every other version as it is. Runs are short (longer than one only when
+/// an actor reused a dot), so the pairing is quadratic in the run only.
 fn union_run(a: &[Sibling], b: &[Sibling], out: &mut Vec<Sibling>) {
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() || j < b.len() {
-        match (a.get(i), b.get(j)) {
-            (Some(x), Some(y)) => match x.value.cmp(&y.value) {
-                std::cmp::Ordering::Less => {
-                    out.push(x.clone());
-                    i += 1;
+    let start = out.len();
+    let mut taken = vec![false; b.len()];
+    for x in a {
+        let mut merged = x.clone();
+        for (j, y) in b.iter().enumerate() {
+            if !taken[j] && x.same_write(y) {
+                taken[j] = true;
+                merged.written_ms = x.written_ms.max(y.written_ms);
+                if y.is_tombstone() {
+                    merged.value = None;
+                    merged.counter = None;
                 }
-                std::cmp::Ordering::Greater => {
-                    out.push(y.clone());
-                    j += 1;
-                }
-                std::cmp::Ordering::Equal => {
-                    let mut s = x.clone();
-                    s.written_ms = x.written_ms.max(y.written_ms);
-                    out.push(s);
-                    i += 1;
-                    j += 1;
-                }
-            },
-            (Some(x), None) => {
-                out.push(x.clone());
-                i += 1;
+                break;
             }
-            (None, Some(y)) => {
-                out.push(y.clone());
-                j += 1;
-            }
-            (None, None) => break,
+        }
+        out.push(merged);
+    }
+    for (j, y) in b.iter().enumerate() {
+        if !taken[j] {
+            out.push(y.clone());
         }
     }
+    out[start..].sort_by(Sibling::order);
 }
 
 /// A 32-bit tag of the key a context token was read from, so a token
@@ -644,6 +842,8 @@ mod tests {
                     dot,
                     value: Some(vec![1]),
                     written_ms: 0,
+                    expires_ms: None,
+                    counter: None,
                 });
             }
             o

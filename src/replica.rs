@@ -17,6 +17,7 @@ use crate::epoch::ActorCell;
 use crate::object::{Object, UpdateError};
 use crate::storage::{Durable, Lsn, Store, StoreError};
 use crate::vclock::{Dot, VClock};
+use crate::write::{Done, Write};
 
 /// Lock stripes: keys hash onto this many mutexes.
 const STRIPES: usize = 1024;
@@ -33,6 +34,9 @@ pub enum ReplicaError {
     /// The update was refused.
     #[error(transparent)]
     Update(#[from] UpdateError),
+    /// The write was refused (not an integer, overflow, ...).
+    #[error(transparent)]
+    Write(#[from] crate::write::WriteError),
     /// The stored copy of the key does not decode.
     #[error("the local copy of this key is corrupt ({0}); it is repaired from other replicas")]
     Corrupt(String),
@@ -124,7 +128,7 @@ impl Replica {
             }
             other => other?.map(|(_, o)| o),
         };
-        let (merged, conflicts) = match &local {
+        let (mut merged, conflicts) = match &local {
             Some(l) => match l.merge_checked(incoming) {
                 Ok(m) => (m.object, m.new_conflicts),
                 Err(e) => {
@@ -134,6 +138,8 @@ impl Replica {
             },
             None => (incoming.clone(), Vec::new()),
         };
+        // Versions whose deadline passed are stored as tombstones.
+        merged.expire(now_ms());
         self.note_conflicts(key, &conflicts);
         let lsn = if local.as_ref() != Some(&merged) {
             self.store.append(key, &merged.to_bytes())?
@@ -170,33 +176,43 @@ impl Replica {
         }
     }
 
-    /// Applies a write as this node's actor. With no `context`, the write
-    /// supersedes whatever the local copy has seen.
+    /// Applies a client write as this node's actor (see [`crate::write`]).
+    /// With no `context`, the write supersedes whatever the local copy has
+    /// seen. Returns what was stored (nothing when a condition kept the
+    /// write from happening) and what the client is told.
+    pub fn apply(
+        &self,
+        key: &[u8],
+        context: Option<&VClock>,
+        write: &Write,
+    ) -> Result<(Option<Written>, Done), ReplicaError> {
+        let _guard = self.locks.of(key);
+        let local = load_object(&*self.store, key)?.map(|(_, o)| o);
+        let actor = self.actor.get();
+        let now = now_ms();
+        let (object, done) = crate::write::apply(local.as_ref(), context, &actor, write, now)?;
+        let Some(mut object) = object else {
+            return Ok((None, done));
+        };
+        object.expire(now);
+        let lsn = self.store.append(key, &object.to_bytes())?;
+        let written = Written {
+            object,
+            existed: done.existed,
+            lsn,
+        };
+        Ok((Some(written), done))
+    }
+
+    /// Applies a plain write (`None` deletes) as this node's actor.
     pub fn update(
         &self,
         key: &[u8],
         context: Option<&VClock>,
         value: Option<Vec<u8>>,
     ) -> Result<Written, ReplicaError> {
-        let _guard = self.locks.of(key);
-        let local = load_object(&*self.store, key)?.map(|(_, o)| o);
-        let existed = local.as_ref().is_some_and(|o| !o.is_deleted());
-        let own_context;
-        let context = match context {
-            Some(c) => c,
-            None => {
-                own_context = local.as_ref().map(|o| o.clock.clone()).unwrap_or_default();
-                &own_context
-            }
-        };
-        let actor = self.actor.get();
-        let object = Object::update(local.as_ref(), context, &actor, value, now_ms())?;
-        let lsn = self.store.append(key, &object.to_bytes())?;
-        Ok(Written {
-            object,
-            existed,
-            lsn,
-        })
+        let (written, _) = self.apply(key, context, &Write::value(value))?;
+        written.ok_or_else(|| ReplicaError::Corrupt("a plain write was not applied".into()))
     }
 }
 

@@ -180,15 +180,15 @@ fn peers_keep_a_share_that_clients_cannot_take() {
 fn peer_requests_are_checked_field_by_field() {
     let c = Cluster::start(1);
     let addr = c.nodes[0].addr();
-    let put = Request::Put {
+    let put = Request::Write {
         key: b"k".to_vec(),
-        value: Some(b"v".to_vec()),
+        write: distro_db::write::Write::value(Some(b"v".to_vec())),
         context: None,
         w: 0,
     };
     match peer_call(&addr, &put) {
         Response::Error(e) => assert!(e.to_string().contains("W=0"), "{e}"),
-        other => panic!("a Put with w=0 was accepted: {other:?}"),
+        other => panic!("a write with w=0 was accepted: {other:?}"),
     }
     // One Replicate carrying 40,000 siblings is refused, and reads stay fast.
     let mut object = Object::default();
@@ -202,6 +202,8 @@ fn peer_requests_are_checked_field_by_field() {
             dot,
             value: Some(vec![b'v']),
             written_ms: 0,
+            expires_ms: None,
+            counter: None,
         });
     }
     object.siblings.sort_by(|a, b| a.dot.cmp(&b.dot));

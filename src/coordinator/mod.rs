@@ -49,6 +49,7 @@ use crate::replica::{Replica, ReplicaError};
 use crate::rpc::message::{NodeFailure, QuorumFailure, Reason, RemoteError};
 use crate::rpc::{Request, Response, Transport};
 use crate::vclock::{Dot, VClock};
+use crate::write::{Done, Write};
 
 use plan::{Plan, Target};
 use quorum::{State, Strategy, Tracker};
@@ -400,8 +401,8 @@ impl Coordinator {
         }
     }
 
-    /// Quorum write (`value = None` deletes). Returns whether the key had a
-    /// live value at the actor before the write.
+    /// A plain quorum write (`value = None` deletes). Returns whether the
+    /// key had a live value at the actor before the write.
     pub async fn put(
         self: &Arc<Self>,
         key: &[u8],
@@ -409,13 +410,26 @@ impl Coordinator {
         context: Option<VClock>,
         w: Option<usize>,
     ) -> Result<bool, CoordError> {
+        self.write(key, Write::value(value), context, w)
+            .await
+            .map(|d| d.existed)
+    }
+
+    /// Quorum write (see [`crate::write`]): made by an actor replica of the
+    /// key (this node, or the first reachable replica it forwards to; with
+    /// none reachable, this node as a stand-in), acknowledged after W copies.
+    pub async fn write(
+        self: &Arc<Self>,
+        key: &[u8],
+        write: Write,
+        context: Option<VClock>,
+        w: Option<usize>,
+    ) -> Result<Done, CoordError> {
         check_key(key)?;
-        if let Some(v) = &value
-            && v.len() > MAX_VALUE_LEN
-        {
+        if write.value_len() > MAX_VALUE_LEN {
             return Err(CoordError::Invalid(format!(
                 "value too large: {} bytes (the limit is {MAX_VALUE_LEN})",
-                v.len()
+                write.value_len()
             )));
         }
         let view = self.view();
@@ -423,7 +437,7 @@ impl Coordinator {
         let w = Self::quorum("W", w, self.config.w, owners.len())?;
         if owners.iter().any(|t| t.node == self.me) {
             match self
-                .put_as_actor(key, value.clone(), context.as_ref(), w, None)
+                .write_as_actor(key, &write, context.as_ref(), w, None)
                 .await
             {
                 // The local step failed before anything was replicated: let
@@ -437,9 +451,9 @@ impl Coordinator {
         }
         // Forward to a replica: live ones first, in preference order.
         owners.sort_by_key(|t| !t.live);
-        let req = Request::Put {
+        let req = Request::Write {
             key: key.to_vec(),
-            value: value.clone(),
+            write: write.clone(),
             context: context.clone(),
             w,
         };
@@ -452,7 +466,7 @@ impl Coordinator {
                 reason,
             };
             match self.transport.call(t.addr, &req, timeout).await {
-                Ok(Response::Written { existed }) => return Ok(existed),
+                Ok(Response::Written(done)) => return Ok(done),
                 Ok(Response::Error(RemoteError::WriteUnknown(q))) => {
                     return Err(CoordError::WriteUnknown(q));
                 }
@@ -479,53 +493,58 @@ impl Coordinator {
         };
         warn!(owner = %owner, "no owner reachable; writing as a stand-in");
         self.stats.stand_in_writes.fetch_add(1, Ordering::Relaxed);
-        self.put_as_actor(key, value, context.as_ref(), w, Some(owner))
+        self.write_as_actor(key, &write, context.as_ref(), w, Some(owner))
             .await
     }
 
     /// Applies a write locally as its actor, then replicates it to the rest
     /// of the key's sloppy-quorum plan while the local sync runs, replacing
     /// a replica that fails with the next live stand-in while time remains.
+    /// A write whose condition failed (`NX`, `XX`, ...) is answered at once,
+    /// with nothing replicated.
     ///
     /// With `stand_in_for`, this node is not an owner of the key: it makes
     /// the write under a single-use actor (its hinted copy will be handed
     /// off and deleted, so it cannot promise to remember its own dots) and
     /// keeps it as a hint for that owner.
-    pub async fn put_as_actor(
+    pub async fn write_as_actor(
         self: &Arc<Self>,
         key: &[u8],
-        value: Option<Vec<u8>>,
+        write: &Write,
         context: Option<&VClock>,
         w: usize,
         stand_in_for: Option<Arc<str>>,
-    ) -> Result<bool, CoordError> {
+    ) -> Result<Done, CoordError> {
         let refuse = |e: ReplicaError| match e {
             ReplicaError::Update(u) => CoordError::Invalid(u.to_string()),
+            ReplicaError::Write(u) => CoordError::Invalid(u.to_string()),
             other => CoordError::WriteFailed(format!("{other}")),
         };
-        let (object, existed, local_durable) = match &stand_in_for {
+        let (object, done, local_durable) = match &stand_in_for {
             None => {
-                let written = self.replica.update(key, context, value).map_err(refuse)?;
+                let (written, done) = self.replica.apply(key, context, write).map_err(refuse)?;
+                let Some(written) = written else {
+                    return Ok(done);
+                };
                 let durable = self.replica.durable(written.lsn);
-                (written.object, written.existed, durable)
+                (written.object, done, durable)
             }
             Some(owner) => {
                 let local = self.local_copy(key).map_err(refuse)?;
-                let existed = local.as_ref().is_some_and(|o| !o.is_deleted());
-                let ctx = context
-                    .cloned()
-                    .unwrap_or_else(|| local.as_ref().map(|o| o.clock.clone()).unwrap_or_default());
                 let actor = format!("{}~{:08x}", self.replica.actor().get(), self.rng.next_u32());
-                let object = Object::update(
+                let (object, done) = crate::write::apply(
                     local.as_ref(),
-                    &ctx,
+                    context,
                     &actor,
-                    value,
+                    write,
                     crate::replica::now_ms(),
                 )
                 .map_err(|u| CoordError::Invalid(u.to_string()))?;
+                let Some(object) = object else {
+                    return Ok(done);
+                };
                 let lsn = self.hints.add(owner, key, &object).map_err(refuse)?;
-                (object, existed, self.hints.durable(lsn))
+                (object, done, self.hints.durable(lsn))
             }
         };
         let view = self.view();
@@ -620,7 +639,7 @@ impl Coordinator {
             return Err(CoordError::WriteUnknown(unmet(&tracker)));
         }
         self.stats.writes.fetch_add(1, Ordering::Relaxed);
-        Ok(existed)
+        Ok(done)
     }
 }
 

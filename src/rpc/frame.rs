@@ -137,11 +137,26 @@ mod tests {
             Just(Request::Shutdown),
             bytes().prop_map(|key| Request::Get { key }),
             (bytes(), proptest::option::of(bytes()), 1usize..5).prop_map(|(key, value, w)| {
-                Request::Put {
+                Request::Write {
                     key,
-                    value,
+                    write: crate::write::Write::value(value),
                     context: Some(VClock::new()),
                     w,
+                }
+            }),
+            (bytes(), any::<i64>(), any::<u64>()).prop_map(|(key, by, at)| {
+                Request::Write {
+                    key,
+                    write: if by % 2 == 0 {
+                        crate::write::Write::Incr { by }
+                    } else {
+                        crate::write::Write::Expire {
+                            deadline: Some(at),
+                            cond: crate::write::ExpireIf::Later,
+                        }
+                    },
+                    context: None,
+                    w: 2,
                 }
             }),
             (bytes(), bytes()).prop_map(|(key, v)| {

@@ -7,6 +7,7 @@ use crate::config::{MAX_KEY_LEN, MAX_VALUE_LEN};
 use crate::keyspace::{BUCKETS, PARTITIONS};
 use crate::object::Object;
 use crate::vclock::{Dot, VClock};
+use crate::write::{Done, Write};
 
 /// Longest node id a peer may name (the same bound `Config::validate` sets).
 pub const MAX_NODE_ID_LEN: usize = 64;
@@ -42,13 +43,12 @@ pub enum Request {
     },
     /// Coordinate a write as its actor: sent by a node that is not a replica
     /// of the key to one that is.
-    Put {
+    Write {
         /// The key.
         #[serde(with = "serde_bytes")]
         key: Vec<u8>,
-        /// The value; `None` deletes.
-        #[serde(with = "serde_bytes")]
-        value: Option<Vec<u8>>,
+        /// What to write.
+        write: Write,
         /// The client's context; `None` means "what the actor has seen".
         context: Option<VClock>,
         /// Acknowledgements required.
@@ -102,11 +102,8 @@ pub enum Response {
         /// Hints it holds for the key, by owner.
         hints: Vec<(String, Object)>,
     },
-    /// Answer to [`Request::Put`].
-    Written {
-        /// True when the key had a live value before this write.
-        existed: bool,
-    },
+    /// Answer to [`Request::Write`].
+    Written(Done),
     /// The request failed.
     Error(RemoteError),
 }
@@ -258,19 +255,17 @@ impl Request {
                 }
                 object.validate().map_err(|e| e.to_string())
             }
-            Request::Put {
+            Request::Write {
                 key,
-                value,
+                write,
                 context,
                 w,
             } => {
                 key_ok(key)?;
-                if let Some(v) = value
-                    && v.len() > MAX_VALUE_LEN
-                {
+                if write.value_len() > MAX_VALUE_LEN {
                     return Err(format!(
                         "value too large: {} bytes (the limit is {MAX_VALUE_LEN})",
-                        v.len()
+                        write.value_len()
                     ));
                 }
                 if *w == 0 || *w > n {
@@ -307,9 +302,9 @@ mod tests {
 
     #[test]
     fn peer_requests_are_validated_like_client_requests() {
-        let put = |w| Request::Put {
+        let put = |w| Request::Write {
             key: b"k".to_vec(),
-            value: Some(b"v".to_vec()),
+            write: Write::value(Some(b"v".to_vec())),
             context: None,
             w,
         };

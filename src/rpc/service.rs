@@ -94,17 +94,17 @@ impl PeerService {
                 }
                 Response::Inspected { own, hints }
             }
-            Request::Put {
+            Request::Write {
                 key,
-                value,
+                write,
                 context,
                 w,
             } => match self
                 .coordinator
-                .put_as_actor(&key, value, context.as_ref(), w, None)
+                .write_as_actor(&key, &write, context.as_ref(), w, None)
                 .await
             {
-                Ok(existed) => Response::Written { existed },
+                Ok(done) => Response::Written(done),
                 Err(e) => Response::Error(e.into_remote()),
             },
             Request::Shutdown => {
@@ -148,6 +148,7 @@ fn error(e: ReplicaError) -> Response {
     Response::Error(match e {
         ReplicaError::Refused(r) => RemoteError::Invalid(r.to_string()),
         ReplicaError::Update(u) => RemoteError::WriteFailed(u.to_string()),
+        ReplicaError::Write(w) => RemoteError::Invalid(w.to_string()),
         other => RemoteError::Store(other.to_string()),
     })
 }
