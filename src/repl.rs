@@ -65,23 +65,35 @@ fn format_generic(reply: &Frame, indent: usize) -> String {
         Frame::Integer(i) => format!("(integer) {i}"),
         Frame::Bulk(b) => quote(b),
         Frame::Null => "(nil)".into(),
-        Frame::Array(items) if items.is_empty() => "(empty array)".into(),
-        Frame::Array(items) => items
-            .iter()
-            .enumerate()
-            .map(|(i, f)| {
-                let pad = if i == 0 {
-                    String::new()
-                } else {
-                    " ".repeat(indent)
-                };
-                let prefix = format!("{}) ", i + 1);
-                let inner = format_generic(f, indent + prefix.len());
-                format!("{pad}{prefix}{inner}")
-            })
-            .collect::<Vec<_>>()
-            .join("\n"),
+        Frame::Boolean(b) => format!("(boolean) {b}"),
+        Frame::Double(d) => format!("(double) {d}"),
+        Frame::Verbatim(_, t) => String::from_utf8_lossy(t).trim_end().to_string(),
+        Frame::Array(items) | Frame::Set(items) if items.is_empty() => "(empty array)".into(),
+        Frame::Array(items) | Frame::Set(items) => numbered(items.iter(), indent),
+        Frame::Map(entries) if entries.is_empty() => "(empty map)".into(),
+        Frame::Map(entries) => {
+            let flat: Vec<&Frame> = entries.iter().flat_map(|(k, v)| [k, v]).collect();
+            numbered(flat.into_iter(), indent)
+        }
     }
+}
+
+/// Numbered lines, as redis-cli prints an array.
+fn numbered<'a>(items: impl Iterator<Item = &'a Frame>, indent: usize) -> String {
+    items
+        .enumerate()
+        .map(|(i, f)| {
+            let pad = if i == 0 {
+                String::new()
+            } else {
+                " ".repeat(indent)
+            };
+            let prefix = format!("{}) ", i + 1);
+            let inner = format_generic(f, indent + prefix.len());
+            format!("{pad}{prefix}{inner}")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Where the REPL runs: decides what HELP says and what EXIT means.

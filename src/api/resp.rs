@@ -1,11 +1,16 @@
 //! RESP, the Redis serialization protocol: frames, an incremental decoder that
-//! never panics on arbitrary bytes, and an encoder.
+//! never panics on arbitrary bytes, and an encoder for both protocol versions.
 //!
 //! Clients (`db repl`, `redis-cli`, any Redis library) speak RESP to a node's
-//! TCP port. The decoder accepts RESP2 and the RESP3 null (`_`), and "inline"
-//! commands (a plain text line such as `PING`, as typed into telnet). It
-//! enforces limits on bulk length, element count and nesting depth, so a
-//! hostile peer cannot make a node allocate without bound or overflow its stack.
+//! TCP port, RESP2 until they switch with `HELLO 3`. A [`Frame`] holds RESP3's
+//! types too (maps, sets, booleans, doubles, verbatim strings);
+//! [`Frame::encode_as`] writes them natively in RESP3 and as their RESP2
+//! equivalents otherwise (a map as a flat array, a boolean as an integer, a
+//! double or verbatim string as a bulk string), as Redis does. The decoder
+//! accepts every RESP2 and RESP3 type, and "inline" commands (a plain text
+//! line such as `PING`, as typed into telnet). It enforces limits on bulk
+//! length, element count and nesting depth, so a hostile peer cannot make a
+//! node allocate without bound or overflow its stack.
 
 use std::fmt;
 
@@ -35,6 +40,26 @@ pub enum Frame {
     Null,
     /// `*2\r\n...`
     Array(Vec<Frame>),
+    /// RESP3 `%2\r\n...` (RESP2: a flat array of keys and values).
+    Map(Vec<(Frame, Frame)>),
+    /// RESP3 `~2\r\n...` (RESP2: an array).
+    Set(Vec<Frame>),
+    /// RESP3 `#t` (RESP2: `:1` / `:0`).
+    Boolean(bool),
+    /// RESP3 `,3.14` (RESP2: a bulk string), kept as its text.
+    Double(String),
+    /// RESP3 `=15\r\ntxt:...` (RESP2: a bulk string): a format and the text.
+    Verbatim(String, Vec<u8>),
+}
+
+/// The protocol version a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Proto {
+    /// RESP2, every connection's start.
+    #[default]
+    V2,
+    /// RESP3, after `HELLO 3`.
+    V3,
 }
 
 impl fmt::Debug for Frame {
@@ -46,6 +71,14 @@ impl fmt::Debug for Frame {
             Frame::Bulk(b) => write!(f, "${:?}", String::from_utf8_lossy(b)),
             Frame::Null => write!(f, "nil"),
             Frame::Array(a) => f.debug_list().entries(a).finish(),
+            Frame::Map(m) => f
+                .debug_map()
+                .entries(m.iter().map(|(k, v)| (k, v)))
+                .finish(),
+            Frame::Set(a) => write!(f, "set{a:?}"),
+            Frame::Boolean(b) => write!(f, "#{b}"),
+            Frame::Double(d) => write!(f, ",{d}"),
+            Frame::Verbatim(fmt_, t) => write!(f, "={fmt_}:{:?}", String::from_utf8_lossy(t)),
         }
     }
 }
@@ -66,28 +99,75 @@ impl Frame {
         Frame::Bulk(s.into())
     }
 
-    /// Appends the wire form of `self` to `out`.
+    /// A map of text keys (for `INFO`-like replies).
+    pub fn map<K: Into<String>>(entries: impl IntoIterator<Item = (K, Frame)>) -> Frame {
+        Frame::Map(
+            entries
+                .into_iter()
+                .map(|(k, v)| (Frame::Bulk(k.into().into_bytes()), v))
+                .collect(),
+        )
+    }
+
+    /// Appends the RESP2 wire form of `self` to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
+        self.encode_as(out, Proto::V2);
+    }
+
+    /// Appends the wire form of `self` in protocol `proto` to `out`.
+    pub fn encode_as(&self, out: &mut Vec<u8>, proto: Proto) {
+        let v3 = proto == Proto::V3;
         match self {
             Frame::Simple(s) => line(out, b'+', s.as_bytes()),
             Frame::Error(s) => line(out, b'-', s.as_bytes()),
             Frame::Integer(i) => line(out, b':', i.to_string().as_bytes()),
-            Frame::Bulk(b) => {
-                line(out, b'$', b.len().to_string().as_bytes());
-                out.extend_from_slice(b);
-                out.extend_from_slice(b"\r\n");
-            }
+            Frame::Bulk(b) => bulk(out, b'$', b),
+            Frame::Null if v3 => out.extend_from_slice(b"_\r\n"),
             Frame::Null => out.extend_from_slice(b"$-1\r\n"),
             Frame::Array(items) => {
                 line(out, b'*', items.len().to_string().as_bytes());
                 for item in items {
-                    item.encode(out);
+                    item.encode_as(out, proto);
                 }
             }
+            Frame::Map(entries) => {
+                if v3 {
+                    line(out, b'%', entries.len().to_string().as_bytes());
+                } else {
+                    line(out, b'*', (entries.len() * 2).to_string().as_bytes());
+                }
+                for (k, v) in entries {
+                    k.encode_as(out, proto);
+                    v.encode_as(out, proto);
+                }
+            }
+            Frame::Set(items) => {
+                line(
+                    out,
+                    if v3 { b'~' } else { b'*' },
+                    items.len().to_string().as_bytes(),
+                );
+                for item in items {
+                    item.encode_as(out, proto);
+                }
+            }
+            Frame::Boolean(b) if v3 => line(out, b'#', if *b { b"t" } else { b"f" }),
+            Frame::Boolean(b) => line(out, b':', if *b { b"1" } else { b"0" }),
+            Frame::Double(d) if v3 => line(out, b',', d.as_bytes()),
+            Frame::Double(d) => bulk(out, b'$', d.as_bytes()),
+            Frame::Verbatim(format, text) if v3 => {
+                let mut body = Vec::with_capacity(4 + text.len());
+                let tag: String = format.chars().chain("txt".chars()).take(3).collect();
+                body.extend_from_slice(tag.as_bytes());
+                body.push(b':');
+                body.extend_from_slice(text);
+                bulk(out, b'=', &body);
+            }
+            Frame::Verbatim(_, text) => bulk(out, b'$', text),
         }
     }
 
-    /// The wire form of `self`.
+    /// The RESP2 wire form of `self`.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         self.encode(&mut out);
@@ -106,6 +186,13 @@ impl Frame {
                 .collect(),
         )
     }
+}
+
+/// A length-prefixed string (`$` bulk or `=` verbatim).
+fn bulk(out: &mut Vec<u8>, tag: u8, b: &[u8]) {
+    line(out, tag, b.len().to_string().as_bytes());
+    out.extend_from_slice(b);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Simple strings and errors must not contain CR or LF: they are replaced.
@@ -137,7 +224,10 @@ fn invalid(msg: impl Into<String>) -> DecodeError {
 /// bytes it used.
 pub fn decode(buf: &[u8]) -> Result<(Frame, usize), DecodeError> {
     let first = *buf.first().ok_or(DecodeError::Incomplete)?;
-    if matches!(first, b'*' | b'$' | b'+' | b'-' | b':' | b'_') {
+    if matches!(
+        first,
+        b'*' | b'$' | b'+' | b'-' | b':' | b'_' | b'%' | b'~' | b'#' | b',' | b'=' | b'(' | b'>'
+    ) {
         let mut pos = 0;
         let frame = decode_at(buf, &mut pos, 0)?;
         Ok((frame, pos))
@@ -160,7 +250,6 @@ fn decode_inline(buf: &[u8]) -> Result<(Frame, usize), DecodeError> {
     }
     let text = &buf[..nl];
     let text = text.strip_suffix(b"\r").unwrap_or(text);
-    let text = std::str::from_utf8(text).map_err(|_| invalid("inline command is not UTF-8"))?;
     let args = crate::text::tokenize(text).map_err(invalid)?;
     let frame = Frame::Array(args.into_iter().map(|a| Frame::Bulk(a.text)).collect());
     Ok((frame, nl + 1))
@@ -188,6 +277,44 @@ fn read_int(buf: &[u8], pos: &mut usize) -> Result<i64, DecodeError> {
         .ok_or_else(|| invalid("invalid integer"))
 }
 
+/// Reads an aggregate's element count (at most [`MAX_ARRAY_LEN`]).
+fn read_len(buf: &[u8], pos: &mut usize, what: &str) -> Result<usize, DecodeError> {
+    let len = read_int(buf, pos)?;
+    let len = usize::try_from(len).map_err(|_| invalid(format!("invalid {what} length")))?;
+    if len > MAX_ARRAY_LEN {
+        return Err(invalid(format!(
+            "{what} of {len} elements exceeds the limit of {MAX_ARRAY_LEN}"
+        )));
+    }
+    Ok(len)
+}
+
+/// Reads a length-prefixed string's length and body (`None` for `-1`).
+fn read_bulk(buf: &[u8], pos: &mut usize) -> Result<Option<Vec<u8>>, DecodeError> {
+    let len = read_int(buf, pos)?;
+    if len == -1 {
+        return Ok(None);
+    }
+    let len = usize::try_from(len).map_err(|_| invalid("invalid bulk length"))?;
+    if len > MAX_BULK_LEN {
+        return Err(invalid(format!(
+            "bulk string of {len} bytes exceeds the limit of {MAX_BULK_LEN}"
+        )));
+    }
+    let end = pos
+        .checked_add(len)
+        .ok_or_else(|| invalid("invalid bulk length"))?;
+    if buf.len() < end + 2 {
+        return Err(DecodeError::Incomplete);
+    }
+    if &buf[end..end + 2] != b"\r\n" {
+        return Err(invalid("bulk string not terminated by CRLF"));
+    }
+    let data = buf[*pos..end].to_vec();
+    *pos = end + 2;
+    Ok(Some(data))
+}
+
 fn decode_at(buf: &[u8], pos: &mut usize, depth: usize) -> Result<Frame, DecodeError> {
     if depth > MAX_DEPTH {
         return Err(invalid("arrays nested too deeply"));
@@ -212,30 +339,51 @@ fn decode_at(buf: &[u8], pos: &mut usize, depth: usize) -> Result<Frame, DecodeE
             }
             Ok(Frame::Null)
         }
-        b'$' => {
-            let len = read_int(buf, pos)?;
-            if len == -1 {
-                return Ok(Frame::Null);
-            }
-            let len = usize::try_from(len).map_err(|_| invalid("invalid bulk length"))?;
-            if len > MAX_BULK_LEN {
-                return Err(invalid(format!(
-                    "bulk string of {len} bytes exceeds the limit of {MAX_BULK_LEN}"
-                )));
-            }
-            let end = pos
-                .checked_add(len)
-                .ok_or_else(|| invalid("invalid bulk length"))?;
-            if buf.len() < end + 2 {
-                return Err(DecodeError::Incomplete);
-            }
-            if &buf[end..end + 2] != b"\r\n" {
-                return Err(invalid("bulk string not terminated by CRLF"));
-            }
-            let data = buf[*pos..end].to_vec();
-            *pos = end + 2;
-            Ok(Frame::Bulk(data))
+        b'#' => match read_line(buf, pos)? {
+            b"t" => Ok(Frame::Boolean(true)),
+            b"f" => Ok(Frame::Boolean(false)),
+            _ => Err(invalid("invalid boolean")),
+        },
+        b',' | b'(' => {
+            let l = read_line(buf, pos)?;
+            let t = std::str::from_utf8(l).map_err(|_| invalid("invalid number"))?;
+            Ok(Frame::Double(t.to_string()))
         }
+        b'=' => {
+            let Some(body) = read_bulk(buf, pos)? else {
+                return Ok(Frame::Null);
+            };
+            match body.get(3) {
+                Some(b':') => Ok(Frame::Verbatim(
+                    String::from_utf8_lossy(&body[..3]).into_owned(),
+                    body[4..].to_vec(),
+                )),
+                _ => Err(invalid("invalid verbatim string")),
+            }
+        }
+        b'%' => {
+            let len = read_len(buf, pos, "map")?;
+            let mut entries = Vec::with_capacity(len.min(buf.len() / 6 + 1));
+            for _ in 0..len {
+                let k = decode_at(buf, pos, depth + 1)?;
+                let v = decode_at(buf, pos, depth + 1)?;
+                entries.push((k, v));
+            }
+            Ok(Frame::Map(entries))
+        }
+        b'~' | b'>' => {
+            let len = read_len(buf, pos, "set")?;
+            let mut items = Vec::with_capacity(len.min(buf.len() / 3 + 1));
+            for _ in 0..len {
+                items.push(decode_at(buf, pos, depth + 1)?);
+            }
+            Ok(if tag == b'~' {
+                Frame::Set(items)
+            } else {
+                Frame::Array(items)
+            })
+        }
+        b'$' => Ok(read_bulk(buf, pos)?.map_or(Frame::Null, Frame::Bulk)),
         b'*' => {
             let len = read_int(buf, pos)?;
             if len == -1 {
@@ -275,6 +423,45 @@ mod tests {
         leaf.prop_recursive(4, 32, 6, |inner| {
             proptest::collection::vec(inner, 0..6).prop_map(Frame::Array)
         })
+    }
+
+    /// Every type, RESP3 ones included.
+    fn frame3() -> impl Strategy<Value = Frame> {
+        let leaf = prop_oneof![
+            "[a-zA-Z0-9 ]{0,20}".prop_map(Frame::Simple),
+            "[a-zA-Z0-9 ]{0,20}".prop_map(Frame::Error),
+            any::<i64>().prop_map(Frame::Integer),
+            proptest::collection::vec(any::<u8>(), 0..64).prop_map(Frame::Bulk),
+            Just(Frame::Null),
+            any::<bool>().prop_map(Frame::Boolean),
+            "-?[0-9]{1,5}\\.[0-9]{1,3}".prop_map(Frame::Double),
+            ("(txt|mkd)", proptest::collection::vec(any::<u8>(), 0..32))
+                .prop_map(|(f, t)| Frame::Verbatim(f, t)),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Frame::Array),
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Frame::Set),
+                proptest::collection::vec((inner.clone(), inner), 0..4).prop_map(Frame::Map),
+            ]
+        })
+    }
+
+    #[test]
+    fn resp3_types_fall_back_to_resp2_equivalents() {
+        let m = Frame::map([("a", Frame::Integer(1)), ("b", Frame::Boolean(true))]);
+        let mut v2 = Vec::new();
+        m.encode_as(&mut v2, Proto::V2);
+        assert_eq!(v2, b"*4\r\n$1\r\na\r\n:1\r\n$1\r\nb\r\n:1\r\n");
+        let mut v3 = Vec::new();
+        m.encode_as(&mut v3, Proto::V3);
+        assert_eq!(v3, b"%2\r\n$1\r\na\r\n:1\r\n$1\r\nb\r\n#t\r\n");
+        let mut n = Vec::new();
+        Frame::Null.encode_as(&mut n, Proto::V3);
+        assert_eq!(n, b"_\r\n");
+        let mut d = Vec::new();
+        Frame::Double("1.5".into()).encode_as(&mut d, Proto::V2);
+        assert_eq!(d, b"$3\r\n1.5\r\n");
     }
 
     #[test]
@@ -332,6 +519,18 @@ mod tests {
         }
 
         #[test]
+        fn round_trip_resp3(f in frame3()) {
+            let mut bytes = Vec::new();
+            f.encode_as(&mut bytes, Proto::V3);
+            let (g, n) = decode(&bytes).unwrap();
+            prop_assert_eq!(n, bytes.len());
+            prop_assert_eq!(g, f);
+            for cut in 0..bytes.len() {
+                prop_assert_eq!(decode(&bytes[..cut]).unwrap_err(), DecodeError::Incomplete);
+            }
+        }
+
+        #[test]
         fn every_prefix_is_incomplete(f in frame()) {
             let bytes = f.to_bytes();
             for cut in 0..bytes.len() {
@@ -350,6 +549,8 @@ mod tests {
                 Just(b"*".to_vec()), Just(b"$".to_vec()), Just(b"\r\n".to_vec()),
                 Just(b"-1".to_vec()), Just(b"3".to_vec()), Just(b"abc".to_vec()),
                 Just(b":".to_vec()), Just(b"_".to_vec()), Just(b"+".to_vec()),
+                Just(b"%".to_vec()), Just(b"~".to_vec()), Just(b"#".to_vec()),
+                Just(b"=".to_vec()), Just(b",".to_vec()), Just(b"t".to_vec()),
             ], 0..40)
         ) {
             let _ = decode(&parts.concat());
