@@ -136,6 +136,8 @@ fn disjoint(n: usize, a: usize) -> Object {
             dot,
             value: Some(value(counter as usize)),
             written_ms: 0,
+            expires_ms: None,
+            counter: None,
         });
     }
     o

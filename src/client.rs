@@ -21,6 +21,17 @@ pub struct Client {
     addr: SocketAddr,
 }
 
+/// The environment variable the command-line tools (and nodes) read the
+/// client password from.
+pub const PASSWORD_ENV: &str = "DISTRO_DB_PASSWORD";
+
+/// The password in [`PASSWORD_ENV`], if set and not empty.
+pub fn password_from_env() -> Option<Vec<u8>> {
+    std::env::var_os(PASSWORD_ENV)
+        .filter(|p| !p.is_empty())
+        .map(|p| p.into_encoded_bytes())
+}
+
 impl Client {
     /// Connects to `addr` (`host:port`).
     pub fn connect(addr: &str) -> io::Result<Client> {
@@ -52,6 +63,15 @@ impl Client {
     /// The node's address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Authenticates the connection (`AUTH password`); a refused password
+    /// is an error of kind `PermissionDenied` carrying the node's message.
+    pub fn auth(&mut self, password: &[u8]) -> io::Result<()> {
+        match self.call(&[b"AUTH".as_slice(), password])? {
+            Frame::Error(e) => Err(io::Error::new(io::ErrorKind::PermissionDenied, e)),
+            _ => Ok(()),
+        }
     }
 
     /// Sends one command and waits for its reply.

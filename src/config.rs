@@ -22,6 +22,65 @@ pub const MAX_VALUE_LEN: usize = 8 * 1024 * 1024;
 /// Largest total of sibling values under one key (keeps replication frames bounded).
 pub const MAX_OBJECT_VALUE_BYTES: usize = 32 * 1024 * 1024;
 
+/// What a plain `GET` answers when a key holds concurrent values (siblings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SiblingReads {
+    /// The most recently written one (then the highest dot): every reader
+    /// gets the same single value, and the siblings stay stored until a
+    /// write resolves them.
+    #[default]
+    Pick,
+    /// An error naming the count and pointing to `VGET`.
+    Error,
+}
+
+impl std::fmt::Display for SiblingReads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SiblingReads::Pick => "pick",
+            SiblingReads::Error => "error",
+        })
+    }
+}
+
+impl std::str::FromStr for SiblingReads {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pick" => Ok(SiblingReads::Pick),
+            "error" => Ok(SiblingReads::Error),
+            other => Err(format!("expected `pick` or `error`, got `{other}`")),
+        }
+    }
+}
+
+/// A password: compared, never printed (its `Debug` is redacted).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a password.
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    /// True when `given` is the password (compared in constant time).
+    pub fn matches(&self, given: &[u8]) -> bool {
+        let want = self.0.as_bytes();
+        let mut diff = want.len() ^ given.len();
+        for (i, b) in given.iter().enumerate() {
+            diff |= usize::from(b ^ want.get(i % want.len().max(1)).copied().unwrap_or(0));
+        }
+        diff == 0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
 /// Everything a node needs to start.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -75,6 +134,11 @@ pub struct Config {
     pub aae_interval: Duration,
     /// Connection and request-memory limits of the node's port.
     pub limits: crate::limits::ServerLimits,
+    /// The password clients must give (`AUTH`, `HELLO ... AUTH`); none: no
+    /// authentication.
+    pub password: Option<Secret>,
+    /// What a plain `GET` answers for a key with siblings.
+    pub sibling_reads: SiblingReads,
 }
 
 impl Config {
@@ -104,6 +168,8 @@ impl Config {
             group_commit_window: Duration::from_millis(1),
             aae_interval: Duration::from_secs(10),
             limits: crate::limits::ServerLimits::default(),
+            password: None,
+            sibling_reads: SiblingReads::Pick,
         }
     }
 

@@ -319,6 +319,11 @@ fn live_count(addr: &str) -> usize {
     let Ok(mut c) = Client::connect_with(addr, Duration::from_secs(2)) else {
         return 0;
     };
+    if let Some(p) = crate::client::password_from_env()
+        && c.auth(&p).is_err()
+    {
+        return 0;
+    }
     match c.call(&["NODES"]) {
         Ok(crate::resp::Frame::Bulk(text)) => String::from_utf8_lossy(&text)
             .lines()

@@ -197,6 +197,21 @@ struct NodeOpts {
     /// Client connections accepted at once (peers have a reserved share on top).
     #[arg(long, default_value_t = distro_db::limits::defaults::MAX_CLIENTS)]
     max_clients: usize,
+    /// Password clients must give (AUTH, or HELLO ... AUTH) before any other
+    /// command. Prefer the environment variable: a flag shows in `ps`.
+    /// Connections between nodes are not authenticated yet.
+    #[arg(
+        long,
+        env = "DISTRO_DB_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD"
+    )]
+    password: Option<String>,
+    /// What a plain GET answers for a key holding concurrent values:
+    /// `pick` (the most recently written one; VGET shows them all) or
+    /// `error` (a CONFLICT error pointing to VGET).
+    #[arg(long, default_value = "pick", value_name = "pick|error")]
+    sibling_reads: distro_db::config::SiblingReads,
     /// Memory (MiB) that requests being read or served may hold, node-wide;
     /// past it, readers wait instead of the node growing.
     #[arg(long, default_value_t = distro_db::limits::defaults::REQUEST_BYTES >> 20)]
@@ -241,6 +256,12 @@ fn build_config(listen: SocketAddr, advertise: Option<SocketAddr>, o: &NodeOpts)
     c.rng_seed = o.rng_seed;
     c.limits.max_clients = o.max_clients.max(1);
     c.limits.request_bytes = o.request_memory_mb.max(1) << 20;
+    c.password = o
+        .password
+        .as_ref()
+        .filter(|p| !p.is_empty())
+        .map(distro_db::config::Secret::new);
+    c.sibling_reads = o.sibling_reads;
     c
 }
 

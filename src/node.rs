@@ -180,6 +180,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         config.request_timeout,
         aae.clone(),
     ));
+    workers.spawn(crate::workers::expiry::Expiry::new(replica.clone()));
     let api = Arc::new(Api {
         coordinator: coordinator.clone(),
         replica: replica.clone(),
@@ -191,6 +192,9 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
             config: config.clone(),
         },
         stop: stop_fn,
+        clients: crate::api::clients::Clients::new(),
+        stats: Arc::new(crate::api::ApiStats::default()),
+        started: std::time::Instant::now(),
     });
     let port = crate::server::Port {
         api,

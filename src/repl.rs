@@ -134,9 +134,11 @@ pub fn help(mode: Mode) -> String {
         "\
 Commands (case-insensitive; quote values with spaces: SET k \"a b\"; \"\\xff\" is the byte 0xff):
   SET <key> <value> [W=<n>] [CTX=<token>]   write; CTX supersedes exactly the versions that token saw
-  GET <key> [R=<n>]                         read: the value, (nil), or every sibling
+  GET <key> [R=<n>]                         read: the value or (nil); with siblings, the newest (VGET shows all)
   VGET <key> [R=<n>]                        read with the context token: CTX=<token> <siblings...>
-  DEL <key> [W=<n>] [CTX=<token>]           delete (writes a tombstone)
+  DEL <key> [<key> ...]                     delete (writes tombstones); VDEL <key> [W=<n>] [CTX=<token>]
+  SET <key> <value> EX <s> | PX <ms> ...    Redis options work too: NX, XX, GET, KEEPTTL; INCR, EXPIRE, TTL, MGET, SCAN...
+  AUTH <password>                           when the node has one (or set DISTRO_DB_PASSWORD before starting the REPL)
   NODES                                     every ring member: id, address, live/down
   OWNERS <key>                              the key's preference list
   REPLICAS <key>                            what each owner (and stand-in) stores: clock, siblings
@@ -163,6 +165,18 @@ struct Session {
     /// The id of the node the REPL is attached to (from STATUS), if known.
     node_id: Option<String>,
     mode: Mode,
+    /// The password to authenticate with (from the environment, or the last
+    /// `AUTH` that succeeded), sent again on every reconnect.
+    password: Option<Vec<u8>>,
+}
+
+/// Connects to `addr` and authenticates with `password`, if any.
+fn connect(addr: &str, password: Option<&[u8]>) -> io::Result<Client> {
+    let mut client = Client::connect(addr)?;
+    if let Some(p) = password {
+        client.auth(p)?;
+    }
+    Ok(client)
 }
 
 /// Runs the REPL against the node at `addr` (`db repl --connect`) until
@@ -174,14 +188,16 @@ pub fn run(addr: &str) -> anyhow::Result<Outcome> {
 /// [`run`] with a given prompt and mode (`db master` and `db local` show
 /// `db> `).
 pub fn run_with_prompt(addr: &str, prompt: &str, mode: Mode) -> anyhow::Result<Outcome> {
-    let mut client =
-        Client::connect(addr).map_err(|e| anyhow::anyhow!("cannot connect to {addr}: {e}"))?;
+    let password = crate::client::password_from_env();
+    let mut client = connect(addr, password.as_deref())
+        .map_err(|e| anyhow::anyhow!("cannot connect to {addr}: {e}"))?;
     let node_id = node_id(&mut client);
     let mut session = Session {
         client,
         addr: addr.to_string(),
         node_id,
         mode,
+        password,
     };
     if io::stdin().is_terminal() && io::stdout().is_terminal() {
         run_terminal(&mut session, prompt)
@@ -407,9 +423,20 @@ fn eval(session: &mut Session, line: &[u8], out: &mut impl Write) -> anyhow::Res
 /// it may have been applied.
 fn call_with_reconnect(session: &mut Session, args: &[Vec<u8>]) -> io::Result<Frame> {
     if session.client.is_closed() {
-        session.client = Client::connect(&session.addr)?;
+        session.client = connect(&session.addr, session.password.as_deref())?;
     }
-    session.client.call(args)
+    let reply = session.client.call(args)?;
+    // Remember a password that worked, for reconnects.
+    if let [name, .., password] = args
+        && name.eq_ignore_ascii_case(b"AUTH")
+        && reply == Frame::ok()
+    {
+        session.password = Some(password.clone());
+        if session.node_id.is_none() {
+            session.node_id = node_id(&mut session.client);
+        }
+    }
+    Ok(reply)
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@
 //! its LSN, and the caller waits for [`Replica::durable`] afterwards, so one
 //! group commit covers every change that arrived meanwhile.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tracing::{error, warn};
@@ -73,6 +74,92 @@ pub struct Replica {
     actor: Arc<ActorCell>,
     /// Dots found carrying two different values.
     conflicts: AtomicU64,
+    /// Keys with a version that will expire, by deadline.
+    deadlines: Deadlines,
+    /// Keys whose versions expired here and were stored as tombstones.
+    expired: AtomicU64,
+}
+
+/// Keys holding a version with a deadline, ordered by the earliest one, so
+/// the expiry worker finds what is due without reading every key. Bounded:
+/// past [`DEADLINES_MAX`] entries new ones are dropped and the index asks
+/// for a full scan of the store instead (as at start).
+pub struct Deadlines {
+    set: Mutex<BTreeSet<(u64, Vec<u8>)>>,
+    full_scan: AtomicBool,
+}
+
+/// Entries the deadline index holds before it falls back to full scans.
+pub const DEADLINES_MAX: usize = 1_000_000;
+
+impl Deadlines {
+    fn new() -> Deadlines {
+        Deadlines {
+            set: Mutex::new(BTreeSet::new()),
+            // What the store held before this start is not indexed yet.
+            full_scan: AtomicBool::new(true),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeSet<(u64, Vec<u8>)>> {
+        self.set.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Indexes `key` under the earliest deadline of its live versions.
+    fn track(&self, key: &[u8], object: &Object, now_ms: u64) {
+        let Some(at) = object
+            .siblings
+            .iter()
+            .filter(|s| s.is_live(now_ms))
+            .filter_map(|s| s.expires_ms)
+            .min()
+        else {
+            return;
+        };
+        let mut set = self.lock();
+        if set.len() >= DEADLINES_MAX {
+            self.full_scan.store(true, Ordering::Relaxed);
+            return;
+        }
+        set.insert((at, key.to_vec()));
+    }
+
+    /// Takes up to `max` keys whose deadline is at or before `now_ms`.
+    pub fn due(&self, now_ms: u64, max: usize) -> Vec<Vec<u8>> {
+        let mut set = self.lock();
+        let mut out = Vec::new();
+        while out.len() < max {
+            match set.first() {
+                Some((at, _)) if *at <= now_ms => {
+                    if let Some((_, key)) = set.pop_first() {
+                        out.push(key);
+                    }
+                }
+                _ => break,
+            }
+        }
+        out
+    }
+
+    /// The earliest deadline indexed.
+    pub fn next(&self) -> Option<u64> {
+        self.lock().first().map(|(at, _)| *at)
+    }
+
+    /// Entries indexed.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when nothing is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// True (once) when the store must be scanned to find deadlines.
+    pub fn take_full_scan(&self) -> bool {
+        self.full_scan.swap(false, Ordering::Relaxed)
+    }
 }
 
 impl Replica {
@@ -83,7 +170,42 @@ impl Replica {
             locks: KeyLocks::new(STRIPES),
             actor,
             conflicts: AtomicU64::new(0),
+            deadlines: Deadlines::new(),
+            expired: AtomicU64::new(0),
         }
+    }
+
+    /// The index of keys with deadlines.
+    pub fn deadlines(&self) -> &Deadlines {
+        &self.deadlines
+    }
+
+    /// Keys expired here since start.
+    pub fn expired(&self) -> u64 {
+        self.expired.load(Ordering::Relaxed)
+    }
+
+    /// Indexes the deadlines of every key in partition `p` (the full scan
+    /// the index asks for at start), expiring what is due on the way;
+    /// returns how many keys were expired.
+    pub fn index_partition(&self, p: usize) -> Result<usize, ReplicaError> {
+        let mut n = 0;
+        for key in self.store.partition_keys(p) {
+            let now = now_ms();
+            match load_object(&*self.store, &key) {
+                Ok(Some((_, o)))
+                    if o.siblings
+                        .iter()
+                        .any(|s| s.is_expired(now) && !s.is_tombstone()) =>
+                {
+                    n += usize::from(self.expire_now(&key)?);
+                }
+                Ok(Some((_, o))) => self.deadlines.track(&key, &o, now),
+                Ok(None) | Err(ReplicaError::Corrupt(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
     }
 
     /// The underlying store.
@@ -142,7 +264,9 @@ impl Replica {
         merged.expire(now_ms());
         self.note_conflicts(key, &conflicts);
         let lsn = if local.as_ref() != Some(&merged) {
-            self.store.append(key, &merged.to_bytes())?
+            let lsn = self.store.append(key, &merged.to_bytes())?;
+            self.deadlines.track(key, &merged, now_ms());
+            lsn
         } else {
             0
         };
@@ -176,6 +300,37 @@ impl Replica {
         }
     }
 
+    /// The keys of partition `p` that hold a value at `now_ms`.
+    pub fn live_keys(&self, p: usize, now_ms: u64) -> Result<Vec<Vec<u8>>, ReplicaError> {
+        let mut out = Vec::new();
+        for key in self.store.partition_keys(p) {
+            match load_object(&*self.store, &key) {
+                Ok(Some((_, o))) if !o.is_deleted_at(now_ms) => out.push(key),
+                Ok(_) | Err(ReplicaError::Corrupt(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores the versions of `key` whose deadline passed as tombstones;
+    /// returns true when something changed.
+    pub fn expire_now(&self, key: &[u8]) -> Result<bool, ReplicaError> {
+        let _guard = self.locks.of(key);
+        let Some((_, mut object)) = load_object(&*self.store, key)? else {
+            return Ok(false);
+        };
+        let now = now_ms();
+        if !object.expire(now) {
+            self.deadlines.track(key, &object, now);
+            return Ok(false);
+        }
+        self.store.append(key, &object.to_bytes())?;
+        self.expired.fetch_add(1, Ordering::Relaxed);
+        self.deadlines.track(key, &object, now);
+        Ok(true)
+    }
+
     /// Applies a client write as this node's actor (see [`crate::write`]).
     /// With no `context`, the write supersedes whatever the local copy has
     /// seen. Returns what was stored (nothing when a condition kept the
@@ -196,6 +351,7 @@ impl Replica {
         };
         object.expire(now);
         let lsn = self.store.append(key, &object.to_bytes())?;
+        self.deadlines.track(key, &object, now);
         let written = Written {
             object,
             existed: done.existed,

@@ -118,6 +118,99 @@ pub fn quote(bytes: &[u8]) -> String {
     s
 }
 
+/// Redis's glob matching (`KEYS`, `SCAN MATCH`, `CONFIG GET`): `*` any
+/// run, `?` one byte, `[abc]`, `[a-z]` and `[^a]` a class, `\\x` the byte `x`.
+/// Linear in practice: a `*` backtracks only to its own last position.
+pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    // Where the last `*` was, and where in the text it last resumed.
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() {
+            match pattern[p] {
+                b'*' => {
+                    star = Some((p, t));
+                    p += 1;
+                    continue;
+                }
+                b'?' => {
+                    p += 1;
+                    t += 1;
+                    continue;
+                }
+                b'[' => {
+                    if let Some((matched, next)) = class_match(&pattern[p..], text[t]) {
+                        if matched {
+                            p += next;
+                            t += 1;
+                            continue;
+                        }
+                    } else if text[t] == b'[' {
+                        p += 1;
+                        t += 1;
+                        continue;
+                    }
+                }
+                b'\\' if p + 1 < pattern.len() => {
+                    if pattern[p + 1] == text[t] {
+                        p += 2;
+                        t += 1;
+                        continue;
+                    }
+                }
+                c => {
+                    if c == text[t] {
+                        p += 1;
+                        t += 1;
+                        continue;
+                    }
+                }
+            }
+        }
+        // Mismatch: let the last `*` swallow one more byte.
+        match star {
+            Some((sp, st)) => {
+                p = sp + 1;
+                t = st + 1;
+                star = Some((sp, st + 1));
+            }
+            None => return false,
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+/// Matches `c` against the class at the start of `pat` (`[...]`); returns
+/// whether it matched and the class's length, or `None` if unclosed.
+fn class_match(pat: &[u8], c: u8) -> Option<(bool, usize)> {
+    let mut i = 1;
+    let negate = pat.get(i) == Some(&b'^');
+    if negate {
+        i += 1;
+    }
+    let mut matched = false;
+    let mut first = true;
+    while i < pat.len() {
+        let b = pat[i];
+        if b == b']' && !first {
+            return Some((matched != negate, i + 1));
+        }
+        first = false;
+        if b == b'\\' && i + 1 < pat.len() {
+            matched |= pat[i + 1] == c;
+            i += 2;
+        } else if i + 2 < pat.len() && pat[i + 1] == b'-' && pat[i + 2] != b']' {
+            let (lo, hi) = (b.min(pat[i + 2]), b.max(pat[i + 2]));
+            matched |= (lo..=hi).contains(&c);
+            i += 3;
+        } else {
+            matched |= b == c;
+            i += 1;
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +264,25 @@ mod tests {
         let t = tokenize(&line).unwrap();
         assert_eq!(t[2].text.len(), 3 << 20);
         assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+
+    #[test]
+    fn globs_match_like_redis() {
+        let m = |p: &str, t: &str| glob_match(p.as_bytes(), t.as_bytes());
+        assert!(m("*", ""));
+        assert!(m("*", "anything"));
+        assert!(m("key:*", "key:123"));
+        assert!(!m("key:*", "kez:123"));
+        assert!(m("h?llo", "hello") && m("h?llo", "hallo") && !m("h?llo", "hllo"));
+        assert!(m("h*llo", "heeeello") && m("h*llo", "hllo"));
+        assert!(m("h[ae]llo", "hallo") && !m("h[ae]llo", "hillo"));
+        assert!(m("h[^e]llo", "hallo") && !m("h[^e]llo", "hello"));
+        assert!(m("h[a-b]llo", "hbllo") && !m("h[a-b]llo", "hcllo"));
+        assert!(m("a\\*b", "a*b") && !m("a\\*b", "axb"));
+        assert!(m("*a*b*c*", "xxaxxbxxcxx") && !m("*a*b*c*", "xxaxxcxxbxx"));
+        // A long text with many stars stays fast.
+        let text = "a".repeat(10_000);
+        assert!(!m("*a*a*a*a*a*a*b", &text));
     }
 
     #[test]

@@ -16,19 +16,24 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-use futures::stream::FuturesOrdered;
+use futures::future::{BoxFuture, FutureExt};
+use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use super::command::{self, Command};
-use super::resp::{self, DecodeError, Frame};
+use super::catalog;
+use super::clients::ClientHandle;
+use super::command::{self, ClientCmd, Command};
+use super::info::REDIS_VERSION;
+use super::resp::{self, DecodeError, Frame, Proto};
 use super::{After, Api};
 use crate::limits::{ByteBudget, consume, read_budgeted};
 
 /// Commands of one connection running at once.
 pub const MAX_RUNNING: usize = 1024;
+/// Commands one `MULTI` may queue before `EXEC`.
+pub const MAX_QUEUED: usize = 10_000;
 /// Input buffer a connection keeps without drawing on the node's budget.
 const BASE_BUFFER: usize = 4096;
 /// A connection that sends nothing for this long is closed.
@@ -41,31 +46,19 @@ const IO_TIMEOUT: Duration = Duration::from_secs(30);
 enum Scope {
     /// Nothing: runs alongside anything.
     Free,
-    /// One key: waits for earlier commands on it.
-    Key(Vec<u8>),
+    /// Some keys: waits for earlier commands on any of them.
+    Keys(Vec<Vec<u8>>),
     /// Everything: runs alone.
     Barrier,
 }
 
 fn scope(cmd: &Command) -> Scope {
-    match cmd {
-        Command::Get { key, .. }
-        | Command::VGet { key, .. }
-        | Command::Set { key, .. }
-        | Command::Del { key, .. } => Scope::Key(key.clone()),
-        Command::Ping(_)
-        | Command::Echo(_)
-        | Command::Nodes
-        | Command::Owners(_)
-        | Command::Replicas(_)
-        | Command::Status
-        | Command::CommandDocs
-        | Command::Noop => Scope::Free,
-        Command::Kill(_)
-        | Command::Shutdown
-        | Command::ShutdownCluster
-        | Command::Quit
-        | Command::Fault(_) => Scope::Barrier,
+    if let Some(keys) = cmd.keys() {
+        Scope::Keys(keys.into_iter().map(<[u8]>::to_vec).collect())
+    } else if cmd.is_free() {
+        Scope::Free
+    } else {
+        Scope::Barrier
     }
 }
 
@@ -73,8 +66,10 @@ fn scope(cmd: &Command) -> Scope {
 enum Pending {
     /// A command to run.
     Run(Command),
-    /// An answer known at once (a command that did not parse).
-    Answer(Frame, After),
+    /// A command that did not parse: its error, known at once.
+    Invalid(Frame),
+    /// The input cannot go on (a protocol error): answer and close.
+    Fatal(Frame),
 }
 
 /// The scopes of the commands running on one connection.
@@ -90,7 +85,7 @@ impl InFlight {
         match s {
             _ if self.barrier => false,
             Scope::Free => true,
-            Scope::Key(k) => !self.keys.contains_key(k),
+            Scope::Keys(keys) => keys.iter().all(|k| !self.keys.contains_key(k)),
             Scope::Barrier => self.running == 0,
         }
     }
@@ -99,7 +94,11 @@ impl InFlight {
         self.running += 1;
         match s {
             Scope::Free => {}
-            Scope::Key(k) => *self.keys.entry(k.clone()).or_insert(0) += 1,
+            Scope::Keys(keys) => {
+                for k in keys {
+                    *self.keys.entry(k.clone()).or_insert(0) += 1;
+                }
+            }
             Scope::Barrier => self.barrier = true,
         }
     }
@@ -108,11 +107,13 @@ impl InFlight {
         self.running -= 1;
         match s {
             Scope::Free => {}
-            Scope::Key(k) => {
-                if let Some(n) = self.keys.get_mut(k) {
-                    *n -= 1;
-                    if *n == 0 {
-                        self.keys.remove(k);
+            Scope::Keys(keys) => {
+                for k in keys {
+                    if let Some(n) = self.keys.get_mut(k) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.keys.remove(k);
+                        }
                     }
                 }
             }
@@ -121,8 +122,287 @@ impl InFlight {
     }
 }
 
+/// The state of one connection that commands can change.
+struct Conn {
+    api: Arc<Api>,
+    client: Arc<ClientHandle>,
+    proto: Proto,
+    /// False until AUTH succeeds, when the node has a password.
+    authed: bool,
+    /// Commands queued since `MULTI`, if one is open.
+    multi: Option<Vec<Command>>,
+    /// A command queued in `MULTI` was refused: `EXEC` aborts.
+    multi_failed: bool,
+}
+
+/// A reply that is ready or on its way, with how to encode it.
+type Running = BoxFuture<'static, (Frame, After, Scope, Proto)>;
+
+impl Conn {
+    fn ready(&self, frame: Frame, after: After, s: Scope) -> Running {
+        let proto = self.proto;
+        futures::future::ready((frame, after, s, proto)).boxed()
+    }
+
+    /// Starts one request: answers connection commands at once (the
+    /// barrier guarantees nothing else of this connection is running) and
+    /// hands data commands to the API.
+    fn start(&mut self, s: Scope, p: Pending) -> Running {
+        let cmd = match p {
+            Pending::Run(cmd) => cmd,
+            Pending::Invalid(err) => {
+                if self.multi.is_some() {
+                    self.multi_failed = true;
+                }
+                return self.ready(err, After::Continue, s);
+            }
+            Pending::Fatal(err) => return self.ready(err, After::Close, s),
+        };
+        if !self.authed
+            && !matches!(
+                cmd,
+                Command::Auth { .. } | Command::Hello { .. } | Command::Quit
+            )
+        {
+            return self.ready(
+                Frame::Error("NOAUTH Authentication required.".into()),
+                After::Continue,
+                s,
+            );
+        }
+        if let Some(queue) = &mut self.multi {
+            match cmd {
+                Command::Exec
+                | Command::Discard
+                | Command::Multi
+                | Command::Watch
+                | Command::Quit
+                | Command::Reset => {}
+                cmd if queue.len() >= MAX_QUEUED => {
+                    drop(cmd);
+                    self.multi_failed = true;
+                    return self.ready(
+                        Frame::err(format!("MULTI holds at most {MAX_QUEUED} commands")),
+                        After::Continue,
+                        s,
+                    );
+                }
+                cmd => {
+                    queue.push(cmd);
+                    return self.ready(Frame::Simple("QUEUED".into()), After::Continue, s);
+                }
+            }
+        }
+        if !cmd.is_connection_command() {
+            let api = self.api.clone();
+            let proto = self.proto;
+            return async move {
+                let (frame, after) = api.execute(cmd).await;
+                (frame, after, s, proto)
+            }
+            .boxed();
+        }
+        match self.connection_command(cmd) {
+            Ok((frame, after)) => self.ready(frame, after, s),
+            Err(exec) => {
+                let api = self.api.clone();
+                let proto = self.proto;
+                async move {
+                    let (frame, after) = run_exec(api, exec).await;
+                    (frame, after, s, proto)
+                }
+                .boxed()
+            }
+        }
+    }
+
+    /// Runs a command about the connection itself; `Err` carries the
+    /// commands of an `EXEC` to run.
+    fn connection_command(&mut self, cmd: Command) -> Result<(Frame, After), Vec<Command>> {
+        let api = self.api.clone();
+        let reply = match cmd {
+            Command::Quit => return Ok((Frame::ok(), After::Close)),
+            Command::Reset => {
+                self.proto = Proto::V2;
+                self.client.set_proto(2);
+                self.client.set_name(b"");
+                self.multi = None;
+                self.multi_failed = false;
+                self.authed = api.info.config.password.is_none();
+                Frame::Simple("RESET".into())
+            }
+            Command::Auth { user, password } => self.auth(user.as_deref(), &password),
+            Command::Hello {
+                proto,
+                auth,
+                setname,
+            } => {
+                let wanted = match proto {
+                    None => self.proto,
+                    Some(2) => Proto::V2,
+                    Some(3) => Proto::V3,
+                    Some(_) => {
+                        return Ok((
+                            Frame::Error("NOPROTO unsupported protocol version".into()),
+                            After::Continue,
+                        ));
+                    }
+                };
+                if let Some((user, pass)) = auth {
+                    let r = self.auth(Some(&user), &pass);
+                    if matches!(r, Frame::Error(_)) {
+                        return Ok((r, After::Continue));
+                    }
+                } else if !self.authed {
+                    return Ok((
+                        Frame::Error(
+                            "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time".into(),
+                        ),
+                        After::Continue,
+                    ));
+                }
+                if let Some(name) = setname {
+                    if let Err(e) = valid_name(&name) {
+                        return Ok((e, After::Continue));
+                    }
+                    self.client.set_name(&name);
+                }
+                self.proto = wanted;
+                self.client
+                    .set_proto(if wanted == Proto::V3 { 3 } else { 2 });
+                Frame::map([
+                    ("server", Frame::bulk("redis")),
+                    ("version", Frame::bulk(REDIS_VERSION)),
+                    (
+                        "proto",
+                        Frame::Integer(if wanted == Proto::V3 { 3 } else { 2 }),
+                    ),
+                    ("id", Frame::Integer(self.client.id as i64)),
+                    ("mode", Frame::bulk("cluster")),
+                    ("role", Frame::bulk("master")),
+                    ("modules", Frame::Array(Vec::new())),
+                ])
+            }
+            Command::Select(0) => Frame::ok(),
+            Command::Select(_) => Frame::err("DB index is out of range"),
+            Command::Client(c) => self.client_command(c),
+            Command::Multi if self.multi.is_some() => Frame::err("MULTI calls can not be nested"),
+            Command::Multi => {
+                self.multi = Some(Vec::new());
+                self.multi_failed = false;
+                Frame::ok()
+            }
+            Command::Discard => match self.multi.take() {
+                Some(_) => Frame::ok(),
+                None => Frame::err("DISCARD without MULTI"),
+            },
+            Command::Exec => match self.multi.take() {
+                None => Frame::err("EXEC without MULTI"),
+                Some(_) if self.multi_failed => Frame::Error(
+                    "EXECABORT Transaction discarded because of previous errors.".into(),
+                ),
+                Some(queue) => return Err(queue),
+            },
+            Command::Watch if self.multi.is_some() => {
+                Frame::err("WATCH inside MULTI is not allowed")
+            }
+            Command::Watch => Frame::err(
+                "WATCH is not supported: distro-db has no single copy of a key to watch; write with VGET's CTX to detect concurrent changes (see docs/redis.md)",
+            ),
+            Command::Unwatch | Command::ClusterFlag => Frame::ok(),
+            other => Frame::err(format!("{other:?} is not a connection command")),
+        };
+        Ok((reply, After::Continue))
+    }
+
+    fn auth(&mut self, user: Option<&[u8]>, password: &[u8]) -> Frame {
+        let Some(secret) = &self.api.info.config.password else {
+            return Frame::err(
+                "AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+            );
+        };
+        if user.is_none_or(|u| u == b"default") && secret.matches(password) {
+            self.authed = true;
+            Frame::ok()
+        } else {
+            Frame::Error("WRONGPASS invalid username-password pair or user is disabled.".into())
+        }
+    }
+
+    fn client_command(&mut self, c: ClientCmd) -> Frame {
+        let clients = &self.api.clients;
+        match c {
+            ClientCmd::Id => Frame::Integer(self.client.id as i64),
+            ClientCmd::GetName => self.client.name().map_or(Frame::Null, Frame::bulk),
+            ClientCmd::SetName(name) => match valid_name(&name) {
+                Ok(()) => {
+                    self.client.set_name(&name);
+                    Frame::ok()
+                }
+                Err(e) => e,
+            },
+            ClientCmd::SetInfo(attr, value) => {
+                self.client.set_lib(&attr, &value);
+                Frame::ok()
+            }
+            ClientCmd::List { ids } => {
+                Frame::Verbatim("txt".into(), clients.list(&ids).into_bytes())
+            }
+            ClientCmd::Info => {
+                Frame::Verbatim("txt".into(), (self.client.line() + "\n").into_bytes())
+            }
+            ClientCmd::Kill(filter) => {
+                let n = clients.kill(&filter, self.client.id);
+                match (filter.legacy, n) {
+                    (true, 0) => Frame::err("No such client"),
+                    (true, _) => Frame::ok(),
+                    (false, n) => Frame::Integer(n as i64),
+                }
+            }
+            ClientCmd::Accept => Frame::ok(),
+            ClientCmd::Help => {
+                catalog::subcommand_help(b"client").unwrap_or(Frame::Array(Vec::new()))
+            }
+        }
+    }
+}
+
+/// A connection name may not hold spaces or control characters.
+fn valid_name(name: &[u8]) -> Result<(), Frame> {
+    if name.iter().any(|&b| b <= b' ' || b > b'~') {
+        Err(Frame::err(
+            "Client names cannot contain spaces, newlines or special characters.",
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Runs the commands an `EXEC` releases, one after another, in order; the
+/// reply is the array of their replies. Each is its own quorum operation:
+/// the queue is not isolated from other clients (docs/redis.md).
+async fn run_exec(api: Arc<Api>, queue: Vec<Command>) -> (Frame, After) {
+    let mut replies = Vec::with_capacity(queue.len());
+    let mut last = After::Continue;
+    for cmd in queue {
+        if cmd.is_connection_command() {
+            replies.push(Frame::err(
+                "connection commands (HELLO, AUTH, CLIENT, SELECT, ...) cannot run inside MULTI",
+            ));
+            continue;
+        }
+        let (frame, after) = api.execute(cmd).await;
+        replies.push(frame);
+        if after != After::Continue {
+            last = after;
+        }
+    }
+    (Frame::Array(replies), last)
+}
+
 /// Serves one client connection whose first byte was `first`. Returns when
-/// the client closes, after QUIT or a protocol error, or on `shutdown`.
+/// the client closes, after QUIT or a protocol error, on `CLIENT KILL`, or
+/// on `shutdown`.
 pub async fn serve(
     api: Arc<Api>,
     stream: TcpStream,
@@ -130,19 +410,37 @@ pub async fn serve(
     budget: ByteBudget,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let addr = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let laddr = stream
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let registration = api.clients.register(addr, laddr);
+    let client = registration.handle.clone();
+    let mut conn = Conn {
+        authed: api.info.config.password.is_none(),
+        api: api.clone(),
+        client: client.clone(),
+        proto: Proto::V2,
+        multi: None,
+        multi_failed: false,
+    };
     let (mut reader, mut writer) = stream.into_split();
     let mut buf: Vec<u8> = Vec::with_capacity(512);
     buf.push(first);
     let mut held = budget.empty();
     let mut pending: VecDeque<(Scope, Pending)> = VecDeque::new();
     let mut in_flight = InFlight::default();
-    let mut running = FuturesOrdered::new();
+    let mut running: FuturesOrdered<Running> = FuturesOrdered::new();
     let mut out: Vec<u8> = Vec::new();
     // Set once the input is finished (closed, QUIT read, protocol error).
     let mut input_done = false;
     loop {
         if !input_done {
-            input_done = parse_buffered(&mut buf, &mut pending, &mut held);
+            input_done = parse_buffered(&mut buf, &mut pending, &mut held, &client);
         }
         // Start every command whose turn it is.
         while let Some((s, _)) = pending.front() {
@@ -153,14 +451,7 @@ pub async fn serve(
                 break;
             };
             in_flight.start(&s);
-            let api = api.clone();
-            running.push_back(async move {
-                let (frame, after) = match p {
-                    Pending::Run(cmd) => api.execute(cmd).await,
-                    Pending::Answer(frame, after) => (frame, after),
-                };
-                (frame, after, s)
-            });
+            running.push_back(conn.start(s, p));
         }
         if input_done && running.is_empty() && pending.is_empty() {
             return Ok(());
@@ -174,17 +465,18 @@ pub async fn serve(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => return Ok(()),
+            _ = client.kill.cancelled() => return Ok(()),
             Some(first_done) = running.next(), if !running.is_empty() => {
                 let mut done = Some(first_done);
                 let mut last = After::Continue;
-                while let Some((frame, after, s)) = done.take() {
-                    frame.encode(&mut out);
+                while let Some((frame, after, s, proto)) = done.take() {
+                    frame.encode_as(&mut out, proto);
                     in_flight.finish(&s);
                     if after != After::Continue {
                         last = after;
                         break;
                     }
-                    if let Some(Some(more)) = futures::FutureExt::now_or_never(running.next()) {
+                    if let Some(Some(more)) = running.next().now_or_never() {
                         done = Some(more);
                     }
                 }
@@ -220,6 +512,7 @@ fn parse_buffered(
     buf: &mut Vec<u8>,
     pending: &mut VecDeque<(Scope, Pending)>,
     held: &mut crate::limits::Held,
+    client: &ClientHandle,
 ) -> bool {
     let mut used = 0;
     let mut stop = false;
@@ -232,7 +525,7 @@ fn parse_buffered(
             Err(DecodeError::Incomplete) => break,
             Err(DecodeError::Invalid(msg)) => {
                 let reply = Frame::Error(format!("ERR Protocol error: {msg}"));
-                pending.push_back((Scope::Barrier, Pending::Answer(reply, After::Close)));
+                pending.push_back((Scope::Barrier, Pending::Fatal(reply)));
                 stop = true;
                 break;
             }
@@ -241,6 +534,7 @@ fn parse_buffered(
             Some(args) if args.is_empty() => {}
             Some(args) => match command::parse(&args) {
                 Ok(cmd) => {
+                    client.touch(&args[0]);
                     let quit = matches!(cmd, Command::Quit);
                     pending.push_back((scope(&cmd), Pending::Run(cmd)));
                     if quit {
@@ -248,12 +542,11 @@ fn parse_buffered(
                         break;
                     }
                 }
-                Err(e) => pending
-                    .push_back((Scope::Free, Pending::Answer(Frame::err(e), After::Continue))),
+                Err(e) => pending.push_back((Scope::Free, Pending::Invalid(Frame::err(e)))),
             },
             None => {
                 let reply = Frame::err("Protocol error: expected an array of bulk strings");
-                pending.push_back((Scope::Barrier, Pending::Answer(reply, After::Close)));
+                pending.push_back((Scope::Barrier, Pending::Fatal(reply)));
                 stop = true;
                 break;
             }
@@ -290,11 +583,12 @@ mod tests {
     #[test]
     fn commands_on_one_key_wait_and_barriers_run_alone() {
         let mut f = InFlight::default();
-        let k = Scope::Key(b"k".to_vec());
+        let k = Scope::Keys(vec![b"k".to_vec()]);
         assert!(f.can_start(&k));
         f.start(&k);
         assert!(!f.can_start(&k));
-        assert!(f.can_start(&Scope::Key(b"j".to_vec())));
+        assert!(f.can_start(&Scope::Keys(vec![b"j".to_vec()])));
+        assert!(!f.can_start(&Scope::Keys(vec![b"j".to_vec(), b"k".to_vec()])));
         assert!(f.can_start(&Scope::Free));
         assert!(!f.can_start(&Scope::Barrier));
         f.finish(&k);
@@ -312,12 +606,19 @@ mod tests {
         let budget = ByteBudget::new(1 << 20);
         let mut held = budget.empty();
         let mut pending = VecDeque::new();
-        assert!(parse_buffered(&mut buf, &mut pending, &mut held));
+        let clients = super::super::clients::Clients::new();
+        let reg = clients.register(String::new(), String::new());
+        assert!(parse_buffered(
+            &mut buf,
+            &mut pending,
+            &mut held,
+            &reg.handle
+        ));
         let kinds: Vec<String> = pending
             .iter()
             .map(|(s, p)| match p {
                 Pending::Run(c) => format!("{c:?}/{s:?}"),
-                Pending::Answer(f, _) => format!("answer {f:?}"),
+                Pending::Invalid(f) | Pending::Fatal(f) => format!("answer {f:?}"),
             })
             .collect();
         assert_eq!(kinds.len(), 4, "{kinds:?}");

@@ -643,6 +643,80 @@ impl Coordinator {
     }
 }
 
+impl Coordinator {
+    /// The keys of partition `p` that hold a value, as the union of what up
+    /// to R of its live owners hold (this node first), so a key one owner
+    /// has not received yet still shows. Fails only when no owner answers.
+    pub async fn scan_partition(self: &Arc<Self>, p: usize) -> Result<Vec<Vec<u8>>, CoordError> {
+        let view = self.view();
+        let mut owners = plan::owners(&view, p);
+        owners.sort_by_key(|t| (t.node != self.me, !t.live));
+        let ask = self.config.r.clamp(1, owners.len().max(1));
+        let req = Request::ScanPartition {
+            partition: u16::try_from(p).unwrap_or(u16::MAX),
+        };
+        let mut tracker = Tracker::new(1, owners.len(), Strategy::All);
+        tracker.to_send();
+        let asks = owners.iter().take(ask).map(|t| {
+            let req = &req;
+            async move {
+                if t.node == self.me {
+                    let keys = self
+                        .replica
+                        .live_keys(p, crate::replica::now_ms())
+                        .map_err(|e| Reason::Store(e.to_string()));
+                    return (t, keys);
+                }
+                let r = match self.transport.call(t.addr, req, self.config.timeout).await {
+                    Ok(Response::Keys(keys)) => {
+                        Ok(keys.into_iter().map(|k| k.into_vec()).collect())
+                    }
+                    Ok(Response::Error(e)) => Err(Reason::Remote(e.to_string())),
+                    Ok(other) => Err(Reason::BadAnswer(format!("{other:?}"))),
+                    Err(e) => Err(e.reason()),
+                };
+                (t, r)
+            }
+        });
+        let mut keys = std::collections::BTreeSet::new();
+        for (t, r) in futures::future::join_all(asks).await {
+            match r {
+                Ok(ks) => {
+                    tracker.success();
+                    keys.extend(ks);
+                }
+                Err(reason) => tracker.failure(&t.node, reason),
+            }
+        }
+        if tracker.successes() == 0 {
+            return Err(CoordError::ReadQuorum(tracker.report()));
+        }
+        Ok(keys.into_iter().collect())
+    }
+
+    /// An estimate of the keys the cluster holds: the keys this node stores
+    /// for the partitions it owns (tombstones included, until they are
+    /// collected), scaled to all partitions.
+    pub fn dbsize_estimate(&self) -> u64 {
+        let view = self.view();
+        let Some(me) = view.index_of(&self.me) else {
+            return 0;
+        };
+        let store = self.replica.store();
+        let (mut owned, mut keys) = (0u64, 0u64);
+        for p in 0..crate::keyspace::PARTITIONS {
+            if view.owns(me, p) {
+                owned += 1;
+                keys += store.partition_len(p) as u64;
+            }
+        }
+        if owned == 0 {
+            return 0;
+        }
+        keys * crate::keyspace::PARTITIONS as u64 / owned
+    }
+}
+
 /// The report of a quorum that was not met: the failures, and the replicas
 /// still unanswered (timed out if the time ran out, else given up on once
 /// the quorum could no longer be met).

@@ -56,6 +56,11 @@ pub enum Request {
     },
     /// Stop this node's process (the REPL's KILL, and QUIT for each node).
     Shutdown,
+    /// The keys of a partition that hold a value (`SCAN`, `KEYS`).
+    ScanPartition {
+        /// Partition index.
+        partition: u16,
+    },
     /// Anti-entropy: the root of each of these partitions' summaries.
     AaeRoots {
         /// Partition indexes.
@@ -95,6 +100,8 @@ pub enum Response {
     Hashes(Vec<u64>),
     /// Answer to [`Request::AaeKeys`].
     KeyDigests(Vec<(serde_bytes::ByteBuf, u64)>),
+    /// Answer to [`Request::ScanPartition`].
+    Keys(Vec<serde_bytes::ByteBuf>),
     /// Answer to [`Request::Inspect`].
     Inspected {
         /// The node's own copy.
@@ -284,7 +291,9 @@ impl Request {
                 }
                 partitions.iter().try_for_each(|p| partition_ok(*p))
             }
-            Request::AaeBuckets { partition } => partition_ok(*partition),
+            Request::AaeBuckets { partition } | Request::ScanPartition { partition } => {
+                partition_ok(*partition)
+            }
             Request::AaeKeys { partition, buckets } => {
                 partition_ok(*partition)?;
                 if buckets.len() > BUCKETS || buckets.iter().any(|b| usize::from(*b) >= BUCKETS) {

@@ -111,6 +111,17 @@ impl PeerService {
                 (self.stop)();
                 Response::ack()
             }
+            Request::ScanPartition { partition } => {
+                match self
+                    .replica
+                    .live_keys(usize::from(partition), crate::replica::now_ms())
+                {
+                    Ok(keys) => {
+                        Response::Keys(keys.into_iter().map(serde_bytes::ByteBuf::from).collect())
+                    }
+                    Err(e) => error(e),
+                }
+            }
             Request::AaeRoots { partitions } => {
                 let summary = self.replica.store().summary();
                 Response::Hashes(

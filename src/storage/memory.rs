@@ -102,6 +102,25 @@ impl Store for MemoryStore {
             .collect()
     }
 
+    fn partition_keys(&self, p: usize) -> Vec<Vec<u8>> {
+        self.shards
+            .get(p)
+            .map(|s| {
+                s.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .keys()
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn partition_len(&self, p: usize) -> usize {
+        self.shards
+            .get(p)
+            .map_or(0, |s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+    }
+
     fn status(&self) -> StoreStatus {
         let (mut keys, mut bytes) = (0u64, 0u64);
         for p in 0..PARTITIONS {

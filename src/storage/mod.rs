@@ -248,6 +248,10 @@ pub trait Store: Send + Sync + 'static {
     fn summary(&self) -> &Summary;
     /// `(key, digest)` of the keys of partition `p` in `buckets`.
     fn partition_digests(&self, p: usize, buckets: &[u8]) -> Vec<(Vec<u8>, u64)>;
+    /// Every key of partition `p` (tombstoned objects included).
+    fn partition_keys(&self, p: usize) -> Vec<Vec<u8>>;
+    /// How many keys partition `p` holds (tombstoned objects included).
+    fn partition_len(&self, p: usize) -> usize;
     /// Figures for `STATUS`.
     fn status(&self) -> StoreStatus;
     /// Makes every write so far durable (a graceful stop calls it).

@@ -1,5 +1,5 @@
-//! Background workers: hint delivery ([`handoff`]) and anti-entropy
-//! ([`anti_entropy`]) share one [`Worker`] trait and one runner
+//! Background workers: hint delivery ([`handoff`]), anti-entropy
+//! ([`anti_entropy`]) and expiry ([`expiry`]) share one [`Worker`] trait and one runner
 //! ([`Workers`]), which tracks their tasks so that shutdown can cancel them
 //! and wait for them to finish before the store is closed. (The storage
 //! engine's own maintenance, hint files and compaction, runs on the store's
@@ -10,6 +10,7 @@
 //! ([`Next::Idle`]). Cancellation happens between units, never inside one.
 
 pub mod anti_entropy;
+pub mod expiry;
 pub mod handoff;
 
 use std::collections::BTreeMap;

@@ -231,6 +231,19 @@ impl Cluster {
     pub fn cmd(&self, i: usize, args: &[&str]) -> Frame {
         self.client(i).call(args).expect("call")
     }
+
+    /// Every value `key` holds (its siblings), sorted, read through node
+    /// `i` with `VGET key R=r`.
+    pub fn siblings(&self, i: usize, key: &str, r: usize) -> Vec<Frame> {
+        match self.cmd(i, &["VGET", key, &format!("R={r}")]) {
+            Frame::Array(items) if !items.is_empty() => {
+                let mut values: Vec<Frame> = items.into_iter().skip(1).collect();
+                values.sort_by_key(|f| format!("{f:?}"));
+                values
+            }
+            other => panic!("VGET {key}: {other:?}"),
+        }
+    }
 }
 
 impl Drop for Cluster {

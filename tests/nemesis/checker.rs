@@ -1,6 +1,6 @@
 //! The checker: after every fault healed, waits until all replicas of every
 //! key written hold the same version (`REPLICAS`, which does not repair),
-//! then reads every key once more (`GET R=3`) and decides, for each
+//! then reads every key once more (`VGET R=3`, which shows every sibling) and decides, for each
 //! acknowledged write, whether it survived; and scans node logs for panics
 //! and corrupt records.
 //!
@@ -104,7 +104,7 @@ pub fn wait_replicas_converged(
     }
 }
 
-/// The final siblings of every key: `GET k R=3` through node `i % nodes`.
+/// The final siblings of every key: `VGET k R=3` through node `i % nodes`.
 pub fn final_values(
     addrs: &[String],
     keys: &[String],
@@ -112,18 +112,18 @@ pub fn final_values(
     let mut out = HashMap::new();
     for (i, key) in keys.iter().enumerate() {
         let addr = &addrs[i % addrs.len()];
-        let values = match call_once(addr, &["GET", key, "R=3"]) {
-            Ok(Frame::Bulk(v)) => BTreeSet::from([String::from_utf8_lossy(&v).into_owned()]),
-            Ok(Frame::Null) => BTreeSet::new(),
-            Ok(Frame::Array(items)) => items
+        let values = match call_once(addr, &["VGET", key, "R=3"]) {
+            // The context, then one entry per sibling.
+            Ok(Frame::Array(items)) if !items.is_empty() => items
                 .into_iter()
+                .skip(1)
                 .map(|f| match f {
                     Frame::Bulk(v) => String::from_utf8_lossy(&v).into_owned(),
                     other => format!("{other:?}"),
                 })
                 .collect(),
-            Ok(other) => return Err(format!("GET {key} R=3 via {addr}: {other:?}")),
-            Err(e) => return Err(format!("GET {key} R=3 via {addr}: {e}")),
+            Ok(other) => return Err(format!("VGET {key} R=3 via {addr}: {other:?}")),
+            Err(e) => return Err(format!("VGET {key} R=3 via {addr}: {e}")),
         };
         out.insert(key.clone(), values);
     }

@@ -218,6 +218,14 @@ impl KeyDir {
         }
     }
 
+    /// Number of keys of partition `p`.
+    pub fn len_in(&self, p: usize) -> usize {
+        if p >= SHARDS {
+            return 0;
+        }
+        self.read(p).table.len()
+    }
+
     /// Number of keys.
     pub fn len(&self) -> usize {
         (0..SHARDS).map(|i| self.read(i).table.len()).sum()

@@ -627,6 +627,18 @@ impl Store for LogStore {
         &self.inner.summary
     }
 
+    fn partition_keys(&self, p: usize) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        self.inner
+            .keydir
+            .for_each_in(p, |k, _| out.push(k.to_vec()));
+        out
+    }
+
+    fn partition_len(&self, p: usize) -> usize {
+        self.inner.keydir.len_in(p)
+    }
+
     fn partition_digests(&self, p: usize, buckets: &[u8]) -> Vec<(Vec<u8>, u64)> {
         let mut out = Vec::new();
         self.inner.keydir.for_each_in(p, |k, loc| {
