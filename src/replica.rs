@@ -9,12 +9,13 @@
 //! group commit covers every change that arrived meanwhile.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tracing::{error, warn};
 
 use crate::epoch::ActorCell;
+use crate::keyspace::{PARTITIONS, partition_of};
 use crate::object::{Object, UpdateError};
 use crate::storage::{Durable, Lsn, Store, StoreError};
 use crate::vclock::{Dot, VClock};
@@ -78,6 +79,10 @@ pub struct Replica {
     deadlines: Deadlines,
     /// Keys whose versions expired here and were stored as tombstones.
     expired: AtomicU64,
+    /// Keys holding a live value, per partition (tombstones stay in the
+    /// store, so the store's own count includes deleted keys). Kept by every
+    /// write and rebuilt by the expiry worker's scan after a start.
+    live: Vec<AtomicI64>,
 }
 
 /// Keys holding a version with a deadline, ordered by the earliest one, so
@@ -172,6 +177,28 @@ impl Replica {
             conflicts: AtomicU64::new(0),
             deadlines: Deadlines::new(),
             expired: AtomicU64::new(0),
+            live: (0..PARTITIONS).map(|_| AtomicI64::new(0)).collect(),
+        }
+    }
+
+    /// Keys of partition `p` holding a live value here (exact once the
+    /// start-up scan passed `p`; before, only what changed since start).
+    pub fn live_count(&self, p: usize) -> u64 {
+        self.live
+            .get(p)
+            .map_or(0, |n| n.load(Ordering::Relaxed).max(0) as u64)
+    }
+
+    /// Counts a key turning live or deleted. A key counts as live while a
+    /// version of it is not a tombstone: one whose deadline passed counts
+    /// until it is stored as a tombstone (which every write and the expiry
+    /// worker do), so each key is counted in and out exactly once.
+    fn count_live(&self, key: &[u8], before: Option<&Object>, after: &Object) {
+        let counted = |o: &Object| o.siblings.iter().any(|s| !s.is_tombstone());
+        let was = before.is_some_and(counted);
+        let is = counted(after);
+        if was != is {
+            self.live[partition_of(key)].fetch_add(if is { 1 } else { -1 }, Ordering::Relaxed);
         }
     }
 
@@ -189,7 +216,7 @@ impl Replica {
     /// the index asks for at start), expiring what is due on the way;
     /// returns how many keys were expired.
     pub fn index_partition(&self, p: usize) -> Result<usize, ReplicaError> {
-        let mut n = 0;
+        let (mut n, mut live) = (0, 0);
         for key in self.store.partition_keys(p) {
             let now = now_ms();
             match load_object(&*self.store, &key) {
@@ -200,11 +227,16 @@ impl Replica {
                 {
                     n += usize::from(self.expire_now(&key)?);
                 }
-                Ok(Some((_, o))) => self.deadlines.track(&key, &o, now),
+                Ok(Some((_, o))) => {
+                    live += i64::from(o.siblings.iter().any(|s| !s.is_tombstone()));
+                    self.deadlines.track(&key, &o, now);
+                }
                 Ok(None) | Err(ReplicaError::Corrupt(_)) => {}
                 Err(e) => return Err(e),
             }
         }
+        // Writes during the scan may make this off by a few: an estimate.
+        self.live[p].store(live, Ordering::Relaxed);
         Ok(n)
     }
 
@@ -265,7 +297,9 @@ impl Replica {
         self.note_conflicts(key, &conflicts);
         let lsn = if local.as_ref() != Some(&merged) {
             let lsn = self.store.append(key, &merged.to_bytes())?;
-            self.deadlines.track(key, &merged, now_ms());
+            let now = now_ms();
+            self.count_live(key, local.as_ref(), &merged);
+            self.deadlines.track(key, &merged, now);
             lsn
         } else {
             0
@@ -317,9 +351,10 @@ impl Replica {
     /// returns true when something changed.
     pub fn expire_now(&self, key: &[u8]) -> Result<bool, ReplicaError> {
         let _guard = self.locks.of(key);
-        let Some((_, mut object)) = load_object(&*self.store, key)? else {
+        let Some((_, before)) = load_object(&*self.store, key)? else {
             return Ok(false);
         };
+        let mut object = before.clone();
         let now = now_ms();
         if !object.expire(now) {
             self.deadlines.track(key, &object, now);
@@ -327,6 +362,7 @@ impl Replica {
         }
         self.store.append(key, &object.to_bytes())?;
         self.expired.fetch_add(1, Ordering::Relaxed);
+        self.count_live(key, Some(&before), &object);
         self.deadlines.track(key, &object, now);
         Ok(true)
     }
@@ -351,6 +387,7 @@ impl Replica {
         };
         object.expire(now);
         let lsn = self.store.append(key, &object.to_bytes())?;
+        self.count_live(key, local.as_ref(), &object);
         self.deadlines.track(key, &object, now);
         let written = Written {
             object,

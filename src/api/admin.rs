@@ -131,32 +131,31 @@ pub async fn replicas_report(api: &Api, key: &[u8]) -> String {
         let req = &req;
         async move {
             let answer = if m.id == *coord.me() {
-                local_inspect(api, key)
+                Ok(local_inspect(api, key))
             } else {
                 match coord.transport().call(m.addr, req, timeout).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        Response::Error(crate::rpc::message::RemoteError::Store(e.to_string()))
-                    }
+                    Ok(r) => Ok(r),
+                    Err(e) => Err(e.to_string()),
                 }
             };
             (m.id.to_string(), answer)
         }
     });
-    let answers: BTreeMap<String, Response> =
+    let answers: BTreeMap<String, Result<Response, String>> =
         futures::future::join_all(asks).await.into_iter().collect();
     let mut lines = Vec::new();
     for (i, owner) in owners.iter().enumerate() {
         let state = if view.is_live(owner) { "live" } else { "down" };
         let what = match answers.get(owner) {
-            Some(Response::Inspected { own, .. }) => describe_object(own.as_ref()),
-            Some(Response::Error(e)) => format!("unreachable: {e}"),
+            Some(Ok(Response::Inspected { own, .. })) => describe_object(own.as_ref()),
+            Some(Ok(Response::Error(e))) => format!("error: {e}"),
+            Some(Err(e)) => format!("unreachable: {e}"),
             _ => "no answer".into(),
         };
         lines.push(format!("{owner} (owner {}, {state}) {what}", i + 1));
     }
     for (node, answer) in &answers {
-        if let Response::Inspected { own, hints } = answer {
+        if let Ok(Response::Inspected { own, hints }) = answer {
             if !owners.contains(node) && own.is_some() {
                 lines.push(format!(
                     "{node} (not an owner) {}",
@@ -194,14 +193,21 @@ fn describe_object(obj: Option<&Object>) -> String {
     let Some(o) = obj else {
         return "(none)".into();
     };
+    let now = crate::replica::now_ms();
     let siblings: Vec<String> = o
         .siblings
         .iter()
         .map(|s| {
-            let v = s
-                .value
-                .as_deref()
-                .map_or("(deleted)".to_string(), crate::text::quote);
+            let mut v = match (&s.counter, &s.value) {
+                (Some(c), _) => format!("counter {}", c.value()),
+                (None, Some(v)) => crate::text::quote(v),
+                (None, None) => "(deleted)".to_string(),
+            };
+            match s.expires_ms {
+                Some(at) if at <= now => v.push_str(" (expired)"),
+                Some(at) => v.push_str(&format!(" (expires in {} ms)", at - now)),
+                None => {}
+            }
             format!("{}:{}={v}", s.dot.actor, s.dot.counter)
         })
         .collect();

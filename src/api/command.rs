@@ -1341,3 +1341,88 @@ mod tests {
         assert!(p(&[]).is_err());
     }
 }
+
+#[cfg(test)]
+mod catalog_agreement {
+    use super::*;
+    use crate::api::catalog::COMMANDS;
+
+    /// Every command the catalog lists (what `COMMAND` tells clients) is
+    /// one the parser knows, and the other way round for the common ones.
+    #[test]
+    fn the_catalog_and_the_parser_know_the_same_commands() {
+        for spec in COMMANDS {
+            let n = usize::try_from(spec.arity.unsigned_abs())
+                .unwrap_or(1)
+                .max(1);
+            let mut args = vec![spec.name.as_bytes().to_vec()];
+            args.extend((1..n).map(|_| b"1".to_vec()));
+            if let Err(e) = parse(&args) {
+                assert!(
+                    !e.starts_with("unknown command"),
+                    "{} is in the catalog but not parsed: {e}",
+                    spec.name
+                );
+            }
+        }
+        for name in [
+            "get",
+            "set",
+            "del",
+            "unlink",
+            "mget",
+            "mset",
+            "exists",
+            "expire",
+            "pexpire",
+            "expireat",
+            "pexpireat",
+            "persist",
+            "ttl",
+            "pttl",
+            "incr",
+            "decr",
+            "incrby",
+            "decrby",
+            "scan",
+            "keys",
+            "dbsize",
+            "type",
+            "strlen",
+            "getdel",
+            "getex",
+            "setnx",
+            "setex",
+            "psetex",
+            "getset",
+            "info",
+            "command",
+            "config",
+            "client",
+            "cluster",
+            "hello",
+            "auth",
+            "select",
+            "multi",
+            "exec",
+            "discard",
+            "watch",
+            "unwatch",
+            "readonly",
+            "readwrite",
+            "asking",
+            "reset",
+            "ping",
+            "echo",
+            "quit",
+            "time",
+            "vget",
+            "vdel",
+        ] {
+            assert!(
+                crate::api::catalog::lookup(name.as_bytes()).is_some(),
+                "{name} is parsed but missing from COMMAND"
+            );
+        }
+    }
+}

@@ -160,7 +160,10 @@ pub fn info(api: &Api, sections: &[String]) -> String {
         let keys = api.coordinator.dbsize_estimate();
         let _ = write!(out, "# Keyspace\r\n");
         if keys > 0 {
-            let _ = write!(out, "db0:keys={keys},expires=0,avg_ttl=0\r\n");
+            // Keys with a deadline on this node (an upper bound: an entry
+            // stays indexed until its deadline even after PERSIST).
+            let expires = api.replica.deadlines().len();
+            let _ = write!(out, "db0:keys={keys},expires={expires},avg_ttl=0\r\n");
         }
         out.push_str("\r\n");
     }

@@ -694,20 +694,20 @@ impl Coordinator {
         Ok(keys.into_iter().collect())
     }
 
-    /// An estimate of the keys the cluster holds: the keys this node stores
-    /// for the partitions it owns (tombstones included, until they are
-    /// collected), scaled to all partitions.
+    /// An estimate of the keys the cluster holds: the keys with a live value
+    /// this node stores for the partitions it owns, scaled to all
+    /// partitions (exact when every node owns every partition, as with 3
+    /// nodes and N=3, once this node caught up with its peers).
     pub fn dbsize_estimate(&self) -> u64 {
         let view = self.view();
         let Some(me) = view.index_of(&self.me) else {
             return 0;
         };
-        let store = self.replica.store();
         let (mut owned, mut keys) = (0u64, 0u64);
         for p in 0..crate::keyspace::PARTITIONS {
             if view.owns(me, p) {
                 owned += 1;
-                keys += store.partition_len(p) as u64;
+                keys += self.replica.live_count(p);
             }
         }
         if owned == 0 {

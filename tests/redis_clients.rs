@@ -1,0 +1,545 @@
+//! Real Redis clients, unmodified, against real nodes: the Rust `redis`
+//! crate (RESP2 and RESP3, pipelines, MULTI/EXEC, cluster mode through a
+//! node's kill -9), redis-py (tests/clients/redis_py_check.py, with its
+//! defaults) and redis-cli (`--scan`, `--bigkeys`, `--stat`, `HELP`, `-a`).
+//! Also, end to end: expiry on every replica, counters incremented on both
+//! sides of a partition, SCAN of 10,000 keys across a node failure, AUTH.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Cluster, bulk, live_nodes, wait_until};
+use distro_db::resp::Frame;
+use redis::{Commands, RedisResult};
+
+fn url(port: u16, resp3: bool) -> String {
+    let proto = if resp3 { "?protocol=resp3" } else { "" };
+    format!("redis://127.0.0.1:{port}/{proto}")
+}
+
+fn connect(port: u16, resp3: bool) -> redis::Connection {
+    let client = redis::Client::open(url(port, resp3)).expect("client");
+    let con = client
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .expect("connect");
+    con.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    con
+}
+
+/// True when `program` runs; on CI a missing tool is a failure, elsewhere
+/// the test says it skipped.
+fn have(program: &str, arg: &str) -> bool {
+    let ok = Command::new(program)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{program} is missing on CI (.ci/run installs it)"
+        );
+        eprintln!("{program} not installed: skipped");
+    }
+    ok
+}
+
+#[test]
+fn redis_rs_speaks_resp2_and_resp3() {
+    let c = Cluster::start(3);
+    let (p0, p1) = (c.nodes[0].port, c.nodes[1].port);
+    for resp3 in [false, true] {
+        let mut con = connect(p0, resp3);
+        let mut other = connect(p1, resp3);
+        let k = |s: &str| format!("rs{}:{s}", u8::from(resp3));
+        let _: () = con.set(k("a"), "1").unwrap();
+        assert_eq!(other.get::<_, String>(k("a")).unwrap(), "1");
+        let _: () = con.mset(&[(k("m1"), "x"), (k("m2"), "y")]).unwrap();
+        let got: Vec<Option<String>> = con.mget(&[k("m1"), k("m2"), k("m3")]).unwrap();
+        assert_eq!(got, vec![Some("x".into()), Some("y".into()), None]);
+        assert_eq!(con.exists::<_, usize>(&[k("m1"), k("m3")]).unwrap(), 1);
+        assert_eq!(
+            con.del::<_, usize>(&[k("m1"), k("m2"), k("m3")]).unwrap(),
+            2
+        );
+        assert_eq!(con.incr::<_, _, i64>(k("n"), 5).unwrap(), 5);
+        assert_eq!(other.decr::<_, _, i64>(k("n"), 2).unwrap(), 3);
+        let _: () = con.set_ex(k("e"), "v", 100).unwrap();
+        let ttl: i64 = con.ttl(k("e")).unwrap();
+        assert!((99..=100).contains(&ttl), "{ttl}");
+        // A plain pipeline and a MULTI/EXEC one.
+        let mut pipe = redis::pipe();
+        for i in 0..50 {
+            pipe.set(k(&format!("p{i}")), i).ignore();
+        }
+        pipe.get(k("p7"));
+        let (seven,): (i64,) = pipe.query(&mut con).unwrap();
+        assert_eq!(seven, 7);
+        let (set, n, v): (String, i64, String) = redis::pipe()
+            .atomic()
+            .set(k("t"), "tv")
+            .incr(k("n"), 1)
+            .get(k("t"))
+            .query(&mut con)
+            .unwrap();
+        assert_eq!((set.as_str(), n, v.as_str()), ("OK", 4, "tv"));
+        // SCAN through the library's iterator.
+        let found: HashSet<String> = con
+            .scan_match::<_, String>(k("p*"))
+            .unwrap()
+            .collect::<RedisResult<_>>()
+            .unwrap();
+        assert_eq!(found.len(), 50);
+        // Errors are errors, not crashes.
+        let bad: RedisResult<String> = redis::cmd("SELECT").arg(1).query(&mut con);
+        assert!(
+            bad.unwrap_err()
+                .to_string()
+                .contains("DB index is out of range")
+        );
+        // Connection commands answer honestly.
+        let id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut con).unwrap();
+        assert!(id > 0);
+        let count: i64 = redis::cmd("COMMAND").arg("COUNT").query(&mut con).unwrap();
+        assert!(count > 50, "{count}");
+    }
+}
+
+#[test]
+fn a_key_with_siblings_reads_as_one_value_in_typed_clients() {
+    let c = Cluster::start(3);
+    assert_eq!(c.cmd(0, &["SET", "cart", "base"]), Frame::ok());
+    let Frame::Array(items) = c.cmd(0, &["VGET", "cart"]) else {
+        panic!("VGET")
+    };
+    let Frame::Bulk(ctx) = &items[0] else {
+        panic!("context")
+    };
+    let ctx = format!("CTX={}", String::from_utf8_lossy(ctx));
+    assert_eq!(c.cmd(0, &["SET", "cart", "apple", &ctx]), Frame::ok());
+    assert_eq!(c.cmd(1, &["SET", "cart", "pear", &ctx]), Frame::ok());
+    assert_eq!(c.siblings(2, "cart", 3), vec![bulk("apple"), bulk("pear")]);
+    for resp3 in [false, true] {
+        let mut con = connect(c.nodes[2].port, resp3);
+        let v: String = con.get("cart").expect("a string, not an array");
+        assert!(v == "apple" || v == "pear", "{v}");
+    }
+    // The same read counts as conflicted, and with --sibling-reads error
+    // (tested in the unit tests of the API) it would name VGET.
+    let Frame::Bulk(info) = c.cmd(2, &["INFO", "stats"]) else {
+        panic!("INFO")
+    };
+    let info = String::from_utf8_lossy(&info).into_owned();
+    assert!(!info.contains("distro_db_conflicted_reads:0\r"), "{info}");
+}
+
+/// redis-rs's async cluster client (its sync `ClusterConnection` refreshes
+/// its slot map only on MOVED, so it keeps dialling a dead node: see
+/// docs/redis.md).
+#[test]
+fn redis_rs_cluster_client_keeps_serving_through_a_kill_9() {
+    let mut c = Cluster::start_with(3, &["--gossip-interval-ms", "100"]);
+    let urls: Vec<String> = c.nodes.iter().map(|n| url(n.port, false)).collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = redis::cluster::ClusterClientBuilder::new(urls)
+        .connection_timeout(Duration::from_secs(2))
+        .response_timeout(Duration::from_secs(5))
+        .build()
+        .expect("cluster client");
+    let mut con = rt
+        .block_on(client.get_async_connection())
+        .expect("cluster connection");
+    let mut ok_after_kill = 0usize;
+    let mut failures: Vec<(Instant, String)> = Vec::new();
+    let mut first_ok_after_failure: Option<Instant> = None;
+    let mut killed: Option<Instant> = None;
+    let start = Instant::now();
+    for i in 0..1_000_000u64 {
+        if start.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        if killed.is_none() && i == 300 {
+            c.nodes[1].sigkill();
+            killed = Some(Instant::now());
+        }
+        let key = format!("fo{i}");
+        let r: RedisResult<Option<u64>> = rt.block_on(async {
+            redis::AsyncCommands::set::<_, _, ()>(&mut con, &key, i).await?;
+            redis::AsyncCommands::get(&mut con, &key).await
+        });
+        match r {
+            Ok(v) => {
+                assert_eq!(v, Some(i), "{key}");
+                if let Some(k) = killed {
+                    ok_after_kill += 1;
+                    if first_ok_after_failure.is_none() && !failures.is_empty() {
+                        first_ok_after_failure = Some(Instant::now());
+                    }
+                    if k.elapsed() > Duration::from_secs(8) && ok_after_kill > 200 {
+                        break;
+                    }
+                }
+            }
+            Err(e) => {
+                failures.push((Instant::now(), e.to_string()));
+                assert!(failures.len() < 1000, "the client never recovered: {e}");
+            }
+        }
+    }
+    assert!(killed.is_some(), "the node was killed");
+    let after: Vec<&(Instant, String)> = failures
+        .iter()
+        .filter(|(t, _)| first_ok_after_failure.is_some_and(|r| *t > r))
+        .collect();
+    eprintln!(
+        "cluster client: {ok_after_kill} ok after the kill, {} failed ({} after the reconnect)",
+        failures.len(),
+        after.len()
+    );
+    assert!(after.is_empty(), "failures after the reconnect: {after:?}");
+    assert!(
+        failures.len() <= 5,
+        "failures around the kill: {failures:?}"
+    );
+    assert!(
+        ok_after_kill > 200,
+        "{ok_after_kill} requests after the kill"
+    );
+}
+
+/// A Python with redis-py (installed under target/ if the system has none).
+fn python_with_redis() -> Option<(String, Option<PathBuf>)> {
+    if !have("python3", "--version") {
+        return None;
+    }
+    let imports = |path: Option<&PathBuf>| {
+        let mut cmd = Command::new("python3");
+        cmd.args([
+            "-c",
+            "import redis, sys; sys.exit(int(redis.__version__.split('.')[0]) < 5)",
+        ]);
+        if let Some(p) = path {
+            cmd.env("PYTHONPATH", p);
+        }
+        cmd.stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if imports(None) {
+        return Some(("python3".into(), None));
+    }
+    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/pydeps");
+    if !imports(Some(&target)) {
+        let status = Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "--target"])
+            .arg(&target)
+            .arg("redis>=5")
+            .status();
+        assert!(
+            status.is_ok_and(|s| s.success()) && imports(Some(&target)),
+            "redis-py is missing and `pip install redis` failed (.ci/run installs it)"
+        );
+    }
+    Some(("python3".into(), Some(target)))
+}
+
+#[test]
+fn redis_py_with_its_defaults() {
+    let Some((python, path)) = python_with_redis() else {
+        return;
+    };
+    let c = Cluster::start_with(3, &["--gossip-interval-ms", "100"]);
+    let ports: Vec<String> = c.nodes.iter().map(|n| n.port.to_string()).collect();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/redis_py_check.py");
+    let mut cmd = Command::new(python);
+    cmd.arg(script)
+        .env("DDB_PORTS", ports.join(","))
+        .env("DDB_KILL_PID", c.nodes[2].child.id().to_string());
+    if let Some(p) = path {
+        cmd.env("PYTHONPATH", p);
+    }
+    let out = cmd.output().expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stdout}{stderr}");
+    assert!(out.status.success(), "redis-py check failed: {stderr}");
+    assert!(stdout.contains("redis-py: all checks passed"));
+}
+
+#[test]
+fn redis_cli_tools_work() {
+    if !have("redis-cli", "--version") {
+        return;
+    }
+    let c = Cluster::start(3);
+    let port = c.nodes[0].port.to_string();
+    let cli = |args: &[&str]| {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for i in 0..200 {
+        assert_eq!(
+            cli(&["SET", &format!("cli:{i}"), &"v".repeat(i + 1)]).trim(),
+            "OK"
+        );
+    }
+    let scanned: HashSet<String> = cli(&["--scan", "--pattern", "cli:*"])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(scanned.len(), 200);
+    let big = cli(&["--bigkeys"]);
+    assert!(
+        big.contains("Biggest string found '\"cli:199\"' has 200 bytes"),
+        "{big}"
+    );
+    assert!(big.contains("200 strings"), "{big}");
+    let help = cli(&["HELP", "SET"]);
+    assert!(help.contains("NX|XX") && help.contains("summary"), "{help}");
+    assert_eq!(
+        cli(&["-3", "HELLO", "3"]).lines().next(),
+        Some("server redis")
+    );
+    // --stat prints a line a second, forever, to a terminal: run it under
+    // `script` for about three seconds and read the key count.
+    if have("script", "--version") {
+        let out = Command::new("timeout")
+            .args(["3", "script", "-qc"])
+            .arg(format!("redis-cli -h 127.0.0.1 -p {port} --stat"))
+            .arg("/dev/null")
+            .output()
+            .expect("script runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let row = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(char::is_numeric))
+            .unwrap_or_else(|| panic!("no figures from --stat: {text}"));
+        let keys: u64 = row.split_whitespace().next().unwrap().parse().unwrap();
+        assert_eq!(keys, 200, "{row}");
+    }
+}
+
+#[test]
+fn expired_keys_are_gone_on_every_replica_and_stay_gone() {
+    let c = Cluster::start_with(3, &["--aae-interval-ms", "200"]);
+    assert_eq!(
+        c.cmd(0, &["SET", "short", "lived", "PX", "500"]),
+        Frame::ok()
+    );
+    assert_eq!(
+        c.cmd(0, &["SET", "long", "lived", "EX", "100"]),
+        Frame::ok()
+    );
+    let Frame::Integer(pttl) = c.cmd(1, &["PTTL", "short"]) else {
+        panic!("PTTL")
+    };
+    assert!((1..=500).contains(&pttl), "{pttl}");
+    // Every owner turns its copy into a tombstone once the deadline passed.
+    let replicas = || match c.cmd(0, &["REPLICAS", "short"]) {
+        Frame::Bulk(t) => String::from_utf8_lossy(&t).into_owned(),
+        other => panic!("{other:?}"),
+    };
+    wait_until(
+        Duration::from_secs(20),
+        "every owner to hold a tombstone",
+        || {
+            let r = replicas();
+            r.lines().filter(|l| l.contains("(owner")).count() == 3
+                && r.lines()
+                    .filter(|l| l.contains("(owner"))
+                    .all(|l| l.contains("=(deleted)"))
+        },
+    );
+    for i in 0..3 {
+        assert_eq!(c.cmd(i, &["GET", "short", "R=3"]), Frame::Null);
+        assert_eq!(c.cmd(i, &["TTL", "short"]), Frame::Integer(-2));
+    }
+    // Anti-entropy rounds (every 200 ms) bring nothing back.
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        assert!(!replicas().contains("\"lived\""), "{}", replicas());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(c.cmd(2, &["GET", "long"]), bulk("lived"));
+    assert_eq!(c.cmd(2, &["EXISTS", "short", "long"]), Frame::Integer(1));
+}
+
+#[test]
+fn increments_on_both_sides_of_a_partition_all_count() {
+    // W=1: each side of the partition can acknowledge on its own.
+    let c = Cluster::start_with(
+        3,
+        &[
+            "--fault-injection",
+            "--w",
+            "1",
+            "--gossip-interval-ms",
+            "100",
+        ],
+    );
+    let (id0, id1, id2) = (
+        c.nodes[0].id.clone(),
+        c.nodes[1].id.clone(),
+        c.nodes[2].id.clone(),
+    );
+    assert_eq!(c.cmd(0, &["INCRBY", "hits", "100"]), Frame::Integer(100));
+    assert_eq!(c.cmd(2, &["FAULT", "PARTITION", &id0, &id1]), Frame::ok());
+    let (a0, a2) = (c.nodes[0].addr(), c.nodes[2].addr());
+    wait_until(Duration::from_secs(20), "the partition to be seen", || {
+        !live_nodes(&a0).contains(&id2) && live_nodes(&a2) == vec![id2.clone()]
+    });
+    for _ in 0..5 {
+        assert!(matches!(c.cmd(0, &["INCR", "hits"]), Frame::Integer(_)));
+    }
+    for _ in 0..3 {
+        assert!(matches!(
+            c.cmd(2, &["INCRBY", "hits", "10"]),
+            Frame::Integer(_)
+        ));
+    }
+    assert!(matches!(c.cmd(1, &["DECR", "hits"]), Frame::Integer(_)));
+    assert_eq!(c.cmd(2, &["FAULT", "HEAL"]), Frame::ok());
+    wait_until(Duration::from_secs(20), "the partition to heal", || {
+        live_nodes(&a0).contains(&id2) && live_nodes(&a2).len() == 3
+    });
+    // 100 + 5 - 1 on one side, + 30 on the other.
+    wait_until(Duration::from_secs(30), "every node to read 134", || {
+        (0..3).all(|i| c.cmd(i, &["GET", "hits", "R=3"]) == bulk("134"))
+    });
+    assert_eq!(c.cmd(1, &["INCR", "hits"]), Frame::Integer(135));
+}
+
+#[test]
+fn scan_returns_every_key_once_across_a_node_failure() {
+    let mut c = Cluster::start_with(3, &["--gossip-interval-ms", "100"]);
+    let mut con = connect(c.nodes[0].port, false);
+    let mut pipe = redis::pipe();
+    for i in 0..10_000 {
+        pipe.set(format!("scan:{i:05}"), i).ignore();
+    }
+    let () = pipe.query(&mut con).expect("10,000 SETs");
+    let scan_page = |port: u16, cursor: u64| -> (u64, Vec<String>) {
+        let mut con = connect(port, false);
+        redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(500)
+            .query(&mut con)
+            .expect("SCAN")
+    };
+    let mut seen: Vec<String> = Vec::new();
+    let mut cursor = 0;
+    let mut pages = 0;
+    // The first half through node 0; then node 1 dies and node 2 carries
+    // on from the same cursor.
+    loop {
+        let port = if pages < 10 {
+            c.nodes[0].port
+        } else {
+            c.nodes[2].port
+        };
+        if pages == 10 {
+            c.nodes[1].sigkill();
+        }
+        let (next, keys) = scan_page(port, cursor);
+        seen.extend(keys);
+        pages += 1;
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+        assert!(pages < 5_000, "SCAN does not end");
+    }
+    assert!(
+        pages > 10,
+        "the scan ended before the failure: {pages} pages"
+    );
+    let unique: HashSet<&String> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "a key was returned twice");
+    assert_eq!(seen.len(), 10_000);
+    let Frame::Integer(n) = c.cmd(0, &["DBSIZE"]) else {
+        panic!("DBSIZE")
+    };
+    assert_eq!(n, 10_000);
+}
+
+#[test]
+fn a_password_guards_every_command() {
+    let port = common::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::fs::File::create(dir.path().join("node.log")).unwrap();
+    let mut node = Command::new(common::db_bin())
+        .args(["node", "--listen", &format!("127.0.0.1:{port}")])
+        .env("DISTRO_DB_PASSWORD", "s3cret pass")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("db starts");
+    let addr = format!("127.0.0.1:{port}");
+    wait_until(Duration::from_secs(20), "the node to listen", || {
+        distro_db::client::Client::connect(&addr).is_ok()
+    });
+    let mut raw = distro_db::client::Client::connect(&addr).unwrap();
+    let call = |c: &mut distro_db::client::Client, args: &[&str]| c.call(args).unwrap();
+    let noauth = Frame::Error("NOAUTH Authentication required.".into());
+    assert_eq!(call(&mut raw, &["GET", "k"]), noauth);
+    assert_eq!(call(&mut raw, &["SHUTDOWN"]), noauth);
+    assert_eq!(call(&mut raw, &["KILL", "x"]), noauth);
+    let Frame::Error(e) = call(&mut raw, &["AUTH", "wrong"]) else {
+        panic!("a wrong password")
+    };
+    assert!(e.starts_with("WRONGPASS"), "{e}");
+    let Frame::Error(e) = call(&mut raw, &["HELLO", "3"]) else {
+        panic!("HELLO without AUTH")
+    };
+    assert!(e.starts_with("NOAUTH"), "{e}");
+    assert_eq!(
+        call(&mut raw, &["AUTH", "default", "s3cret pass"]),
+        Frame::ok()
+    );
+    assert_eq!(call(&mut raw, &["SET", "k", "v"]), Frame::ok());
+    // HELLO ... AUTH authenticates and switches protocol at once.
+    let mut c3 = distro_db::client::Client::connect(&addr).unwrap();
+    assert!(matches!(
+        call(&mut c3, &["HELLO", "3", "AUTH", "default", "s3cret pass"]),
+        Frame::Map(_)
+    ));
+    // Libraries: a password in the URL.
+    let client = redis::Client::open(format!("redis://:s3cret%20pass@127.0.0.1:{port}/")).unwrap();
+    let mut con = client.get_connection().unwrap();
+    assert_eq!(con.get::<_, String>("k").unwrap(), "v");
+    // RESET forgets the authentication.
+    assert_eq!(call(&mut raw, &["RESET"]), Frame::Simple("RESET".into()));
+    assert_eq!(call(&mut raw, &["GET", "k"]), noauth);
+    if have("redis-cli", "--version") {
+        let out = Command::new("redis-cli")
+            .args([
+                "-p",
+                &port.to_string(),
+                "-a",
+                "s3cret pass",
+                "--no-auth-warning",
+                "GET",
+                "k",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "v");
+    }
+    let _ = node.kill();
+    let _ = node.wait();
+}
