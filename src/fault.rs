@@ -160,6 +160,10 @@ impl Transport for FaultyTransport {
             }
         }
     }
+
+    fn unreachable(&self, to: SocketAddr) -> bool {
+        self.inner.unreachable(to)
+    }
 }
 
 /// The node's gossip transport: UDP through the fault rules.

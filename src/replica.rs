@@ -463,6 +463,52 @@ mod tests {
     use crate::storage::MemoryStore;
 
     #[test]
+    fn deadlines_are_indexed_expired_and_counted_out_once() {
+        let replica = Replica::new(
+            Arc::new(MemoryStore::new()),
+            Arc::new(ActorCell::new("a", 1, None)),
+        );
+        let p = partition_of(b"k");
+        let now = now_ms();
+        let set = |value: &str, ttl: crate::write::Ttl| crate::write::Write::Set {
+            value: value.as_bytes().to_vec(),
+            ttl,
+            cond: crate::write::Condition::Always,
+        };
+        replica
+            .apply(b"k", None, &set("v", crate::write::Ttl::At(now + 50)))
+            .unwrap();
+        replica.update(b"other", None, Some(b"x".to_vec())).unwrap();
+        assert_eq!(
+            replica.live_count(p),
+            1 + u64::from(partition_of(b"other") == p)
+        );
+        assert_eq!(replica.deadlines().len(), 1);
+        // Nothing is due yet.
+        assert!(replica.deadlines().due(now, 10).is_empty());
+        let due = replica.deadlines().due(now + 50, 10);
+        assert_eq!(due, vec![b"k".to_vec()]);
+        // Not expired until the deadline really passed.
+        while now_ms() < now + 50 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(replica.expire_now(b"k").unwrap());
+        assert!(!replica.expire_now(b"k").unwrap(), "expired once only");
+        assert_eq!(replica.expired(), 1);
+        assert!(replica.get(b"k").unwrap().unwrap().is_deleted_at(now_ms()));
+        assert_eq!(
+            replica.live_count(p),
+            u64::from(partition_of(b"other") == p)
+        );
+        // A rescan finds the same counts.
+        replica.index_partition(p).unwrap();
+        assert_eq!(
+            replica.live_count(p),
+            u64::from(partition_of(b"other") == p)
+        );
+    }
+
+    #[test]
     fn concurrent_updates_on_one_key_are_all_kept() {
         let replica = Arc::new(Replica::new(
             Arc::new(MemoryStore::new()),

@@ -7,9 +7,10 @@
 //! given to the first *live* owner of its partition as "master", with the
 //! other live owners as "replicas" (used by `READONLY` clients). A client
 //! then sends each key to a replica of it, saving the forwarding hop. Nodes
-//! the failure detector marks down are left out, so a client that refreshes
-//! its map after a connection error (redis-py, ioredis, go-redis do) moves
-//! to live nodes; a partition with no live owner is served by this node
+//! the failure detector marks down are left out, and so are nodes this node
+//! just failed to connect to (before the failure detector has spoken), so a
+//! client that refreshes its map after a connection error (redis-py,
+//! ioredis, go-redis, redis-rs's async client do) moves to live nodes; a partition with no live owner is served by this node
 //! (it stands in, as the sloppy quorum lets any node do).
 
 use std::fmt::Write as _;

@@ -437,7 +437,25 @@ impl Api {
     }
 
     fn cluster(&self, c: ClusterCmd) -> Frame {
+        // Members this node just failed to connect to count as down, so a
+        // client refreshing its map after a connection error does not get
+        // the dead node back before the failure detector has spoken.
         let view = self.coordinator.view();
+        let transport = self.coordinator.transport();
+        let me_id = self.coordinator.me();
+        let view = if view
+            .members()
+            .iter()
+            .any(|m| *m.id != **me_id && transport.unreachable(m.addr))
+        {
+            let live = |id: &str| {
+                view.is_live(id)
+                    && (id == &**me_id || view.addr(id).is_none_or(|a| !transport.unreachable(a)))
+            };
+            std::sync::Arc::new(view.with_live(live))
+        } else {
+            view
+        };
         let me = self.coordinator.me();
         match c {
             ClusterCmd::Slots => cluster::slots(&view, me),

@@ -96,6 +96,9 @@ fn fail_all(pending: &Pending, alive: &AtomicBool, why: &str) {
 /// The connections to one peer.
 struct Peer {
     addr: SocketAddr,
+    /// When the last connection attempt failed (ms since the transport
+    /// started; 0: the last attempt succeeded or none failed).
+    failed_at: AtomicU64,
     slots: Vec<tokio::sync::Mutex<Option<Arc<Conn>>>>,
     next: AtomicUsize,
     in_flight: Semaphore,
@@ -105,6 +108,7 @@ impl Peer {
     fn new(addr: SocketAddr) -> Peer {
         Peer {
             addr,
+            failed_at: AtomicU64::new(0),
             slots: (0..CONNECTIONS_PER_PEER)
                 .map(|_| tokio::sync::Mutex::new(None))
                 .collect(),
@@ -122,9 +126,19 @@ impl Peer {
         {
             return Ok(c.clone());
         }
-        let conn = Arc::new(open(self.addr).await?);
-        *slot = Some(conn.clone());
-        Ok(conn)
+        match open(self.addr).await {
+            Ok(conn) => {
+                self.failed_at.store(0, Ordering::Relaxed);
+                let conn = Arc::new(conn);
+                *slot = Some(conn.clone());
+                Ok(conn)
+            }
+            Err(e) => {
+                self.failed_at
+                    .store(since_start_ms().max(1), Ordering::Relaxed);
+                Err(e)
+            }
+        }
     }
 }
 
@@ -343,6 +357,18 @@ impl Drop for RemoveOnDrop<'_> {
     }
 }
 
+/// Milliseconds since the first call (a monotonic clock for `failed_at`).
+fn since_start_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
+
+/// How long a failed connection attempt keeps a peer "unreachable".
+const UNREACHABLE_FOR_MS: u64 = 10_000;
+
 #[async_trait]
 impl Transport for TcpTransport {
     async fn call(
@@ -352,6 +378,20 @@ impl Transport for TcpTransport {
         timeout: Duration,
     ) -> Result<Response, RpcError> {
         self.call_inner(to, req, timeout).await
+    }
+
+    fn unreachable(&self, to: SocketAddr) -> bool {
+        let Some(peer) = self
+            .peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&to)
+            .cloned()
+        else {
+            return false;
+        };
+        let at = peer.failed_at.load(Ordering::Relaxed);
+        at != 0 && since_start_ms().saturating_sub(at) < UNREACHABLE_FOR_MS
     }
 }
 

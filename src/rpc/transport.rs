@@ -70,4 +70,11 @@ pub trait Transport: Send + Sync + 'static {
         req: &Request,
         timeout: Duration,
     ) -> Result<Response, RpcError>;
+
+    /// True when the last attempt to connect to `to` failed, recently (the
+    /// failure detector may not have noticed yet). Used to keep a node that
+    /// is certainly unreachable out of the slot map clients fail over with.
+    fn unreachable(&self, _to: SocketAddr) -> bool {
+        false
+    }
 }
