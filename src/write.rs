@@ -135,6 +135,13 @@ pub enum WriteError {
     /// `INCR` past the 64-bit range.
     #[error("increment or decrement would overflow")]
     Overflow,
+    /// A write that changes the current value in place (EXPIRE, PERSIST,
+    /// GETEX, INCR) on a key holding concurrent values: which one would it
+    /// keep? Refused rather than dropping the others.
+    #[error(
+        "the key holds {0} concurrent values; read them with VGET and write the resolved value back with SET ... CTX=<token> first"
+    )]
+    Conflict(usize),
 }
 
 /// Applies `write` as `actor` to its local copy `local`, at `now_ms`.
@@ -192,6 +199,9 @@ pub fn apply(
                 done.applied = false;
                 return Ok((None, done));
             }
+            if before.conflicted() {
+                return Err(WriteError::Conflict(before.values.len()));
+            }
             let current = before.expires_ms;
             let later = |a: Option<u64>, b: Option<u64>| match (a, b) {
                 (Some(x), Some(y)) => x > y,
@@ -232,6 +242,9 @@ pub fn apply(
             }
         }
         Write::Incr { by } => {
+            if before.conflicted() {
+                return Err(WriteError::Conflict(before.values.len()));
+            }
             let mut counter = local.and_then(|o| o.counter_at(now_ms)).unwrap_or_default();
             if counter.0.is_empty()
                 && let Some(v) = &before.pick
@@ -311,6 +324,31 @@ mod tests {
         );
         let (none, _) = run(None, &xx, "x", 12);
         assert!(none.is_none());
+    }
+
+    #[test]
+    fn in_place_changes_of_a_key_with_siblings_are_refused_not_lossy() {
+        let (a, _) = run(None, &set("apple"), "x", 1);
+        let (b, _) = run(None, &set("pear"), "y", 2);
+        let both = a.unwrap().merge(&b.unwrap());
+        assert_eq!(both.resolve(3).values.len(), 2);
+        for w in [
+            Write::Expire {
+                deadline: Some(100),
+                cond: ExpireIf::Always,
+            },
+            Write::Expire {
+                deadline: None,
+                cond: ExpireIf::Always,
+            },
+            Write::Incr { by: 1 },
+        ] {
+            let e = apply(Some(&both), None, &"x".to_string(), &w, 3).unwrap_err();
+            assert_eq!(e, WriteError::Conflict(2), "{w:?}");
+        }
+        // A plain SET still resolves them.
+        let (o, _) = run(Some(&both), &set("salad"), "x", 4);
+        assert_eq!(o.unwrap().resolve(4).values, vec![b"salad".to_vec()]);
     }
 
     #[test]

@@ -130,6 +130,18 @@ fn a_key_with_siblings_reads_as_one_value_in_typed_clients() {
         let v: String = con.get("cart").expect("a string, not an array");
         assert!(v == "apple" || v == "pear", "{v}");
     }
+    // Changing the value in place would have to drop one: refused.
+    for cmd in [
+        &["EXPIRE", "cart", "100"][..],
+        &["PERSIST", "cart"],
+        &["INCR", "cart"],
+    ] {
+        let Frame::Error(e) = c.cmd(0, cmd) else {
+            panic!("{cmd:?} on a key with siblings")
+        };
+        assert!(e.contains("2 concurrent values"), "{e}");
+    }
+    assert_eq!(c.siblings(0, "cart", 3), vec![bulk("apple"), bulk("pear")]);
     // The same read counts as conflicted, and with --sibling-reads error
     // (tested in the unit tests of the API) it would name VGET.
     let Frame::Bulk(info) = c.cmd(2, &["INFO", "stats"]) else {
@@ -142,6 +154,64 @@ fn a_key_with_siblings_reads_as_one_value_in_typed_clients() {
 /// redis-rs's async cluster client (its sync `ClusterConnection` refreshes
 /// its slot map only on MOVED, so it keeps dialling a dead node: see
 /// docs/redis.md).
+#[test]
+fn connection_commands_answer_like_redis() {
+    let c = Cluster::start(1);
+    let mut a = c.client(0);
+    let mut b = c.client(0);
+    let call = |cl: &mut distro_db::client::Client, args: &[&str]| cl.call(args).unwrap();
+    // A command refused while queuing aborts the transaction: nothing applied.
+    assert_eq!(call(&mut a, &["MULTI"]), Frame::ok());
+    assert_eq!(
+        call(&mut a, &["SET", "t", "1"]),
+        Frame::Simple("QUEUED".into())
+    );
+    assert!(matches!(
+        call(&mut a, &["MSETNX", "u", "1"]),
+        Frame::Error(_)
+    ));
+    let Frame::Error(e) = call(&mut a, &["EXEC"]) else {
+        panic!("EXEC after a refused command")
+    };
+    assert!(e.starts_with("EXECABORT"), "{e}");
+    assert_eq!(call(&mut a, &["GET", "t"]), Frame::Null);
+    // A good transaction runs in order.
+    assert_eq!(call(&mut a, &["MULTI"]), Frame::ok());
+    call(&mut a, &["SET", "t", "1"]);
+    call(&mut a, &["INCR", "t"]);
+    assert_eq!(
+        call(&mut a, &["EXEC"]),
+        Frame::Array(vec![Frame::ok(), Frame::Integer(2)])
+    );
+    // CLIENT KILL filters: no pub/sub clients here; by id it closes one.
+    assert_eq!(
+        call(&mut a, &["CLIENT", "KILL", "TYPE", "pubsub"]),
+        Frame::Integer(0)
+    );
+    assert_eq!(
+        call(&mut a, &["CLIENT", "KILL", "USER", "bob"]),
+        Frame::Integer(0)
+    );
+    let Frame::Integer(b_id) = call(&mut b, &["CLIENT", "ID"]) else {
+        panic!("CLIENT ID")
+    };
+    let id = b_id.to_string();
+    assert_eq!(
+        call(&mut a, &["CLIENT", "KILL", "ID", &id]),
+        Frame::Integer(1)
+    );
+    assert!(
+        b.call(&["PING"]).is_err(),
+        "the killed connection is closed"
+    );
+    // SHUTDOWN ABORT cancels nothing and stops nothing.
+    assert!(matches!(
+        call(&mut a, &["SHUTDOWN", "ABORT"]),
+        Frame::Error(_)
+    ));
+    assert_eq!(call(&mut a, &["PING"]), Frame::Simple("PONG".into()));
+}
+
 #[test]
 fn redis_rs_cluster_client_keeps_serving_through_a_kill_9() {
     let mut c = Cluster::start_with(3, &["--gossip-interval-ms", "100"]);

@@ -163,7 +163,11 @@ impl Clients {
         let mut killed = 0;
         for c in map.values() {
             let skip = filter.skipme && c.id == me;
-            let hit = filter.id.is_none_or(|id| id == c.id)
+            let hit = !filter.matches_none
+                && filter
+                    .older_than_secs
+                    .is_none_or(|age| c.created.elapsed().as_secs() > age)
+                && filter.id.is_none_or(|id| id == c.id)
                 && filter.addr.as_ref().is_none_or(|a| *a == c.addr)
                 && filter.laddr.as_ref().is_none_or(|a| *a == c.laddr);
             if hit && !skip {

@@ -98,6 +98,11 @@ pub struct KillFilter {
     pub skipme: bool,
     /// The old form (`CLIENT KILL addr`): answers `+OK` or an error, not a count.
     pub legacy: bool,
+    /// `TYPE`/`USER` named something no connection here is (`pubsub`,
+    /// `replica`, a user other than `default`): nothing matches.
+    pub matches_none: bool,
+    /// Only connections older than this many seconds (`MAXAGE`).
+    pub older_than_secs: Option<u64>,
 }
 
 /// `CLUSTER` sub-commands.
@@ -792,9 +797,11 @@ pub fn parse(args: &[Vec<u8>]) -> Result<Command, String> {
         "SHUTDOWN" => match rest {
             [] => Command::Shutdown,
             [scope] if scope.eq_ignore_ascii_case(b"CLUSTER") => Command::ShutdownCluster,
-            [flag]
-                if ["NOSAVE", "SAVE", "NOW", "FORCE", "ABORT"].contains(&upper(flag).as_str()) =>
-            {
+            [flag] if upper(flag) == "ABORT" => {
+                // Shutdowns here are immediate: there is none to cancel.
+                Command::Refused("No shutdown in progress.".into())
+            }
+            [flag] if ["NOSAVE", "SAVE", "NOW", "FORCE"].contains(&upper(flag).as_str()) => {
                 Command::Shutdown
             }
             [_] => {
@@ -1067,7 +1074,22 @@ fn parse_kill(args: &[Vec<u8>]) -> Result<KillFilter, String> {
                     _ => return Err(SYNTAX.into()),
                 }
             }
-            "TYPE" | "USER" | "MAXAGE" => {}
+            // Every connection here is a normal client of user `default`.
+            "TYPE" => match upper(&pair[1]).as_str() {
+                "NORMAL" => {}
+                "MASTER" | "REPLICA" | "SLAVE" | "PUBSUB" => f.matches_none = true,
+                other => {
+                    return Err(format!(
+                        "Unknown client type '{}'",
+                        other.to_ascii_lowercase()
+                    ));
+                }
+            },
+            "USER" => f.matches_none |= pair[1] != b"default",
+            "MAXAGE" => {
+                let age = int(&pair[1])?;
+                f.older_than_secs = Some(u64::try_from(age).unwrap_or(0));
+            }
             _ => return Err(SYNTAX.into()),
         }
     }

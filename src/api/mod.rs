@@ -416,15 +416,17 @@ impl Api {
     ) -> Frame {
         let mut p = usize::try_from(cursor).unwrap_or(usize::MAX);
         let mut keys = Vec::new();
-        let wanted_type = kind.as_deref().is_none_or(|k| k == "string");
+        // Every key holds a string: any other TYPE finds nothing.
+        if kind.as_deref().is_some_and(|k| k != "string") {
+            p = PARTITIONS;
+        }
         while p < PARTITIONS && keys.len() < count {
             match self.coordinator.scan_partition(p).await {
-                Ok(found) if wanted_type => keys.extend(
+                Ok(found) => keys.extend(
                     found
                         .into_iter()
                         .filter(|k| pattern.as_ref().is_none_or(|pat| glob_match(pat, k))),
                 ),
-                Ok(_) => {}
                 Err(e) => return coord_err(e),
             }
             p += 1;
@@ -473,8 +475,8 @@ impl Api {
                 let p = crate::keyspace::partition_of_slot(slot);
                 let n = self
                     .replica
-                    .store()
-                    .partition_keys(p)
+                    .live_keys(p, now_ms())
+                    .unwrap_or_default()
                     .iter()
                     .filter(|k| crate::keyspace::slot_of(k) == slot)
                     .count();

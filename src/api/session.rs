@@ -187,6 +187,13 @@ impl Conn {
                         s,
                     );
                 }
+                // A command refused outright is refused now, and aborts the
+                // transaction, as Redis does with commands it rejects while
+                // queuing: nothing of it will be applied.
+                Command::Refused(msg) | Command::ConfigRefused(msg) => {
+                    self.multi_failed = true;
+                    return self.ready(Frame::err(msg), After::Continue, s);
+                }
                 cmd => {
                     queue.push(cmd);
                     return self.ready(Frame::Simple("QUEUED".into()), After::Continue, s);
@@ -321,7 +328,9 @@ impl Conn {
                 "AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
             );
         };
-        if user.is_none_or(|u| u == b"default") && secret.matches(password) {
+        // An empty user name is the default user (`redis-cli` sends one
+        // for `redis://:pw@host`).
+        if user.is_none_or(|u| u.is_empty() || u == b"default") && secret.matches(password) {
             self.authed = true;
             Frame::ok()
         } else {
