@@ -20,6 +20,10 @@ use tokio::sync::watch;
 
 use crate::storage::{Lsn, StoreError, SyncState};
 
+/// How long the syncer waits for a request before it calls its `idle`
+/// callback.
+pub const IDLE_FLUSH: Duration = Duration::from_millis(20);
+
 #[derive(Debug, Default)]
 struct State {
     /// Highest LSN someone asked to be synced.
@@ -165,12 +169,15 @@ impl GroupCommit {
     /// request, then calls `prepare` for the LSN appended so far and what to
     /// sync, and `sync` on it, covering every request made meanwhile. When
     /// the previous sync served more than one request, it first lets writes
-    /// gather until `window` after that sync began.
+    /// gather until `window` after that sync began. After [`IDLE_FLUSH`]
+    /// without a request it calls `idle` (the log store writes out records
+    /// nobody waits for).
     pub fn run_syncer<T>(
         &self,
         window: Duration,
         prepare: impl Fn() -> (Lsn, T),
         sync: impl Fn(T) -> std::io::Result<()>,
+        idle: impl Fn(),
     ) {
         let mut last = Instant::now();
         let mut crowded = false;
@@ -198,8 +205,17 @@ impl GroupCommit {
                         return;
                     }
                     st.syncer_waiting = true;
-                    st = self.wake_syncer.wait(st).unwrap_or_else(|e| e.into_inner());
+                    let (guard, waited) = self
+                        .wake_syncer
+                        .wait_timeout(st, IDLE_FLUSH)
+                        .unwrap_or_else(|e| e.into_inner());
+                    st = guard;
                     st.syncer_waiting = false;
+                    if waited.timed_out() {
+                        drop(st);
+                        idle();
+                        st = self.lock();
+                    }
                 }
             }
             last = Instant::now();
@@ -247,6 +263,7 @@ mod tests {
                         std::thread::sleep(sync_time);
                         Ok(())
                     },
+                    || {},
                 )
             })
         };
@@ -308,6 +325,7 @@ mod tests {
                     Duration::ZERO,
                     || (1, ()),
                     |()| Err(std::io::Error::other("eio")),
+                    || {},
                 )
             })
         };

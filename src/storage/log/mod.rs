@@ -120,8 +120,12 @@ impl Default for LogOptions {
 pub(crate) struct Segment {
     pub(crate) id: u64,
     pub(crate) file: File,
-    /// Bytes in the file (grows while the segment is active).
+    /// Bytes of records in the segment (grows while the segment is active),
+    /// including any still in the writer's buffer.
     pub(crate) size: AtomicU64,
+    /// Bytes handed to the kernel: `size` minus what is still in the writer's
+    /// buffer (see [`Writer::pending`]). Equal to `size` for closed segments.
+    pub(crate) flushed: AtomicU64,
     /// Bytes of records that are superseded, deleted, or tombstones.
     pub(crate) dead: AtomicU64,
     /// True once a valid hint file exists for it.
@@ -134,6 +138,7 @@ impl Segment {
             id,
             file,
             size: AtomicU64::new(size),
+            flushed: AtomicU64::new(size),
             dead: AtomicU64::new(dead),
             has_hint: AtomicBool::new(has_hint),
         }
@@ -144,7 +149,32 @@ pub(crate) struct Writer {
     pub(crate) active: Arc<Segment>,
     /// Bytes appended since open (the log sequence number of the last write).
     pub(crate) lsn: u64,
+    /// With `fsync always`: records appended to the active segment that are
+    /// not yet written to its file. Nobody is told such a record is durable
+    /// before the syncer has written the buffer and fsynced it, so appends
+    /// cost no system call of their own: one `pwrite` + one `fdatasync` cover
+    /// every write of a group commit. Under the other policies a record is
+    /// written at once (a crash of the process alone must lose nothing).
+    pub(crate) pending: Vec<u8>,
+    /// File offset in the active segment of `pending[0]`.
+    pub(crate) pending_at: u64,
 }
+
+impl Writer {
+    pub(crate) fn new(active: Arc<Segment>) -> Self {
+        let pending_at = active.size.load(Ordering::Acquire);
+        Writer {
+            active,
+            lsn: 0,
+            pending: Vec::new(),
+            pending_at,
+        }
+    }
+}
+
+/// Past this many buffered bytes an append writes the buffer itself rather
+/// than wait for the syncer (bounds the buffer's memory).
+const MAX_PENDING: usize = 256 << 10;
 
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
@@ -164,10 +194,6 @@ pub(crate) struct Inner {
     pub(crate) summary: super::Summary,
     pub(crate) segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
     pub(crate) writer: Mutex<Writer>,
-    /// LSN of the last append (mirrors `Writer::lsn`, readable without the lock).
-    pub(crate) written: AtomicU64,
-    /// The active segment, for the group-commit leader (no writer lock needed).
-    pub(crate) sync_target: Mutex<Arc<Segment>>,
     pub(crate) commit: GroupCommit,
     pub(crate) stats: Stats,
     /// Background threads stop when this becomes true.
@@ -233,18 +259,45 @@ impl Inner {
         *self.stop.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The LSN appended so far and the segment to fsync to make it durable.
-    /// Reads the LSN first: a rollover fsyncs the old segment before the new
-    /// one becomes `sync_target`, so records up to the LSN are either in an
-    /// already synced segment or in the returned one.
-    fn sync_point(&self) -> (u64, Arc<Segment>) {
-        let lsn = self.written.load(Ordering::Acquire);
-        let seg = self
-            .sync_target
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        (lsn, seg)
+    /// Writes the buffered records of the active segment to its file.
+    /// Called with the writer lock held. A failed write poisons the store:
+    /// the records are in the key directory but not in the file.
+    fn flush_pending(&self, w: &mut Writer) -> std::io::Result<()> {
+        if w.pending.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = w.active.file.write_all_at(&w.pending, w.pending_at) {
+            let _ = w.active.file.set_len(w.pending_at);
+            self.commit.poison();
+            return Err(e);
+        }
+        let end = w.pending_at + w.pending.len() as u64;
+        w.active.flushed.store(end, Ordering::Release);
+        w.pending_at = end;
+        w.pending.clear();
+        if w.pending.capacity() > MAX_PENDING {
+            w.pending.shrink_to(MAX_PENDING);
+        }
+        Ok(())
+    }
+
+    /// Writes out the buffered records; returns the LSN appended so far and
+    /// the segment to fsync to make it durable (every earlier segment was
+    /// fsynced when it was closed).
+    fn prepare_sync(&self) -> (u64, std::io::Result<Arc<Segment>>) {
+        let mut w = self.writer();
+        let flushed = self.flush_pending(&mut w);
+        (w.lsn, flushed.map(|()| w.active.clone()))
+    }
+
+    /// Writes out the buffered records without syncing (the syncer does
+    /// this when it has been idle a while, so a record nobody waits for
+    /// reaches the kernel soon).
+    fn flush_idle(&self) {
+        let mut w = self.writer();
+        if let Err(e) = self.flush_pending(&mut w) {
+            tracing::error!(error = %e, "writing buffered records failed; the store is poisoned");
+        }
     }
 
     /// Blocks until `lsn` is durable under the policy.
@@ -269,13 +322,14 @@ impl Inner {
 
     /// Fsyncs the active segment; returns the LSN that is now durable.
     fn sync_active(&self) -> std::io::Result<u64> {
-        let (lsn, seg) = self.sync_point();
-        seg.file.sync_data()?;
+        let (lsn, seg) = self.prepare_sync();
+        seg?.file.sync_data()?;
         Ok(lsn)
     }
 
     /// Closes the active segment and starts a new one. Called with the writer lock held.
     fn roll(&self, w: &mut Writer) -> Result<(), StoreError> {
+        self.flush_pending(w)?;
         if self.opts.fsync != FsyncPolicy::Never {
             if let Err(e) = w.active.file.sync_data() {
                 self.commit.poison();
@@ -295,8 +349,8 @@ impl Inner {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, seg.clone());
-        *self.sync_target.lock().unwrap_or_else(|e| e.into_inner()) = seg.clone();
         let old = std::mem::replace(&mut w.active, seg);
+        w.pending_at = 0;
         if self.opts.fsync != FsyncPolicy::Never {
             self.commit.mark_synced(w.lsn);
         }
@@ -334,18 +388,29 @@ impl Inner {
         }
         let seg = w.active.clone();
         let off = seg.size.load(Ordering::Acquire);
-        if let Err(e) = seg.file.write_all_at(&rec, off) {
-            // Cut off any partial record so the next append starts clean.
-            if seg.file.set_len(off).is_err() {
-                self.commit.poison();
+        if self.opts.fsync == FsyncPolicy::Always {
+            // Buffered: the syncer writes it out before the fsync that
+            // makes it durable.
+            if w.pending.len() + rec.len() > MAX_PENDING {
+                self.flush_pending(&mut w)?;
             }
-            return Err(e.into());
+            debug_assert_eq!(w.pending_at + w.pending.len() as u64, off);
+            w.pending.extend_from_slice(&rec);
+        } else {
+            if let Err(e) = seg.file.write_all_at(&rec, off) {
+                // Cut off any partial record so the next append starts clean.
+                if seg.file.set_len(off).is_err() {
+                    self.commit.poison();
+                }
+                return Err(e.into());
+            }
+            seg.flushed.store(off + len, Ordering::Release);
+            w.pending_at = off + len;
         }
         seg.size.store(off + len, Ordering::Release);
         self.stats.appends.fetch_add(1, Ordering::Relaxed);
         w.lsn += len;
         let lsn = w.lsn;
-        self.written.store(lsn, Ordering::Release);
         let loc = Location {
             seg: seg.id,
             offset: off as u32,
@@ -385,6 +450,26 @@ impl Inner {
         self.append(key, value, flags)
     }
 
+    /// The bytes of the record at `loc` in `seg`: from the file, or from
+    /// the writer's buffer while the record has not been written out yet.
+    fn read_record(&self, seg: &Segment, loc: Location) -> std::io::Result<Vec<u8>> {
+        let (off, len) = (u64::from(loc.offset), loc.len as usize);
+        if off + len as u64 > seg.flushed.load(Ordering::Acquire) {
+            let w = self.writer();
+            // `flushed` moves and the buffer empties together, under the
+            // writer lock: a record not in the buffer now is in the file.
+            if w.active.id == seg.id && off >= w.pending_at {
+                let start = (off - w.pending_at) as usize;
+                if let Some(bytes) = w.pending.get(start..start + len) {
+                    return Ok(bytes.to_vec());
+                }
+            }
+        }
+        let mut buf = vec![0u8; len];
+        seg.file.read_exact_at(&mut buf, off)?;
+        Ok(buf)
+    }
+
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         // Compaction may move the record and drop its old segment between the
         // two look-ups below; the key directory then already points at the
@@ -397,8 +482,7 @@ impl Inner {
                 std::thread::yield_now();
                 continue;
             };
-            let mut buf = vec![0u8; loc.len as usize];
-            seg.file.read_exact_at(&mut buf, u64::from(loc.offset))?;
+            let buf = self.read_record(&seg, loc)?;
             let corrupt = |reason: String| StoreError::Corrupt {
                 file: segment::seg_path(&self.dir, loc.seg).display().to_string(),
                 offset: u64::from(loc.offset),
@@ -409,6 +493,7 @@ impl Inner {
                 return Err(corrupt("key directory points at another record".into()));
             }
             let start = record::HEADER_LEN + key.len();
+            let mut buf = buf;
             buf.drain(..start);
             return Ok(Some(buf));
         }
@@ -470,8 +555,9 @@ impl LogStore {
                     Box::new(move || {
                         inner.commit.run_syncer(
                             inner.opts.group_commit_window,
-                            || inner.sync_point(),
-                            |seg| seg.file.sync_data(),
+                            || inner.prepare_sync(),
+                            |seg| seg?.file.sync_data(),
+                            || inner.flush_idle(),
                         )
                     }),
                 )?);

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Instant;
 
@@ -235,9 +235,7 @@ pub(crate) fn open(dir: &Path, opts: LogOptions) -> Result<Inner, StoreError> {
         keydir,
         summary,
         segments: RwLock::new(segs),
-        sync_target: Mutex::new(active.clone()),
-        written: AtomicU64::new(0),
-        writer: Mutex::new(Writer { active, lsn: 0 }),
+        writer: Mutex::new(Writer::new(active)),
         commit: GroupCommit::default(),
         stats,
         stop: Mutex::new(false),

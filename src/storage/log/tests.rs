@@ -278,3 +278,64 @@ async fn async_writers_wait_for_one_shared_sync() {
     assert!(s.close().unwrap().is_some());
     assert!(matches!(s.append(b"x", b"y"), Err(StoreError::Closed)));
 }
+
+#[test]
+fn buffered_records_are_readable_at_once_and_reach_the_file_unasked() {
+    // With `always`, an append only buffers its record; nobody asks for a
+    // sync here, so the record must be readable from the buffer, across a
+    // rollover, and reach the file through the syncer's idle flush.
+    let dir = tempfile::tempdir().unwrap();
+    let s = LogStore::open(dir.path(), opts(4096)).unwrap();
+    let mut last = 0;
+    for i in 0..100u32 {
+        last = Store::append(&s, format!("k{i}").as_bytes(), &[i as u8; 60]).unwrap();
+        assert_eq!(
+            s.get(format!("k{i}").as_bytes()).unwrap(),
+            Some(vec![i as u8; 60]),
+            "record {i} unreadable right after its append"
+        );
+    }
+    for i in 0..100u32 {
+        assert_eq!(
+            s.get(format!("k{i}").as_bytes()).unwrap(),
+            Some(vec![i as u8; 60])
+        );
+    }
+    // The idle flush writes the buffer out (bounded wait, no sync asked).
+    let inner = &s.inner;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let w = inner.writer();
+        if w.pending.is_empty() {
+            let seg = w.active.clone();
+            drop(w);
+            let on_disk = seg.file.metadata().unwrap().len();
+            assert_eq!(on_disk, seg.size.load(Ordering::Acquire));
+            break;
+        }
+        drop(w);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "buffered records were never written out"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(inner.commit.synced() < last, "nothing asked for a sync");
+    // A crash now (no close, no flush) keeps every record: they are in the
+    // kernel's page cache.
+    std::mem::forget(s);
+    let dir2 = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(dir.path()).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() && e.file_name() != "LOCK" {
+            std::fs::copy(e.path(), dir2.path().join(e.file_name())).unwrap();
+        }
+    }
+    let s = LogStore::open(dir2.path(), opts(4096)).unwrap();
+    for i in 0..100u32 {
+        assert_eq!(
+            s.get(format!("k{i}").as_bytes()).unwrap(),
+            Some(vec![i as u8; 60])
+        );
+    }
+}
