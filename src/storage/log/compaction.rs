@@ -157,7 +157,7 @@ fn publish(inner: &Inner, out: Output) -> Result<(), StoreError> {
         &entries,
     )?;
     let file = OpenOptions::new().read(true).write(true).open(&path)?;
-    let seg = Arc::new(Segment::new(id, file, len, 0, true));
+    let seg = Arc::new(Segment::new(id, file, len, 0, true, len));
     inner
         .segments
         .write()

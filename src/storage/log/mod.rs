@@ -130,12 +130,46 @@ pub(crate) struct Segment {
     pub(crate) dead: AtomicU64,
     /// True once a valid hint file exists for it.
     pub(crate) has_hint: AtomicBool,
+    /// A read-only shared mapping of the file's first `map.len()` bytes
+    /// (possibly beyond its current end, for a segment still growing), so a
+    /// read costs no system call. Only bytes below `flushed` are ever read
+    /// through it, and nothing shortens a segment below `flushed` while the
+    /// store is open; `None` if mapping failed (reads fall back to `pread`).
+    map: Option<memmap2::Mmap>,
 }
 
 impl Segment {
-    pub(crate) fn new(id: u64, file: File, size: u64, dead: u64, has_hint: bool) -> Self {
+    /// A segment over `file`, mapped for reads up to `map_len` bytes (at
+    /// least its size; more for a segment that will grow).
+    pub(crate) fn new(
+        id: u64,
+        file: File,
+        size: u64,
+        dead: u64,
+        has_hint: bool,
+        map_len: u64,
+    ) -> Self {
+        let map_len = map_len.max(size);
+        let map = (map_len > 0)
+            .then(|| {
+                // SAFETY: the mapping is read-only and only bytes below
+                // `flushed` are read through it; the store never truncates a
+                // segment below `flushed` while it is open, and the directory
+                // lock keeps other stores out. A file shortened behind the
+                // store's back would fault (SIGBUS) instead of failing a read;
+                // docs/storage.md states this.
+                unsafe {
+                    memmap2::MmapOptions::new()
+                        .len(map_len as usize)
+                        .map(&file)
+                }
+                .map_err(|e| tracing::warn!(segment = id, error = %e, "cannot map segment; reads use pread"))
+                .ok()
+            })
+            .flatten();
         Self {
             id,
+            map,
             file,
             size: AtomicU64::new(size),
             flushed: AtomicU64::new(size),
@@ -344,7 +378,7 @@ impl Inner {
             .create_new(true)
             .open(&path)?;
         fsutil::sync_dir(&self.dir)?;
-        let seg = Arc::new(Segment::new(id, file, 0, 0, false));
+        let seg = Arc::new(Segment::new(id, file, 0, 0, false, self.opts.segment_size));
         self.segments
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -464,6 +498,16 @@ impl Inner {
                     return Ok(bytes.to_vec());
                 }
             }
+        }
+        if let Some(bytes) = seg.map.as_ref().and_then(|m| {
+            // Within the mapping and below `flushed` (checked above, or
+            // flushed by now since the record is not in the buffer).
+            let end = (off as usize).checked_add(len)?;
+            (end as u64 <= seg.flushed.load(Ordering::Acquire))
+                .then(|| m.get(off as usize..end))
+                .flatten()
+        }) {
+            return Ok(bytes.to_vec());
         }
         let mut buf = vec![0u8; len];
         seg.file.read_exact_at(&mut buf, off)?;

@@ -179,7 +179,10 @@ pub(crate) fn open(dir: &Path, opts: LogOptions) -> Result<Inner, StoreError> {
         if is_last {
             last_has_hint = has_hint;
         }
-        segs.insert(id, Arc::new(Segment::new(id, file, len, 0, has_hint)));
+        segs.insert(
+            id,
+            Arc::new(Segment::new(id, file, len, 0, has_hint, opts.segment_size)),
+        );
     }
     let Rebuild {
         keydir,
@@ -203,7 +206,7 @@ pub(crate) fn open(dir: &Path, opts: LogOptions) -> Result<Inner, StoreError> {
                 .create_new(true)
                 .open(segment::seg_path(dir, id))?;
             fsutil::sync_dir(dir)?;
-            let seg = Arc::new(Segment::new(id, file, 0, 0, false));
+            let seg = Arc::new(Segment::new(id, file, 0, 0, false, opts.segment_size));
             segs.insert(id, seg.clone());
             seg
         }
