@@ -157,6 +157,11 @@ pub fn apply(
     let before: Resolved =
         local.map_or_else(|| Object::default().resolve(now_ms), |o| o.resolve(now_ms));
     let existed = before.pick.is_some();
+    // Writes that change the current value in place cannot pick one of
+    // several concurrent values without dropping the others.
+    if matches!(write, Write::Expire { .. } | Write::Incr { .. }) && before.conflicted() {
+        return Err(WriteError::Conflict(before.values.len()));
+    }
     let mut done = Done {
         applied: true,
         existed,
@@ -199,9 +204,6 @@ pub fn apply(
                 done.applied = false;
                 return Ok((None, done));
             }
-            if before.conflicted() {
-                return Err(WriteError::Conflict(before.values.len()));
-            }
             let current = before.expires_ms;
             let later = |a: Option<u64>, b: Option<u64>| match (a, b) {
                 (Some(x), Some(y)) => x > y,
@@ -242,9 +244,6 @@ pub fn apply(
             }
         }
         Write::Incr { by } => {
-            if before.conflicted() {
-                return Err(WriteError::Conflict(before.values.len()));
-            }
             let mut counter = local.and_then(|o| o.counter_at(now_ms)).unwrap_or_default();
             if counter.0.is_empty()
                 && let Some(v) = &before.pick

@@ -22,7 +22,7 @@ use crate::storage::{Lsn, StoreError, SyncState};
 
 /// How long the syncer waits for a request before it calls its `idle`
 /// callback.
-pub const IDLE_FLUSH: Duration = Duration::from_millis(20);
+const IDLE_FLUSH: Duration = Duration::from_millis(20);
 
 #[derive(Debug, Default)]
 struct State {

@@ -189,21 +189,9 @@ pub(crate) struct Writer {
     /// cost no system call of their own: one `pwrite` + one `fdatasync` cover
     /// every write of a group commit. Under the other policies a record is
     /// written at once (a crash of the process alone must lose nothing).
+    /// The buffer starts at the active segment's `flushed` offset (both
+    /// change only under the writer lock).
     pub(crate) pending: Vec<u8>,
-    /// File offset in the active segment of `pending[0]`.
-    pub(crate) pending_at: u64,
-}
-
-impl Writer {
-    pub(crate) fn new(active: Arc<Segment>) -> Self {
-        let pending_at = active.size.load(Ordering::Acquire);
-        Writer {
-            active,
-            lsn: 0,
-            pending: Vec::new(),
-            pending_at,
-        }
-    }
 }
 
 /// Past this many buffered bytes an append writes the buffer itself rather
@@ -300,14 +288,15 @@ impl Inner {
         if w.pending.is_empty() {
             return Ok(());
         }
-        if let Err(e) = w.active.file.write_all_at(&w.pending, w.pending_at) {
-            let _ = w.active.file.set_len(w.pending_at);
+        let at = w.active.flushed.load(Ordering::Acquire);
+        if let Err(e) = w.active.file.write_all_at(&w.pending, at) {
+            let _ = w.active.file.set_len(at);
             self.commit.poison();
             return Err(e);
         }
-        let end = w.pending_at + w.pending.len() as u64;
-        w.active.flushed.store(end, Ordering::Release);
-        w.pending_at = end;
+        w.active
+            .flushed
+            .store(at + w.pending.len() as u64, Ordering::Release);
         w.pending.clear();
         if w.pending.capacity() > MAX_PENDING {
             w.pending.shrink_to(MAX_PENDING);
@@ -384,7 +373,6 @@ impl Inner {
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, seg.clone());
         let old = std::mem::replace(&mut w.active, seg);
-        w.pending_at = 0;
         if self.opts.fsync != FsyncPolicy::Never {
             self.commit.mark_synced(w.lsn);
         }
@@ -428,7 +416,10 @@ impl Inner {
             if w.pending.len() + rec.len() > MAX_PENDING {
                 self.flush_pending(&mut w)?;
             }
-            debug_assert_eq!(w.pending_at + w.pending.len() as u64, off);
+            debug_assert_eq!(
+                seg.flushed.load(Ordering::Acquire) + w.pending.len() as u64,
+                off
+            );
             w.pending.extend_from_slice(&rec);
         } else {
             if let Err(e) = seg.file.write_all_at(&rec, off) {
@@ -439,7 +430,6 @@ impl Inner {
                 return Err(e.into());
             }
             seg.flushed.store(off + len, Ordering::Release);
-            w.pending_at = off + len;
         }
         seg.size.store(off + len, Ordering::Release);
         self.stats.appends.fetch_add(1, Ordering::Relaxed);
@@ -488,25 +478,25 @@ impl Inner {
     /// the writer's buffer while the record has not been written out yet.
     fn read_record(&self, seg: &Segment, loc: Location) -> std::io::Result<Vec<u8>> {
         let (off, len) = (u64::from(loc.offset), loc.len as usize);
-        if off + len as u64 > seg.flushed.load(Ordering::Acquire) {
+        let end = off + len as u64;
+        let mut flushed = seg.flushed.load(Ordering::Acquire);
+        if end > flushed {
             let w = self.writer();
             // `flushed` moves and the buffer empties together, under the
             // writer lock: a record not in the buffer now is in the file.
-            if w.active.id == seg.id && off >= w.pending_at {
-                let start = (off - w.pending_at) as usize;
+            flushed = seg.flushed.load(Ordering::Acquire);
+            if w.active.id == seg.id && off >= flushed {
+                let start = (off - flushed) as usize;
                 if let Some(bytes) = w.pending.get(start..start + len) {
                     return Ok(bytes.to_vec());
                 }
             }
         }
-        if let Some(bytes) = seg.map.as_ref().and_then(|m| {
-            // Within the mapping and below `flushed` (checked above, or
-            // flushed by now since the record is not in the buffer).
-            let end = (off as usize).checked_add(len)?;
-            (end as u64 <= seg.flushed.load(Ordering::Acquire))
-                .then(|| m.get(off as usize..end))
-                .flatten()
-        }) {
+        // Through the mapping only below `flushed` (see `Segment::map`).
+        if let Some(map) = &seg.map
+            && end <= flushed
+            && let Some(bytes) = map.get(off as usize..end as usize)
+        {
             return Ok(bytes.to_vec());
         }
         let mut buf = vec![0u8; len];
@@ -526,7 +516,7 @@ impl Inner {
                 std::thread::yield_now();
                 continue;
             };
-            let buf = self.read_record(&seg, loc)?;
+            let mut buf = self.read_record(&seg, loc)?;
             let corrupt = |reason: String| StoreError::Corrupt {
                 file: segment::seg_path(&self.dir, loc.seg).display().to_string(),
                 offset: u64::from(loc.offset),
@@ -537,7 +527,6 @@ impl Inner {
                 return Err(corrupt("key directory points at another record".into()));
             }
             let start = record::HEADER_LEN + key.len();
-            let mut buf = buf;
             buf.drain(..start);
             return Ok(Some(buf));
         }

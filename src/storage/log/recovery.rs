@@ -238,7 +238,11 @@ pub(crate) fn open(dir: &Path, opts: LogOptions) -> Result<Inner, StoreError> {
         keydir,
         summary,
         segments: RwLock::new(segs),
-        writer: Mutex::new(Writer::new(active)),
+        writer: Mutex::new(Writer {
+            active,
+            lsn: 0,
+            pending: Vec::new(),
+        }),
         commit: GroupCommit::default(),
         stats,
         stop: Mutex::new(false),

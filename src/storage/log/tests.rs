@@ -321,9 +321,8 @@ fn buffered_records_are_readable_at_once_and_reach_the_file_unasked() {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert!(inner.commit.synced() < last, "nothing asked for a sync");
-    // A crash now (no close, no flush) keeps every record: they are in the
-    // kernel's page cache.
-    std::mem::forget(s);
+    // The files as a crash would leave them now (no close, no flush) hold
+    // every record: they are in the kernel's page cache.
     let dir2 = tempfile::tempdir().unwrap();
     for e in std::fs::read_dir(dir.path()).unwrap() {
         let e = e.unwrap();
@@ -331,6 +330,7 @@ fn buffered_records_are_readable_at_once_and_reach_the_file_unasked() {
             std::fs::copy(e.path(), dir2.path().join(e.file_name())).unwrap();
         }
     }
+    drop(s);
     let s = LogStore::open(dir2.path(), opts(4096)).unwrap();
     for i in 0..100u32 {
         assert_eq!(
