@@ -132,6 +132,10 @@ pub struct Config {
     pub group_commit_window: Duration,
     /// Pause between anti-entropy exchanges (zero turns them off).
     pub aae_interval: Duration,
+    /// Size at which the durable store's active log segment rolls over.
+    pub segment_size: u64,
+    /// How often the durable store looks for segments to compact.
+    pub compaction_interval: Duration,
     /// Connection and request-memory limits of the node's port.
     pub limits: crate::limits::ServerLimits,
     /// The password clients must give (`AUTH`, `HELLO ... AUTH`); none: no
@@ -167,6 +171,8 @@ impl Config {
             fsync: crate::storage::FsyncPolicy::Always,
             group_commit_window: Duration::from_millis(1),
             aae_interval: Duration::from_secs(10),
+            segment_size: crate::storage::LogOptions::default().segment_size,
+            compaction_interval: crate::storage::LogOptions::default().compaction_interval,
             limits: crate::limits::ServerLimits::default(),
             password: None,
             sibling_reads: SiblingReads::Pick,
@@ -184,10 +190,7 @@ impl Config {
                 self.r, self.w, self.n
             ));
         }
-        if self.node_id.is_empty()
-            || self.node_id.len() > 64
-            || self.node_id.contains(char::is_whitespace)
-        {
+        if !crate::identity::valid_id(&self.node_id) {
             return Err("node id must be 1 to 64 characters without spaces".into());
         }
         if self.advertise.ip().is_unspecified() {
@@ -205,6 +208,26 @@ impl Config {
         }
         Ok(warnings)
     }
+}
+
+/// Parses a byte size: a number with an optional unit, `K`/`KiB`, `M`/`MiB`
+/// or `G`/`GiB` (powers of 1024; case-insensitive).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size (e.g. 64MiB, 512K, 1048576)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(format!("'{text}': unknown unit '{unit}' (use K, M or G)")),
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("'{text}' is too large"))
 }
 
 /// `node-PORT` on loopback, `node-IP-PORT` elsewhere.
@@ -233,6 +256,25 @@ pub fn default_seeds(listen: SocketAddr) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert!(parse_size("").is_err());
+        assert!(
+            parse_size("12 parsecs")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
+        assert!(
+            parse_size("99999999999G")
+                .unwrap_err()
+                .contains("too large")
+        );
+    }
 
     #[test]
     fn defaults() {

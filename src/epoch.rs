@@ -99,12 +99,9 @@ pub fn resolve(store_dir: &Path, report: &RecoveryReport) -> anyhow::Result<(u32
     let marker_path = store_dir.join(CLEAN_MARKER);
     let marker = std::fs::read_to_string(&marker_path).ok();
     if marker.is_some() {
-        std::fs::remove_file(&marker_path)?;
-        std::fs::File::open(store_dir)?.sync_all()?;
+        crate::durable::remove(&marker_path)?;
     }
-    let stored = std::fs::read_to_string(store_dir.join(EPOCH_FILE))
-        .ok()
-        .and_then(|t| u32::from_str_radix(t.trim(), 16).ok());
+    let stored = read_epoch(&store_dir.join(EPOCH_FILE));
     let fresh = marker.is_none()
         && stored.is_none()
         && report.manifest.segments.iter().all(|(_, size)| *size == 0);
@@ -188,22 +185,37 @@ pub fn write_clean_marker(
     write_durably(&store_dir.join(CLEAN_MARKER), &text)
 }
 
+/// Reads the epoch file: `None` when it is missing or damaged. A damaged
+/// file (empty, cut short, not eight hex digits and a newline) is never
+/// used: the node cannot vouch for its epoch and starts a new one, which is
+/// always safe, and says which file it could not read.
+fn read_epoch(path: &Path) -> Option<u32> {
+    let text = match std::fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            error!(file = %path.display(), cause = %e, "cannot read the epoch file; starting a new epoch");
+            return None;
+        }
+    };
+    let parsed = std::str::from_utf8(&text)
+        .ok()
+        .and_then(|t| t.strip_suffix('\n'))
+        .filter(|t| t.len() == 8)
+        .and_then(|t| u32::from_str_radix(t, 16).ok());
+    if parsed.is_none() {
+        error!(file = %path.display(), bytes = text.len(),
+               "the epoch file is damaged (expected 8 hex digits and a newline); starting a new epoch");
+    }
+    parsed
+}
+
 fn write_epoch(store_dir: &Path, epoch: u32) -> std::io::Result<()> {
     write_durably(&store_dir.join(EPOCH_FILE), &format!("{epoch:08x}\n"))
 }
 
-/// Temp file, fsync, rename, fsync the directory.
 fn write_durably(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("new");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    crate::durable::write_atomic(path, text.as_bytes())
 }
 
 #[cfg(test)]
@@ -281,6 +293,33 @@ mod tests {
         assert!(why.is_some());
         let stored = std::fs::read_to_string(dir.path().join(EPOCH_FILE)).unwrap();
         assert_eq!(u32::from_str_radix(stored.trim(), 16).unwrap(), epoch);
+    }
+
+    #[test]
+    fn a_damaged_epoch_file_is_never_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(EPOCH_FILE);
+        for bad in [&b""[..], b"0000", b"0000000", b"zzzzzzzz\n", b"00000005"] {
+            std::fs::write(&path, bad).unwrap();
+            assert_eq!(read_epoch(&path), None, "{bad:?}");
+        }
+        std::fs::write(&path, b"00000005\n").unwrap();
+        assert_eq!(read_epoch(&path), Some(5));
+        // A clean marker with a damaged epoch file: a new epoch, not epoch 5.
+        let segs = [(1 << 20, 10)];
+        write_clean_marker(
+            dir.path(),
+            5,
+            &Manifest {
+                segments: segs.to_vec(),
+            },
+        )
+        .unwrap();
+        std::fs::write(&path, b"0000000").unwrap();
+        let (epoch, why) = resolve(dir.path(), &report(&segs)).unwrap();
+        assert!(why.is_some());
+        assert_ne!(epoch, 5);
+        assert_eq!(read_epoch(&path), Some(epoch));
     }
 
     #[test]

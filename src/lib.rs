@@ -15,6 +15,10 @@
 //! - [`config`], [`limits`], [`epoch`]: settings, connection and memory
 //!   limits, and the rule for keeping a vector-clock epoch.
 //!
+//! On disk: [`durable`] (atomic, fsynced file writes; every file a node
+//! writes goes through it) and [`identity`] (the node id a data directory
+//! belongs to, checked at start).
+//!
 //! The data path, top to bottom (each arrow points down):
 //! - [`server`]: the TCP port; admits connections and tells clients from peers.
 //! - [`api`]: client sessions (pipelined) and commands → [`coordinator`].
@@ -37,9 +41,11 @@ pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod coordinator;
+pub mod durable;
 pub mod epoch;
 pub mod fault;
 pub mod hints;
+pub mod identity;
 pub mod keyspace;
 pub mod limits;
 pub mod local;

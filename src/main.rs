@@ -178,6 +178,15 @@ struct NodeOpts {
     /// Milliseconds between anti-entropy exchanges with a peer (0: off).
     #[arg(long, default_value_t = 10_000)]
     aae_interval_ms: u64,
+    /// With --data-dir: size at which the log's active segment is closed
+    /// and a new one started (1K to 1G; K, M and G are powers of 1024).
+    /// Smaller segments are compacted sooner and in smaller steps.
+    #[arg(long, default_value = "64MiB", value_parser = distro_db::config::parse_size, value_name = "SIZE")]
+    segment_size: u64,
+    /// With --data-dir: milliseconds between checks for closed segments to
+    /// compact (those at most half live) and index files to write.
+    #[arg(long, default_value_t = 60_000, value_name = "MS")]
+    compaction_interval_ms: u64,
     /// Share of reads sent to every replica rather than R (0..1), so that
     /// read repair also reaches replicas a quorum read would not ask.
     #[arg(long, default_value_t = 0.1)]
@@ -250,6 +259,8 @@ fn build_config(listen: SocketAddr, advertise: Option<SocketAddr>, o: &NodeOpts)
     c.fault_injection = o.fault_injection;
     c.fsync = o.fsync;
     c.aae_interval = Duration::from_millis(o.aae_interval_ms);
+    c.segment_size = o.segment_size;
+    c.compaction_interval = Duration::from_millis(o.compaction_interval_ms.max(10));
     c.read_repair_chance = o.read_repair_chance.clamp(0.0, 1.0);
     c.threads = o.threads;
     c.group_commit_window = Duration::from_micros(o.group_commit_us);

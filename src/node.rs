@@ -98,7 +98,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
     config.limits = limits;
     let (store, epoch, store_dir): (Arc<dyn Store>, u32, Option<PathBuf>) = match &config.data_dir {
         Some(dir) => {
-            std::fs::create_dir_all(dir)
+            crate::durable::create_dir_all(dir)
                 .with_context(|| format!("cannot create data directory {}", dir.display()))?;
             let store_dir = dir.join("store");
             let started = std::time::Instant::now();
@@ -106,8 +106,15 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
             let store = open_log(&store_dir, &config).await?;
             let status = store.status();
             info!(keys = status.keys, segments = status.segments, elapsed = ?started.elapsed(), "store opened");
-            config.node_id = resolve_node_id(dir, &config.node_id, config.node_id_given)?;
             let report = store.recovery().unwrap_or_default();
+            let has_data = report.manifest.segments.iter().any(|(_, size)| *size > 0);
+            config.node_id = crate::identity::resolve(
+                dir,
+                &store_dir,
+                &config.node_id,
+                config.node_id_given,
+                has_data,
+            )?;
             let (epoch, _) = crate::epoch::resolve(&store_dir, &report)
                 .context("cannot decide the vector-clock epoch")?;
             (Arc::new(store), epoch, Some(store_dir))
@@ -318,6 +325,8 @@ async fn open_log(dir: &Path, config: &Config) -> anyhow::Result<LogStore> {
     let opts = LogOptions {
         fsync: config.fsync,
         group_commit_window: config.group_commit_window,
+        segment_size: config.segment_size,
+        compaction_interval: config.compaction_interval,
         ..LogOptions::default()
     };
     let open_dir = dir.to_path_buf();
@@ -325,53 +334,4 @@ async fn open_log(dir: &Path, config: &Config) -> anyhow::Result<LogStore> {
         .await
         .context("storage task failed")?
         .with_context(|| format!("cannot open the store in {}", dir.display()))
-}
-
-/// A data directory remembers the node id it was created for, so a restart
-/// keeps its id even if started on another address (the stored id wins over
-/// a default id). An explicit id that differs from the stored one is an
-/// error: the directory holds another node's data.
-fn resolve_node_id(dir: &Path, configured: &str, given: bool) -> anyhow::Result<String> {
-    let file = dir.join("node-id");
-    match std::fs::read_to_string(&file) {
-        Ok(stored) => {
-            let stored = stored.trim().to_string();
-            if stored != configured {
-                if given {
-                    anyhow::bail!(
-                        "the data directory {} belongs to node {stored}, not {configured}: \
-                         start it with --node-id {stored}, or use another --data-dir",
-                        dir.display()
-                    );
-                }
-                info!(stored = %stored, configured = %configured,
-                      "data directory belongs to {stored}; keeping that node id");
-            }
-            Ok(stored)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::write(&file, format!("{configured}\n"))
-                .with_context(|| format!("cannot write {}", file.display()))?;
-            Ok(configured.to_string())
-        }
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", file.display())),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_data_directory_keeps_its_node_id() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(resolve_node_id(dir.path(), "a", false).unwrap(), "a");
-        // A default id gives way to the stored one; an explicit one is refused.
-        assert_eq!(resolve_node_id(dir.path(), "b", false).unwrap(), "a");
-        let err = resolve_node_id(dir.path(), "b", true)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("belongs to node a"), "{err}");
-        assert_eq!(resolve_node_id(dir.path(), "a", true).unwrap(), "a");
-    }
 }

@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -113,7 +113,10 @@ impl Membership {
             .collect();
 
         let members_file = config.data_dir.as_ref().map(|d| d.join("members"));
-        let mut members = members_file.as_ref().map(load_members).unwrap_or_default();
+        let mut members = match &members_file {
+            Some(f) => load_members(f)?,
+            None => BTreeMap::new(),
+        };
         members.insert(config.node_id.clone(), config.advertise);
         let mut known = Known {
             members,
@@ -285,34 +288,82 @@ fn apply(
     changed_members.then(|| known.members.clone())
 }
 
-/// Reads the persisted member list (`id addr` per line); bad lines are skipped.
-fn load_members(file: &PathBuf) -> BTreeMap<String, SocketAddr> {
-    let Ok(text) = std::fs::read_to_string(file) else {
-        return BTreeMap::new();
+/// Reads the persisted member list (`id addr` per line). A missing file is
+/// an empty list; a damaged one (empty, cut short, a line that does not
+/// parse) is refused, naming the file and the line, never half-used.
+fn load_members(file: &PathBuf) -> anyhow::Result<BTreeMap<String, SocketAddr>> {
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => anyhow::bail!("cannot read the member list {}: {e}", file.display()),
     };
+    parse_members(&bytes).map_err(|why| {
+        anyhow::anyhow!(
+            "the member list {} is damaged: {why}. Move it away to have the node \
+             relearn the members from gossip (members that are down meanwhile stay \
+             unknown until they return)",
+            file.display()
+        )
+    })
+}
+
+/// Parses the member list file; `Err` says what is wrong with it.
+fn parse_members(bytes: &[u8]) -> Result<BTreeMap<String, SocketAddr>, String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".to_string())?;
+    if text.is_empty() {
+        return Err("it is empty".into());
+    }
+    if !text.ends_with('\n') {
+        return Err("its last line is cut short".into());
+    }
     text.lines()
-        .filter_map(|l| {
-            let (id, addr) = l.split_once(' ')?;
-            Some((id.to_string(), addr.trim().parse().ok()?))
+        .enumerate()
+        .map(|(i, l)| {
+            let parsed = l.split_once(' ').and_then(|(id, addr)| {
+                let addr: SocketAddr = addr.parse().ok()?;
+                crate::identity::valid_id(id).then(|| (id.to_string(), addr))
+            });
+            parsed.ok_or_else(|| format!("line {} is not `node-id address`: {l:?}", i + 1))
         })
         .collect()
 }
 
-/// Writes the member list atomically (temp file, fsync, rename).
-fn save_members(file: &PathBuf, members: &BTreeMap<String, SocketAddr>) {
+/// Writes the member list atomically and durably.
+fn save_members(file: &Path, members: &BTreeMap<String, SocketAddr>) {
     let text: String = members
         .iter()
         .map(|(id, a)| format!("{id} {a}\n"))
         .collect();
-    let tmp = file.with_extension("tmp");
-    let result = (|| -> std::io::Result<()> {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, file)
-    })();
-    if let Err(e) = result {
+    if let Err(e) = crate::durable::write_atomic(file, text.as_bytes()) {
         warn!(cause = %e, file = %file.display(), "cannot persist the member list");
+    }
+}
+
+#[cfg(test)]
+mod file_tests {
+    use super::*;
+
+    #[test]
+    fn a_damaged_member_list_is_refused() {
+        let good = b"node-1 127.0.0.1:7001\nnode-2 127.0.0.1:7002\n";
+        assert_eq!(parse_members(good).unwrap().len(), 2);
+        for (bad, why) in [
+            (&b""[..], "empty"),
+            (b"node-1 127.0.0.1:7001\nnode-2 127.0", "cut short"),
+            (b"node-1 127.0.0.1:7001\nnode-2\n", "line 2"),
+            (b"node-1 nowhere\n", "line 1"),
+        ] {
+            let err = parse_members(bad).unwrap_err();
+            assert!(err.contains(why), "{err}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("members");
+        assert!(load_members(&file).unwrap().is_empty());
+        std::fs::write(&file, b"node-1 127.0").unwrap();
+        let err = load_members(&file).unwrap_err().to_string();
+        assert!(err.contains("members is damaged"), "{err}");
+        let members = parse_members(good).unwrap();
+        save_members(&file, &members);
+        assert_eq!(load_members(&file).unwrap(), members);
     }
 }

@@ -10,8 +10,7 @@
 //! tombstone is dropped only when every segment older than it is among the
 //! inputs (so no older value it hides can survive); otherwise it is copied.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::fs::OpenOptions;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -19,7 +18,7 @@ use super::hint::{self, HintEntry};
 use super::keydir::Location;
 use super::recovery::read_all;
 use super::segment::{self, MINOR_BITS};
-use super::{Inner, Segment, fsutil};
+use super::{Inner, Segment};
 use crate::storage::StoreError;
 
 /// The maintenance thread: runs until the store is dropped.
@@ -82,12 +81,7 @@ fn write_hint(inner: &Inner, seg: &Segment) -> Result<(), StoreError> {
         })
     })
     .map_err(|e| StoreError::UnsupportedFormat(e.to_string()))?;
-    hint::write(
-        &inner.dir,
-        &segment::hint_path(&inner.dir, seg.id),
-        len,
-        &entries,
-    )?;
+    hint::write(&segment::hint_path(&inner.dir, seg.id), len, &entries)?;
     seg.has_hint.store(true, Ordering::Release);
     Ok(())
 }
@@ -116,12 +110,6 @@ struct Output {
     moved: Vec<(Vec<u8>, Location, Location, u8)>,
 }
 
-impl Output {
-    fn tmp_path(inner: &Inner, id: u64) -> std::path::PathBuf {
-        segment::seg_path(&inner.dir, id).with_extension(segment::TMP_EXT)
-    }
-}
-
 /// Makes an output durable and visible, then re-points the keys it holds.
 fn publish(inner: &Inner, out: Output) -> Result<(), StoreError> {
     let Output {
@@ -130,16 +118,8 @@ fn publish(inner: &Inner, out: Output) -> Result<(), StoreError> {
         len,
         moved,
     } = out;
-    {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(Output::tmp_path(inner, id))?;
-        file.write_all(&data)?;
-        file.sync_data()?;
-    }
     let path = segment::seg_path(&inner.dir, id);
-    fs::rename(Output::tmp_path(inner, id), &path)?;
+    crate::durable::write_atomic(&path, &data)?;
     let entries: Vec<HintEntry> = moved
         .iter()
         .map(|(k, _, to, flags)| HintEntry {
@@ -150,12 +130,7 @@ fn publish(inner: &Inner, out: Output) -> Result<(), StoreError> {
             key: k.clone(),
         })
         .collect();
-    hint::write(
-        &inner.dir,
-        &segment::hint_path(&inner.dir, id),
-        len,
-        &entries,
-    )?;
+    hint::write(&segment::hint_path(&inner.dir, id), len, &entries)?;
     let file = OpenOptions::new().read(true).write(true).open(&path)?;
     let seg = Arc::new(Segment::new(id, file, len, 0, true, len));
     inner
@@ -292,14 +267,12 @@ pub(crate) fn compact(inner: &Inner) -> Result<u64, StoreError> {
     }
     // Oldest first, so a crash midway never leaves a tombstone deleted while
     // the older value it hides survives.
+    // Each removal is made durable before the next one: the file system may
+    // otherwise persist a later removal without an earlier one.
     for id in &chosen_ids {
-        fs::remove_file(segment::seg_path(&inner.dir, *id))?;
-        match fs::remove_file(segment::hint_path(&inner.dir, *id)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
-            _ => {}
-        }
+        crate::durable::remove(&segment::seg_path(&inner.dir, *id))?;
+        crate::durable::remove(&segment::hint_path(&inner.dir, *id))?;
     }
-    fsutil::sync_dir(&inner.dir)?;
     let reclaimed = before.saturating_sub(after);
     inner
         .stats

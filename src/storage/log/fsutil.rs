@@ -1,5 +1,6 @@
-//! File-system helpers: directory fsync, the data-directory lock (flock on a
-//! `LOCK` file) and the format-version file.
+//! File-system helpers of the log store: the data-directory lock (flock on a
+//! `LOCK` file) and the format-version file. Durable writes, creations and
+//! deletions go through [`crate::durable`].
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
@@ -14,11 +15,6 @@ pub const LOCK_FILE: &str = "LOCK";
 pub const FORMAT_FILE: &str = "FORMAT";
 /// Content of the format file this build writes and accepts.
 pub const FORMAT_LINE: &str = "distro-db log-structured store, format 1\n";
-
-/// Fsyncs a directory so that file creations, renames and deletions in it are durable.
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
 
 /// Takes an exclusive, non-blocking `flock` on `dir/LOCK`. The lock lasts as
 /// long as the returned file is open (and is released by the kernel if the
@@ -64,14 +60,7 @@ pub fn check_format(dir: &Path, has_data: bool) -> Result<(), StoreError> {
                     dir.display()
                 )));
             }
-            let tmp = dir.join(format!("{FORMAT_FILE}.tmp"));
-            {
-                let mut f = File::create(&tmp)?;
-                f.write_all(FORMAT_LINE.as_bytes())?;
-                f.sync_all()?;
-            }
-            fs::rename(&tmp, &path)?;
-            sync_dir(dir)?;
+            crate::durable::write_atomic(&path, FORMAT_LINE.as_bytes())?;
             Ok(())
         }
         Err(e) => Err(e.into()),

@@ -10,11 +10,7 @@
 //! then a CRC32 (u32) of every preceding byte of the file. (Version 1 had no
 //! digest; such a hint is ignored and its segment scanned once.)
 
-use std::fs;
-use std::io::Write;
 use std::path::Path;
-
-use super::fsutil;
 
 const MAGIC: &[u8; 8] = b"DDBHINT\0";
 const VERSION: u8 = 2;
@@ -132,15 +128,8 @@ pub fn decode(
 }
 
 /// Writes a hint durably: temp file, fsync, rename, fsync the directory.
-pub fn write(dir: &Path, path: &Path, seg_len: u64, entries: &[HintEntry]) -> std::io::Result<()> {
-    let tmp = path.with_extension(super::segment::TMP_EXT);
-    {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(&encode(seg_len, entries))?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    fsutil::sync_dir(dir)
+pub fn write(path: &Path, seg_len: u64, entries: &[HintEntry]) -> std::io::Result<()> {
+    crate::durable::write_atomic(path, &encode(seg_len, entries))
 }
 
 #[cfg(test)]

@@ -361,12 +361,7 @@ impl Inner {
         }
         let id = segment::next_major(w.active.id);
         let path = segment::seg_path(&self.dir, id);
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
-        fsutil::sync_dir(&self.dir)?;
+        let file = crate::durable::create_new(&path)?;
         let seg = Arc::new(Segment::new(id, file, 0, 0, false, self.opts.segment_size));
         self.segments
             .write()

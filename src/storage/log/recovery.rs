@@ -64,7 +64,7 @@ pub(crate) fn read_all(file: &fs::File, len: u64) -> std::io::Result<Vec<u8>> {
 
 pub(crate) fn open(dir: &Path, opts: LogOptions) -> Result<Inner, StoreError> {
     let started = Instant::now();
-    fs::create_dir_all(dir)?;
+    crate::durable::create_dir_all(dir)?;
     let lock = fsutil::lock_dir(dir)?;
     let mut seg_ids = Vec::new();
     let mut hint_ids = Vec::new();
@@ -74,7 +74,7 @@ pub(crate) fn open(dir: &Path, opts: LogOptions) -> Result<Inner, StoreError> {
         let Some(name) = name.to_str() else { continue };
         if name.ends_with(&format!(".{TMP_EXT}")) {
             tracing::info!(file = name, "removing leftover temporary file");
-            fs::remove_file(entry.path())?;
+            crate::durable::remove(&entry.path())?;
             continue;
         }
         match segment::parse_name(name) {
@@ -88,7 +88,7 @@ pub(crate) fn open(dir: &Path, opts: LogOptions) -> Result<Inner, StoreError> {
     for id in &hint_ids {
         if seg_ids.binary_search(id).is_err() {
             tracing::info!(segment = id, "removing hint file without a segment");
-            fs::remove_file(segment::hint_path(dir, *id))?;
+            crate::durable::remove(&segment::hint_path(dir, *id))?;
         }
     }
 
@@ -200,12 +200,7 @@ pub(crate) fn open(dir: &Path, opts: LogOptions) -> Result<Inner, StoreError> {
         Some(last) if !last_has_hint => last.clone(),
         last => {
             let id = last.map_or(1 << segment::MINOR_BITS, |s| segment::next_major(s.id));
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(segment::seg_path(dir, id))?;
-            fsutil::sync_dir(dir)?;
+            let file = crate::durable::create_new(&segment::seg_path(dir, id))?;
             let seg = Arc::new(Segment::new(id, file, 0, 0, false, opts.segment_size));
             segs.insert(id, seg.clone());
             seg

@@ -18,7 +18,7 @@ pub const SEG_EXT: &str = "seg";
 /// Extension of hint files.
 pub const HINT_EXT: &str = "hint";
 /// Extension of files being written (deleted at start-up).
-pub const TMP_EXT: &str = "tmp";
+pub const TMP_EXT: &str = crate::durable::TMP_SUFFIX;
 
 /// Path of segment `id` in `dir`.
 pub fn seg_path(dir: &Path, id: u64) -> PathBuf {
