@@ -12,6 +12,7 @@
 //!   the sloppy-quorum plan.
 //! - [`api::resp`], [`api::command`], [`rpc::frame`], [`rpc::message`]:
 //!   the client and peer codecs and messages.
+//! - [`clock`]: the wall-clock seam (system time, or moved by hand in tests).
 //! - [`config`], [`limits`], [`epoch`]: settings, connection and memory
 //!   limits, and the rule for keeping a vector-clock epoch.
 //!
@@ -25,7 +26,7 @@
 //! - [`coordinator`]: quorum reads and writes over narrow handles →
 //!   [`rpc`] (transport), [`replica`], [`hints`], [`cluster`] (views).
 //! - [`rpc`]: the peer protocol (multiplexed TCP, or in memory for tests)
-//!   and the [`rpc::service::PeerService`] that answers peers.
+//!   and the [`coordinator::service::PeerService`] that answers peers.
 //! - [`replica`], [`hints`]: versioned objects in a [`storage::Store`].
 //! - [`storage`]: the log-structured engine and the in-memory one.
 //!
@@ -38,6 +39,7 @@
 pub mod api;
 pub mod bench;
 pub mod client;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod coordinator;

@@ -33,12 +33,12 @@ use tracing::{info, warn};
 use crate::api::{Api, NodeInfo};
 use crate::cluster::Membership;
 use crate::config::Config;
+use crate::coordinator::service::{PeerService, StopFn};
 use crate::coordinator::{CoordConfig, Coordinator};
 use crate::epoch::ActorCell;
 use crate::fault::{Faults, FaultyTransport};
 use crate::hints::Hints;
 use crate::replica::Replica;
-use crate::rpc::service::{PeerService, StopFn};
 use crate::rpc::{TcpTransport, Transport};
 use crate::storage::{LogOptions, LogStore, MemoryStore, Store};
 use crate::workers::Workers;
@@ -125,9 +125,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         Some(dir) => Arc::new(open_log(&dir.join("hints"), &config).await?),
         None => Arc::new(MemoryStore::new()),
     };
-    let hints = Arc::new(Hints::open(hints_store).context("cannot load hints")?);
     let actor = Arc::new(ActorCell::new(&config.node_id, epoch, store_dir));
-    let replica = Arc::new(Replica::new(store, actor));
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on tcp {}", config.listen))?;
@@ -141,35 +139,30 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
     } else {
         tcp
     };
-    let me: Arc<str> = config.node_id.as_str().into();
-    let coordinator = Arc::new(Coordinator::new(
-        me.clone(),
-        membership.subscribe(),
-        transport.clone(),
-        replica.clone(),
-        hints.clone(),
-        CoordConfig {
-            r: config.r,
-            w: config.w,
-            timeout: config.request_timeout,
-            hedge_after: config.read_hedge,
-            read_repair_chance: config.read_repair_chance,
-        },
-        crate::random::Random::new(config.rng_seed),
-    ));
     let stop_requested = CancellationToken::new();
     let stop_fn: StopFn = {
         let t = stop_requested.clone();
         Arc::new(move || t.cancel())
     };
-    let peers = Arc::new(PeerService::new(
-        me.clone(),
-        config.n,
-        replica.clone(),
-        hints.clone(),
-        coordinator.clone(),
-        stop_fn.clone(),
-    ));
+    let me: Arc<str> = config.node_id.as_str().into();
+    let Core {
+        replica,
+        hints,
+        coordinator,
+        service: peers,
+    } = Core::build(CoreConfig {
+        me: me.clone(),
+        n: config.n,
+        store,
+        hints_store,
+        actor,
+        clock: crate::clock::system(),
+        transport: transport.clone(),
+        view: membership.subscribe(),
+        coordinator: CoordConfig::from(&config),
+        rng: crate::random::Random::new(config.rng_seed),
+        stop: stop_fn.clone(),
+    })?;
     let workers = Workers::new();
     let aae = Arc::new(AaeStats::default());
     workers.spawn(Handoff::new(
@@ -237,6 +230,78 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         }
     });
     Ok(node)
+}
+
+/// The parts of a node that do not touch a socket or gossip: its replica,
+/// hints, coordinator and peer service, wired the same way by [`start`]
+/// and by in-process tests (which hand it memory stores, the in-memory
+/// transport and views they make themselves).
+pub struct Core {
+    /// Local data.
+    pub replica: Arc<Replica>,
+    /// Copies kept for other nodes.
+    pub hints: Arc<Hints>,
+    /// Quorum reads and writes.
+    pub coordinator: Arc<Coordinator>,
+    /// Answers peers.
+    pub service: Arc<PeerService>,
+}
+
+/// What [`Core::build`] needs.
+pub struct CoreConfig {
+    /// This node's id.
+    pub me: Arc<str>,
+    /// Configured replicas per key.
+    pub n: usize,
+    /// The replica's store.
+    pub store: Arc<dyn Store>,
+    /// The hints' store.
+    pub hints_store: Arc<dyn Store>,
+    /// This node's vector-clock actor.
+    pub actor: Arc<ActorCell>,
+    /// Wall-clock time.
+    pub clock: crate::clock::SharedClock,
+    /// Outgoing peer calls.
+    pub transport: Arc<dyn Transport>,
+    /// Cluster views, as membership publishes them.
+    pub view: tokio::sync::watch::Receiver<Arc<crate::cluster::ClusterView>>,
+    /// The coordinator's settings.
+    pub coordinator: CoordConfig,
+    /// Random choices.
+    pub rng: crate::random::Random,
+    /// What a peer's Shutdown request calls.
+    pub stop: StopFn,
+}
+
+impl Core {
+    /// Wires the parts (loading the hints held in `hints_store`).
+    pub fn build(c: CoreConfig) -> anyhow::Result<Core> {
+        let hints = Arc::new(Hints::open(c.hints_store).context("cannot load hints")?);
+        let replica = Arc::new(Replica::with_clock(c.store, c.actor, c.clock));
+        let coordinator = Arc::new(Coordinator::new(
+            c.me.clone(),
+            c.view,
+            c.transport,
+            replica.clone(),
+            hints.clone(),
+            c.coordinator,
+            c.rng,
+        ));
+        let service = Arc::new(PeerService::new(
+            c.me,
+            c.n,
+            replica.clone(),
+            hints.clone(),
+            coordinator.clone(),
+            c.stop,
+        ));
+        Ok(Core {
+            replica,
+            hints,
+            coordinator,
+            service,
+        })
+    }
 }
 
 /// Waits until the node is told to stop (by a command, SIGINT or SIGTERM),

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tracing::{error, warn};
 
+use crate::clock::SharedClock;
 use crate::epoch::ActorCell;
 use crate::keyspace::{PARTITIONS, partition_of};
 use crate::object::{Object, UpdateError};
@@ -68,6 +69,8 @@ pub struct MergeOutcome {
 
 /// The node's local copy of the data.
 pub struct Replica {
+    /// Wall-clock time for deadlines and write timestamps.
+    clock: SharedClock,
     store: Arc<dyn Store>,
     locks: KeyLocks,
     /// This node's actor: writes are made under it, and a merge that finds
@@ -170,7 +173,14 @@ impl Deadlines {
 impl Replica {
     /// Wraps a store; writes are made as `actor`.
     pub fn new(store: Arc<dyn Store>, actor: Arc<ActorCell>) -> Replica {
+        Replica::with_clock(store, actor, crate::clock::system())
+    }
+
+    /// A replica whose wall-clock time (deadlines, write timestamps) comes
+    /// from `clock`.
+    pub fn with_clock(store: Arc<dyn Store>, actor: Arc<ActorCell>, clock: SharedClock) -> Replica {
         Replica {
+            clock,
             store,
             locks: KeyLocks::new(STRIPES),
             actor,
@@ -179,6 +189,16 @@ impl Replica {
             expired: AtomicU64::new(0),
             live: (0..PARTITIONS).map(|_| AtomicI64::new(0)).collect(),
         }
+    }
+
+    /// Wall-clock milliseconds, from this replica's clock.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// The clock (shared with the node's other parts).
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
     }
 
     /// Keys of partition `p` holding a live value here (exact once the
@@ -218,7 +238,7 @@ impl Replica {
     pub fn index_partition(&self, p: usize) -> Result<usize, ReplicaError> {
         let (mut n, mut live) = (0, 0);
         for key in self.store.partition_keys(p) {
-            let now = now_ms();
+            let now = self.now_ms();
             match load_object(&*self.store, &key) {
                 Ok(Some((_, o)))
                     if o.siblings
@@ -293,11 +313,11 @@ impl Replica {
             None => (incoming.clone(), Vec::new()),
         };
         // Versions whose deadline passed are stored as tombstones.
-        merged.expire(now_ms());
+        merged.expire(self.now_ms());
         self.note_conflicts(key, &conflicts);
         let lsn = if local.as_ref() != Some(&merged) {
             let lsn = self.store.append(key, &merged.to_bytes())?;
-            let now = now_ms();
+            let now = self.now_ms();
             self.count_live(key, local.as_ref(), &merged);
             self.deadlines.track(key, &merged, now);
             lsn
@@ -355,7 +375,7 @@ impl Replica {
             return Ok(false);
         };
         let mut object = before.clone();
-        let now = now_ms();
+        let now = self.now_ms();
         if !object.expire(now) {
             self.deadlines.track(key, &object, now);
             return Ok(false);
@@ -380,7 +400,7 @@ impl Replica {
         let _guard = self.locks.of(key);
         let local = load_object(&*self.store, key)?.map(|(_, o)| o);
         let actor = self.actor.get();
-        let now = now_ms();
+        let now = self.now_ms();
         let (object, done) = crate::write::apply(local.as_ref(), context, &actor, write, now)?;
         let Some(mut object) = object else {
             return Ok((None, done));
@@ -449,14 +469,6 @@ pub fn load_object(
     }
 }
 
-/// Wall-clock milliseconds since the Unix epoch (informational timestamps).
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -469,7 +481,7 @@ mod tests {
             Arc::new(ActorCell::new("a", 1, None)),
         );
         let p = partition_of(b"k");
-        let now = now_ms();
+        let now = replica.now_ms();
         let set = |value: &str, ttl: crate::write::Ttl| crate::write::Write::Set {
             value: value.as_bytes().to_vec(),
             ttl,
@@ -489,13 +501,19 @@ mod tests {
         let due = replica.deadlines().due(now + 50, 10);
         assert_eq!(due, vec![b"k".to_vec()]);
         // Not expired until the deadline really passed.
-        while now_ms() < now + 50 {
+        while replica.now_ms() < now + 50 {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert!(replica.expire_now(b"k").unwrap());
         assert!(!replica.expire_now(b"k").unwrap(), "expired once only");
         assert_eq!(replica.expired(), 1);
-        assert!(replica.get(b"k").unwrap().unwrap().is_deleted_at(now_ms()));
+        assert!(
+            replica
+                .get(b"k")
+                .unwrap()
+                .unwrap()
+                .is_deleted_at(replica.now_ms())
+        );
         assert_eq!(
             replica.live_count(p),
             u64::from(partition_of(b"other") == p)

@@ -22,8 +22,8 @@ use crate::api::Api;
 use crate::api::resp::Frame;
 use crate::fault::Faults;
 use crate::limits::{ByteBudget, ServerLimits, Slots};
+use crate::rpc::Handler;
 use crate::rpc::frame::PREAMBLE;
-use crate::rpc::service::PeerService;
 
 /// Time allowed to write the "max clients" refusal.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -34,7 +34,7 @@ pub struct Port {
     /// Client commands.
     pub api: Arc<Api>,
     /// Peer requests.
-    pub peers: Arc<PeerService>,
+    pub peers: Arc<dyn Handler>,
     /// Fault-injection rules (for incoming peer requests).
     pub faults: Arc<Faults>,
     /// Connection and memory limits.

@@ -8,17 +8,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use distro_db::clock::{Clock, ManualClock};
 use distro_db::cluster::ClusterView;
+use distro_db::coordinator::service::PeerService;
 use distro_db::coordinator::{CoordConfig, CoordError, Coordinator};
 use distro_db::epoch::ActorCell;
 use distro_db::hints::Hints;
+use distro_db::node::{Core, CoreConfig};
 use distro_db::object::Object;
 use distro_db::random::Random;
 use distro_db::replica::Replica;
 use distro_db::rpc::Transport;
 use distro_db::rpc::memory::MemoryNetwork;
 use distro_db::rpc::message::Reason;
-use distro_db::rpc::service::PeerService;
 use distro_db::storage::MemoryStore;
 use distro_db::workers::Worker;
 use distro_db::workers::handoff::Handoff;
@@ -39,6 +41,8 @@ struct TestNode {
 
 struct TestCluster {
     net: Arc<MemoryNetwork>,
+    /// Every node's wall clock.
+    clock: Arc<ManualClock>,
     nodes: Vec<TestNode>,
 }
 
@@ -59,39 +63,39 @@ fn view(n: usize, live: impl Fn(&str) -> bool) -> Arc<ClusterView> {
 impl TestCluster {
     fn new(n: usize, read_repair_chance: f64) -> TestCluster {
         let net = MemoryNetwork::new();
+        // A year ahead of the system clock, so a part that read the system
+        // clock instead would disagree.
+        let clock = ManualClock::new(distro_db::clock::SystemClock.now_ms() + 365 * 24 * 3_600_000);
         let mut nodes = Vec::new();
         for i in 0..n {
             let id: Arc<str> = format!("n{i}").into();
             let (view_tx, view_rx) = watch::channel(view(n, |_| true));
-            let replica = Arc::new(Replica::new(
-                Arc::new(MemoryStore::new()),
-                Arc::new(ActorCell::new(&id, i as u32 + 1, None)),
-            ));
-            let hints = Arc::new(Hints::open(Arc::new(MemoryStore::new())).unwrap());
             let transport: Arc<dyn Transport> = Arc::new(net.transport(addr(i)));
-            let coord = Arc::new(Coordinator::new(
-                id.clone(),
-                view_rx,
-                transport.clone(),
-                replica.clone(),
-                hints.clone(),
-                CoordConfig {
+            let Core {
+                replica,
+                hints,
+                coordinator: coord,
+                service,
+            } = Core::build(CoreConfig {
+                me: id.clone(),
+                n: 3,
+                store: Arc::new(MemoryStore::new()),
+                hints_store: Arc::new(MemoryStore::new()),
+                actor: Arc::new(ActorCell::new(&id, i as u32 + 1, None)),
+                clock: clock.clone(),
+                transport: transport.clone(),
+                view: view_rx,
+                coordinator: CoordConfig {
                     r: 2,
                     w: 2,
                     timeout: TIMEOUT,
                     hedge_after: Duration::from_millis(50),
                     read_repair_chance,
                 },
-                Random::new(Some(i as u64)),
-            ));
-            let service = Arc::new(PeerService::new(
-                id.clone(),
-                3,
-                replica.clone(),
-                hints.clone(),
-                coord.clone(),
-                Arc::new(|| {}),
-            ));
+                rng: Random::new(Some(i as u64)),
+                stop: Arc::new(|| {}),
+            })
+            .unwrap();
             net.register(addr(i), service.clone());
             nodes.push(TestNode {
                 id,
@@ -104,7 +108,7 @@ impl TestCluster {
                 transport,
             });
         }
-        TestCluster { net, nodes }
+        TestCluster { net, clock, nodes }
     }
 
     /// Every node's failure detector now says: live unless in `down`.
@@ -448,4 +452,33 @@ async fn background_work_drains_before_shutdown() {
     tasks.wait().await;
     assert_eq!(c.values(2, b"k"), vec![b"v".to_vec()]);
     assert!(c.net.calls() >= 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn deadlines_follow_the_nodes_wall_clock() {
+    use distro_db::write::{Condition, Ttl, Write};
+    let c = TestCluster::new(3, 0.0);
+    let deadline = c.clock.now_ms() + 60_000;
+    let set = Write::Set {
+        value: b"v".to_vec(),
+        ttl: Ttl::At(deadline),
+        cond: Condition::Always,
+    };
+    c.nodes[0].coord.write(b"k", set, None, None).await.unwrap();
+    let o = c.nodes[1].coord.get(b"k", Some(3)).await.unwrap().unwrap();
+    assert_eq!(o.resolve(c.clock.now_ms()).values, vec![b"v".to_vec()]);
+    // A minute of wall-clock time passes in an instant: the value is gone
+    // from every replica's reading, with no sleep.
+    c.clock.advance(60_000);
+    let o = c.nodes[1].coord.get(b"k", Some(3)).await.unwrap().unwrap();
+    assert!(o.resolve(c.clock.now_ms()).values.is_empty());
+    // The actor reads its own clock: to a SET NX the key is absent now
+    // (with the system clock, a year before this one, it would not be).
+    let nx = Write::Set {
+        value: b"w".to_vec(),
+        ttl: Ttl::None,
+        cond: Condition::Absent,
+    };
+    let done = c.nodes[0].coord.write(b"k", nx, None, None).await.unwrap();
+    assert!(done.applied && !done.existed, "{done:?}");
 }

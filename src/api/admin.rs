@@ -11,9 +11,11 @@ use super::Api;
 use super::command::FaultCmd;
 use super::resp::Frame;
 use crate::coordinator::plan;
+use crate::coordinator::service::inspect;
 use crate::keyspace::partition_of;
 use crate::object::Object;
-use crate::rpc::{Request, Response};
+use crate::rpc::call::{Acked, Inspection};
+use crate::rpc::{CallError, Request, ask};
 
 /// One line per ring member: id, address, live/down (and which one is this node).
 pub fn nodes_report(api: &Api) -> String {
@@ -131,41 +133,43 @@ pub async fn replicas_report(api: &Api, key: &[u8]) -> String {
         let req = &req;
         async move {
             let answer = if m.id == *coord.me() {
-                Ok(local_inspect(api, key))
+                inspect(&api.replica, &api.hints, key).map_err(|e| format!("error: {e}"))
             } else {
-                match coord.transport().call(m.addr, req, timeout).await {
-                    Ok(r) => Ok(r),
-                    Err(e) => Err(e.to_string()),
-                }
+                ask::<Inspection>(&**coord.transport(), m.addr, req, timeout)
+                    .await
+                    .map_err(|e| match e {
+                        CallError::Rpc(e) => format!("unreachable: {e}"),
+                        e => format!("error: {e}"),
+                    })
             };
             (m.id.to_string(), answer)
         }
     });
-    let answers: BTreeMap<String, Result<Response, String>> =
+    let answers: BTreeMap<String, Result<Inspection, String>> =
         futures::future::join_all(asks).await.into_iter().collect();
+    let now = api.replica.now_ms();
     let mut lines = Vec::new();
     for (i, owner) in owners.iter().enumerate() {
         let state = if view.is_live(owner) { "live" } else { "down" };
         let what = match answers.get(owner) {
-            Some(Ok(Response::Inspected { own, .. })) => describe_object(own.as_ref()),
-            Some(Ok(Response::Error(e))) => format!("error: {e}"),
-            Some(Err(e)) => format!("unreachable: {e}"),
+            Some(Ok(Inspection { own, .. })) => describe_object(own.as_ref(), now),
+            Some(Err(e)) => e.clone(),
             _ => "no answer".into(),
         };
         lines.push(format!("{owner} (owner {}, {state}) {what}", i + 1));
     }
     for (node, answer) in &answers {
-        if let Ok(Response::Inspected { own, hints }) = answer {
+        if let Ok(Inspection { own, hints }) = answer {
             if !owners.contains(node) && own.is_some() {
                 lines.push(format!(
                     "{node} (not an owner) {}",
-                    describe_object(own.as_ref())
+                    describe_object(own.as_ref(), now)
                 ));
             }
             for (owner, obj) in hints {
                 lines.push(format!(
                     "{node} (stand-in for {owner}) {}",
-                    describe_object(Some(obj))
+                    describe_object(Some(obj), now)
                 ));
             }
         }
@@ -173,27 +177,11 @@ pub async fn replicas_report(api: &Api, key: &[u8]) -> String {
     lines.join("\n") + "\n"
 }
 
-/// This node's answer to an Inspect of `key`.
-fn local_inspect(api: &Api, key: &[u8]) -> Response {
-    let own = match api.replica.get(key) {
-        Ok(o) => o,
-        Err(e) => return Response::Error(crate::rpc::message::RemoteError::Store(e.to_string())),
-    };
-    let mut hints = Vec::new();
-    for owner in api.hints.owners_of(key) {
-        if let Ok(Some(o)) = api.hints.for_owner(&owner, key) {
-            hints.push((owner, o));
-        }
-    }
-    Response::Inspected { own, hints }
-}
-
 /// One line for a stored copy: clock, then each sibling as `dot=value`.
-fn describe_object(obj: Option<&Object>) -> String {
+fn describe_object(obj: Option<&Object>, now: u64) -> String {
     let Some(o) = obj else {
         return "(none)".into();
     };
-    let now = crate::replica::now_ms();
     let siblings: Vec<String> = o
         .siblings
         .iter()
@@ -221,14 +209,17 @@ pub async fn kill(api: &Api, node: &str) -> Result<(), String> {
         .view()
         .addr(node)
         .ok_or_else(|| format!("unknown node '{node}' (see NODES)"))?;
-    match coord
-        .transport()
-        .call(addr, &Request::Shutdown, coord.config().timeout)
-        .await
+    match ask::<Acked>(
+        &**coord.transport(),
+        addr,
+        &Request::Shutdown,
+        coord.config().timeout,
+    )
+    .await
     {
-        Ok(Response::Ack { .. }) => Ok(()),
-        Ok(other) => Err(format!("{node} answered {other:?}")),
-        Err(e) => Err(format!("cannot reach {node}: {e}")),
+        Ok(_) => Ok(()),
+        Err(e @ CallError::Rpc(_)) => Err(format!("cannot reach {node}: {e}")),
+        Err(e) => Err(format!("{node} answered: {e}")),
     }
 }
 
@@ -242,14 +233,11 @@ pub async fn stop_others(api: &Api) -> (usize, usize) {
         .iter()
         .filter(|m| m.id != *coord.me())
         .map(|m| async move {
-            let r = coord
-                .transport()
-                .call(m.addr, &Request::Shutdown, timeout)
-                .await;
+            let r = ask::<Acked>(&**coord.transport(), m.addr, &Request::Shutdown, timeout).await;
             if let Err(e) = &r {
                 tracing::debug!(node = %m.id, cause = %e, "not stopped (already down?)");
             }
-            matches!(r, Ok(Response::Ack { .. }))
+            r.is_ok()
         })
         .collect();
     let total = asks.len();

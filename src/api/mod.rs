@@ -34,13 +34,13 @@ use futures::future::join_all;
 use tracing::info;
 
 use crate::config::SiblingReads;
+use crate::coordinator::service::StopFn;
 use crate::coordinator::{CoordError, Coordinator};
 use crate::fault::Faults;
 use crate::hints::Hints;
 use crate::keyspace::PARTITIONS;
 use crate::object::encode_context;
-use crate::replica::{Replica, now_ms};
-use crate::rpc::service::StopFn;
+use crate::replica::Replica;
 use crate::text::glob_match;
 use crate::workers::Workers;
 use crate::workers::anti_entropy::AaeStats;
@@ -121,7 +121,12 @@ impl Api {
                 Ok(obj) => {
                     let obj = obj.unwrap_or_default();
                     let mut items = vec![Frame::bulk(encode_context(&key, &obj.clock))];
-                    items.extend(obj.resolve(now_ms()).values.into_iter().map(Frame::Bulk));
+                    items.extend(
+                        obj.resolve(self.replica.now_ms())
+                            .values
+                            .into_iter()
+                            .map(Frame::Bulk),
+                    );
                     Frame::Array(items)
                 }
                 Err(e) => coord_err(e),
@@ -138,7 +143,7 @@ impl Api {
                 let ttl = match ttl {
                     SetTtl::None => Ttl::None,
                     SetTtl::Keep => Ttl::Keep,
-                    SetTtl::When(when) => Ttl::At(when.deadline(now_ms())),
+                    SetTtl::When(when) => Ttl::At(when.deadline(self.replica.now_ms())),
                 };
                 match self
                     .coordinator
@@ -169,7 +174,7 @@ impl Api {
                 },
                 Some(when) => {
                     let write = Write::Expire {
-                        deadline: when.map(|w| w.deadline(now_ms())),
+                        deadline: when.map(|w| w.deadline(self.replica.now_ms())),
                         cond: crate::write::ExpireIf::Always,
                     };
                     match self.coordinator.write(&key, write, None, None).await {
@@ -227,7 +232,7 @@ impl Api {
             }
             Command::Expire { key, when, cond } => {
                 let write = Write::Expire {
-                    deadline: when.map(|w| w.deadline(now_ms())),
+                    deadline: when.map(|w| w.deadline(self.replica.now_ms())),
                     cond,
                 };
                 match self.coordinator.write(&key, write, None, None).await {
@@ -241,7 +246,7 @@ impl Api {
                 absolute,
             } => match self.coordinator.get(&key, None).await {
                 Ok(obj) => {
-                    let now = now_ms();
+                    let now = self.replica.now_ms();
                     let resolved = obj.map(|o| o.resolve(now));
                     match resolved.filter(|r| r.pick.is_some()) {
                         None => Frame::Integer(-2),
@@ -381,7 +386,7 @@ impl Api {
         let Some(obj) = obj else {
             return Ok(None);
         };
-        let resolved = obj.resolve(now_ms());
+        let resolved = obj.resolve(self.replica.now_ms());
         if resolved.conflicted() {
             self.stats.conflicted_reads.fetch_add(1, Ordering::Relaxed);
             if self.info.config.sibling_reads == SiblingReads::Error {
@@ -464,7 +469,7 @@ impl Api {
             ClusterCmd::Shards => cluster::shards(&view, me),
             ClusterCmd::Nodes => Frame::Verbatim(
                 "txt".into(),
-                cluster::nodes(&view, me, now_ms()).into_bytes(),
+                cluster::nodes(&view, me, self.replica.now_ms()).into_bytes(),
             ),
             ClusterCmd::Info => {
                 Frame::Verbatim("txt".into(), cluster::info(&view, me).into_bytes())
@@ -475,7 +480,7 @@ impl Api {
                 let p = crate::keyspace::partition_of_slot(slot);
                 let n = self
                     .replica
-                    .live_keys(p, now_ms())
+                    .live_keys(p, self.replica.now_ms())
                     .unwrap_or_default()
                     .iter()
                     .filter(|k| crate::keyspace::slot_of(k) == slot)

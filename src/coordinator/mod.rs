@@ -5,8 +5,13 @@
 //! local [`Replica`], the [`Hints`] it keeps for others, and its settings.
 //!
 //! - [`quorum`]: the pure tracker every path counts answers with.
+//! - [`driver`]: the one loop that drives a request's calls under the
+//!   tracker (reads, writes, scans and hint delivery all use it).
 //! - [`plan`]: the sloppy-quorum plan of a partition (pure).
 //! - [`repair`]: read repair.
+//! - [`service`]: the peer service, which answers what other nodes ask this
+//!   one (reads and copies of its replica, forwarded writes, scans,
+//!   anti-entropy summaries).
 //!
 //! A **read** asks R replicas (this node first, when it is one), one more
 //! for each that fails, and every remaining one if R have not answered
@@ -25,16 +30,17 @@
 //! that misses W is reported as *unknown*: it may have landed on some
 //! replicas and can surface later.
 
+pub mod driver;
 pub mod plan;
 pub mod quorum;
 pub mod repair;
+pub mod service;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
@@ -46,11 +52,13 @@ use crate::keyspace::partition_of;
 use crate::object::Object;
 use crate::random::Random;
 use crate::replica::{Replica, ReplicaError};
+use crate::rpc::call::{Acked, Keys, Stored};
 use crate::rpc::message::{NodeFailure, QuorumFailure, Reason, RemoteError};
-use crate::rpc::{Request, Response, Transport};
+use crate::rpc::{CallError, Request, Transport, ask};
 use crate::vclock::{Dot, VClock};
 use crate::write::{Done, Write};
 
+use driver::{Call, Spec, drive};
 use plan::{Plan, Target};
 use quorum::{State, Strategy, Tracker};
 
@@ -84,6 +92,18 @@ pub struct CoordConfig {
     pub hedge_after: Duration,
     /// Share of reads sent to every replica at once (for read repair).
     pub read_repair_chance: f64,
+}
+
+impl From<&crate::config::Config> for CoordConfig {
+    fn from(c: &crate::config::Config) -> CoordConfig {
+        CoordConfig {
+            r: c.r,
+            w: c.w,
+            timeout: c.request_timeout,
+            hedge_after: c.read_hedge,
+            read_repair_chance: c.read_repair_chance,
+        }
+    }
 }
 
 /// Counters shown by STATUS and INFO.
@@ -201,31 +221,27 @@ impl Coordinator {
     }
 
     /// One replica's copy, for a read.
-    async fn read_one(
-        self: Arc<Self>,
+    fn read_one(
+        self: &Arc<Self>,
         t: Target,
         req: Arc<Request>,
-    ) -> (Target, Result<Option<Object>, Reason>) {
-        if t.node == self.me {
-            let Request::Get { key } = &*req else {
-                return (t, Err(Reason::BadAnswer("not a read".into())));
-            };
-            let r = self
-                .local_copy(key)
-                .map_err(|e| Reason::Store(e.to_string()));
-            return (t, r);
+    ) -> Call<'static, Target, Option<Object>> {
+        let me = self.clone();
+        async move {
+            if t.node == me.me {
+                let Request::Get { key } = &*req else {
+                    return (t, Err(Reason::BadAnswer("not a read".into())));
+                };
+                let r = me.local_copy(key).map_err(|e| Reason::Store(e.to_string()));
+                return (t, r);
+            }
+            let r = ask::<Stored>(&*me.transport, t.addr, &req, me.config.timeout)
+                .await
+                .map(|Stored(o)| o)
+                .map_err(|e| e.reason());
+            (t, r)
         }
-        let r = match self.transport.call(t.addr, &req, self.config.timeout).await {
-            Ok(Response::Object(Some(o))) => match o.validate() {
-                Ok(()) => Ok(Some(o)),
-                Err(e) => Err(Reason::BadAnswer(format!("invalid copy: {e}"))),
-            },
-            Ok(Response::Object(None)) => Ok(None),
-            Ok(Response::Error(e)) => Err(Reason::Remote(e.to_string())),
-            Ok(other) => Err(Reason::BadAnswer(format!("{other:?}"))),
-            Err(e) => Err(e.reason()),
-        };
-        (t, r)
+        .boxed()
     }
 
     /// Quorum read. `Ok(None)` when no replica has the key.
@@ -248,61 +264,26 @@ impl Coordinator {
         } else {
             Strategy::Quorum
         };
-        let mut tracker = Tracker::new(r, targets.len(), strategy);
-        let mut next = targets.into_iter();
-        let mut running = FuturesUnordered::new();
-        let mut replies: Vec<(Target, Option<Object>)> = Vec::with_capacity(r);
-        let deadline = tokio::time::Instant::now() + self.config.timeout;
-        let hedge = tokio::time::sleep(self.config.hedge_after);
-        tokio::pin!(hedge);
-        let give_up = tokio::time::sleep_until(deadline);
-        tokio::pin!(give_up);
-        let mut hedged = false;
-        loop {
-            for t in next.by_ref().take(tracker.to_send()) {
-                running.push(self.clone().read_one(t, req.clone()));
-            }
-            if tracker.state() != State::Pending {
-                break;
-            }
-            tokio::select! {
-                done = running.next(), if !running.is_empty() => {
-                    let Some((t, result)) = done else { break };
-                    match result {
-                        Ok(o) => {
-                            tracker.success();
-                            replies.push((t, o));
-                        }
-                        Err(reason) => tracker.failure(&t.node, reason),
-                    }
-                }
-                _ = &mut hedge, if !hedged => {
-                    hedged = true;
-                    for t in next.by_ref().take(tracker.hedge()) {
-                        running.push(self.clone().read_one(t, req.clone()));
-                    }
-                }
-                _ = &mut give_up => break,
-            }
-        }
-        if tracker.state() != State::Met {
+        let spec = Spec {
+            needed: r,
+            strategy,
+            deadline: tokio::time::Instant::now() + self.config.timeout,
+            hedge_after: Some(self.config.hedge_after),
+        };
+        let out = drive(targets, spec, |t| self.read_one(t, req.clone()), |_| None).await;
+        if !out.met() {
             self.stats.read_failures.fetch_add(1, Ordering::Relaxed);
-            return Err(CoordError::ReadQuorum(unmet(&tracker)));
+            return Err(CoordError::ReadQuorum(unmet(&out.tracker)));
         }
         self.stats.reads.fetch_add(1, Ordering::Relaxed);
-        let merged = repair::merge_replies(&replies);
+        let merged = repair::merge_replies(&out.replies);
         // Late answers and repairs go on in the background.
-        if !running.is_empty() || repair::needs_repair(&replies, merged.as_ref()) {
+        if !out.running.is_empty() || repair::needs_repair(&out.replies, merged.as_ref()) {
             let (me, key) = (self.clone(), key.to_vec());
+            let mut out = out;
             self.tasks.spawn(async move {
-                while let Ok(Some((t, result))) =
-                    tokio::time::timeout_at(deadline, running.next()).await
-                {
-                    if let Ok(o) = result {
-                        replies.push((t, o));
-                    }
-                }
-                repair::read_repair(&me, &key, replies).await;
+                out.finish().await;
+                repair::read_repair(&me, &key, out.replies).await;
             });
         }
         Ok(merged)
@@ -331,34 +312,36 @@ impl Coordinator {
     }
 
     /// Sends a copy to one replica (or stores it here).
-    async fn replicate_to_target(
-        self: Arc<Self>,
+    fn replicate_to_target(
+        self: &Arc<Self>,
         t: Target,
         req: Arc<Request>,
-    ) -> (Option<Target>, Result<(), Reason>) {
-        let r = if t.node == self.me {
-            let Request::Replicate { key, object, hint } = &*req else {
-                return (Some(t), Err(Reason::BadAnswer("not a copy".into())));
-            };
-            self.local_merge(key, object, hint.as_deref())
-                .await
-                .map(|_| ())
-                .map_err(|e| Reason::Store(e.to_string()))
-        } else {
-            match self.transport.call(t.addr, &req, self.config.timeout).await {
-                Ok(Response::Ack { conflicts }) => {
-                    self.replica.note_conflicts_seen_by_peer(&conflicts);
-                    Ok(())
+    ) -> Call<'static, Target, ()> {
+        let me = self.clone();
+        async move {
+            let r = if t.node == me.me {
+                let Request::Replicate { key, object, hint } = &*req else {
+                    return (t, Err(Reason::BadAnswer("not a copy".into())));
+                };
+                me.local_merge(key, object, hint.as_deref())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| Reason::Store(e.to_string()))
+            } else {
+                match ask::<Acked>(&*me.transport, t.addr, &req, me.config.timeout).await {
+                    Ok(acked) => {
+                        me.replica.note_conflicts_seen_by_peer(&acked.conflicts);
+                        Ok(())
+                    }
+                    Err(e) => Err(e.reason()),
                 }
-                Ok(Response::Error(e)) => Err(Reason::Remote(e.to_string())),
-                Ok(other) => Err(Reason::BadAnswer(format!("{other:?}"))),
-                Err(e) => Err(e.reason()),
+            };
+            if let Err(e) = &r {
+                debug!(node = %t.node, cause = %e, "replication failed");
             }
-        };
-        if let Err(e) = &r {
-            debug!(node = %t.node, cause = %e, "replication failed");
+            (t, r)
         }
-        (Some(t), r)
+        .boxed()
     }
 
     /// A copy of `object` for target `t` (with its hint, if it stands in).
@@ -393,12 +376,10 @@ impl Coordinator {
             object: object.clone(),
             hint: t.hint.as_ref().map(|h| h.to_string()),
         };
-        match self.transport.call(t.addr, &req, self.config.timeout).await {
-            Ok(Response::Ack { .. }) => Ok(()),
-            Ok(Response::Error(e)) => Err(e.to_string()),
-            Ok(other) => Err(format!("unexpected answer {other:?}")),
-            Err(e) => Err(e.to_string()),
-        }
+        ask::<Acked>(&*self.transport, t.addr, &req, self.config.timeout)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// A plain quorum write (`value = None` deletes). Returns whether the
@@ -465,14 +446,16 @@ impl Coordinator {
                 node: t.node.to_string(),
                 reason,
             };
-            match self.transport.call(t.addr, &req, timeout).await {
-                Ok(Response::Written(done)) => return Ok(done),
-                Ok(Response::Error(RemoteError::WriteUnknown(q))) => {
+            match ask::<Done>(&*self.transport, t.addr, &req, timeout).await {
+                Ok(done) => return Ok(done),
+                Err(CallError::Remote(RemoteError::WriteUnknown(q))) => {
                     return Err(CoordError::WriteUnknown(q));
                 }
-                Ok(Response::Error(RemoteError::Invalid(m))) => return Err(CoordError::Invalid(m)),
-                Ok(Response::Error(e)) => return Err(CoordError::WriteFailed(e.to_string())),
-                Ok(other) => failures.push(failure(Reason::BadAnswer(format!("{other:?}")))),
+                Err(CallError::Remote(RemoteError::Invalid(m))) => {
+                    return Err(CoordError::Invalid(m));
+                }
+                Err(CallError::Remote(e)) => return Err(CoordError::WriteFailed(e.to_string())),
+                Err(e @ CallError::BadAnswer(_)) => failures.push(failure(e.reason())),
                 // Never sent: safe to try the next replica.
                 Err(e) if e.never_sent() => failures.push(failure(e.reason())),
                 Err(e) => {
@@ -537,7 +520,7 @@ impl Coordinator {
                     context,
                     &actor,
                     write,
-                    crate::replica::now_ms(),
+                    self.replica.now_ms(),
                 )
                 .map_err(|u| CoordError::Invalid(u.to_string()))?;
                 let Some(object) = object else {
@@ -559,69 +542,66 @@ impl Coordinator {
             object,
             hint: None,
         });
-        // This node's durable copy is one of the W acknowledgements; in the
-        // answers it is `None`, the other replicas `Some(target)`.
-        let mut tracker = Tracker::new(w, others.len() + 1, Strategy::All);
-        tracker.to_send();
-        let mut running = FuturesUnordered::new();
-        running.push(futures::future::Either::Left(async move {
-            let r = local_durable
-                .wait()
-                .await
-                .map_err(|e| Reason::Store(e.to_string()));
-            (None, r)
-        }));
-        for t in others {
-            let req = Self::copy_for(&shared, &t);
-            running.push(futures::future::Either::Right(
-                self.clone().replicate_to_target(t, req),
-            ));
-        }
-        let deadline =
-            tokio::time::Instant::now() + self.config.timeout + Duration::from_millis(100);
-        let mut unreplicated: Vec<Arc<str>> = Vec::new();
-        let give_up = tokio::time::sleep_until(deadline);
-        tokio::pin!(give_up);
-        while tracker.state() == State::Pending {
-            let next = tokio::select! {
-                n = running.next() => n,
-                _ = &mut give_up => None,
-            };
-            let Some((t, result)) = next else { break };
-            match (t, result) {
-                (_, Ok(())) => tracker.success(),
-                (None, Err(reason)) => tracker.failure(&self.me, reason),
-                (Some(t), Err(reason)) => {
-                    tracker.failure(&t.node, reason);
-                    let owner = t.hint.clone().unwrap_or(t.node.clone());
-                    // A stand-in takes the failed replica's place, with a hint;
-                    // with no spare left, this node keeps the hint itself.
-                    if let Some(mut stand_in) = spares.pop_front() {
-                        stand_in.hint = Some(owner);
-                        tracker.add_target();
-                        tracker.to_send();
-                        let req = Self::copy_for(&shared, &stand_in);
-                        running.push(futures::future::Either::Right(
-                            self.clone().replicate_to_target(stand_in, req),
-                        ));
-                    } else {
-                        unreplicated.push(owner);
-                    }
+        // This node's durable copy is one of the W acknowledgements.
+        let here = Target {
+            idx: usize::MAX,
+            node: self.me.clone(),
+            addr: view
+                .addr(&self.me)
+                .unwrap_or(std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
+            live: true,
+            hint: None,
+        };
+        let mut local = Some(local_durable);
+        let call = |t: Target| -> Call<'static, Target, ()> {
+            if t.idx == usize::MAX {
+                let durable = local.take();
+                return async move {
+                    let r = match durable {
+                        Some(d) => d.wait().await.map_err(|e| Reason::Store(e.to_string())),
+                        None => Err(Reason::BadAnswer("local copy waited twice".into())),
+                    };
+                    (t, r)
                 }
+                .boxed();
             }
-        }
-        let met = tracker.state() == State::Met;
+            let req = Self::copy_for(&shared, &t);
+            self.replicate_to_target(t, req)
+        };
+        // A stand-in takes a failed replica's place, with a hint.
+        let replace = |t: &Target| {
+            if t.idx == usize::MAX {
+                return None;
+            }
+            let mut stand_in = spares.pop_front()?;
+            stand_in.hint = Some(t.hint.clone().unwrap_or(t.node.clone()));
+            Some(stand_in)
+        };
+        let spec = Spec {
+            needed: w,
+            strategy: Strategy::All,
+            deadline: tokio::time::Instant::now()
+                + self.config.timeout
+                + Duration::from_millis(100),
+            hedge_after: None,
+        };
+        let out = drive(std::iter::once(here).chain(others), spec, call, replace).await;
+        let met = out.met();
+        let tracker = out.tracker.clone();
         // Replication past W goes on in the background, bounded by its
         // timeout; every owner it does not reach gets a hint kept here, so
         // handoff (not only anti-entropy) brings it the write.
-        if !running.is_empty() || !unreplicated.is_empty() {
+        if !out.running.is_empty() || !out.unplaced.is_empty() {
             let (me, key) = (self.clone(), key.to_vec());
             let shared = shared.clone();
+            let mut out = out;
             self.tasks.spawn(async move {
-                let mut missed = unreplicated;
-                while let Some((t, result)) = running.next().await {
-                    if let (Some(t), Err(_)) = (t, result) {
-                        missed.push(t.hint.clone().unwrap_or(t.node.clone()));
+                let owner = |t: &Target| t.hint.clone().unwrap_or(t.node.clone());
+                let mut missed: Vec<Arc<str>> = out.unplaced.iter().map(owner).collect();
+                // Each call is bounded by its own timeout.
+                while let Some((t, result)) = out.running.next().await {
+                    if result.is_err() {
+                        missed.push(owner(&t));
                     }
                 }
                 let Request::Replicate { object, .. } = &*shared else {
@@ -651,46 +631,43 @@ impl Coordinator {
         let view = self.view();
         let mut owners = plan::owners(&view, p);
         owners.sort_by_key(|t| (t.node != self.me, !t.live));
-        let ask = self.config.r.clamp(1, owners.len().max(1));
-        let req = Request::ScanPartition {
+        let asked = self.config.r.clamp(1, owners.len().max(1));
+        owners.truncate(asked);
+        let req = Arc::new(Request::ScanPartition {
             partition: u16::try_from(p).unwrap_or(u16::MAX),
-        };
-        let mut tracker = Tracker::new(1, owners.len(), Strategy::All);
-        tracker.to_send();
-        let asks = owners.iter().take(ask).map(|t| {
-            let req = &req;
+        });
+        let call = |t: Target| -> Call<'static, Target, Vec<Vec<u8>>> {
+            let (me, req) = (self.clone(), req.clone());
             async move {
-                if t.node == self.me {
-                    let keys = self
-                        .replica
-                        .live_keys(p, crate::replica::now_ms())
-                        .map_err(|e| Reason::Store(e.to_string()));
-                    return (t, keys);
-                }
-                let r = match self.transport.call(t.addr, req, self.config.timeout).await {
-                    Ok(Response::Keys(keys)) => {
-                        Ok(keys.into_iter().map(|k| k.into_vec()).collect())
-                    }
-                    Ok(Response::Error(e)) => Err(Reason::Remote(e.to_string())),
-                    Ok(other) => Err(Reason::BadAnswer(format!("{other:?}"))),
-                    Err(e) => Err(e.reason()),
+                let r = if t.node == me.me {
+                    me.replica
+                        .live_keys(p, me.replica.now_ms())
+                        .map_err(|e| Reason::Store(e.to_string()))
+                } else {
+                    ask::<Keys>(&*me.transport, t.addr, &req, me.config.timeout)
+                        .await
+                        .map(|Keys(k)| k)
+                        .map_err(|e| e.reason())
                 };
                 (t, r)
             }
-        });
-        let mut keys = std::collections::BTreeSet::new();
-        for (t, r) in futures::future::join_all(asks).await {
-            match r {
-                Ok(ks) => {
-                    tracker.success();
-                    keys.extend(ks);
-                }
-                Err(reason) => tracker.failure(&t.node, reason),
-            }
+            .boxed()
+        };
+        let spec = Spec {
+            needed: 1,
+            strategy: Strategy::All,
+            deadline: tokio::time::Instant::now() + self.config.timeout,
+            hedge_after: None,
+        };
+        // One answer is enough to go on; the union of every answer that
+        // comes in time is what is returned.
+        let mut out = drive(owners, spec, call, |_| None).await;
+        out.finish().await;
+        if out.tracker.successes() == 0 {
+            return Err(CoordError::ReadQuorum(out.tracker.report()));
         }
-        if tracker.successes() == 0 {
-            return Err(CoordError::ReadQuorum(tracker.report()));
-        }
+        let keys: std::collections::BTreeSet<Vec<u8>> =
+            out.replies.into_iter().flat_map(|(_, k)| k).collect();
         Ok(keys.into_iter().collect())
     }
 

@@ -14,14 +14,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::frame;
-use super::service::PeerService;
-use super::transport::{RpcError, Transport};
+use super::transport::{Handler, RpcError, Transport};
 use super::{Request, Response};
 
 /// The shared network.
 #[derive(Default)]
 pub struct MemoryNetwork {
-    services: RwLock<HashMap<SocketAddr, Arc<PeerService>>>,
+    services: RwLock<HashMap<SocketAddr, Arc<dyn Handler>>>,
     cut: RwLock<HashSet<(SocketAddr, SocketAddr)>>,
     delay: RwLock<HashMap<SocketAddr, Duration>>,
     calls: std::sync::atomic::AtomicU64,
@@ -34,7 +33,7 @@ impl MemoryNetwork {
     }
 
     /// Makes `service` reachable at `addr` (again, after [`Self::down`]).
-    pub fn register(&self, addr: SocketAddr, service: Arc<PeerService>) {
+    pub fn register(&self, addr: SocketAddr, service: Arc<dyn Handler>) {
         self.services
             .write()
             .unwrap_or_else(|e| e.into_inner())

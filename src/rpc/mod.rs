@@ -5,18 +5,22 @@
 //! - [`frame`]: the wire format (a preamble, then length-prefixed rmp-serde
 //!   frames carrying a protocol version and a request id).
 //! - [`transport`]: the [`Transport`] seam every outgoing call goes through.
+//! - [`call`]: typed calls: each request with the answer it expects.
 //! - [`tcp`]: the multiplexed TCP transport and the server side of a peer
 //!   connection.
 //! - [`memory`]: an in-memory network for deterministic tests.
-//! - [`service`]: the [`service::PeerService`] that answers peer requests.
+//!
+//! What a request does is not this module's business: incoming requests go
+//! to a [`Handler`] (the node's is [`crate::coordinator::service`]).
 
+pub mod call;
 pub mod frame;
 pub mod memory;
 pub mod message;
-pub mod service;
 pub mod tcp;
 pub mod transport;
 
+pub use call::{Answer, CallError, ask};
 pub use message::{Request, Response};
 pub use tcp::TcpTransport;
-pub use transport::{RpcError, Transport};
+pub use transport::{Handler, RpcError, Transport};

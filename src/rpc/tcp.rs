@@ -33,7 +33,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::frame::{self, FrameError, PREAMBLE};
-use super::service::PeerService;
 use super::transport::{RpcError, Transport};
 use super::{Request, Response};
 use crate::fault::{Fate, Faults};
@@ -405,7 +404,7 @@ const MAX_IN_FLIGHT_PER_CONNECTION: usize = 4096;
 /// Returns when the peer closes, on a protocol error, or on `shutdown`.
 pub async fn serve(
     stream: TcpStream,
-    service: Arc<PeerService>,
+    service: Arc<dyn super::Handler>,
     budget: ByteBudget,
     faults: Arc<Faults>,
     shutdown: CancellationToken,

@@ -1,5 +1,6 @@
 //! The transport seam: every request a node sends to a peer goes through
-//! [`Transport::call`], so the TCP implementation ([`super::tcp`]), the
+//! [`Transport::call`], and every request it receives goes to a
+//! [`Handler`], so the TCP implementation ([`super::tcp`]), the
 //! in-memory one used by deterministic tests ([`super::memory`]) and the
 //! fault-injecting wrapper ([`crate::fault::FaultyTransport`]) are
 //! interchangeable without touching the coordinator.
@@ -56,6 +57,16 @@ impl RpcError {
             RpcError::Frame(e) => Reason::BadAnswer(e.to_string()),
         }
     }
+}
+
+/// Answers the requests peers send: what a transport's server side hands
+/// each incoming request to ([`crate::coordinator::service::PeerService`]
+/// in a node). Keeps `rpc` a transport only: it knows messages, not what
+/// they do.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// Answers one request.
+    async fn handle(&self, req: Request) -> Response;
 }
 
 /// Sends requests to peers.

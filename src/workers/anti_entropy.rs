@@ -27,7 +27,8 @@ use crate::cluster::ClusterView;
 use crate::keyspace::{BUCKETS, PARTITIONS};
 use crate::object::Object;
 use crate::replica::Replica;
-use crate::rpc::{Request, Response, Transport};
+use crate::rpc::call::{Acked, Hashes, Inspection, KeyDigests};
+use crate::rpc::{Answer, Request, Transport, ask};
 
 /// Partitions whose buckets are compared in one round with one peer.
 const MAX_PARTITIONS_PER_ROUND: usize = 64;
@@ -80,12 +81,10 @@ impl AntiEntropy {
         }
     }
 
-    async fn ask(&self, addr: std::net::SocketAddr, req: Request) -> Result<Response, String> {
-        match self.transport.call(addr, &req, self.timeout).await {
-            Ok(Response::Error(e)) => Err(e.to_string()),
-            Ok(r) => Ok(r),
-            Err(e) => Err(e.to_string()),
-        }
+    async fn ask<A: Answer>(&self, addr: std::net::SocketAddr, req: Request) -> Result<A, String> {
+        ask::<A>(&*self.transport, addr, &req, self.timeout)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// One exchange with `peer`; returns the number of keys synced.
@@ -101,17 +100,14 @@ impl AntiEntropy {
         if shared.is_empty() {
             return Ok(0);
         }
-        let Response::Hashes(theirs) = self
+        let Hashes(theirs) = self
             .ask(
                 addr,
                 Request::AaeRoots {
                     partitions: shared.clone(),
                 },
             )
-            .await?
-        else {
-            return Err("unexpected answer to AaeRoots".into());
-        };
+            .await?;
         let summary = self.replica.store().summary();
         let start = rand::random::<u32>() as usize % shared.len();
         let differing: Vec<u16> = (0..shared.len())
@@ -122,11 +118,8 @@ impl AntiEntropy {
             .collect();
         let mut to_sync: BTreeSet<Vec<u8>> = BTreeSet::new();
         for p in differing {
-            let Response::Hashes(their_buckets) =
-                self.ask(addr, Request::AaeBuckets { partition: p }).await?
-            else {
-                return Err("unexpected answer to AaeBuckets".into());
-            };
+            let Hashes(their_buckets) =
+                self.ask(addr, Request::AaeBuckets { partition: p }).await?;
             let ours = summary.buckets(usize::from(p));
             let buckets: Vec<u8> = (0..BUCKETS)
                 .filter(|&b| their_buckets.get(b) != ours.get(b))
@@ -139,13 +132,8 @@ impl AntiEntropy {
                 partition: p,
                 buckets: buckets.clone(),
             };
-            let Response::KeyDigests(their_keys) = self.ask(addr, req).await? else {
-                return Err("unexpected answer to AaeKeys".into());
-            };
-            let their_keys: HashMap<Vec<u8>, u64> = their_keys
-                .into_iter()
-                .map(|(k, d)| (k.into_vec(), d))
-                .collect();
+            let KeyDigests(their_keys) = self.ask(addr, req).await?;
+            let their_keys: HashMap<Vec<u8>, u64> = their_keys.into_iter().collect();
             let our_keys: HashMap<Vec<u8>, u64> = self
                 .replica
                 .store()
@@ -185,13 +173,9 @@ impl AntiEntropy {
     async fn sync_key(&self, addr: std::net::SocketAddr, key: &[u8]) -> Result<(), String> {
         // The peer's replica copy, without the hints it may hold: that is
         // what its summary describes.
-        let theirs = match self
+        let Inspection { own: theirs, .. } = self
             .ask(addr, Request::Inspect { key: key.to_vec() })
-            .await?
-        {
-            Response::Inspected { own, .. } => own,
-            other => return Err(format!("unexpected answer {other:?}")),
-        };
+            .await?;
         if let Some(o) = &theirs {
             o.validate()
                 .map_err(|e| format!("the peer holds an invalid copy: {e}"))?;
@@ -217,10 +201,7 @@ impl AntiEntropy {
                 object: merged,
                 hint: None,
             };
-            match self.ask(addr, req).await? {
-                Response::Ack { .. } => {}
-                other => return Err(format!("unexpected answer {other:?}")),
-            }
+            let Acked { .. } = self.ask(addr, req).await?;
         }
         Ok(())
     }

@@ -17,7 +17,7 @@ use tracing::warn;
 
 use super::{Next, Worker};
 use crate::keyspace::PARTITIONS;
-use crate::replica::{Replica, now_ms};
+use crate::replica::Replica;
 
 /// Keys expired per unit of work.
 const BATCH: usize = 256;
@@ -67,7 +67,7 @@ impl Worker for Expiry {
             }
             return Next::Busy;
         }
-        let now = now_ms();
+        let now = self.replica.now_ms();
         let due = deadlines.due(now, BATCH);
         let full = due.len() == BATCH;
         for key in due {

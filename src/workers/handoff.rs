@@ -7,17 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
+use futures::FutureExt;
 use tokio::sync::watch;
 use tracing::{debug, info};
 
 use super::{Next, Worker};
 use crate::cluster::ClusterView;
-use crate::coordinator::quorum::{State, Strategy, Tracker};
+use crate::coordinator::driver::{Call, Peer, Spec, drive};
+use crate::coordinator::quorum::Strategy;
 use crate::hints::{BATCH, Hints, ROUND};
-use crate::rpc::message::Reason;
-use crate::rpc::{Request, Response, Transport};
+use crate::rpc::call::Acked;
+use crate::rpc::{Request, Transport, ask};
 
 /// The hint-delivery worker.
 pub struct Handoff {
@@ -48,40 +48,68 @@ impl Handoff {
     /// Delivers one batch to `owner` at `addr`; returns how many hints were
     /// delivered and whether every one of them was.
     async fn deliver(&self, owner: &str, addr: std::net::SocketAddr) -> (usize, bool) {
-        let batch = self.hints.batch(owner);
-        let mut tracker = Tracker::new(batch.len(), batch.len(), Strategy::All);
-        tracker.to_send();
-        let mut running: FuturesUnordered<_> = batch
+        let owner: Arc<str> = owner.into();
+        let batch: Vec<Delivery> = self
+            .hints
+            .batch(&owner)
             .into_iter()
-            .map(|(key, bytes, object)| async move {
-                let req = Request::Replicate {
-                    key: key.clone(),
-                    object,
-                    hint: None,
-                };
-                let answer = self.transport.call(addr, &req, self.timeout).await;
-                (key, bytes, answer)
+            .map(|(key, bytes, object)| Delivery {
+                owner: owner.clone(),
+                key,
+                bytes,
+                object,
             })
             .collect();
+        let spec = Spec {
+            needed: batch.len(),
+            strategy: Strategy::All,
+            deadline: tokio::time::Instant::now() + self.timeout,
+            hedge_after: None,
+        };
+        let call = |d: Delivery| -> Call<'_, Delivery, ()> {
+            async move {
+                let req = Request::Replicate {
+                    key: d.key.clone(),
+                    object: d.object.clone(),
+                    hint: None,
+                };
+                let r = ask::<Acked>(&*self.transport, addr, &req, self.timeout)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.reason());
+                (d, r)
+            }
+            .boxed()
+        };
+        let mut out = drive(batch, spec, call, |_| None).await;
+        // Every acknowledged hint counts, also those answered after a failure.
+        out.finish().await;
         let mut delivered = 0;
-        while let Some((key, bytes, answer)) = running.next().await {
-            match answer {
-                Ok(Response::Ack { .. }) => {
-                    tracker.success();
-                    if let Ok(true) = self.hints.remove_if_unchanged(owner, &key, &bytes) {
-                        delivered += 1;
-                    }
-                }
-                Ok(Response::Error(e)) => tracker.failure(owner, Reason::Remote(e.to_string())),
-                Ok(other) => tracker.failure(owner, Reason::BadAnswer(format!("{other:?}"))),
-                Err(e) => tracker.failure(owner, e.reason()),
+        for (d, ()) in &out.replies {
+            if let Ok(true) = self.hints.remove_if_unchanged(&owner, &d.key, &d.bytes) {
+                delivered += 1;
             }
         }
-        let ok = tracker.state() == State::Met;
+        let ok = out.met();
         if !ok {
-            debug!(owner, report = %tracker.report(), "hint delivery failed; backing off");
+            debug!(owner = %owner, report = %out.tracker.report(), "hint delivery failed; backing off");
         }
         (delivered, ok)
+    }
+}
+
+/// One hint on its way to its owner.
+struct Delivery {
+    owner: Arc<str>,
+    key: Vec<u8>,
+    /// The hint as read, for the compare-and-delete after delivery.
+    bytes: Vec<u8>,
+    object: crate::object::Object,
+}
+
+impl Peer for Delivery {
+    fn node(&self) -> &str {
+        &self.owner
     }
 }
 

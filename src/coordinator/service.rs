@@ -7,12 +7,15 @@ use std::sync::Arc;
 
 use tracing::warn;
 
-use super::message::RemoteError;
-use super::{Request, Response};
+use async_trait::async_trait;
+
 use crate::coordinator::{CoordError, Coordinator};
 use crate::hints::Hints;
 use crate::object::Object;
 use crate::replica::{Replica, ReplicaError};
+use crate::rpc::call::Inspection;
+use crate::rpc::message::RemoteError;
+use crate::rpc::{Handler, Request, Response};
 
 /// What the service calls to stop this node (after answering).
 pub type StopFn = Arc<dyn Fn() + Send + Sync>;
@@ -48,7 +51,7 @@ impl PeerService {
     }
 
     /// Answers one request (after checking every field of it).
-    pub async fn handle(&self, req: Request) -> Response {
+    pub async fn answer(&self, req: Request) -> Response {
         if let Err(why) = req.validate(self.n) {
             warn!(cause = %why, "refusing an invalid peer request");
             return Response::Error(RemoteError::Invalid(why));
@@ -79,21 +82,10 @@ impl PeerService {
                     Err(e) => error(e),
                 },
             },
-            Request::Inspect { key } => {
-                let own = match self.replica.get(&key) {
-                    Ok(o) => o,
-                    Err(e) => return error(e),
-                };
-                let mut hints = Vec::new();
-                for owner in self.hints.owners_of(&key) {
-                    match self.hints.for_owner(&owner, &key) {
-                        Ok(Some(o)) => hints.push((owner, o)),
-                        Ok(None) => {}
-                        Err(e) => return error(e),
-                    }
-                }
-                Response::Inspected { own, hints }
-            }
+            Request::Inspect { key } => match inspect(&self.replica, &self.hints, &key) {
+                Ok(Inspection { own, hints }) => Response::Inspected { own, hints },
+                Err(e) => error(e),
+            },
             Request::Write {
                 key,
                 write,
@@ -114,7 +106,7 @@ impl PeerService {
             Request::ScanPartition { partition } => {
                 match self
                     .replica
-                    .live_keys(usize::from(partition), crate::replica::now_ms())
+                    .live_keys(usize::from(partition), self.replica.now_ms())
                 {
                     Ok(keys) => {
                         Response::Keys(keys.into_iter().map(serde_bytes::ByteBuf::from).collect())
@@ -153,6 +145,26 @@ impl PeerService {
     fn local_copy(&self, key: &[u8]) -> Result<Option<Object>, ReplicaError> {
         self.coordinator.local_copy(key)
     }
+}
+
+#[async_trait]
+impl Handler for PeerService {
+    async fn handle(&self, req: Request) -> Response {
+        self.answer(req).await
+    }
+}
+
+/// What this node stores for `key`: its own copy and the hints it holds
+/// for it (the answer to an Inspect, and the local part of REPLICAS).
+pub fn inspect(replica: &Replica, hints: &Hints, key: &[u8]) -> Result<Inspection, ReplicaError> {
+    let own = replica.get(key)?;
+    let mut held = Vec::new();
+    for owner in hints.owners_of(key) {
+        if let Some(o) = hints.for_owner(&owner, key)? {
+            held.push((owner, o));
+        }
+    }
+    Ok(Inspection { own, hints: held })
 }
 
 fn error(e: ReplicaError) -> Response {

@@ -1,0 +1,302 @@
+//! The one quorum driver: every request that needs answers from several
+//! peers (a read, a write's replication, a scan, a batch of hints) runs
+//! through [`drive`], which counts the answers with the pure
+//! [`Tracker`](super::quorum::Tracker). The shape is Garage's
+//! `try_call_many` with a request strategy:
+//!
+//! - the strategy says how many targets are asked at once
+//!   ([`Strategy::All`], or [`Strategy::Quorum`]: `needed`, then one more
+//!   per failure);
+//! - an optional hedge asks every remaining target when the quorum has not
+//!   answered after a delay;
+//! - a target that fails may be replaced by a stand-in (the caller's
+//!   `replace`, a sloppy quorum's next live node); one that cannot be
+//!   replaced is reported in [`Outcome::unplaced`];
+//! - it returns as soon as the quorum is met or can no longer be, or at the
+//!   deadline, handing back the calls still running, so the caller decides
+//!   whether their late answers matter ([`Outcome::finish`], or a
+//!   background task).
+//!
+//! What a call does (a local step or a peer request) is the caller's
+//! closure; the driver only counts.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use tokio::time::Instant;
+
+use super::plan::Target;
+use super::quorum::{State, Strategy, Tracker};
+use crate::rpc::message::Reason;
+
+/// Something a request is sent to, named in failure reports.
+pub trait Peer {
+    /// The node id (or, for a batch to one node, that node's id).
+    fn node(&self) -> &str;
+}
+
+impl Peer for Target {
+    fn node(&self) -> &str {
+        &self.node
+    }
+}
+
+/// One call in flight: resolves to its target and the answer.
+pub type Call<'a, I, T> = BoxFuture<'a, (I, Result<T, Reason>)>;
+
+/// How a request is driven.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    /// Successes needed.
+    pub needed: usize,
+    /// How many targets are asked at once.
+    pub strategy: Strategy,
+    /// When the driver gives up waiting.
+    pub deadline: Instant,
+    /// Ask every remaining target if the quorum has not answered after this.
+    pub hedge_after: Option<Duration>,
+}
+
+/// What a driven request came to.
+pub struct Outcome<'a, I, T> {
+    /// The answers counted.
+    pub tracker: Tracker,
+    /// The successful answers, with their targets.
+    pub replies: Vec<(I, T)>,
+    /// Calls still running when the driver returned.
+    pub running: FuturesUnordered<Call<'a, I, T>>,
+    /// Targets that failed with no stand-in left to replace them.
+    pub unplaced: Vec<I>,
+    /// The request's deadline.
+    pub deadline: Instant,
+}
+
+impl<I: Peer, T> Outcome<'_, I, T> {
+    /// True when the quorum was met.
+    pub fn met(&self) -> bool {
+        self.tracker.state() == State::Met
+    }
+
+    /// Waits, until the deadline, for the calls still running, counting
+    /// their answers (late successes join `replies`, late failures
+    /// `unplaced`).
+    pub async fn finish(&mut self) {
+        while let Ok(Some((t, result))) =
+            tokio::time::timeout_at(self.deadline, self.running.next()).await
+        {
+            match result {
+                Ok(v) => {
+                    self.tracker.success();
+                    self.replies.push((t, v));
+                }
+                Err(reason) => {
+                    self.tracker.failure(t.node(), reason);
+                    self.unplaced.push(t);
+                }
+            }
+        }
+    }
+}
+
+/// Drives one request: see the module doc. `call` starts the call to one
+/// target; `replace` offers a stand-in for a target that failed (or `None`).
+pub async fn drive<'a, I, T, F, R>(
+    targets: impl IntoIterator<Item = I>,
+    spec: Spec,
+    mut call: F,
+    mut replace: R,
+) -> Outcome<'a, I, T>
+where
+    I: Peer,
+    F: FnMut(I) -> Call<'a, I, T>,
+    R: FnMut(&I) -> Option<I>,
+{
+    let mut pending: VecDeque<I> = targets.into_iter().collect();
+    let mut tracker = Tracker::new(spec.needed, pending.len(), spec.strategy);
+    let mut running = FuturesUnordered::new();
+    let mut replies = Vec::with_capacity(spec.needed);
+    let mut unplaced = Vec::new();
+    let hedge = tokio::time::sleep(spec.hedge_after.unwrap_or(Duration::MAX / 4));
+    tokio::pin!(hedge);
+    let mut hedged = spec.hedge_after.is_none();
+    let give_up = tokio::time::sleep_until(spec.deadline);
+    tokio::pin!(give_up);
+    loop {
+        for _ in 0..tracker.to_send() {
+            match pending.pop_front() {
+                Some(t) => running.push(call(t)),
+                None => break,
+            }
+        }
+        if tracker.state() != State::Pending || running.is_empty() {
+            break;
+        }
+        tokio::select! {
+            done = running.next() => {
+                let Some((t, result)) = done else { break };
+                match result {
+                    Ok(v) => {
+                        tracker.success();
+                        replies.push((t, v));
+                    }
+                    Err(reason) => {
+                        tracker.failure(t.node(), reason);
+                        match replace(&t) {
+                            Some(stand_in) => {
+                                tracker.add_target();
+                                pending.push_front(stand_in);
+                            }
+                            None => unplaced.push(t),
+                        }
+                    }
+                }
+            }
+            _ = &mut hedge, if !hedged => {
+                hedged = true;
+                for _ in 0..tracker.hedge() {
+                    match pending.pop_front() {
+                        Some(t) => running.push(call(t)),
+                        None => break,
+                    }
+                }
+            }
+            _ = &mut give_up => break,
+        }
+    }
+    Outcome {
+        tracker,
+        replies,
+        running,
+        unplaced,
+        deadline: spec.deadline,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+
+    #[derive(Debug, Clone, PartialEq)]
+    struct P(&'static str);
+
+    impl Peer for P {
+        fn node(&self) -> &str {
+            self.0
+        }
+    }
+
+    fn spec(needed: usize, strategy: Strategy, ms: u64) -> Spec {
+        Spec {
+            needed,
+            strategy,
+            deadline: Instant::now() + Duration::from_millis(ms),
+            hedge_after: None,
+        }
+    }
+
+    /// A call answering after `delay` ms, failing for names starting with `x`.
+    fn call(p: P, delay: u64) -> Call<'static, P, &'static str> {
+        async move {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            let r = if p.0.starts_with('x') {
+                Err(Reason::Timeout)
+            } else {
+                Ok(p.0)
+            };
+            (p, r)
+        }
+        .boxed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn quorum_asks_one_more_per_failure_and_stops_when_met() {
+        let mut asked = Vec::new();
+        let out = drive(
+            [P("x1"), P("a"), P("b"), P("c")],
+            spec(2, Strategy::Quorum, 1000),
+            |p| {
+                asked.push(p.0);
+                call(p, 10)
+            },
+            |_| None,
+        )
+        .await;
+        assert!(out.met());
+        assert_eq!(asked, ["x1", "a", "b"]);
+        assert_eq!(out.unplaced, [P("x1")]);
+        let mut got: Vec<_> = out.replies.iter().map(|(_, v)| *v).collect();
+        got.sort();
+        assert_eq!(got, ["a", "b"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_are_replaced_by_stand_ins_and_late_answers_can_be_finished() {
+        let mut spares = vec![P("s2"), P("s1")];
+        let mut out = drive(
+            [P("a"), P("x1"), P("slow")],
+            spec(2, Strategy::All, 1000),
+            |p| {
+                let delay = if p.0 == "slow" { 500 } else { 10 };
+                call(p, delay)
+            },
+            |_| spares.pop(),
+        )
+        .await;
+        assert!(out.met());
+        assert_eq!(out.tracker.sent(), 4);
+        assert_eq!(out.running.len(), 1);
+        out.finish().await;
+        assert_eq!(out.replies.len(), 3);
+        assert!(out.running.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unreachable_quorum_fails_early_and_the_deadline_bounds_waiting() {
+        let out = drive(
+            [P("x1"), P("x2"), P("a")],
+            spec(2, Strategy::All, 1000),
+            |p| call(p, 10),
+            |_| None,
+        )
+        .await;
+        assert_eq!(out.tracker.state(), State::Failed);
+        let started = Instant::now();
+        let out = drive(
+            [P("a"), P("b")],
+            spec(2, Strategy::All, 100),
+            |p| {
+                let delay = if p.0 == "b" { 5000 } else { 1 };
+                call(p, delay)
+            },
+            |_| None,
+        )
+        .await;
+        assert_eq!(out.tracker.state(), State::Pending);
+        assert_eq!(started.elapsed(), Duration::from_millis(100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hedge_asks_every_remaining_target() {
+        let mut s = spec(1, Strategy::Quorum, 1000);
+        s.hedge_after = Some(Duration::from_millis(50));
+        let mut asked = Vec::new();
+        let out = drive(
+            [P("slow"), P("b"), P("c")],
+            s,
+            |p| {
+                asked.push(p.0);
+                let delay = if p.0 == "slow" { 500 } else { 10 };
+                call(p, delay)
+            },
+            |_| None,
+        )
+        .await;
+        assert!(out.met());
+        assert_eq!(asked, ["slow", "b", "c"]);
+        assert_eq!(out.running.len(), 2);
+    }
+}
