@@ -59,12 +59,7 @@ fn members(n: usize) -> Vec<(String, SocketAddr)> {
 
 fn view(n: usize) -> ClusterView {
     let m = members(n);
-    ClusterView::new(
-        m.iter().map(|(id, addr)| (id.as_str(), *addr)),
-        |_| true,
-        N,
-        DEFAULT_VNODES,
-    )
+    ClusterView::new(m.iter().map(|(id, addr)| (id.as_str(), *addr)), |_| true, N)
 }
 
 fn partition_of(c: &mut Criterion) {
@@ -117,8 +112,7 @@ fn build_view(c: &mut Criterion) {
                 ClusterView::new(
                     m.iter().map(|(id, addr)| (id.as_str(), *addr)),
                     |_| true,
-                    N,
-                    black_box(DEFAULT_VNODES),
+                    black_box(N),
                 )
             })
         });

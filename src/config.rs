@@ -132,6 +132,8 @@ pub struct Config {
     pub group_commit_window: Duration,
     /// Pause between anti-entropy exchanges (zero turns them off).
     pub aae_interval: Duration,
+    /// Pace of partition transfers after a layout change (MB/s; 0: unpaced).
+    pub transfer_mb_per_s: u64,
     /// Size at which the durable store's active log segment rolls over.
     pub segment_size: u64,
     /// How often the durable store looks for segments to compact.
@@ -171,6 +173,7 @@ impl Config {
             fsync: crate::storage::FsyncPolicy::Always,
             group_commit_window: Duration::from_millis(1),
             aae_interval: Duration::from_secs(10),
+            transfer_mb_per_s: 50,
             segment_size: crate::storage::LogOptions::default().segment_size,
             compaction_interval: crate::storage::LogOptions::default().compaction_interval,
             limits: crate::limits::ServerLimits::default(),

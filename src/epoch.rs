@@ -67,9 +67,19 @@ impl ActorCell {
         &*self.current.read().unwrap_or_else(|e| e.into_inner()).1 == actor
     }
 
+    /// Starts a new epoch as a matter of course (this node dropped data it
+    /// might own again later); logged at info level.
+    pub fn renew(&self, why: &str) {
+        self.change(why, false);
+    }
+
     /// Starts a new epoch now (this node's dot was found reused). The new
     /// epoch is persisted before it is used.
     pub fn rotate(&self, why: &str) {
+        self.change(why, true);
+    }
+
+    fn change(&self, why: &str, alarm: bool) {
         let epoch = fresh_epoch();
         if let Some(dir) = &self.store_dir
             && let Err(e) = write_epoch(dir, epoch)
@@ -78,8 +88,13 @@ impl ActorCell {
             return;
         }
         let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
-        error!(old = %cur.1, new = %actor_name(&self.node_id, epoch), %why,
-               "starting a new vector-clock epoch");
+        if alarm {
+            error!(old = %cur.1, new = %actor_name(&self.node_id, epoch), %why,
+                   "starting a new vector-clock epoch");
+        } else {
+            info!(old = %cur.1, new = %actor_name(&self.node_id, epoch), %why,
+                  "starting a new vector-clock epoch");
+        }
         *cur = (epoch, actor_name(&self.node_id, epoch).into());
     }
 }

@@ -263,6 +263,26 @@ impl Hints {
         }
     }
 
+    /// Every (owner, key) hint held now (a snapshot, to wait for).
+    pub fn held(&self) -> Vec<(String, Vec<u8>)> {
+        if self.is_empty() {
+            return Vec::new();
+        }
+        self.index()
+            .by_owner
+            .iter()
+            .flat_map(|(o, keys)| keys.iter().map(move |k| (o.clone(), k.clone())))
+            .collect()
+    }
+
+    /// True while a hint for `owner` on `key` is held.
+    pub fn holds(&self, owner: &str, key: &[u8]) -> bool {
+        self.index()
+            .by_owner
+            .get(owner)
+            .is_some_and(|keys| keys.contains(key))
+    }
+
     /// The underlying store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store

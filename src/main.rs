@@ -91,6 +91,16 @@ enum Cmd {
         #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:55551")]
         connect: String,
     },
+    /// Ask a running node to leave the cluster: it hands every partition it
+    /// owns to the nodes that take them over, then stops. Waits until it has.
+    Leave {
+        /// The node that leaves.
+        #[arg(long, value_name = "HOST:PORT")]
+        connect: String,
+        /// Give up waiting after this many seconds (the node still leaves).
+        #[arg(long, default_value_t = 600)]
+        wait_secs: u64,
+    },
     /// Start a local cluster (every node a background process) and open the
     /// REPL against it; EXIT leaves the cluster running, QUIT stops it.
     Local {
@@ -178,6 +188,10 @@ struct NodeOpts {
     /// Milliseconds between anti-entropy exchanges with a peer (0: off).
     #[arg(long, default_value_t = 10_000)]
     aae_interval_ms: u64,
+    /// Pace of partition transfers when the layout changes, in MB/s per
+    /// node (0: as fast as the network and disk allow).
+    #[arg(long, default_value_t = 50, value_name = "MB")]
+    transfer_mb_per_s: u64,
     /// With --data-dir: size at which the log's active segment is closed
     /// and a new one started (1K to 1G; K, M and G are powers of 1024).
     /// Smaller segments are compacted sooner and in smaller steps.
@@ -260,6 +274,7 @@ fn build_config(listen: SocketAddr, advertise: Option<SocketAddr>, o: &NodeOpts)
     c.fsync = o.fsync;
     c.aae_interval = Duration::from_millis(o.aae_interval_ms);
     c.segment_size = o.segment_size;
+    c.transfer_mb_per_s = o.transfer_mb_per_s;
     c.compaction_interval = Duration::from_millis(o.compaction_interval_ms.max(10));
     c.read_repair_chance = o.read_repair_chance.clamp(0.0, 1.0);
     c.threads = o.threads;
@@ -444,6 +459,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Cmd::Bench(args) => run_bench(&args).map(|()| 0),
+        Cmd::Leave { connect, wait_secs } => leave(&connect, Duration::from_secs(wait_secs)),
         Cmd::Local {
             nodes,
             base_port,
@@ -576,4 +592,30 @@ fn run_master(config: Config) -> anyhow::Result<i32> {
     // from main ends the process without it.
     rt.shutdown_timeout(Duration::from_secs(1));
     Ok(code)
+}
+
+/// `db leave --connect ADDR`: sends LEAVE, then waits (bounded) until the
+/// node has handed its partitions over and stopped.
+fn leave(addr: &str, wait: Duration) -> anyhow::Result<i32> {
+    use distro_db::resp::Frame;
+    let mut client = distro_db::client::Client::connect(addr)
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    if let Some(pw) = distro_db::client::password_from_env() {
+        client.auth(&pw).context("AUTH failed")?;
+    }
+    match client.call(&["LEAVE"]).context("LEAVE")? {
+        Frame::Simple(s) => eprintln!("{s}"),
+        Frame::Error(e) => anyhow::bail!("{e}"),
+        other => anyhow::bail!("unexpected answer {other:?}"),
+    }
+    let deadline = std::time::Instant::now() + wait;
+    while std::time::Instant::now() < deadline {
+        if distro_db::client::Client::connect(addr).is_err() {
+            eprintln!("{addr} has left the cluster and stopped");
+            return Ok(0);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!("{addr} is still handing its partitions over after {wait:?} (see RING on it)");
+    Ok(1)
 }

@@ -131,7 +131,6 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         .with_context(|| format!("cannot listen on tcp {}", config.listen))?;
     let sessions = CancellationToken::new();
     let faults = Faults::new(config.fault_injection);
-    let membership = Membership::start(&config, faults.clone(), sessions.clone()).await?;
     let tcp: Arc<dyn Transport> = Arc::new(TcpTransport::new(config.advertise));
     let transport: Arc<dyn Transport> = if config.fault_injection {
         warn!("fault injection is enabled: FAULT commands can cut this node off");
@@ -139,11 +138,37 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
     } else {
         tcp
     };
+    let legacy = match &config.data_dir {
+        Some(dir) => crate::cluster::membership::load_members(&dir.join("members"))?,
+        None => Default::default(),
+    };
+    let (steward, orders) = crate::cluster::steward::Steward::new(
+        &config.node_id,
+        config.advertise,
+        config.n,
+        config
+            .data_dir
+            .as_ref()
+            .map(|d| d.join(crate::cluster::steward::LAYOUT_FILE)),
+        legacy,
+        transport.clone(),
+        config.request_timeout.min(Duration::from_secs(1)),
+    )?;
     let stop_requested = CancellationToken::new();
     let stop_fn: StopFn = {
         let t = stop_requested.clone();
         Arc::new(move || t.cancel())
     };
+    let membership = Membership::start(
+        &config,
+        faults.clone(),
+        sessions.clone(),
+        crate::cluster::membership::Parts {
+            steward,
+            on_left: stop_fn.clone(),
+        },
+    )
+    .await?;
     let me: Arc<str> = config.node_id.as_str().into();
     let Core {
         replica,
@@ -163,7 +188,22 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         rng: crate::random::Random::new(config.rng_seed),
         stop: stop_fn.clone(),
     })?;
+    peers.set_layouts(membership.layouts().clone());
     let workers = Workers::new();
+    let transfers = Arc::new(crate::workers::transfer::TransferStats::default());
+    workers.spawn(crate::workers::transfer::Transfer::new(
+        me.clone(),
+        replica.clone(),
+        hints.clone(),
+        transport.clone(),
+        orders,
+        membership.layouts().clone(),
+        config.w,
+        config.request_timeout,
+        config.transfer_mb_per_s,
+        config.data_dir.clone(),
+        transfers.clone(),
+    ));
     let aae = Arc::new(AaeStats::default());
     workers.spawn(Handoff::new(
         hints.clone(),
@@ -195,6 +235,8 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         clients: crate::api::clients::Clients::new(),
         stats: Arc::new(crate::api::ApiStats::default()),
         started: std::time::Instant::now(),
+        layouts: membership.layouts().clone(),
+        transfers,
     });
     let port = crate::server::Port {
         api,

@@ -51,9 +51,10 @@ pub fn format_reply(command: &str, reply: &Frame) -> String {
             _ => format_generic(reply, 0),
         },
         // Text reports print as they are, one line each.
-        ("NODES" | "OWNERS" | "REPLICAS" | "STATUS" | "INFO" | "FAULT", Frame::Bulk(text)) => {
-            String::from_utf8_lossy(text).trim_end().to_string()
-        }
+        (
+            "NODES" | "RING" | "OWNERS" | "REPLICAS" | "STATUS" | "INFO" | "FAULT",
+            Frame::Bulk(text),
+        ) => String::from_utf8_lossy(text).trim_end().to_string(),
         _ => format_generic(reply, 0),
     }
 }
@@ -139,7 +140,10 @@ Commands (case-insensitive; quote values with spaces: SET k \"a b\"; \"\\xff\" i
   DEL <key> [<key> ...]                     delete (writes tombstones); VDEL <key> [W=<n>] [CTX=<token>]
   SET <key> <value> EX <s> | PX <ms> ...    Redis options work too: NX, XX, GET, KEEPTTL; INCR, EXPIRE, TTL, MGET, SCAN...
   AUTH <password>                           when the node has one (or set DISTRO_DB_PASSWORD before starting the REPL)
-  NODES                                     every ring member: id, address, live/down
+  NODES                                     every member: id, address, live/down
+  RING                                      the layout: each node's state and share, the change under way
+  LEAVE                                     this node hands its partitions over, then stops
+  REMOVE <node id> [FORCE]                  drop a node that is dead for good (FORCE: even if it looks live)
   OWNERS <key>                              the key's preference list
   REPLICAS <key>                            what each owner (and stand-in) stores: clock, siblings
   STATUS                                    this node's configuration and figures

@@ -260,6 +260,21 @@ impl Replica {
         Ok(n)
     }
 
+    /// Drops this node's copy of every key of partition `p` (it no longer
+    /// replicates it: a layout change moved it, and its new owners hold it
+    /// durably). Physical deletes, not tombstones; returns how many keys
+    /// and the LSN to wait for.
+    pub fn drop_partition(&self, p: usize) -> Result<(usize, Lsn), ReplicaError> {
+        let (mut n, mut lsn) = (0, 0);
+        for key in self.store.partition_keys(p) {
+            let _guard = self.locks.of(&key);
+            lsn = lsn.max(self.store.append_delete(&key)?);
+            n += 1;
+        }
+        self.live[p].store(0, Ordering::Relaxed);
+        Ok((n, lsn))
+    }
+
     /// The underlying store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store

@@ -63,7 +63,7 @@ fn local_exit_leaves_the_cluster_running_and_quit_stops_it() {
     }
     // HELP tells the truth about EXIT here.
     repl.send("HELP");
-    let help: Vec<String> = (0..15).map(|_| repl.line()).collect();
+    let help: Vec<String> = (0..20).map(|_| repl.line()).collect();
     assert!(
         help.iter()
             .any(|l| l.contains("EXIT") && l.contains("the cluster keeps running")),
@@ -316,7 +316,7 @@ fn master_help_says_exit_stops_its_node_and_it_does() {
     let mut repl = ReplProc::spawn(cmd);
     let _guard = ShutdownOnDrop(vec![port]);
     repl.send("HELP");
-    let help: Vec<String> = (0..15).map(|_| repl.line()).collect();
+    let help: Vec<String> = (0..20).map(|_| repl.line()).collect();
     assert!(
         help.iter()
             .any(|l| l.contains("EXIT") && l.contains("stop this node")),

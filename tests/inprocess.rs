@@ -56,7 +56,6 @@ fn view(n: usize, live: impl Fn(&str) -> bool) -> Arc<ClusterView> {
         ids.iter().enumerate().map(|(i, id)| (id.as_str(), addr(i))),
         live,
         3,
-        64,
     ))
 }
 

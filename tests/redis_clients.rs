@@ -585,7 +585,12 @@ fn a_password_guards_every_command() {
         call(&mut raw, &["AUTH", "default", "s3cret pass"]),
         Frame::ok()
     );
-    assert_eq!(call(&mut raw, &["SET", "k", "v"]), Frame::ok());
+    // A node alone forms its cluster once its seeds had time to answer.
+    wait_until(
+        Duration::from_secs(20),
+        "the node to form its cluster",
+        || call(&mut raw, &["SET", "k", "v"]) == Frame::ok(),
+    );
     // HELLO ... AUTH authenticates and switches protocol at once.
     let mut c3 = distro_db::client::Client::connect(&addr).unwrap();
     assert!(matches!(

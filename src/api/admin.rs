@@ -10,6 +10,8 @@ use std::time::Duration;
 use super::Api;
 use super::command::FaultCmd;
 use super::resp::Frame;
+use crate::cluster::NodeState;
+use crate::cluster::layout::Change;
 use crate::coordinator::plan;
 use crate::coordinator::service::inspect;
 use crate::keyspace::partition_of;
@@ -295,4 +297,146 @@ pub fn fault_command(api: &Api, cmd: FaultCmd) -> Frame {
         }
         Err(e) => Frame::err(e),
     }
+}
+
+/// Asks the claimant (the live member with the lowest id) to make layout
+/// changes. REMOVE of a node that looks live is refused unless forced.
+pub async fn layout_change(api: &Api, changes: Vec<Change>, force: bool) -> Result<(), String> {
+    let coord = &api.coordinator;
+    let view = coord.view();
+    let layout = view.layout().clone();
+    if layout.version == 0 {
+        return Err("the cluster is forming: no layout yet".into());
+    }
+    for c in &changes {
+        match c {
+            Change::Remove { id } if layout.state(id) == Some(NodeState::Removed) => {
+                return Err(format!("{id} was already removed"));
+            }
+            Change::Remove { id } if layout.state(id).is_none() => {
+                return Err(format!("unknown node '{id}' (see RING)"));
+            }
+            Change::Remove { id } if view.is_live(id) && !force => {
+                return Err(format!(
+                    "{id} is live: REMOVE is for a node that is dead for good; use LEAVE on it, or \
+                     REMOVE {id} FORCE to drop it anyway (its copies are re-created from the others; \
+                     writes it alone holds are lost)"
+                ));
+            }
+            _ => {}
+        }
+    }
+    let claimant = layout
+        .members()
+        .find(|m| view.is_live(&m.id))
+        .map(|m| (m.id.clone(), m.addr))
+        .ok_or("no live member to make the change")?;
+    if claimant.0 == *coord.me() {
+        return api.layouts.queue(changes);
+    }
+    let req = Request::LayoutChange { changes, force };
+    ask::<Acked>(
+        &**coord.transport(),
+        claimant.1,
+        &req,
+        coord.config().timeout,
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| match e {
+        CallError::Remote(e) => e.to_string(),
+        e => format!("cannot reach the claimant {}: {e}", claimant.0),
+    })
+}
+
+/// The layout: version and phase, each node with its state and share, the
+/// queued changes, and this node's transfers.
+pub fn ring_report(api: &Api) -> String {
+    let view = api.coordinator.view();
+    let layout = view.layout();
+    let mut out = String::new();
+    if layout.version == 0 {
+        let _ = writeln!(
+            out,
+            "no layout yet: the cluster is forming (nodes wait {} s for their seeds)",
+            crate::cluster::steward::BOOTSTRAP_WAIT.as_secs_f64()
+        );
+        return out;
+    }
+    let phase = if !layout.migrating() {
+        "settled".to_string()
+    } else {
+        let waiting = api.layouts.waiting();
+        let reads = if view.reads_previous() {
+            "reads on the previous owners"
+        } else {
+            "reads on the new owners"
+        };
+        if waiting.is_empty() {
+            format!("changing ({reads})")
+        } else {
+            format!("changing ({reads}; waiting for {waiting})")
+        }
+    };
+    let _ = writeln!(
+        out,
+        "layout version {} (N={}): {phase}",
+        layout.version, layout.n
+    );
+    let claimant = layout
+        .members()
+        .find(|m| view.is_live(&m.id))
+        .map(|m| m.id.to_string());
+    let _ = writeln!(
+        out,
+        "claimant: {}",
+        claimant.as_deref().unwrap_or("(none live)")
+    );
+    let cur = &layout.current;
+    let counts = cur.counts();
+    let primaries = cur.primary_counts();
+    let copies = (crate::keyspace::PARTITIONS * cur.n().max(1)) as f64;
+    for node in &layout.nodes {
+        let live = if node.state == NodeState::Removed {
+            ""
+        } else if view.is_live(&node.id) {
+            " live"
+        } else {
+            " down"
+        };
+        let joining = layout.migrating()
+            && node.state == NodeState::Member
+            && layout
+                .previous
+                .as_ref()
+                .is_some_and(|p| !p.members().contains(&node.id));
+        let state = if joining {
+            "joining"
+        } else {
+            node.state.word()
+        };
+        let share = match cur.members().binary_search(&node.id) {
+            Ok(i) => format!(
+                " {} partitions ({:.1}% of the copies), primary of {} ({:.1}% of the key space)",
+                counts[i],
+                100.0 * counts[i] as f64 / copies,
+                primaries[i],
+                100.0 * primaries[i] as f64 / crate::keyspace::PARTITIONS as f64
+            ),
+            Err(_) => String::new(),
+        };
+        let me = if *node.id == **api.coordinator.me() {
+            " (this node)"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "{} {} {state}{live}{share}{me}", node.id, node.addr);
+    }
+    let queued = api.layouts.queued();
+    if !queued.is_empty() {
+        let q: Vec<String> = queued.iter().map(|c| format!("{c:?}")).collect();
+        let _ = writeln!(out, "queued with this node: {}", q.join(", "));
+    }
+    let _ = writeln!(out, "transfers here: {}", api.transfers.line());
+    out
 }

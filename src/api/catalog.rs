@@ -1366,6 +1366,28 @@ pub static COMMANDS: &[Spec] = &[
         .flags(&["admin", "noscript"])
         .acl(A_ADMIN)
         .args(&[string("node-id")]),
+    cmd("ring", 1, DISTRO, DISTRO_SINCE)
+        .doc(
+            "Reports the layout: its version, each node's state and share of the partitions, and transfers.",
+            "O(N) where N is the number of nodes",
+        )
+        .flags(F_LOADING_STALE)
+        .tips(T_NONDETERMINISTIC),
+    cmd("leave", 1, DISTRO, DISTRO_SINCE)
+        .doc(
+            "This node hands every partition it owns to the nodes that take them over, then stops.",
+            "O(1)",
+        )
+        .flags(&["admin", "noscript"])
+        .acl(A_ADMIN),
+    cmd("remove", -2, DISTRO, DISTRO_SINCE)
+        .doc(
+            "Drops a node that is dead for good; the others re-create its copies.",
+            "O(1)",
+        )
+        .flags(&["admin", "noscript"])
+        .acl(A_ADMIN)
+        .args(&[string("node-id"), token("force", "FORCE").opt()]),
     cmd("fault", -2, DISTRO, DISTRO_SINCE)
         .doc(
             "A container for fault injection: partitions, delays and message loss between nodes.",
@@ -1897,7 +1919,7 @@ mod tests {
                 assert_eq!(sub.group, spec.group, "{}", sub.name);
             }
         }
-        assert_eq!(COMMANDS.len(), 61);
+        assert_eq!(COMMANDS.len(), 64);
         assert_eq!(all_specs().len() - COMMANDS.len(), 33);
     }
 
@@ -2202,6 +2224,9 @@ mod tests {
         ("REPLICAS k", Ok(&[1])),
         ("STATUS", NO_KEYS),
         ("KILL node-1", NO_KEYS),
+        ("RING", NO_KEYS),
+        ("LEAVE", NO_KEYS),
+        ("REMOVE node-1 FORCE", NO_KEYS),
         ("FAULT HEAL", NO_KEYS),
         // Errors, in Redis's order: unknown, no keys, arity.
         ("", Err(ERR_UNKNOWN)),
@@ -2376,7 +2401,7 @@ mod tests {
                 round_trips(&help);
             }
         }
-        assert_eq!(command_count(), Frame::Integer(61));
+        assert_eq!(command_count(), Frame::Integer(64));
         let Frame::Array(names) = command_list() else {
             panic!("an array");
         };

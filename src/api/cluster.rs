@@ -231,7 +231,6 @@ mod tests {
             }),
             |id| !down.contains(&id),
             3,
-            64,
         )
     }
 

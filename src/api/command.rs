@@ -307,6 +307,12 @@ pub enum Command {
     Status,
     /// `KILL node-id`
     Kill(String),
+    /// `RING`: the layout, each node's state and share, transfers.
+    Ring,
+    /// `LEAVE`: this node hands its partitions over and stops.
+    Leave,
+    /// `REMOVE node-id [FORCE]`: drop a node that is dead for good.
+    Remove(String, bool),
     /// `SHUTDOWN [NOSAVE|SAVE]`: stop this node.
     Shutdown,
     /// `SHUTDOWN CLUSTER`: stop every node.
@@ -366,6 +372,7 @@ impl Command {
             Command::Ping(_)
                 | Command::Echo(_)
                 | Command::Nodes
+                | Command::Ring
                 | Command::Owners(_)
                 | Command::Replicas(_)
                 | Command::Status
@@ -794,6 +801,25 @@ pub fn parse(args: &[Vec<u8>]) -> Result<Command, String> {
             exactly(1)?;
             Command::Kill(text(&rest[0], "node id")?)
         }
+        "RING" => {
+            exactly(0)?;
+            Command::Ring
+        }
+        "LEAVE" => {
+            exactly(0)?;
+            Command::Leave
+        }
+        "REMOVE" => match rest {
+            [id] => Command::Remove(text(id, "node id")?, false),
+            [id, force] if upper(force) == "FORCE" => Command::Remove(text(id, "node id")?, true),
+            [_, other] => {
+                return Err(format!(
+                    "REMOVE takes a node id and optionally FORCE, not '{}'",
+                    String::from_utf8_lossy(other)
+                ));
+            }
+            _ => return Err(arity(&name)),
+        },
         "SHUTDOWN" => match rest {
             [] => Command::Shutdown,
             [scope] if scope.eq_ignore_ascii_case(b"CLUSTER") => Command::ShutdownCluster,

@@ -33,6 +33,7 @@ use std::time::Instant;
 use futures::future::join_all;
 use tracing::info;
 
+use crate::cluster::layout::Change;
 use crate::config::SiblingReads;
 use crate::coordinator::service::StopFn;
 use crate::coordinator::{CoordError, Coordinator};
@@ -99,6 +100,10 @@ pub struct Api {
     pub stats: Arc<ApiStats>,
     /// When the node started.
     pub started: Instant,
+    /// The layout steward's state (RING, LEAVE, REMOVE).
+    pub layouts: Arc<crate::cluster::steward::Shared>,
+    /// Partition transfer progress (RING, STATUS).
+    pub transfers: Arc<crate::workers::transfer::TransferStats>,
 }
 
 fn bulk_or_nil(v: Option<Vec<u8>>) -> Frame {
@@ -340,6 +345,28 @@ impl Api {
             }
             Command::Cluster(c) => self.cluster(c),
             Command::Nodes => Frame::Bulk(admin::nodes_report(self).into_bytes()),
+            Command::Ring => Frame::Bulk(admin::ring_report(self).into_bytes()),
+            Command::Leave => {
+                let me = self.coordinator.me().to_string();
+                match admin::layout_change(self, vec![Change::Leave { id: me.clone() }], false)
+                    .await
+                {
+                    Ok(()) => Frame::Simple(format!(
+                        "OK {me} is leaving: it hands its partitions over, then stops (see RING)"
+                    )),
+                    Err(e) => Frame::err(e),
+                }
+            }
+            Command::Remove(id, force) => {
+                match admin::layout_change(self, vec![Change::Remove { id: id.clone() }], force)
+                    .await
+                {
+                    Ok(()) => Frame::Simple(format!(
+                        "OK {id} will be removed; the others re-create its copies (see RING)"
+                    )),
+                    Err(e) => Frame::err(e),
+                }
+            }
             Command::Owners(key) => Frame::Bulk(admin::owners_report(self, &key).into_bytes()),
             Command::Status => Frame::Bulk(admin::status_report(self).into_bytes()),
             Command::Replicas(key) => {

@@ -2,21 +2,24 @@
 //!
 //! Two different things are tracked (DESIGN: "membership and liveness are
 //! different things"):
-//! - **members**: every node that has joined and not been removed. chitchat
-//!   forgets dead nodes, so this set is ours: a node seen once stays a member
-//!   (and, with a data directory, is persisted) even while it is down, so a
-//!   temporary failure moves no data. The ring is built from members only.
-//! - **live**: members chitchat's phi-accrual detector currently hears from and
-//!   that do not announce `status=stopping`. Coordinators use it to order and
-//!   skip replicas.
+//! - **membership** is the layout ([`crate::cluster::layout`]): which nodes
+//!   form the cluster and which replicate each partition. It changes only
+//!   by a layout change (a node joining, LEAVE, REMOVE), carried out by the
+//!   [`Steward`] this task runs each round; a node that is merely down stays
+//!   a member, so a temporary failure moves no data.
+//! - **live**: members chitchat's phi-accrual detector currently hears from
+//!   and that do not announce `status=stopping`. Coordinators use it to
+//!   order and skip replicas.
 //!
-//! Each node publishes `addr` (its TCP address) and `status` in its gossip
-//! state. A restart is a new chitchat generation under the same node id;
-//! incarnations are grouped by node id, the highest generation winning.
+//! Each node publishes `addr` (its TCP address), `status`, and the layout
+//! keys of the steward in its gossip state. A restart is a new chitchat
+//! generation under the same node id; incarnations are grouped by node id,
+//! the highest generation winning. The view ([`ClusterView`]) is rebuilt
+//! when the layout or its phase changes, and re-flagged when liveness does.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -29,6 +32,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::cluster::ClusterView;
+use crate::cluster::layout::Layout;
+use crate::cluster::steward::{self, Digest, Said, Shared, Steward, parse_stamp};
 use crate::config::Config;
 use crate::fault::{Faults, GossipTransport};
 
@@ -42,26 +47,32 @@ pub struct Membership {
     handle: Arc<ChitchatHandle>,
     view: watch::Receiver<Arc<ClusterView>>,
     self_id: String,
+    layouts: Arc<Shared>,
 }
 
-/// What the refresh task keeps between rounds: the sticky member set and the
-/// live set the current view was built from.
+/// What the refresh task keeps between rounds: the live set and the layout
+/// phase the current view was built from.
 struct Known {
-    members: BTreeMap<String, SocketAddr>,
     live: BTreeSet<String>,
-    n: usize,
-    vnodes: usize,
+    route: (Arc<Layout>, bool),
 }
 
 impl Known {
     fn view(&self) -> ClusterView {
-        ClusterView::new(
-            self.members.iter().map(|(id, a)| (id.as_str(), *a)),
+        ClusterView::from_layout(
+            self.route.0.clone(),
             |id| self.live.contains(id),
-            self.n,
-            self.vnodes,
+            self.route.1,
         )
     }
+}
+
+/// What the node gives the membership task besides its configuration.
+pub struct Parts {
+    /// The layout steward (made with the node's transport).
+    pub steward: Steward,
+    /// Called once when this node has left the cluster (LEAVE carried out).
+    pub on_left: Arc<dyn Fn() + Send + Sync>,
 }
 
 impl Membership {
@@ -71,7 +82,12 @@ impl Membership {
         config: &Config,
         faults: Arc<Faults>,
         shutdown: CancellationToken,
+        parts: Parts,
     ) -> anyhow::Result<Membership> {
+        let Parts {
+            mut steward,
+            on_left,
+        } = parts;
         let generation = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -112,23 +128,19 @@ impl Membership {
             .filter(|a| *a != config.advertise)
             .collect();
 
-        let members_file = config.data_dir.as_ref().map(|d| d.join("members"));
-        let mut members = match &members_file {
-            Some(f) => load_members(f)?,
-            None => BTreeMap::new(),
-        };
-        members.insert(config.node_id.clone(), config.advertise);
+        let route = steward
+            .initial_route()
+            .unwrap_or_else(|| (Arc::new(Layout::empty(config.n)), true));
         let mut known = Known {
-            members,
             live: BTreeSet::from([config.node_id.clone()]),
-            n: config.n,
-            vnodes: config.vnodes,
+            route,
         };
         let (tx, view) = watch::channel(Arc::new(known.view()));
         let membership = Membership {
             handle,
             view,
             self_id: config.node_id.clone(),
+            layouts: steward.shared().clone(),
         };
         let handle = membership.handle.clone();
         let chitchat = handle.chitchat();
@@ -136,8 +148,14 @@ impl Membership {
         tokio::spawn(async move {
             let mut watcher = chitchat.lock().await.live_nodes_watcher();
             let mut round: u64 = 0;
+            let mut gone = false;
             loop {
-                refresh(&chitchat, &tx, &mut known, &self_id, members_file.as_ref()).await;
+                let left = refresh(&chitchat, &tx, &mut known, &self_id, &mut steward).await;
+                if left && !gone {
+                    gone = true;
+                    info!("this node has left the cluster: stopping");
+                    on_left();
+                }
                 // chitchat contacts one random seed per round; while this node
                 // is alone, greet every seed each round so a small cluster
                 // forms in one or two rounds, and every 25 rounds afterwards
@@ -174,6 +192,11 @@ impl Membership {
         &self.self_id
     }
 
+    /// The layout steward's shared state (layout, queued changes).
+    pub fn layouts(&self) -> &Arc<Shared> {
+        &self.layouts
+    }
+
     /// Announces that this node is stopping, so peers stop routing to it
     /// before its failure detector would notice.
     pub async fn announce_stopping(&self) {
@@ -190,55 +213,95 @@ impl Membership {
     }
 }
 
-/// Rebuilds the view from chitchat's state and publishes it if it changed.
+/// One round: reads chitchat's state, runs the layout steward, publishes
+/// what it says, and rebuilds or re-flags the view. Returns true when this
+/// node has left the cluster.
 async fn refresh(
     chitchat: &Arc<tokio::sync::Mutex<chitchat::Chitchat>>,
     tx: &watch::Sender<Arc<ClusterView>>,
     known: &mut Known,
     self_id: &str,
-    members_file: Option<&PathBuf>,
-) {
+    steward: &mut Steward,
+) -> bool {
     // Collect under the chitchat lock, then release it before anything else.
-    let (seen, live_ids) = {
+    let (mut said, live_ids) = {
         let cc = chitchat.lock().await;
-        // node id -> (generation, addr, stopping)
-        let mut seen: Seen = BTreeMap::new();
+        // node id -> (generation, what it says, stopping)
+        let mut seen: BTreeMap<String, (u64, Said, bool)> = BTreeMap::new();
         for (id, state) in cc.node_states() {
             let addr = state
                 .get(KEY_ADDR)
                 .and_then(|a| a.parse().ok())
                 .or(Some(id.gossip_advertise_addr));
             let stopping = state.get(KEY_STATUS) == Some("stopping");
-            let entry =
-                seen.entry(id.node_id.to_string())
-                    .or_insert((id.generation_id, addr, stopping));
+            let said = Said {
+                addr,
+                live: false,
+                layout: state.get(steward::KEY_LAYOUT).and_then(Digest::parse),
+                ack: state.get(steward::KEY_ACK).and_then(parse_stamp),
+                sync: state.get(steward::KEY_SYNC).and_then(parse_stamp),
+                read: state.get(steward::KEY_READ).and_then(parse_stamp),
+            };
+            let entry = seen.entry(id.node_id.to_string()).or_insert((
+                id.generation_id,
+                said.clone(),
+                stopping,
+            ));
             if id.generation_id >= entry.0 {
-                *entry = (id.generation_id, addr, stopping);
+                *entry = (id.generation_id, said, stopping);
             }
         }
         let live_ids: Vec<ChitchatId> = cc.live_nodes().cloned().collect();
-        (seen, live_ids)
+        let mut live = BTreeSet::new();
+        for id in &live_ids {
+            // Only the newest incarnation of a node speaks for it.
+            if let Some((generation, _, stopping)) = seen.get(id.node_id.as_ref())
+                && *generation == id.generation_id
+                && !*stopping
+            {
+                live.insert(id.node_id.to_string());
+            }
+        }
+        let said: BTreeMap<String, Said> = seen
+            .into_iter()
+            .map(|(id, (_, mut s, _))| {
+                s.live = live.contains(&id);
+                (id, s)
+            })
+            .collect();
+        (said, live)
     };
-    let mut live = BTreeSet::new();
-    for id in &live_ids {
-        // Only the newest incarnation of a node speaks for it.
-        if let Some((generation, _, stopping)) = seen.get(id.node_id.as_ref())
-            && *generation == id.generation_id
-            && !*stopping
-        {
-            live.insert(id.node_id.to_string());
+    let mut live = live_ids;
+    live.insert(self_id.to_string());
+    if let Some(me) = said.get_mut(self_id) {
+        me.live = true;
+    }
+    let current = tx.borrow().inflight().clone();
+    let round = steward.round(&said, &current).await;
+    if !round.publish.is_empty() {
+        let cc = chitchat.clone();
+        let publish = round.publish;
+        let mut cc = cc.lock().await;
+        let state = cc.self_node_state();
+        for (k, v) in publish {
+            if state.get(k) != Some(v.as_str()) {
+                state.set(k, v);
+            }
         }
     }
-    live.insert(self_id.to_string());
-    let members_changed = apply(known, &seen, live, self_id);
-    match members_changed {
-        Some(members) => {
+    for node in known.live.difference(&live) {
+        info!(node = %node, "node is down");
+    }
+    for node in live.difference(&known.live) {
+        if node != self_id {
+            info!(node = %node, "node is live");
+        }
+    }
+    known.live = live;
+    match round.route {
+        Some(route) => {
+            known.route = route;
             tx.send_replace(Arc::new(known.view()));
-            if let Some(file) = members_file {
-                // Write the file without holding a runtime thread.
-                let file = file.clone();
-                let _ = tokio::task::spawn_blocking(move || save_members(&file, &members)).await;
-            }
         }
         None => {
             let current = tx.borrow().clone();
@@ -252,46 +315,14 @@ async fn refresh(
             }
         }
     }
+    round.left
 }
 
-/// Node id -> (generation, address, stopping), as gossip shows them.
-type Seen = BTreeMap<String, (u64, Option<SocketAddr>, bool)>;
-
-/// Updates what is known; returns the member list when it changed.
-fn apply(
-    known: &mut Known,
-    seen: &Seen,
-    live: BTreeSet<String>,
-    self_id: &str,
-) -> Option<BTreeMap<String, SocketAddr>> {
-    let mut changed_members = false;
-    for (node, (_, addr, _)) in seen {
-        if let Some(addr) = addr
-            && known.members.get(node) != Some(addr)
-        {
-            if !known.members.contains_key(node) {
-                info!(node = %node, %addr, "node joined the ring");
-            }
-            known.members.insert(node.clone(), *addr);
-            changed_members = true;
-        }
-    }
-    for node in known.live.difference(&live) {
-        info!(node = %node, "node is down");
-    }
-    for node in live.difference(&known.live) {
-        if node != self_id {
-            info!(node = %node, "node is live");
-        }
-    }
-    known.live = live;
-    changed_members.then(|| known.members.clone())
-}
-
-/// Reads the persisted member list (`id addr` per line). A missing file is
-/// an empty list; a damaged one (empty, cut short, a line that does not
+/// Reads the member list of a data directory from before layouts (`id
+/// addr` per line), which the first layout keeps the ring ownership of. A
+/// missing file is an empty list; a damaged one (empty, cut short, a line that does not
 /// parse) is refused, naming the file and the line, never half-used.
-fn load_members(file: &PathBuf) -> anyhow::Result<BTreeMap<String, SocketAddr>> {
+pub fn load_members(file: &PathBuf) -> anyhow::Result<BTreeMap<String, SocketAddr>> {
     let bytes = match std::fs::read(file) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
@@ -328,17 +359,6 @@ fn parse_members(bytes: &[u8]) -> Result<BTreeMap<String, SocketAddr>, String> {
         .collect()
 }
 
-/// Writes the member list atomically and durably.
-fn save_members(file: &Path, members: &BTreeMap<String, SocketAddr>) {
-    let text: String = members
-        .iter()
-        .map(|(id, a)| format!("{id} {a}\n"))
-        .collect();
-    if let Err(e) = crate::durable::write_atomic(file, text.as_bytes()) {
-        warn!(cause = %e, file = %file.display(), "cannot persist the member list");
-    }
-}
-
 #[cfg(test)]
 mod file_tests {
     use super::*;
@@ -363,7 +383,7 @@ mod file_tests {
         let err = load_members(&file).unwrap_err().to_string();
         assert!(err.contains("members is damaged"), "{err}");
         let members = parse_members(good).unwrap();
-        save_members(&file, &members);
+        std::fs::write(&file, good).unwrap();
         assert_eq!(load_members(&file).unwrap(), members);
     }
 }

@@ -11,68 +11,171 @@
 //! from a `watch` channel: membership and liveness never change under a
 //! request's feet, and no lock is held while it runs.
 
+pub mod assign;
+pub mod layout;
 pub mod membership;
 pub mod partition;
 pub mod ring;
+pub mod steward;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::keyspace::partition_of;
+use crate::keyspace::{PARTITIONS, partition_of};
 
+pub use layout::{Layout, NodeState};
 pub use membership::Membership;
 pub use partition::PartitionTable;
 pub use ring::Ring;
 
-/// One ring member.
+/// One node a view routes to: a member of the layout, or one leaving it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
     /// Its node id.
     pub id: Arc<str>,
     /// Its TCP address (clients and peers).
     pub addr: SocketAddr,
+    /// Its state in the layout.
+    pub state: NodeState,
 }
 
-/// A snapshot of the cluster: members (sorted by id), which are live, the
-/// partition table, and the effective replication factor.
+/// Where each partition's requests go under one layout phase, computed once
+/// per layout change (member indexes into [`ClusterView::members`]).
+#[derive(Debug)]
+struct Routes {
+    /// Replicas per partition in the current assignment.
+    n: usize,
+    /// `PARTITIONS * n` current owners.
+    current: Vec<u16>,
+    /// Previous owners per partition while a change is carried out (nodes
+    /// removed meanwhile left out).
+    previous: Option<Vec<Vec<u16>>>,
+    /// Every member, per partition, in the order stand-ins are taken
+    /// (owners first, then a hash order of the partition and the id).
+    walks: Vec<u16>,
+}
+
+/// Requests begun under one layout phase and not finished yet: the layout
+/// steward waits for them to drain before it tells the cluster that this
+/// node no longer acts on an older phase.
+#[derive(Debug, Default)]
+pub struct InFlight(AtomicUsize);
+
+impl InFlight {
+    /// Requests still running.
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Held by a request while it runs under a view (see [`ClusterView::begin`]).
+pub struct InFlightGuard(Arc<InFlight>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A snapshot of the cluster: the layout, which nodes are live, and where
+/// each partition's reads and writes go. While a layout change is carried
+/// out, writes go to the partition's previous and current owners (a quorum
+/// in each), and reads to the previous owners until every new owner holds
+/// its partitions, then to the current ones.
 #[derive(Debug, Clone)]
 pub struct ClusterView {
     members: Vec<Member>,
     live: Vec<bool>,
-    table: Arc<PartitionTable>,
-    n: usize,
+    layout: Arc<Layout>,
+    routes: Arc<Routes>,
+    reads_current: bool,
+    inflight: Arc<InFlight>,
 }
 
 impl ClusterView {
-    /// A view of `members` (any order), with `live` naming the live ones and
-    /// `n` the configured replication factor (shrunk to the member count).
+    /// A view of a first layout of `members` (any order), with `live`
+    /// naming the live ones and `n` the configured replication factor
+    /// (tests and benchmarks; nodes build theirs from the layout).
     pub fn new<'a>(
         members: impl IntoIterator<Item = (&'a str, SocketAddr)>,
         live: impl Fn(&str) -> bool,
         n: usize,
-        vnodes: usize,
     ) -> ClusterView {
-        let mut members: Vec<Member> = members
+        let nodes: Vec<(String, SocketAddr)> = members
             .into_iter()
-            .map(|(id, addr)| Member {
-                id: id.into(),
-                addr,
+            .map(|(id, a)| (id.to_string(), a))
+            .collect();
+        ClusterView::from_layout(Arc::new(Layout::bootstrap(&nodes, n)), live, true)
+    }
+
+    /// The view of `layout`, with `live` naming the live nodes. While the
+    /// layout is being carried out, `reads_current` says whether reads
+    /// have switched to the new owners yet.
+    pub fn from_layout(
+        layout: Arc<Layout>,
+        live: impl Fn(&str) -> bool,
+        reads_current: bool,
+    ) -> ClusterView {
+        let members: Vec<Member> = layout
+            .nodes
+            .iter()
+            .filter(|n| n.state != NodeState::Removed)
+            .map(|n| Member {
+                id: n.id.clone(),
+                addr: n.addr,
+                state: n.state,
             })
             .collect();
-        members.sort_by(|a, b| a.id.cmp(&b.id));
-        members.dedup_by(|a, b| a.id == b.id);
-        let ring = Ring::new(members.iter().map(|m| &*m.id), vnodes);
-        let table = Arc::new(PartitionTable::new(&ring));
+        let index = |id: &str| members.binary_search_by(|m| (*m.id).cmp(id)).ok();
+        let map = |a: &assign::Assignment, p: usize| -> Vec<u16> {
+            a.owners(p)
+                .iter()
+                .filter_map(|&i| index(&a.members()[usize::from(i)]))
+                .map(|i| i as u16)
+                .collect()
+        };
+        let cur = &layout.current;
+        let n = cur.n();
+        let mut current = Vec::with_capacity(PARTITIONS * n);
+        for p in 0..PARTITIONS {
+            let owners = map(cur, p);
+            debug_assert_eq!(owners.len(), n);
+            current.extend(owners);
+        }
+        let previous = layout
+            .previous
+            .as_ref()
+            .map(|a| (0..PARTITIONS).map(|p| map(a, p)).collect::<Vec<_>>());
+        let mut walks = Vec::with_capacity(PARTITIONS * members.len());
+        for p in 0..PARTITIONS {
+            let owners = &current[p * n..(p + 1) * n];
+            let mut rest: Vec<(u64, u16)> = (0..members.len() as u16)
+                .filter(|i| !owners.contains(i))
+                .map(|i| (fallback_rank(p, &members[usize::from(i)].id), i))
+                .collect();
+            rest.sort_unstable();
+            walks.extend_from_slice(owners);
+            walks.extend(rest.into_iter().map(|(_, i)| i));
+        }
         let live = members.iter().map(|m| live(&m.id)).collect();
         ClusterView {
-            n: n.min(members.len()).max(1),
             members,
             live,
-            table,
+            routes: Arc::new(Routes {
+                n,
+                current,
+                previous,
+                walks,
+            }),
+            reads_current: reads_current || layout.previous.is_none(),
+            layout,
+            inflight: Arc::new(InFlight::default()),
         }
     }
 
-    /// The same members and table with another live set (no recomputation).
+    /// The same layout and phase with another live set (no recomputation;
+    /// requests in flight are still counted together).
     pub fn with_live(&self, live: impl Fn(&str) -> bool) -> ClusterView {
         ClusterView {
             live: self.members.iter().map(|m| live(&m.id)).collect(),
@@ -80,7 +183,29 @@ impl ClusterView {
         }
     }
 
-    /// The members, sorted by id.
+    /// The layout this view routes by.
+    pub fn layout(&self) -> &Arc<Layout> {
+        &self.layout
+    }
+
+    /// True while a layout change is carried out and reads still go to the
+    /// previous owners.
+    pub fn reads_previous(&self) -> bool {
+        !self.reads_current
+    }
+
+    /// Counts a request as running under this view until the guard drops.
+    pub fn begin(&self) -> InFlightGuard {
+        self.inflight.0.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard(self.inflight.clone())
+    }
+
+    /// The requests running under this view's layout phase.
+    pub fn inflight(&self) -> &Arc<InFlight> {
+        &self.inflight
+    }
+
+    /// The nodes requests may go to (members and leaving nodes), sorted by id.
     pub fn members(&self) -> &[Member] {
         &self.members
     }
@@ -118,34 +243,75 @@ impl ClusterView {
     /// The effective replication factor: the configured N, shrunk to the
     /// member count.
     pub fn n(&self) -> usize {
-        self.n
+        self.routes.n.max(1)
     }
 
-    /// The partition table.
-    pub fn table(&self) -> &Arc<PartitionTable> {
-        &self.table
+    /// The current owners of partition `p` (indexes).
+    pub fn current_owners(&self, p: usize) -> &[u16] {
+        let n = self.routes.n;
+        self.routes.current.get(p * n..(p + 1) * n).unwrap_or(&[])
     }
 
-    /// Every member for partition `p`, in preference order (indexes).
-    pub fn walk(&self, p: usize) -> &[u16] {
-        self.table.walk(p)
+    /// The previous owners of partition `p` while a change is carried out.
+    pub fn previous_owners(&self, p: usize) -> Option<&[u16]> {
+        self.routes
+            .previous
+            .as_ref()
+            .and_then(|prev| prev.get(p))
+            .map(Vec::as_slice)
     }
 
-    /// The first N members of partition `p` (indexes).
+    /// The owners reads of partition `p` go to (indexes, preference order).
     pub fn owners_of_partition(&self, p: usize) -> &[u16] {
-        let walk = self.walk(p);
-        &walk[..self.n.min(walk.len())]
+        match self.previous_owners(p) {
+            Some(prev) if !self.reads_current && !prev.is_empty() => prev,
+            _ => self.current_owners(p),
+        }
     }
 
-    /// The preference list of `key` (indexes).
+    /// The owner sets a write of partition `p` must reach a quorum in: the
+    /// current owners and, while a change is carried out and they differ,
+    /// the previous ones.
+    pub fn write_sets(&self, p: usize) -> Vec<&[u16]> {
+        let cur = self.current_owners(p);
+        match self.previous_owners(p) {
+            Some(prev) if !prev.is_empty() && !same_set(prev, cur) => vec![cur, prev],
+            _ => vec![cur],
+        }
+    }
+
+    /// Every member for partition `p`: the current owners, then the others
+    /// in the order stand-ins are taken.
+    pub fn walk(&self, p: usize) -> &[u16] {
+        let m = self.members.len();
+        self.routes.walks.get(p * m..(p + 1) * m).unwrap_or(&[])
+    }
+
+    /// The read owners of `key` (indexes).
     pub fn owners(&self, key: &[u8]) -> &[u16] {
         self.owners_of_partition(partition_of(key))
     }
 
-    /// True when member `i` is an owner of partition `p`.
+    /// True when member `i` replicates partition `p` (in any set a write
+    /// of it reaches).
     pub fn owns(&self, i: usize, p: usize) -> bool {
-        self.owners_of_partition(p).contains(&(i as u16))
+        let i = i as u16;
+        self.current_owners(p).contains(&i)
+            || self.previous_owners(p).is_some_and(|o| o.contains(&i))
     }
+}
+
+fn same_set(a: &[u16], b: &[u16]) -> bool {
+    a.len() == b.len() && a.iter().all(|x| b.contains(x))
+}
+
+/// The order in which members stand in for a partition's owners: a hash of
+/// the partition and the id, so stand-in load spreads evenly.
+fn fallback_rank(p: usize, id: &str) -> u64 {
+    let mut buf = Vec::with_capacity(id.len() + 8);
+    buf.extend_from_slice(&(p as u64).to_le_bytes());
+    buf.extend_from_slice(id.as_bytes());
+    xxhash_rust::xxh3::xxh3_64(&buf)
 }
 
 #[cfg(test)]
@@ -162,7 +328,6 @@ mod tests {
             [("c", addr(3)), ("a", addr(1)), ("b", addr(2))],
             |id| id != "b",
             3,
-            64,
         );
         assert_eq!(
             v.members().iter().map(|m| &*m.id).collect::<Vec<_>>(),
@@ -174,9 +339,8 @@ mod tests {
         assert_eq!(v.owners(b"k").len(), 3);
         let all = v.with_live(|_| true);
         assert_eq!(all.live_count(), 3);
-        assert!(Arc::ptr_eq(all.table(), v.table()));
         // N shrinks to the member count.
-        let small = ClusterView::new([("a", addr(1))], |_| true, 3, 64);
+        let small = ClusterView::new([("a", addr(1))], |_| true, 3);
         assert_eq!(small.n(), 1);
         assert_eq!(small.owners(b"k"), &[0]);
     }

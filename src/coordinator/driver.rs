@@ -21,6 +21,7 @@
 //! closure; the driver only counts.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -36,11 +37,21 @@ use crate::rpc::message::Reason;
 pub trait Peer {
     /// The node id (or, for a batch to one node, that node's id).
     fn node(&self) -> &str;
+
+    /// The owner an answer counts for (a stand-in's is the owner it keeps
+    /// a hint for).
+    fn owner(&self) -> &str {
+        self.node()
+    }
 }
 
 impl Peer for Target {
     fn node(&self) -> &str {
         &self.node
+    }
+
+    fn owner(&self) -> &str {
+        self.hint.as_deref().unwrap_or(&self.node)
     }
 }
 
@@ -48,10 +59,13 @@ impl Peer for Target {
 pub type Call<'a, I, T> = BoxFuture<'a, (I, Result<T, Reason>)>;
 
 /// How a request is driven.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Spec {
-    /// Successes needed.
+    /// Successes needed (in each owner set, when there are several).
     pub needed: usize,
+    /// Owner sets that must each reach `needed` (a write during a layout
+    /// change); `None`: any `needed` targets.
+    pub sets: Option<Vec<Vec<Arc<str>>>>,
     /// How many targets are asked at once.
     pub strategy: Strategy,
     /// When the driver gives up waiting.
@@ -89,11 +103,12 @@ impl<I: Peer, T> Outcome<'_, I, T> {
         {
             match result {
                 Ok(v) => {
-                    self.tracker.success();
+                    self.tracker.success_for(t.owner());
                     self.replies.push((t, v));
                 }
                 Err(reason) => {
                     self.tracker.failure(t.node(), reason);
+                    self.tracker.lost(t.owner());
                     self.unplaced.push(t);
                 }
             }
@@ -116,6 +131,9 @@ where
 {
     let mut pending: VecDeque<I> = targets.into_iter().collect();
     let mut tracker = Tracker::new(spec.needed, pending.len(), spec.strategy);
+    if let Some(sets) = spec.sets.clone() {
+        tracker = tracker.with_sets(sets, spec.needed);
+    }
     let mut running = FuturesUnordered::new();
     let mut replies = Vec::with_capacity(spec.needed);
     let mut unplaced = Vec::new();
@@ -139,7 +157,7 @@ where
                 let Some((t, result)) = done else { break };
                 match result {
                     Ok(v) => {
-                        tracker.success();
+                        tracker.success_for(t.owner());
                         replies.push((t, v));
                     }
                     Err(reason) => {
@@ -149,7 +167,10 @@ where
                                 tracker.add_target();
                                 pending.push_front(stand_in);
                             }
-                            None => unplaced.push(t),
+                            None => {
+                                tracker.lost(t.owner());
+                                unplaced.push(t);
+                            }
                         }
                     }
                 }
@@ -192,6 +213,7 @@ mod tests {
     fn spec(needed: usize, strategy: Strategy, ms: u64) -> Spec {
         Spec {
             needed,
+            sets: None,
             strategy,
             deadline: Instant::now() + Duration::from_millis(ms),
             hedge_after: None,

@@ -77,6 +77,9 @@ pub enum CoordError {
     /// The actor refused or failed the write before replicating it.
     #[error("write failed: {0}")]
     WriteFailed(String),
+    /// The node cannot serve requests yet (no layout).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// The coordinator's settings.
@@ -252,6 +255,8 @@ impl Coordinator {
     ) -> Result<Option<Object>, CoordError> {
         check_key(key)?;
         let view = self.view();
+        forming(&view)?;
+        let _running = view.begin();
         let mut targets = plan::plan(&view, partition_of(key)).slots;
         // This node first (no message), then live replicas, in preference order.
         targets.sort_by_key(|t| (t.node != self.me, !t.live));
@@ -266,6 +271,7 @@ impl Coordinator {
         };
         let spec = Spec {
             needed: r,
+            sets: None,
             strategy,
             deadline: tokio::time::Instant::now() + self.config.timeout,
             hedge_after: Some(self.config.hedge_after),
@@ -414,6 +420,8 @@ impl Coordinator {
             )));
         }
         let view = self.view();
+        forming(&view)?;
+        let _running = view.begin();
         let mut owners = plan::owners(&view, partition_of(key));
         let w = Self::quorum("W", w, self.config.w, owners.len())?;
         if owners.iter().any(|t| t.node == self.me) {
@@ -531,7 +539,9 @@ impl Coordinator {
             }
         };
         let view = self.view();
-        let Plan { slots, mut spares } = plan::plan(&view, partition_of(key));
+        let _running = view.begin();
+        let p = partition_of(key);
+        let Plan { slots, mut spares } = plan::write_plan(&view, p);
         spares.retain(|t| t.node != self.me);
         let others: Vec<Target> = slots
             .into_iter()
@@ -550,7 +560,7 @@ impl Coordinator {
                 .addr(&self.me)
                 .unwrap_or(std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
             live: true,
-            hint: None,
+            hint: stand_in_for.clone(),
         };
         let mut local = Some(local_durable);
         let call = |t: Target| -> Call<'static, Target, ()> {
@@ -577,8 +587,11 @@ impl Coordinator {
             stand_in.hint = Some(t.hint.clone().unwrap_or(t.node.clone()));
             Some(stand_in)
         };
+        // While a layout change is carried out, W in each owner set.
+        let sets = plan::write_sets(&view, p);
         let spec = Spec {
             needed: w,
+            sets: (sets.len() > 1).then_some(sets),
             strategy: Strategy::All,
             deadline: tokio::time::Instant::now()
                 + self.config.timeout
@@ -655,6 +668,7 @@ impl Coordinator {
         };
         let spec = Spec {
             needed: 1,
+            sets: None,
             strategy: Strategy::All,
             deadline: tokio::time::Instant::now() + self.config.timeout,
             hedge_after: None,
@@ -711,6 +725,18 @@ fn unmet(tracker: &Tracker) -> QuorumFailure {
         });
     }
     report
+}
+
+/// Refuses requests while this node follows no layout yet.
+fn forming(view: &ClusterView) -> Result<(), CoordError> {
+    if view.layout().version == 0 {
+        return Err(CoordError::Unavailable(
+            "the cluster is forming: this node has no layout yet (it appears within a few \
+             seconds of the nodes finding each other; see RING)"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 fn check_key(key: &[u8]) -> Result<(), CoordError> {

@@ -56,19 +56,40 @@ pub fn owners(view: &ClusterView, p: usize) -> Vec<Target> {
         .collect()
 }
 
-/// The sloppy-quorum plan of partition `p`.
+/// The sloppy-quorum plan of a read of partition `p`: its read owners.
 pub fn plan(view: &ClusterView, p: usize) -> Plan {
-    let walk = view.walk(p);
-    let n = view.n().min(walk.len());
-    let (owner_idx, rest) = walk.split_at(n);
-    let mut spares: VecDeque<Target> = rest
+    sloppy(view, p, view.owners_of_partition(p).to_vec())
+}
+
+/// The sloppy-quorum plan of a write of partition `p`: every owner of every
+/// set the write must reach (the current owners, and the previous ones
+/// while a layout change is carried out), in that order.
+pub fn write_plan(view: &ClusterView, p: usize) -> Plan {
+    let mut owners: Vec<u16> = Vec::with_capacity(view.n() * 2);
+    for set in view.write_sets(p) {
+        for &o in set {
+            if !owners.contains(&o) {
+                owners.push(o);
+            }
+        }
+    }
+    sloppy(view, p, owners)
+}
+
+/// `owners` with each one the failure detector marks down replaced by the
+/// next live node of the partition's walk (which keeps a hint for it); the
+/// live nodes left over are spares.
+fn sloppy(view: &ClusterView, p: usize, owners: Vec<u16>) -> Plan {
+    let mut spares: VecDeque<Target> = view
+        .walk(p)
         .iter()
+        .filter(|i| !owners.contains(i))
         .map(|&i| usize::from(i))
         .filter(|&i| view.is_live_at(i))
         .map(|i| target(view, i, None))
         .collect();
-    let mut slots = Vec::with_capacity(n);
-    for &o in owner_idx {
+    let mut slots = Vec::with_capacity(owners.len());
+    for o in owners {
         let o = usize::from(o);
         if view.is_live_at(o) {
             slots.push(target(view, o, None));
@@ -81,6 +102,19 @@ pub fn plan(view: &ClusterView, p: usize) -> Plan {
         }
     }
     Plan { slots, spares }
+}
+
+/// The owner sets of a write of partition `p`, as node ids (for a tracker
+/// that needs a quorum in each).
+pub fn write_sets(view: &ClusterView, p: usize) -> Vec<Vec<Arc<str>>> {
+    view.write_sets(p)
+        .into_iter()
+        .map(|set| {
+            set.iter()
+                .map(|&i| view.member(usize::from(i)).id.clone())
+                .collect()
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -99,7 +133,6 @@ mod tests {
             }),
             |id| !down.contains(&id),
             n,
-            64,
         )
     }
 

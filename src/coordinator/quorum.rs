@@ -3,10 +3,17 @@
 //! ask next. Reads, writes, read repair and hint delivery all count their
 //! answers with it, so the rule is written once.
 //!
+//! During a layout change a write needs W answers in *each* of two owner
+//! sets (the partition's previous owners and its new ones): a tracker made
+//! [`Tracker::with_sets`] counts a success for every set that holds the
+//! owner it stands for, and fails as soon as one set can no longer reach W.
+//!
 //! Two strategies: [`Strategy::All`] sends to every target at once (writes:
 //! every replica must get the write anyway); [`Strategy::Quorum`] sends to
 //! `needed` targets first and one more for each failure, or to all the rest
 //! when the caller hedges after a delay (reads: fewer messages per request).
+
+use std::sync::Arc;
 
 use crate::rpc::message::{NodeFailure, QuorumFailure, Reason};
 
@@ -39,6 +46,16 @@ pub struct Tracker {
     sent: usize,
     ok: usize,
     failures: Vec<NodeFailure>,
+    sets: Option<Sets>,
+}
+
+/// Owner sets that must each reach their quorum.
+#[derive(Debug, Clone)]
+struct Sets {
+    owners: Vec<Vec<Arc<str>>>,
+    needed: Vec<usize>,
+    ok: Vec<usize>,
+    lost: Vec<usize>,
 }
 
 impl Tracker {
@@ -51,6 +68,46 @@ impl Tracker {
             sent: 0,
             ok: 0,
             failures: Vec::new(),
+            sets: None,
+        }
+    }
+
+    /// This tracker, met only when each of `sets` (owner ids) has `needed`
+    /// successes (at most the set's size). With a single set it behaves as
+    /// the plain tracker.
+    pub fn with_sets(mut self, sets: Vec<Vec<Arc<str>>>, needed: usize) -> Tracker {
+        let k = sets.len();
+        self.sets = Some(Sets {
+            needed: sets.iter().map(|s| needed.min(s.len())).collect(),
+            owners: sets,
+            ok: vec![0; k],
+            lost: vec![0; k],
+        });
+        self
+    }
+
+    /// Records a success on behalf of `owner` (a stand-in counts for the
+    /// owner it keeps a hint for).
+    pub fn success_for(&mut self, owner: &str) {
+        self.ok += 1;
+        if let Some(s) = &mut self.sets {
+            for (i, set) in s.owners.iter().enumerate() {
+                if set.iter().any(|o| &**o == owner) {
+                    s.ok[i] += 1;
+                }
+            }
+        }
+    }
+
+    /// Records that `owner`'s copy is lost for this request: it failed and
+    /// no stand-in took its place.
+    pub fn lost(&mut self, owner: &str) {
+        if let Some(s) = &mut self.sets {
+            for (i, set) in s.owners.iter().enumerate() {
+                if set.iter().any(|o| &**o == owner) {
+                    s.lost[i] += 1;
+                }
+            }
         }
     }
 
@@ -94,6 +151,16 @@ impl Tracker {
 
     /// Where the request stands.
     pub fn state(&self) -> State {
+        if let Some(s) = &self.sets {
+            let n = s.owners.len();
+            if (0..n).all(|i| s.ok[i] >= s.needed[i]) {
+                return State::Met;
+            }
+            if (0..n).any(|i| s.owners[i].len().saturating_sub(s.lost[i]) < s.needed[i]) {
+                return State::Failed;
+            }
+            return State::Pending;
+        }
         if self.ok >= self.needed {
             State::Met
         } else if self.total - self.failures.len() < self.needed {
@@ -167,6 +234,31 @@ mod tests {
         assert_eq!(h.to_send(), 1);
         assert_eq!(h.hedge(), 2);
         assert_eq!(h.outstanding(), 3);
+    }
+
+    #[test]
+    fn owner_sets_each_need_their_quorum() {
+        let set = |ids: &[&str]| ids.iter().map(|i| Arc::from(*i)).collect::<Vec<Arc<str>>>();
+        // Previous owners a, b, c; new owners a, b, d.
+        let mut t = Tracker::new(2, 4, Strategy::All)
+            .with_sets(vec![set(&["a", "b", "c"]), set(&["a", "b", "d"])], 2);
+        t.to_send();
+        t.success_for("a");
+        t.success_for("c");
+        // The previous set is met, the new one has only a.
+        assert_eq!(t.state(), State::Pending);
+        t.failure("b", Reason::Timeout);
+        t.lost("b");
+        assert_eq!(t.state(), State::Pending);
+        t.success_for("d");
+        assert_eq!(t.state(), State::Met);
+        // Losing two of a set fails it, whatever the other set does.
+        let mut f = Tracker::new(2, 4, Strategy::All)
+            .with_sets(vec![set(&["a", "b", "c"]), set(&["a", "b", "d"])], 2);
+        f.success_for("c");
+        f.lost("a");
+        f.lost("b");
+        assert_eq!(f.state(), State::Failed);
     }
 
     #[derive(Debug, Clone, Copy)]

@@ -28,6 +28,9 @@ pub struct PeerService {
     hints: Arc<Hints>,
     coordinator: Arc<Coordinator>,
     stop: StopFn,
+    /// The layout steward's state (layout requests); `None` in tests that
+    /// hand views in by hand.
+    layouts: std::sync::OnceLock<Arc<crate::cluster::steward::Shared>>,
 }
 
 impl PeerService {
@@ -47,7 +50,13 @@ impl PeerService {
             hints,
             coordinator,
             stop,
+            layouts: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Connects the layout steward (a node does, once gossip started).
+    pub fn set_layouts(&self, layouts: Arc<crate::cluster::steward::Shared>) {
+        let _ = self.layouts.set(layouts);
     }
 
     /// Answers one request (after checking every field of it).
@@ -129,6 +138,47 @@ impl PeerService {
                     .summary()
                     .buckets(usize::from(partition)),
             ),
+            Request::LayoutGet => Response::Layout(serde_bytes::ByteBuf::from(
+                self.layouts
+                    .get()
+                    .map(|l| l.layout_bytes())
+                    .unwrap_or_default(),
+            )),
+            Request::LayoutChange { changes, force } => {
+                let Some(layouts) = self.layouts.get() else {
+                    return Response::Error(RemoteError::Invalid(
+                        "this node keeps no layout".into(),
+                    ));
+                };
+                if !force {
+                    let view = self.coordinator.view();
+                    if let Some(c) = changes.iter().find(|c| {
+                        matches!(c, crate::cluster::layout::Change::Remove { .. })
+                            && view.is_live(c.node())
+                    }) {
+                        return Response::Error(RemoteError::Invalid(format!(
+                            "{} is live: REMOVE is for nodes that are dead for good (use LEAVE, \
+                             or REMOVE {} FORCE if it must go anyway)",
+                            c.node(),
+                            c.node()
+                        )));
+                    }
+                }
+                match layouts.queue(changes) {
+                    Ok(()) => Response::ack(),
+                    Err(e) => Response::Error(RemoteError::Invalid(e)),
+                }
+            }
+            Request::FetchMany { keys } => {
+                let mut out = Vec::with_capacity(keys.len());
+                for k in &keys {
+                    match self.local_copy(k) {
+                        Ok(o) => out.push(o),
+                        Err(e) => return error(e),
+                    }
+                }
+                Response::Objects(out)
+            }
             Request::AaeKeys { partition, buckets } => Response::KeyDigests(
                 self.replica
                     .store()
@@ -184,6 +234,7 @@ impl CoordError {
             CoordError::ReadQuorum(q) => RemoteError::ReadQuorum(q),
             CoordError::WriteUnknown(q) => RemoteError::WriteUnknown(q),
             CoordError::WriteFailed(m) => RemoteError::WriteFailed(m),
+            CoordError::Unavailable(m) => RemoteError::WriteFailed(m),
         }
     }
 }

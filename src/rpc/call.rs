@@ -175,6 +175,37 @@ impl Answer for Inspection {
     }
 }
 
+/// Answer to [`Request::LayoutGet`]: the encoded layout, empty if none.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayoutBytes(pub Vec<u8>);
+
+impl Answer for LayoutBytes {
+    fn decode(r: Response) -> Result<Self, String> {
+        match r {
+            Response::Layout(b) => Ok(LayoutBytes(b.into_vec())),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+/// Answer to [`Request::FetchMany`]: each key's copy, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Objects(pub Vec<Option<Object>>);
+
+impl Answer for Objects {
+    fn decode(r: Response) -> Result<Self, String> {
+        match r {
+            Response::Objects(objects) => {
+                for o in objects.iter().flatten() {
+                    o.validate().map_err(|e| format!("invalid copy: {e}"))?;
+                }
+                Ok(Objects(objects))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -78,7 +78,28 @@ pub enum Request {
         /// Bucket indexes.
         buckets: Vec<u8>,
     },
+    /// The layout this node follows (answered with [`Response::Layout`]).
+    LayoutGet,
+    /// Layout changes for the claimant to make (join, leave, remove).
+    LayoutChange {
+        /// The changes, made together in one new version.
+        changes: Vec<crate::cluster::layout::Change>,
+        /// Make them even where a safety check would refuse (REMOVE of a
+        /// node that looks live).
+        force: bool,
+    },
+    /// The replica copies of these keys (a transfer of a partition to a
+    /// new owner); answered with [`Response::Objects`].
+    FetchMany {
+        /// The keys, at most [`MAX_FETCH_KEYS`].
+        keys: Vec<serde_bytes::ByteBuf>,
+    },
 }
+
+/// Keys one [`Request::FetchMany`] may ask for.
+pub const MAX_FETCH_KEYS: usize = 1024;
+/// Changes one [`Request::LayoutChange`] may carry.
+pub const MAX_CHANGES: usize = 256;
 
 /// What a node answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -111,6 +132,11 @@ pub enum Response {
     },
     /// Answer to [`Request::Write`].
     Written(Done),
+    /// Answer to [`Request::LayoutGet`]: the encoded layout (empty when
+    /// this node has none yet).
+    Layout(serde_bytes::ByteBuf),
+    /// Answer to [`Request::FetchMany`]: each key's copy, in order.
+    Objects(Vec<Option<Object>>),
     /// The request failed.
     Error(RemoteError),
 }
@@ -251,7 +277,25 @@ impl Request {
             }
         };
         match self {
-            Request::Ping | Request::Shutdown => Ok(()),
+            Request::Ping | Request::Shutdown | Request::LayoutGet => Ok(()),
+            Request::LayoutChange { changes, .. } => {
+                if changes.is_empty() || changes.len() > MAX_CHANGES {
+                    return Err(format!("1 to {MAX_CHANGES} layout changes at once"));
+                }
+                match changes
+                    .iter()
+                    .find(|c| !crate::identity::valid_id(c.node()))
+                {
+                    Some(c) => Err(format!("invalid node id {:?}", c.node())),
+                    None => Ok(()),
+                }
+            }
+            Request::FetchMany { keys } => {
+                if keys.len() > MAX_FETCH_KEYS {
+                    return Err(format!("at most {MAX_FETCH_KEYS} keys per fetch"));
+                }
+                keys.iter().try_for_each(|k| key_ok(k))
+            }
             Request::Get { key } | Request::Inspect { key } => key_ok(key),
             Request::Replicate { key, object, hint } => {
                 key_ok(key)?;

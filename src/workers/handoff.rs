@@ -62,6 +62,7 @@ impl Handoff {
             .collect();
         let spec = Spec {
             needed: batch.len(),
+            sets: None,
             strategy: Strategy::All,
             deadline: tokio::time::Instant::now() + self.timeout,
             hedge_after: None,
@@ -98,6 +99,58 @@ impl Handoff {
     }
 }
 
+/// True when `owner` left the cluster or was removed: its hints go to the
+/// keys' current owners instead.
+fn gone(view: &ClusterView, owner: &str) -> bool {
+    let layout = view.layout();
+    layout.version > 0
+        && matches!(
+            layout.state(owner),
+            None | Some(crate::cluster::NodeState::Removed)
+        )
+}
+
+impl Handoff {
+    /// Hands one batch of the hints held for `owner`, which left, to the
+    /// current owners of each key (a majority of the live ones must
+    /// acknowledge); returns how many were handed over and whether all were.
+    async fn redirect(&self, view: &ClusterView, owner: &str) -> (usize, bool) {
+        let mut done = 0;
+        let batch = self.hints.batch(owner);
+        let all = batch.len();
+        for (key, bytes, object) in batch {
+            let p = crate::keyspace::partition_of(&key);
+            let owners: Vec<std::net::SocketAddr> = view
+                .current_owners(p)
+                .iter()
+                .map(|&i| usize::from(i))
+                .filter(|&i| view.is_live_at(i))
+                .map(|i| view.member(i).addr)
+                .collect();
+            let req = Request::Replicate {
+                key: key.clone(),
+                object,
+                hint: None,
+            };
+            let asks = owners
+                .iter()
+                .map(|addr| ask::<Acked>(&*self.transport, *addr, &req, self.timeout));
+            let acked = futures::future::join_all(asks)
+                .await
+                .iter()
+                .filter(|r| r.is_ok())
+                .count();
+            if acked > 0
+                && acked > owners.len() / 2
+                && let Ok(true) = self.hints.remove_if_unchanged(owner, &key, &bytes)
+            {
+                done += 1;
+            }
+        }
+        (done, done == all)
+    }
+}
+
 /// One hint on its way to its owner.
 struct Delivery {
     owner: Arc<str>,
@@ -126,6 +179,15 @@ impl Worker for Handoff {
         let view = self.view.borrow().clone();
         let mut more = false;
         for owner in self.hints.pending().into_keys() {
+            if gone(&view, &owner) {
+                let (redirected, ok) = self.redirect(&view, &owner).await;
+                if redirected > 0 {
+                    self.delivered += redirected as u64;
+                    info!(owner = %owner, redirected, "hints for a node that left handed to the keys' owners");
+                }
+                more |= ok && redirected == BATCH;
+                continue;
+            }
             if !view.is_live(&owner) || !self.hints.ready(&owner) {
                 continue;
             }

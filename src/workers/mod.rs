@@ -1,5 +1,6 @@
 //! Background workers: hint delivery ([`handoff`]), anti-entropy
-//! ([`anti_entropy`]) and expiry ([`expiry`]) share one [`Worker`] trait and one runner
+//! ([`anti_entropy`]), expiry ([`expiry`]) and partition transfers after a
+//! layout change ([`transfer`]) share one [`Worker`] trait and one runner
 //! ([`Workers`]), which tracks their tasks so that shutdown can cancel them
 //! and wait for them to finish before the store is closed. (The storage
 //! engine's own maintenance, hint files and compaction, runs on the store's
@@ -12,6 +13,7 @@
 pub mod anti_entropy;
 pub mod expiry;
 pub mod handoff;
+pub mod transfer;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
