@@ -21,6 +21,11 @@ pub const MAX_KEY_LEN: usize = 16 * 1024;
 pub const MAX_VALUE_LEN: usize = 8 * 1024 * 1024;
 /// Largest total of sibling values under one key (keeps replication frames bounded).
 pub const MAX_OBJECT_VALUE_BYTES: usize = 32 * 1024 * 1024;
+/// Default cap on the hinted keys a node holds for one other node
+/// (`--max-hints-per-node`).
+pub const DEFAULT_MAX_HINTS_PER_NODE: usize = 1_000_000;
+/// Default cap on the bytes of hints a node holds in total (`--max-hint-bytes`).
+pub const DEFAULT_MAX_HINT_BYTES: u64 = 1 << 30;
 
 /// What a plain `GET` answers when a key holds concurrent values (siblings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -143,6 +148,8 @@ pub struct Config {
     pub password: Option<Secret>,
     /// What a plain `GET` answers for a key with siblings.
     pub sibling_reads: SiblingReads,
+    /// Caps on the hints this node holds for others.
+    pub hint_limits: crate::hints::HintLimits,
 }
 
 impl Config {
@@ -176,6 +183,7 @@ impl Config {
             limits: crate::limits::ServerLimits::default(),
             password: None,
             sibling_reads: SiblingReads::Pick,
+            hint_limits: crate::hints::HintLimits::default(),
         }
     }
 

@@ -125,7 +125,9 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         Some(dir) => Arc::new(open_log(&dir.join("hints"), &config).await?),
         None => Arc::new(MemoryStore::new()),
     };
-    let hints = Arc::new(Hints::open(hints_store).context("cannot load hints")?);
+    let hints = Arc::new(
+        Hints::open_with_limits(hints_store, config.hint_limits).context("cannot load hints")?,
+    );
     let actor = Arc::new(ActorCell::new(&config.node_id, epoch, store_dir));
     let replica = Arc::new(Replica::new(store, actor));
     let listener = TcpListener::bind(config.listen)
