@@ -21,6 +21,11 @@ pub const MAX_KEY_LEN: usize = 16 * 1024;
 pub const MAX_VALUE_LEN: usize = 8 * 1024 * 1024;
 /// Largest total of sibling values under one key (keeps replication frames bounded).
 pub const MAX_OBJECT_VALUE_BYTES: usize = 32 * 1024 * 1024;
+/// Default cap on the hinted keys a node holds for one other node
+/// (`--max-hints-per-node`).
+pub const DEFAULT_MAX_HINTS_PER_NODE: usize = 1_000_000;
+/// Default cap on the bytes of hints a node holds in total (`--max-hint-bytes`).
+pub const DEFAULT_MAX_HINT_BYTES: u64 = 1 << 30;
 
 /// What a plain `GET` answers when a key holds concurrent values (siblings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -105,8 +110,6 @@ pub struct Config {
     pub r: usize,
     /// Default write quorum.
     pub w: usize,
-    /// Virtual nodes per member.
-    pub vnodes: usize,
     /// Time a coordinator waits for replicas.
     pub request_timeout: Duration,
     /// A read that has not heard from R replicas after this asks the others too.
@@ -145,6 +148,8 @@ pub struct Config {
     pub password: Option<Secret>,
     /// What a plain `GET` answers for a key with siblings.
     pub sibling_reads: SiblingReads,
+    /// Caps on the hints this node holds for others.
+    pub hint_limits: crate::hints::HintLimits,
 }
 
 impl Config {
@@ -161,7 +166,6 @@ impl Config {
             n: DEFAULT_N,
             r: DEFAULT_R,
             w: DEFAULT_W,
-            vnodes: crate::cluster::ring::DEFAULT_VNODES,
             request_timeout: Duration::from_secs(2),
             read_hedge: Duration::from_millis(50),
             read_repair_chance: 0.1,
@@ -179,6 +183,7 @@ impl Config {
             limits: crate::limits::ServerLimits::default(),
             password: None,
             sibling_reads: SiblingReads::Pick,
+            hint_limits: crate::hints::HintLimits::default(),
         }
     }
 

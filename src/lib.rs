@@ -6,8 +6,8 @@
 //! - [`vclock`]: vector clocks over server actors.
 //! - [`object`]: versioned objects with siblings (dotted version vectors).
 //! - [`keyspace`]: key hashing, the 1024 fixed partitions and their buckets.
-//! - [`cluster::ring`], [`cluster::partition`]: vnode tokens and the
-//!   partition table (each partition's replicas, per membership change).
+//! - [`cluster::layout`], [`cluster::assign`]: the versioned layout and the
+//!   balanced assignment of partitions to members.
 //! - [`coordinator::quorum`], [`coordinator::plan`]: the quorum tracker and
 //!   the sloppy-quorum plan.
 //! - [`api::resp`], [`api::command`], [`rpc::frame`], [`rpc::message`]:

@@ -166,9 +166,6 @@ struct NodeOpts {
     cluster_id: String,
     #[command(flatten)]
     replication: Replication,
-    /// Virtual nodes per member on the ring.
-    #[arg(long, default_value_t = distro_db::cluster::ring::DEFAULT_VNODES)]
-    vnodes: usize,
     /// Milliseconds a coordinator waits for replicas.
     #[arg(long, default_value_t = 2000)]
     timeout_ms: u64,
@@ -239,6 +236,15 @@ struct NodeOpts {
     /// past it, readers wait instead of the node growing.
     #[arg(long, default_value_t = distro_db::limits::defaults::REQUEST_BYTES >> 20)]
     request_memory_mb: usize,
+    /// Hinted keys this node holds for any one other node; past it, new
+    /// hints for that node are refused (counted in STATUS) and anti-entropy
+    /// brings it what they would have carried.
+    #[arg(long, default_value_t = distro_db::config::DEFAULT_MAX_HINTS_PER_NODE, value_name = "N")]
+    max_hints_per_node: usize,
+    /// Bytes of hints this node holds in total, for all other nodes (K, M
+    /// and G are powers of 1024); past it, new hints are refused.
+    #[arg(long, default_value_t = distro_db::config::DEFAULT_MAX_HINT_BYTES, value_parser = distro_db::config::parse_size, value_name = "SIZE")]
+    max_hint_bytes: u64,
 }
 
 fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
@@ -266,7 +272,6 @@ fn build_config(listen: SocketAddr, advertise: Option<SocketAddr>, o: &NodeOpts)
     c.n = o.replication.n;
     c.r = o.replication.r;
     c.w = o.replication.w;
-    c.vnodes = o.vnodes;
     c.request_timeout = Duration::from_millis(o.timeout_ms.max(1));
     c.gossip_interval = Duration::from_millis(o.gossip_interval_ms.max(10));
     c.phi_threshold = o.phi;
@@ -288,6 +293,8 @@ fn build_config(listen: SocketAddr, advertise: Option<SocketAddr>, o: &NodeOpts)
         .filter(|p| !p.is_empty())
         .map(distro_db::config::Secret::new);
     c.sibling_reads = o.sibling_reads;
+    c.hint_limits.per_node = o.max_hints_per_node;
+    c.hint_limits.bytes = o.max_hint_bytes;
     c
 }
 

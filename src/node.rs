@@ -180,6 +180,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         n: config.n,
         store,
         hints_store,
+        hint_limits: config.hint_limits,
         actor,
         clock: crate::clock::system(),
         transport: transport.clone(),
@@ -299,6 +300,8 @@ pub struct CoreConfig {
     pub store: Arc<dyn Store>,
     /// The hints' store.
     pub hints_store: Arc<dyn Store>,
+    /// Bounds on the hints held.
+    pub hint_limits: crate::hints::HintLimits,
     /// This node's vector-clock actor.
     pub actor: Arc<ActorCell>,
     /// Wall-clock time.
@@ -318,7 +321,9 @@ pub struct CoreConfig {
 impl Core {
     /// Wires the parts (loading the hints held in `hints_store`).
     pub fn build(c: CoreConfig) -> anyhow::Result<Core> {
-        let hints = Arc::new(Hints::open(c.hints_store).context("cannot load hints")?);
+        let hints = Arc::new(
+            Hints::open_with_limits(c.hints_store, c.hint_limits).context("cannot load hints")?,
+        );
         let replica = Arc::new(Replica::with_clock(c.store, c.actor, c.clock));
         let coordinator = Arc::new(Coordinator::new(
             c.me.clone(),

@@ -40,6 +40,9 @@ pub enum ReplicaError {
     /// The write was refused (not an integer, overflow, ...).
     #[error(transparent)]
     Write(#[from] crate::write::WriteError),
+    /// A hint was refused: hint storage is at a cap (nothing was stored).
+    #[error(transparent)]
+    HintsFull(#[from] crate::hints::HintsFull),
     /// The stored copy of the key does not decode.
     #[error("the local copy of this key is corrupt ({0}); it is repaired from other replicas")]
     Corrupt(String),

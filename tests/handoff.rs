@@ -1,7 +1,9 @@
 //! Sloppy quorum and hinted handoff across real processes: with an owner
 //! down, a write still reaches W through a stand-in that keeps a durable
 //! hint, which survives the stand-in's own restart and reaches the owner
-//! once it is back, with no read involved.
+//! once it is back, with no read involved. Hint storage is capped: past
+//! `--max-hints-per-node` new hints are refused and counted, writes are
+//! still acknowledged, and anti-entropy brings the owner the rest.
 
 mod common;
 
@@ -165,4 +167,124 @@ fn read_repair_alone_refills_what_is_read() {
     );
     let status = text(c.cmd(2, &["STATUS"]));
     assert!(status.contains("0 keys repaired"), "{status}");
+}
+
+/// The number after `prefix` on the STATUS line that starts with it.
+fn figure(status: &str, prefix: &str) -> u64 {
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no `{prefix}` line in {status}"));
+    let digits: String = line.chars().take_while(char::is_ascii_digit).collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no figure in `{line}`"))
+}
+
+/// Hints `status` says are pending for `owner` (0 when none).
+fn pending_for(status: &str, owner: &str) -> u64 {
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("hints pending: "))
+        .expect("hints pending line");
+    line.split_once(&format!("{owner}="))
+        .map_or(0, |(_, rest)| figure(rest, ""))
+}
+
+/// Sends SIGCONT to a stopped node when dropped, so that a failing
+/// assertion never leaves a process stopped.
+struct Resume<'a>(&'a common::NodeProc);
+
+impl Drop for Resume<'_> {
+    fn drop(&mut self) {
+        self.0.signal("CONT");
+    }
+}
+
+#[test]
+fn hint_storage_is_capped_per_node_and_writes_still_succeed() {
+    const KEYS: u64 = 50;
+    const CAP: u64 = 5;
+    let c = Cluster::start_with(
+        3,
+        &["--max-hints-per-node", "5", "--aae-interval-ms", "200"],
+    );
+    let stopped = c.nodes[2].id.clone();
+    let status = |i: usize| text(c.cmd(i, &["STATUS"]));
+    c.nodes[2].signal("STOP");
+    let resume = Resume(&c.nodes[2]);
+    // N=3 on 3 nodes: every node owns every key, so node 0 is the actor of
+    // each write and node 1 the other live owner; node 2 misses them all.
+    for i in 0..KEYS {
+        assert_eq!(
+            c.cmd(0, &["SET", &format!("cap-{i}"), &format!("v{i}"), "W=2"]),
+            Frame::ok(),
+            "write {i} must reach W=2 through the two live owners"
+        );
+    }
+    // Once node 2's answers time out, node 0 keeps a hint for each missed
+    // write: 5 are kept, the rest refused at the cap.
+    wait_until(
+        Duration::from_secs(60),
+        "a hint kept or refused for every write node 2 missed",
+        || {
+            let s = status(0);
+            pending_for(&s, &stopped) + figure(&s, "hints refused: ") >= KEYS
+        },
+    );
+    let s = status(0);
+    assert_eq!(pending_for(&s, &stopped), CAP, "{s}");
+    assert_eq!(figure(&s, "hints refused: "), KEYS - CAP, "{s}");
+    assert!(
+        s.contains(&format!(
+            "hints refused: {} ({} at --max-hints-per-node 5, 0 at --max-hint-bytes 1073741824)",
+            KEYS - CAP,
+            KEYS - CAP
+        )),
+        "{s}"
+    );
+    assert!(s.contains(", 0 failed or unknown writes"), "{s}");
+    let info = text(c.cmd(0, &["INFO", "cluster"]));
+    assert!(
+        info.contains(&format!("distro_db_hints_refused:{}\r\n", KEYS - CAP)),
+        "{info}"
+    );
+    // One warning for the whole episode, naming the owner and the flag.
+    let log = c.nodes[0].log_text();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("hint storage full"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(warnings[0].contains(&stopped), "{}", warnings[0]);
+    assert!(
+        warnings[0].contains("--max-hints-per-node"),
+        "{}",
+        warnings[0]
+    );
+
+    // Node 2 comes back: it gets its 5 hints, and anti-entropy the rest.
+    drop(resume);
+    let (a0, a2) = (c.nodes[0].addr(), c.nodes[2].addr());
+    wait_until(Duration::from_secs(60), "node 2 to be live again", || {
+        live_nodes(&a0).contains(&stopped) && live_nodes(&a2).len() == 3
+    });
+    wait_until(
+        Duration::from_secs(90),
+        "the hints to be handed off",
+        || status(0).contains("hints pending: 0\n"),
+    );
+    wait_until(
+        Duration::from_secs(90),
+        "anti-entropy to bring node 2 every key",
+        || status(2).contains(&format!("({KEYS} keys,")),
+    );
+    for i in 0..KEYS {
+        assert_eq!(
+            c.cmd(1, &["GET", &format!("cap-{i}"), "R=3"]),
+            common::bulk(&format!("v{i}"))
+        );
+    }
+    // Nothing was refused after the cap cleared.
+    assert_eq!(figure(&status(0), "hints refused: "), KEYS - CAP);
 }

@@ -80,6 +80,7 @@ impl TestCluster {
                 n: 3,
                 store: Arc::new(MemoryStore::new()),
                 hints_store: Arc::new(MemoryStore::new()),
+                hint_limits: Default::default(),
                 actor: Arc::new(ActorCell::new(&id, i as u32 + 1, None)),
                 clock: clock.clone(),
                 transport: transport.clone(),

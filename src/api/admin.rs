@@ -77,7 +77,16 @@ pub fn status_report(api: &Api) -> String {
     } else {
         let _ = writeln!(out, "replication: N={} R={} W={}", c.n, c.r, c.w);
     }
-    let _ = writeln!(out, "vnodes: {}", c.vnodes);
+    let _ = writeln!(
+        out,
+        "layout: version {}{}",
+        view.layout().version,
+        if view.layout().migrating() {
+            " (a change is under way, see RING)"
+        } else {
+            ""
+        }
+    );
     let _ = writeln!(out, "partitions: {}", crate::keyspace::PARTITIONS);
     let a = &api.aae;
     let _ = writeln!(
@@ -96,6 +105,17 @@ pub fn status_report(api: &Api) -> String {
     } else {
         let _ = writeln!(out, "hints pending: {total} ({})", per.join(", "));
     }
+    let (refused, limits) = (api.hints.refused(), api.hints.limits());
+    let _ = writeln!(
+        out,
+        "hints refused: {} ({} at --max-hints-per-node {}, {} at --max-hint-bytes {}); {} bytes of hints held",
+        refused.total(),
+        refused.per_node,
+        limits.per_node,
+        refused.bytes,
+        limits.bytes,
+        api.hints.bytes()
+    );
     let _ = writeln!(
         out,
         "requests: {} reads, {} writes, {} failed reads, {} failed or unknown writes, {} read repairs",

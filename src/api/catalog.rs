@@ -2405,7 +2405,7 @@ mod tests {
         let Frame::Array(names) = command_list() else {
             panic!("an array");
         };
-        assert_eq!(names.len(), 61 + 33);
+        assert_eq!(names.len(), 64 + 33);
     }
 
     proptest! {

@@ -145,15 +145,22 @@ pub fn info(api: &Api, sections: &[String]) -> String {
         );
     }
     if want("cluster") {
+        let refused = api.hints.refused();
         let _ = write!(
             out,
             "# Cluster\r\ncluster_enabled:1\r\ndistro_db_node:{}\r\ndistro_db_members:{}\r\n\
-             distro_db_live_members:{}\r\ndistro_db_partitions:{}\r\ndistro_db_hints_pending:{}\r\n\r\n",
+             distro_db_live_members:{}\r\ndistro_db_partitions:{}\r\ndistro_db_hints_pending:{}\r\n\
+             distro_db_hint_bytes:{}\r\ndistro_db_hints_refused:{}\r\n\
+             distro_db_hints_refused_node_cap:{}\r\ndistro_db_hints_refused_bytes_cap:{}\r\n\r\n",
             c.node_id,
             view.members().len(),
             view.live_count(),
             crate::keyspace::PARTITIONS,
-            api.hints.pending().values().sum::<usize>()
+            api.hints.pending().values().sum::<usize>(),
+            api.hints.bytes(),
+            refused.total(),
+            refused.per_node,
+            refused.bytes
         );
     }
     if want("keyspace") {
@@ -212,7 +219,6 @@ fn settings(api: &Api) -> Vec<(&'static str, String)> {
         ("distro-db-n", c.n.to_string()),
         ("distro-db-r", c.r.to_string()),
         ("distro-db-w", c.w.to_string()),
-        ("distro-db-vnodes", c.vnodes.to_string()),
         ("distro-db-fsync", c.fsync.to_string()),
         (
             "distro-db-timeout-ms",

@@ -1,11 +1,16 @@
 //! The cluster as one node sees it: members, liveness, and which members
 //! replicate which partition.
 //!
-//! - [`ring`]: vnode tokens derived from node ids (pure).
-//! - [`partition`]: the partition table, each partition's walk of the ring,
-//!   computed once per membership change (pure).
-//! - [`membership`]: chitchat gossip; keeps the sticky member set and the
-//!   live set, and publishes a new [`ClusterView`] whenever either changes.
+//! - [`layout`]: the versioned layout (nodes, states, assignment) and its
+//!   changes (pure).
+//! - [`assign`]: the balanced assignment of partitions to members (pure).
+//! - [`steward`]: adopting the newest layout, bootstrapping a cluster,
+//!   making changes as the claimant, carrying a change out step by step.
+//! - [`membership`]: chitchat gossip and liveness; runs the steward each
+//!   round and publishes a new [`ClusterView`] when the layout, its phase
+//!   or liveness change.
+//! - [`ring`], [`partition`]: the vnode ring of earlier releases, used only
+//!   to adopt the ownership of a data directory made before layouts.
 //!
 //! Everything that routes a request reads one `Arc<ClusterView>` snapshot
 //! from a `watch` channel: membership and liveness never change under a

@@ -621,8 +621,10 @@ impl Coordinator {
                     return;
                 };
                 for owner in missed.into_iter().filter(|o| *o != me.me) {
-                    if let Err(e) = me.hints.add(&owner, &key, object) {
-                        warn!(owner = %owner, cause = %e, "cannot keep a hint for a replica that missed a write");
+                    match me.hints.add(&owner, &key, object) {
+                        // Counted and logged (rate-limited) by the hints.
+                        Ok(_) | Err(ReplicaError::HintsFull(_)) => {}
+                        Err(e) => warn!(owner = %owner, cause = %e, "cannot keep a hint for a replica that missed a write"),
                     }
                 }
             });

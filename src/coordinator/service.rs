@@ -222,6 +222,7 @@ fn error(e: ReplicaError) -> Response {
         ReplicaError::Refused(r) => RemoteError::Invalid(r.to_string()),
         ReplicaError::Update(u) => RemoteError::WriteFailed(u.to_string()),
         ReplicaError::Write(w) => RemoteError::Invalid(w.to_string()),
+        ReplicaError::HintsFull(f) => RemoteError::HintsFull(f.to_string()),
         other => RemoteError::Store(other.to_string()),
     })
 }

@@ -247,6 +247,10 @@ pub enum RemoteError {
     /// The local store failed.
     #[error("storage error: {0}")]
     Store(String),
+    /// A stand-in refused to keep a hint: its hint storage is at a cap
+    /// (`--max-hints-per-node`, `--max-hint-bytes`); nothing was stored.
+    #[error("{0}")]
+    HintsFull(String),
     /// The node is stopping.
     #[error("the node is stopping")]
     Stopping,
@@ -408,5 +412,21 @@ mod tests {
         );
         let bytes = rmp_serde::to_vec(&e).unwrap();
         assert_eq!(rmp_serde::from_slice::<RemoteError>(&bytes).unwrap(), e);
+    }
+
+    #[test]
+    fn a_full_hint_storage_crosses_the_wire_typed() {
+        let e = RemoteError::HintsFull(
+            "hint storage full for n2: 5 hints held (--max-hints-per-node 5)".into(),
+        );
+        let bytes = rmp_serde::to_vec(&Response::Error(e.clone())).unwrap();
+        assert_eq!(
+            rmp_serde::from_slice::<Response>(&bytes).unwrap(),
+            Response::Error(e.clone())
+        );
+        assert_eq!(
+            e.to_string(),
+            "hint storage full for n2: 5 hints held (--max-hints-per-node 5)"
+        );
     }
 }
