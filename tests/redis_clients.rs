@@ -555,14 +555,25 @@ fn a_password_guards_every_command() {
     let port = common::free_port();
     let dir = tempfile::tempdir().unwrap();
     let log = std::fs::File::create(dir.path().join("node.log")).unwrap();
-    let mut node = Command::new(common::db_bin())
+    // Its own cluster id: with the default one and the default loopback
+    // seeds it would join any local cluster (and other tests').
+    let cluster_id = format!("auth-{port}");
+    let child = Command::new(common::db_bin())
         .args(["node", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--cluster-id", &cluster_id])
         .env("DISTRO_DB_PASSWORD", "s3cret pass")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .expect("db starts");
+    // Killed when the test ends, even if it fails.
+    let _node = common::NodeProc {
+        port,
+        id: format!("node-{port}"),
+        child,
+        log: dir.path().join("node.log"),
+    };
     let addr = format!("127.0.0.1:{port}");
     wait_until(Duration::from_secs(20), "the node to listen", || {
         distro_db::client::Client::connect(&addr).is_ok()
@@ -619,6 +630,4 @@ fn a_password_guards_every_command() {
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "v");
     }
-    let _ = node.kill();
-    let _ = node.wait();
 }
