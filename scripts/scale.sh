@@ -101,8 +101,9 @@ cpu_ticks() {
   done
   echo "$total"
 }
-udp_bytes() { awk '/^Udp:/ { n++; if (n == 2) print $3 }' /proc/net/snmp; }
-c0=$(cpu_ticks); u0=$(udp_bytes); sleep 10; c1=$(cpu_ticks); u1=$(udp_bytes)
+# OutDatagrams of the machine's UDP counters (every UDP sender counts).
+udp_out() { awk '/^Udp:/ { n++; if (n == 1) for (i = 1; i <= NF; i++) if ($i == "OutDatagrams") f = i; if (n == 2) print $f }' /proc/net/snmp; }
+c0=$(cpu_ticks); u0=$(udp_out); sleep 10; c1=$(cpu_ticks); u1=$(udp_out)
 hz=$(getconf CLK_TCK)
 awk -v c=$((c1 - c0)) -v hz="$hz" -v n="$NODES" 'BEGIN { printf "idle CPU: %.2f%% of a core per node (10 s)\n", 100 * c / hz / 10 / n }'
 echo "gossip: $(( (u1 - u0) / 10 / NODES )) UDP datagrams/s sent per node (loopback, all UDP on this machine)"
@@ -119,9 +120,15 @@ seen_down() {
   done
 }
 echo "kill -9 of node-$VICTIM seen down by a sample of nodes after: $(until_true 60 seen_down) s"
+version() { ask "$BASE" RING | head -1 | awk '{ print $3 }'; }
+BEFORE=$(version)
 ask "$BASE" "REMOVE node-$VICTIM" >/dev/null
-settled() { ask "$BASE" RING | head -1 | grep -q settled; }
-echo "REMOVE of node-$VICTIM carried out after: $(until_true 300 settled) s"
+changed() {
+  local first
+  first=$(ask "$BASE" RING | head -1)
+  case "$first" in *settled*) [ "$(echo "$first" | awk '{ print $3 }')" -gt "$BEFORE" ] ;; *) return 1 ;; esac
+}
+echo "REMOVE of node-$VICTIM carried out after: $(until_true 300 changed) s"
 
 # A load across many nodes while one node joins and one leaves.
 TARGETS=""
@@ -134,10 +141,18 @@ BENCH=$!
 PIDS+=("$BENCH")
 sleep 5
 JOINER=$((BASE + NODES))
+LEAVER=$((BASE + NODES - 1))
 start_node "$JOINER"
 sleep 2
-ask $((BASE + NODES - 1)) LEAVE >/dev/null
-echo "a join and a LEAVE under load carried out after: $(until_true 300 settled) s"
+ask "$LEAVER" LEAVE >/dev/null
+both_done() {
+  local ring
+  ring=$(ask "$BASE" RING)
+  echo "$ring" | head -1 | grep -q settled &&
+    echo "$ring" | grep -q "node-$JOINER .* member" &&
+    echo "$ring" | grep -q "node-$LEAVER .* removed"
+}
+echo "a join and a LEAVE under load carried out after: $(until_true 300 both_done) s"
 wait "$BENCH" || true
 echo "load (db bench, mix, 20 clients over 5 nodes, 30 s, the join and the leave included):"
-tail -n 8 "$DIR/bench.out" | sed 's/^/  /'
+sed 's/^/  /' "$DIR/bench.out"
