@@ -135,6 +135,8 @@ pub struct Config {
     pub group_commit_window: Duration,
     /// Pause between anti-entropy exchanges (zero turns them off).
     pub aae_interval: Duration,
+    /// How old a tombstone must be before it may be collected.
+    pub tombstone_grace: Duration,
     /// Pace of partition transfers after a layout change (MB/s; 0: unpaced).
     pub transfer_mb_per_s: u64,
     /// Size at which the durable store's active log segment rolls over.
@@ -178,6 +180,7 @@ impl Config {
             group_commit_window: Duration::from_millis(1),
             aae_interval: Duration::from_secs(10),
             transfer_mb_per_s: 50,
+            tombstone_grace: Duration::from_secs(86_400),
             segment_size: crate::storage::LogOptions::default().segment_size,
             compaction_interval: crate::storage::LogOptions::default().compaction_interval,
             limits: crate::limits::ServerLimits::default(),

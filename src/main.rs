@@ -185,6 +185,11 @@ struct NodeOpts {
     /// Milliseconds between anti-entropy exchanges with a peer (0: off).
     #[arg(long, default_value_t = 10_000)]
     aae_interval_ms: u64,
+    /// Seconds a delete's tombstone is kept before it may be collected (it
+    /// is collected only when every node is live and holds it, and no hint
+    /// for the key is left; see docs/failures.md).
+    #[arg(long, default_value_t = 86_400, value_name = "SECS")]
+    tombstone_grace_s: u64,
     /// Pace of partition transfers when the layout changes, in MB/s per
     /// node (0: as fast as the network and disk allow).
     #[arg(long, default_value_t = 50, value_name = "MB")]
@@ -280,6 +285,7 @@ fn build_config(listen: SocketAddr, advertise: Option<SocketAddr>, o: &NodeOpts)
     c.aae_interval = Duration::from_millis(o.aae_interval_ms);
     c.segment_size = o.segment_size;
     c.transfer_mb_per_s = o.transfer_mb_per_s;
+    c.tombstone_grace = Duration::from_secs(o.tombstone_grace_s);
     c.compaction_interval = Duration::from_millis(o.compaction_interval_ms.max(10));
     c.read_repair_chance = o.read_repair_chance.clamp(0.0, 1.0);
     c.threads = o.threads;

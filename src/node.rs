@@ -213,15 +213,25 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         config.request_timeout,
     ));
     workers.spawn(AntiEntropy::new(
-        me,
+        me.clone(),
         replica.clone(),
-        transport,
+        transport.clone(),
         membership.subscribe(),
         config.aae_interval,
         config.request_timeout,
         aae.clone(),
     ));
     workers.spawn(crate::workers::expiry::Expiry::new(replica.clone()));
+    workers.spawn(crate::workers::gc::Gc::new(
+        me.clone(),
+        replica.clone(),
+        hints.clone(),
+        transport.clone(),
+        membership.subscribe(),
+        config.tombstone_grace,
+        config.request_timeout,
+        Arc::new(crate::workers::gc::GcStats::default()),
+    ));
     let api = Arc::new(Api {
         coordinator: coordinator.clone(),
         replica: replica.clone(),

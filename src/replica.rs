@@ -263,6 +263,26 @@ impl Replica {
         Ok(n)
     }
 
+    /// Deletes `key` physically if its stored copy is still the encoding
+    /// whose digest is `digest` (tombstone collection, phase 2); a key
+    /// already gone counts as deleted. Returns whether it is gone, and the
+    /// LSN to wait for.
+    pub fn delete_if_digest(&self, key: &[u8], digest: u64) -> Result<(bool, Lsn), ReplicaError> {
+        let _guard = self.locks.of(key);
+        match self.store.get(key)? {
+            None => Ok((true, 0)),
+            Some(bytes) if crate::keyspace::digest(&bytes) == digest => {
+                Ok((true, self.store.append_delete(key)?))
+            }
+            Some(_) => Ok((false, 0)),
+        }
+    }
+
+    /// The digest of `key`'s stored copy (`None`: no copy).
+    pub fn stored_digest(&self, key: &[u8]) -> Result<Option<u64>, ReplicaError> {
+        Ok(self.store.get(key)?.map(|b| crate::keyspace::digest(&b)))
+    }
+
     /// Drops this node's copy of every key of partition `p` (it no longer
     /// replicates it: a layout change moved it, and its new owners hold it
     /// durably). Physical deletes, not tombstones; returns how many keys

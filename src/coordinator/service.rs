@@ -169,6 +169,46 @@ impl PeerService {
                     Err(e) => Response::Error(RemoteError::Invalid(e)),
                 }
             }
+            Request::GcPrepare { key, object } => {
+                let view = self.coordinator.view();
+                let p = crate::keyspace::partition_of(&key);
+                let owner = view
+                    .index_of(&self.me)
+                    .is_some_and(|i| view.current_owners(p).contains(&(i as u16)));
+                if view.layout().migrating() {
+                    return Response::GcReady(false);
+                }
+                let want = crate::keyspace::digest(&object.to_bytes());
+                if owner {
+                    match self.replica.merge(&key, &object) {
+                        Ok(m) => {
+                            if let Err(e) = self.replica.durable(m.lsn).wait().await {
+                                return error(e.into());
+                            }
+                        }
+                        Err(e) => return error(e),
+                    }
+                }
+                let mine = match self.replica.stored_digest(&key) {
+                    Ok(d) => d,
+                    Err(e) => return error(e),
+                };
+                let copy_ok = if owner {
+                    mine == Some(want)
+                } else {
+                    mine.is_none() || mine == Some(want)
+                };
+                Response::GcReady(copy_ok && self.hints.owners_of(&key).is_empty())
+            }
+            Request::GcDelete { key, digest } => {
+                match self.replica.delete_if_digest(&key, digest) {
+                    Ok((gone, lsn)) => match self.replica.durable(lsn).wait().await {
+                        Ok(()) => Response::GcDeleted(gone),
+                        Err(e) => error(e.into()),
+                    },
+                    Err(e) => error(e),
+                }
+            }
             Request::FetchMany { keys } => {
                 let mut out = Vec::with_capacity(keys.len());
                 for k in &keys {

@@ -175,6 +175,32 @@ impl Answer for Inspection {
     }
 }
 
+/// Answer to [`Request::GcPrepare`]: ready for phase 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GcReady(pub bool);
+
+impl Answer for GcReady {
+    fn decode(r: Response) -> Result<Self, String> {
+        match r {
+            Response::GcReady(b) => Ok(GcReady(b)),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+/// Answer to [`Request::GcDelete`]: the key is gone there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GcDeleted(pub bool);
+
+impl Answer for GcDeleted {
+    fn decode(r: Response) -> Result<Self, String> {
+        match r {
+            Response::GcDeleted(b) => Ok(GcDeleted(b)),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
 /// Answer to [`Request::LayoutGet`]: the encoded layout, empty if none.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayoutBytes(pub Vec<u8>);

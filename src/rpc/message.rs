@@ -94,6 +94,25 @@ pub enum Request {
         /// The keys, at most [`MAX_FETCH_KEYS`].
         keys: Vec<serde_bytes::ByteBuf>,
     },
+    /// Tombstone collection, phase 1: an owner merges this tombstone in; every
+    /// node answers whether it holds exactly it and no hint for the key
+    /// ([`Response::GcReady`]).
+    GcPrepare {
+        /// The key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        /// The tombstone to be collected.
+        object: Object,
+    },
+    /// Tombstone collection, phase 2: delete the key here if its copy is
+    /// still the tombstone with this digest ([`Response::GcDeleted`]).
+    GcDelete {
+        /// The key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        /// The digest of the tombstone's encoding.
+        digest: u64,
+    },
 }
 
 /// Keys one [`Request::FetchMany`] may ask for.
@@ -137,6 +156,10 @@ pub enum Response {
     Layout(serde_bytes::ByteBuf),
     /// Answer to [`Request::FetchMany`]: each key's copy, in order.
     Objects(Vec<Option<Object>>),
+    /// Answer to [`Request::GcPrepare`].
+    GcReady(bool),
+    /// Answer to [`Request::GcDelete`]: the key is gone here.
+    GcDeleted(bool),
     /// The request failed.
     Error(RemoteError),
 }
@@ -294,6 +317,15 @@ impl Request {
                     None => Ok(()),
                 }
             }
+            Request::GcPrepare { key, object } => {
+                key_ok(key)?;
+                object.validate().map_err(|e| e.to_string())?;
+                if !object.is_deleted() {
+                    return Err("only a tombstone can be collected".into());
+                }
+                Ok(())
+            }
+            Request::GcDelete { key, .. } => key_ok(key),
             Request::FetchMany { keys } => {
                 if keys.len() > MAX_FETCH_KEYS {
                     return Err(format!("at most {MAX_FETCH_KEYS} keys per fetch"));

@@ -1,6 +1,6 @@
 //! Background workers: hint delivery ([`handoff`]), anti-entropy
-//! ([`anti_entropy`]), expiry ([`expiry`]) and partition transfers after a
-//! layout change ([`transfer`]) share one [`Worker`] trait and one runner
+//! ([`anti_entropy`]), expiry ([`expiry`]), tombstone collection ([`gc`])
+//! and partition transfers after a layout change ([`transfer`]) share one [`Worker`] trait and one runner
 //! ([`Workers`]), which tracks their tasks so that shutdown can cancel them
 //! and wait for them to finish before the store is closed. (The storage
 //! engine's own maintenance, hint files and compaction, runs on the store's
@@ -12,6 +12,7 @@
 
 pub mod anti_entropy;
 pub mod expiry;
+pub mod gc;
 pub mod handoff;
 pub mod transfer;
 
