@@ -380,3 +380,45 @@ fn a_transfer_resumes_after_a_crash_of_the_receiver_and_of_a_sender() {
     check_reads(&c, 3, &acked, "after the crashes");
     check_copies(&c, 1, &acked, "after the crashes");
 }
+
+#[test]
+fn a_member_restarted_at_another_address_is_followed_there() {
+    let mut c = Cluster::start_durable(3, &[]);
+    let v1 = wait_settled(&mut c, 1);
+    assert_eq!(c.cmd(0, &["SET", "k", "v", "W=3"]), Frame::ok());
+    let old_port = c.nodes[2].port;
+    let id = c.nodes[2].id.clone();
+    c.nodes[2].sigkill();
+    let new_port = free_port();
+    let ports: Vec<u16> = vec![c.nodes[0].port, c.nodes[1].port, new_port];
+    let log = c.dir.path().join(format!("node-{new_port}.log"));
+    let mut cmd = std::process::Command::new(common::db_bin());
+    cmd.args(["node", "--listen", &format!("127.0.0.1:{new_port}")])
+        .args(["--cluster-id", &c.cluster_id])
+        .arg("--data-dir")
+        .arg(c.data_dir(old_port));
+    for p in &ports {
+        cmd.arg("--seed").arg(format!("127.0.0.1:{p}"));
+    }
+    let child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("db starts");
+    c.nodes[2] = common::NodeProc {
+        port: new_port,
+        id: id.clone(),
+        child,
+        log,
+    };
+    // The layout follows it to its new address; it keeps its id and data.
+    wait_settled(&mut c, v1 + 1);
+    let ring = text(&c, 0, &["RING"]);
+    assert!(
+        ring.contains(&format!("{id} 127.0.0.1:{new_port} member live")),
+        "{ring}"
+    );
+    assert_eq!(c.cmd(2, &["GET", "k", "R=3"]), Frame::Bulk(b"v".to_vec()));
+    assert_eq!(c.cmd(0, &["GET", "k", "R=3"]), Frame::Bulk(b"v".to_vec()));
+}

@@ -239,7 +239,8 @@ impl Layout {
             let at = nodes.binary_search_by(|n| (*n.id).cmp(c.node()));
             match (c, at) {
                 (Change::Join { id, addr }, Ok(i)) => {
-                    if nodes[i].state == NodeState::Member {
+                    // A member at a new address only moves its address.
+                    if nodes[i].state == NodeState::Member && nodes[i].addr == *addr {
                         return Err(ChangeError::AlreadyAMember(id.clone()));
                     }
                     nodes[i].state = NodeState::Member;
@@ -441,7 +442,7 @@ mod tests {
         assert_eq!(
             v1.change(&[Change::Join {
                 id: "n1".into(),
-                addr: addr(1)
+                addr: addr(7001)
             }]),
             Err(ChangeError::AlreadyAMember("n1".into()))
         );
@@ -469,6 +470,16 @@ mod tests {
             .unwrap();
         assert_eq!(v6.state("n3"), Some(NodeState::Member));
         assert_eq!(v6.node("n3").unwrap().addr, addr(9));
+        // A member restarted at another address: only its address changes.
+        let v7 = v6
+            .retired()
+            .change(&[Change::Join {
+                id: "n0".into(),
+                addr: addr(10),
+            }])
+            .unwrap();
+        assert_eq!(v7.node("n0").unwrap().addr, addr(10));
+        assert_eq!(v7.current, v6.current);
     }
 
     #[test]

@@ -376,6 +376,13 @@ impl Steward {
         };
         out.publish.push((KEY_LAYOUT, Digest::of(&layout).text()));
         match layout.state(&self.me) {
+            Some(NodeState::Member)
+                if layout.node(&self.me).is_some_and(|n| n.addr != self.addr) =>
+            {
+                // Restarted at another address: the layout must follow.
+                self.been_member = true;
+                self.ask_to_join(&layout, said).await;
+            }
             Some(NodeState::Member) | Some(NodeState::Leaving) => self.been_member = true,
             // It left (or was removed) while running: stop. Started again,
             // it asks to join as a new node.
@@ -541,6 +548,13 @@ impl Steward {
             id: self.me.to_string(),
             addr: self.addr,
         };
+        if claimant == *self.me {
+            // This node is the claimant (restarted at a new address).
+            if let Err(e) = self.shared.queue(vec![change]) {
+                warn!(cause = %e, "cannot queue this node's own join");
+            }
+            return;
+        }
         let req = Request::LayoutChange {
             changes: vec![change],
             force: false,
@@ -707,12 +721,13 @@ impl Steward {
     }
 }
 
-/// The claimant of `layout`: its live member with the lowest id.
+/// The claimant of `layout`: its live member with the lowest id, at the
+/// address it gossips (which a restart may have moved from the layout's).
 fn claimant(layout: &Layout, said: &BTreeMap<String, Said>) -> Option<(String, SocketAddr)> {
-    layout
-        .members()
-        .find(|m| said.get(&*m.id).is_some_and(|s| s.live))
-        .map(|m| (m.id.to_string(), m.addr))
+    layout.members().find_map(|m| {
+        let s = said.get(&*m.id).filter(|s| s.live)?;
+        Some((m.id.to_string(), s.addr.unwrap_or(m.addr)))
+    })
 }
 
 /// Reads the layout file: `None` when there is none; a damaged one is
