@@ -153,6 +153,7 @@ impl Sim {
                         ack: p.get(steward::KEY_ACK).and_then(|s| parse_stamp(s)),
                         sync: p.get(steward::KEY_SYNC).and_then(|s| parse_stamp(s)),
                         read: p.get(steward::KEY_READ).and_then(|s| parse_stamp(s)),
+                        transfer: p.get(steward::KEY_TRANSFER).cloned(),
                     },
                 )
             })

@@ -457,6 +457,9 @@ pub fn ring_report(api: &Api) -> String {
         let q: Vec<String> = queued.iter().map(|c| format!("{c:?}")).collect();
         let _ = writeln!(out, "queued with this node: {}", q.join(", "));
     }
-    let _ = writeln!(out, "transfers here: {}", api.transfers.line());
+    let _ = writeln!(out, "transfers:");
+    for (node, line) in api.layouts.transfers() {
+        let _ = writeln!(out, "  {node}: {line}");
+    }
     out
 }

@@ -241,6 +241,7 @@ async fn refresh(
                 ack: state.get(steward::KEY_ACK).and_then(parse_stamp),
                 sync: state.get(steward::KEY_SYNC).and_then(parse_stamp),
                 read: state.get(steward::KEY_READ).and_then(parse_stamp),
+                transfer: state.get(steward::KEY_TRANSFER).map(str::to_string),
             };
             let entry = seen.entry(id.node_id.to_string()).or_insert((
                 id.generation_id,

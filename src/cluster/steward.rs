@@ -62,6 +62,8 @@ pub const KEY_ACK: &str = "l.ack";
 pub const KEY_SYNC: &str = "l.sync";
 /// Gossip key: the migrating layout a node reads from.
 pub const KEY_READ: &str = "l.read";
+/// Gossip key: a node's transfer progress (one line, for RING).
+pub const KEY_TRANSFER: &str = "l.xfer";
 
 /// How long a node with no layout waits for one before a new cluster is
 /// made (time for gossip to find the seeds).
@@ -149,6 +151,8 @@ pub struct Said {
     pub sync: Option<Stamp>,
     /// See [`KEY_READ`].
     pub read: Option<Stamp>,
+    /// See [`KEY_TRANSFER`].
+    pub transfer: Option<String>,
 }
 
 /// What the transfer worker is asked to do.
@@ -176,6 +180,8 @@ pub struct Shared {
     synced: Mutex<Option<Stamp>>,
     /// Who this node is waiting for, and at which step (for RING).
     waiting: Mutex<String>,
+    /// This node's transfer progress, and every node's as gossip says.
+    transfers: Mutex<(String, BTreeMap<String, String>)>,
 }
 
 #[derive(Default)]
@@ -240,6 +246,21 @@ impl Shared {
     /// node, durably.
     pub fn report_synced(&self, stamp: Stamp) {
         *self.synced.lock().unwrap_or_else(|e| e.into_inner()) = Some(stamp);
+    }
+
+    /// The transfer worker's progress line (gossiped for RING).
+    pub fn report_progress(&self, line: String) {
+        self.transfers.lock().unwrap_or_else(|e| e.into_inner()).0 = line;
+    }
+
+    /// Every node's transfer progress as last heard (this node's included).
+    pub fn transfers(&self) -> BTreeMap<String, String> {
+        let t = self.transfers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all = t.1.clone();
+        if !t.0.is_empty() {
+            all.insert(self.me.to_string(), t.0.clone());
+        }
+        all
     }
 
     /// What the current change is waiting for ("" when none).
@@ -320,6 +341,7 @@ impl Steward {
             queue: Mutex::default(),
             synced: Mutex::new(None),
             waiting: Mutex::new(String::new()),
+            transfers: Mutex::default(),
         });
         Ok((
             Steward {
@@ -367,6 +389,21 @@ impl Steward {
     /// now.
     pub async fn round(&mut self, said: &BTreeMap<String, Said>, current: &Arc<InFlight>) -> Round {
         let mut out = Round::default();
+        {
+            let mut t = self
+                .shared
+                .transfers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            t.1 = said
+                .iter()
+                .filter(|(id, _)| **id != *self.me)
+                .filter_map(|(id, s)| s.transfer.clone().map(|l| (id.clone(), l)))
+                .collect();
+            if !t.0.is_empty() {
+                out.publish.push((KEY_TRANSFER, t.0.clone()));
+            }
+        }
         self.adopt(said, current, &mut out).await;
         if self.shared.layout().is_none() {
             self.bootstrap(said, current, &mut out);

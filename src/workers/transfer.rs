@@ -384,6 +384,7 @@ impl Worker for Transfer {
                 }
             }
         }
+        self.layouts.report_progress(self.stats.line());
         let Some(job) = self.job.as_ref() else {
             return Next::Idle(Duration::from_millis(200));
         };
