@@ -21,11 +21,6 @@ pub const MAX_KEY_LEN: usize = 16 * 1024;
 pub const MAX_VALUE_LEN: usize = 8 * 1024 * 1024;
 /// Largest total of sibling values under one key (keeps replication frames bounded).
 pub const MAX_OBJECT_VALUE_BYTES: usize = 32 * 1024 * 1024;
-/// Default cap on the hinted keys a node holds for one other node
-/// (`--max-hints-per-node`).
-pub const DEFAULT_MAX_HINTS_PER_NODE: usize = 1_000_000;
-/// Default cap on the bytes of hints a node holds in total (`--max-hint-bytes`).
-pub const DEFAULT_MAX_HINT_BYTES: u64 = 1 << 30;
 
 /// What a plain `GET` answers when a key holds concurrent values (siblings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -85,6 +80,31 @@ impl std::fmt::Debug for Secret {
         f.write_str("Secret(..)")
     }
 }
+
+/// The caps on hint storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HintLimits {
+    /// Hinted keys held for one owner (`--max-hints-per-node`).
+    pub per_node: usize,
+    /// Bytes of hinted objects (as encoded in the store) held in total,
+    /// whatever their owner (`--max-hint-bytes`).
+    pub bytes: u64,
+}
+
+impl Default for HintLimits {
+    fn default() -> Self {
+        HintLimits {
+            per_node: DEFAULT_MAX_HINTS_PER_NODE,
+            bytes: DEFAULT_MAX_HINT_BYTES,
+        }
+    }
+}
+
+/// Default cap on the hinted keys a node holds for one other node
+/// (`--max-hints-per-node`).
+pub const DEFAULT_MAX_HINTS_PER_NODE: usize = 1_000_000;
+/// Default cap on the bytes of hints a node holds in total (`--max-hint-bytes`).
+pub const DEFAULT_MAX_HINT_BYTES: u64 = 1 << 30;
 
 /// Everything a node needs to start.
 #[derive(Debug, Clone)]
@@ -151,7 +171,7 @@ pub struct Config {
     /// What a plain `GET` answers for a key with siblings.
     pub sibling_reads: SiblingReads,
     /// Caps on the hints this node holds for others.
-    pub hint_limits: crate::hints::HintLimits,
+    pub hint_limits: HintLimits,
 }
 
 impl Config {
@@ -186,7 +206,7 @@ impl Config {
             limits: crate::limits::ServerLimits::default(),
             password: None,
             sibling_reads: SiblingReads::Pick,
-            hint_limits: crate::hints::HintLimits::default(),
+            hint_limits: HintLimits::default(),
         }
     }
 

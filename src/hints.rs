@@ -61,80 +61,8 @@ fn split_hint_key(k: &[u8]) -> Option<(String, Vec<u8>)> {
     Some((String::from_utf8(owner.to_vec()).ok()?, key.to_vec()))
 }
 
-/// The caps on hint storage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HintLimits {
-    /// Hinted keys held for one owner (`--max-hints-per-node`).
-    pub per_node: usize,
-    /// Bytes of hinted objects (as encoded in the store) held in total,
-    /// whatever their owner (`--max-hint-bytes`).
-    pub bytes: u64,
-}
-
-impl Default for HintLimits {
-    fn default() -> Self {
-        HintLimits {
-            per_node: crate::config::DEFAULT_MAX_HINTS_PER_NODE,
-            bytes: crate::config::DEFAULT_MAX_HINT_BYTES,
-        }
-    }
-}
-
-/// Which cap refused a hint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Cap {
-    /// Hinted keys held for one owner ([`HintLimits::per_node`]).
-    PerNode,
-    /// Bytes held in total ([`HintLimits::bytes`]).
-    Bytes,
-}
-
-impl Cap {
-    /// The node flag that sets this cap.
-    pub fn flag(self) -> &'static str {
-        match self {
-            Cap::PerNode => "--max-hints-per-node",
-            Cap::Bytes => "--max-hint-bytes",
-        }
-    }
-}
-
-/// A hint refused because hint storage is at a cap; nothing was stored.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}", self.describe())]
-pub struct HintsFull {
-    /// The owner the hint was for.
-    pub owner: String,
-    /// The cap that refused it.
-    pub cap: Cap,
-    /// Hints held for that owner.
-    pub hints: usize,
-    /// Bytes of hints held in total.
-    pub bytes: u64,
-    /// The cap's value.
-    pub limit: u64,
-}
-
-impl HintsFull {
-    fn describe(&self) -> String {
-        match self.cap {
-            Cap::PerNode => format!(
-                "hint storage full for {}: {} hints held ({} {})",
-                self.owner,
-                self.hints,
-                self.cap.flag(),
-                self.limit
-            ),
-            Cap::Bytes => format!(
-                "hint storage full for {}: {} bytes of hints held in total ({} {})",
-                self.owner,
-                self.bytes,
-                self.cap.flag(),
-                self.limit
-            ),
-        }
-    }
-}
+pub use crate::config::{DEFAULT_MAX_HINT_BYTES, DEFAULT_MAX_HINTS_PER_NODE, HintLimits};
+pub use crate::replica::{Cap, HintsFull};
 
 /// Hints refused at a cap since the node started, per cap.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -244,11 +244,11 @@ struct NodeOpts {
     /// Hinted keys this node holds for any one other node; past it, new
     /// hints for that node are refused (counted in STATUS) and anti-entropy
     /// brings it what they would have carried.
-    #[arg(long, default_value_t = distro_db::config::DEFAULT_MAX_HINTS_PER_NODE, value_name = "N")]
+    #[arg(long, default_value_t = distro_db::hints::DEFAULT_MAX_HINTS_PER_NODE, value_name = "N")]
     max_hints_per_node: usize,
     /// Bytes of hints this node holds in total, for all other nodes (K, M
     /// and G are powers of 1024); past it, new hints are refused.
-    #[arg(long, default_value_t = distro_db::config::DEFAULT_MAX_HINT_BYTES, value_parser = distro_db::config::parse_size, value_name = "SIZE")]
+    #[arg(long, default_value_t = distro_db::hints::DEFAULT_MAX_HINT_BYTES, value_parser = distro_db::config::parse_size, value_name = "SIZE")]
     max_hint_bytes: u64,
 }
 

@@ -42,10 +42,66 @@ pub enum ReplicaError {
     Write(#[from] crate::write::WriteError),
     /// A hint was refused: hint storage is at a cap (nothing was stored).
     #[error(transparent)]
-    HintsFull(#[from] crate::hints::HintsFull),
+    HintsFull(#[from] HintsFull),
     /// The stored copy of the key does not decode.
     #[error("the local copy of this key is corrupt ({0}); it is repaired from other replicas")]
     Corrupt(String),
+}
+
+/// Which cap refused a hint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cap {
+    /// Hinted keys held for one owner ([`HintLimits::per_node`]).
+    PerNode,
+    /// Bytes held in total ([`HintLimits::bytes`]).
+    Bytes,
+}
+
+impl Cap {
+    /// The node flag that sets this cap.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Cap::PerNode => "--max-hints-per-node",
+            Cap::Bytes => "--max-hint-bytes",
+        }
+    }
+}
+
+/// A hint refused because hint storage is at a cap; nothing was stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.describe())]
+pub struct HintsFull {
+    /// The owner the hint was for.
+    pub owner: String,
+    /// The cap that refused it.
+    pub cap: Cap,
+    /// Hints held for that owner.
+    pub hints: usize,
+    /// Bytes of hints held in total.
+    pub bytes: u64,
+    /// The cap's value.
+    pub limit: u64,
+}
+
+impl HintsFull {
+    fn describe(&self) -> String {
+        match self.cap {
+            Cap::PerNode => format!(
+                "hint storage full for {}: {} hints held ({} {})",
+                self.owner,
+                self.hints,
+                self.cap.flag(),
+                self.limit
+            ),
+            Cap::Bytes => format!(
+                "hint storage full for {}: {} bytes of hints held in total ({} {})",
+                self.owner,
+                self.bytes,
+                self.cap.flag(),
+                self.limit
+            ),
+        }
+    }
 }
 
 /// A write made by this node's actor.
