@@ -293,24 +293,19 @@ impl Hints {
             }
         };
         drop(index);
-        match cap {
-            Cap::PerNode if warn_now => warn!(
+        if warn_now {
+            let whose = match cap {
+                Cap::PerNode => "this owner's new hints",
+                Cap::Bytes => "new hints for every owner",
+            };
+            warn!(
                 owner,
                 hints = full.hints,
                 bytes = full.bytes,
                 flag = cap.flag(),
                 limit = full.limit,
-                "hint storage full for this owner: new hints for it are refused (STATUS counts them) until deliveries make room; anti-entropy brings it what they carry"
-            ),
-            Cap::Bytes if warn_now => warn!(
-                owner,
-                hints = full.hints,
-                bytes = full.bytes,
-                flag = cap.flag(),
-                limit = full.limit,
-                "hint storage full: new hints for every owner are refused (STATUS counts them) until deliveries make room; anti-entropy brings the owners what they carry"
-            ),
-            _ => {}
+                "hint storage full: {whose} are refused (STATUS counts them) until deliveries make room; anti-entropy brings the owners what they carry"
+            );
         }
         Err(full)
     }

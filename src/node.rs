@@ -203,7 +203,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         config.request_timeout,
         config.transfer_mb_per_s,
         config.data_dir.clone(),
-        transfers.clone(),
+        transfers,
     ));
     let aae = Arc::new(AaeStats::default());
     workers.spawn(Handoff::new(
@@ -247,7 +247,6 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         stats: Arc::new(crate::api::ApiStats::default()),
         started: std::time::Instant::now(),
         layouts: membership.layouts().clone(),
-        transfers,
     });
     let port = crate::server::Port {
         api,

@@ -102,8 +102,6 @@ pub struct Api {
     pub started: Instant,
     /// The layout steward's state (RING, LEAVE, REMOVE).
     pub layouts: Arc<crate::cluster::steward::Shared>,
-    /// Partition transfer progress (RING, STATUS).
-    pub transfers: Arc<crate::workers::transfer::TransferStats>,
 }
 
 fn bulk_or_nil(v: Option<Vec<u8>>) -> Frame {

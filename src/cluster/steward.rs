@@ -270,11 +270,6 @@ impl Shared {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
-
-    /// This node's id.
-    pub fn me(&self) -> &str {
-        &self.me
-    }
 }
 
 /// What one round decided, for the membership task to carry out.
@@ -376,11 +371,8 @@ impl Steward {
     /// The phase to route by at start (the layout loaded from disk).
     pub fn initial_route(&mut self) -> Option<(Arc<Layout>, bool)> {
         let l = self.shared.layout()?;
+        // A restart mid-change carries it out again from the first step.
         self.reads_current = !l.migrating();
-        if l.migrating() {
-            // A restart mid-change: carry it out from the first step.
-            let _ = self.orders.send(Order::Idle);
-        }
         Some((l, self.reads_current))
     }
 

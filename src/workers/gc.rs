@@ -36,7 +36,7 @@ use crate::keyspace::{PARTITIONS, digest};
 use crate::object::Object;
 use crate::replica::{Replica, load_object};
 use crate::rpc::call::{GcDeleted, GcReady};
-use crate::rpc::{Request, Transport, ask};
+use crate::rpc::{Answer, Request, Transport, ask};
 
 /// Keys looked at per round.
 const SCAN_PER_ROUND: usize = 4096;
@@ -140,6 +140,23 @@ impl Gc {
         out
     }
 
+    /// Sends `req` to every address at once; true when every one answers
+    /// and `yes` holds for every answer.
+    async fn all_say<A: Answer>(
+        &self,
+        to: &[std::net::SocketAddr],
+        req: &Request,
+        yes: impl Fn(A) -> bool,
+    ) -> bool {
+        let asks = to
+            .iter()
+            .map(|a| ask::<A>(&*self.transport, *a, req, self.timeout));
+        futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .all(|r| r.is_ok_and(&yes))
+    }
+
     /// Both phases for one key; true once it is gone everywhere.
     async fn collect(&self, view: &ClusterView, key: &[u8], object: &Object, bytes: &[u8]) -> bool {
         let d = digest(bytes);
@@ -156,26 +173,14 @@ impl Gc {
             key: key.to_vec(),
             object: object.clone(),
         };
-        let ready = futures::future::join_all(
-            others
-                .iter()
-                .map(|a| ask::<GcReady>(&*self.transport, *a, &prepare, self.timeout)),
-        )
-        .await;
-        if !ready.iter().all(|r| matches!(r, Ok(GcReady(true)))) {
+        if !self.all_say(&others, &prepare, |GcReady(ok)| ok).await {
             return false;
         }
         let delete = Request::GcDelete {
             key: key.to_vec(),
             digest: d,
         };
-        let deleted = futures::future::join_all(
-            others
-                .iter()
-                .map(|a| ask::<GcDeleted>(&*self.transport, *a, &delete, self.timeout)),
-        )
-        .await;
-        if !deleted.iter().all(|r| matches!(r, Ok(GcDeleted(true)))) {
+        if !self.all_say(&others, &delete, |GcDeleted(gone)| gone).await {
             return false;
         }
         match self.replica.delete_if_digest(key, d) {

@@ -33,6 +33,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::{Next, Worker};
+use crate::cluster::assign::Assignment;
 use crate::cluster::layout::Layout;
 use crate::cluster::steward::{Order, Shared, Stamp};
 use crate::hints::Hints;
@@ -160,13 +161,8 @@ impl Transfer {
     fn start_job(&mut self, layout: Arc<Layout>) {
         let stamp = (layout.version, layout.hash());
         let Some(prev) = &layout.previous else { return };
-        let mine = |a: &crate::cluster::assign::Assignment, p: usize| {
-            a.owners(p)
-                .iter()
-                .any(|&i| *a.members()[usize::from(i)] == *self.me)
-        };
         let todo: Vec<usize> = (0..PARTITIONS)
-            .filter(|&p| mine(&layout.current, p) && !mine(prev, p))
+            .filter(|&p| owns(&layout.current, &self.me, p) && !owns(prev, &self.me, p))
             .collect();
         let done = self.load_progress(stamp);
         self.stats.version.store(stamp.0, Ordering::Relaxed);
@@ -321,18 +317,9 @@ impl Transfer {
         Ok(())
     }
 
-    async fn drop_partitions(
-        &self,
-        previous: &crate::cluster::assign::Assignment,
-        layout: &Layout,
-    ) {
-        let owns = |a: &crate::cluster::assign::Assignment, p: usize| {
-            a.owners(p)
-                .iter()
-                .any(|&i| *a.members()[usize::from(i)] == *self.me)
-        };
+    async fn drop_partitions(&self, previous: &Assignment, layout: &Layout) {
         let gone: Vec<usize> = (0..PARTITIONS)
-            .filter(|&p| owns(previous, p) && !owns(&layout.current, p))
+            .filter(|&p| owns(previous, &self.me, p) && !owns(&layout.current, &self.me, p))
             .collect();
         if gone.is_empty() {
             return;
@@ -361,6 +348,13 @@ impl Transfer {
     }
 }
 
+/// True when `me` replicates partition `p` in assignment `a`.
+fn owns(a: &Assignment, me: &str, p: usize) -> bool {
+    a.owners(p)
+        .iter()
+        .any(|&i| *a.members()[usize::from(i)] == *me)
+}
+
 #[async_trait]
 impl Worker for Transfer {
     fn name(&self) -> &'static str {
@@ -380,7 +374,9 @@ impl Worker for Transfer {
                     self.job = None;
                     self.stats.version.store(0, Ordering::Relaxed);
                     self.drop_partitions(&previous, &layout).await;
-                    let _ = std::fs::remove_file(self.file.clone().unwrap_or_default());
+                    if let Some(f) = &self.file {
+                        let _ = crate::durable::remove(f);
+                    }
                 }
             }
         }
