@@ -216,9 +216,9 @@ impl Cluster {
                 continue;
             }
             let addr = self.nodes[i].addr();
-            wait_until(Duration::from_secs(30), "the cluster to converge", || {
+            wait_until(Duration::from_secs(60), "the cluster to converge", || {
                 let live = live_nodes(&addr);
-                running.iter().all(|id| live.contains(id))
+                running.iter().all(|id| live.contains(id)) && layout_settled(&addr)
             });
         }
     }
@@ -258,6 +258,22 @@ impl Drop for Cluster {
                 }
             }
         }
+    }
+}
+
+/// True when the node at `addr` follows a layout whose change, if any, is
+/// carried out (RING says `settled`): a test that starts by stopping a node
+/// must not catch the cluster in the middle of a join.
+pub fn layout_settled(addr: &str) -> bool {
+    let Ok(mut c) = Client::connect(addr) else {
+        return false;
+    };
+    match c.call(&["RING"]) {
+        Ok(Frame::Bulk(text)) => String::from_utf8_lossy(&text)
+            .lines()
+            .next()
+            .is_some_and(|l| l.contains("settled")),
+        _ => false,
     }
 }
 
