@@ -15,6 +15,13 @@
 //! Defence in depth: if a merge ever finds one of this node's own dots
 //! carrying two different values, the node starts a new epoch at once
 //! ([`ActorCell::rotate`]), so a reuse that slipped past the rule stops there.
+//!
+//! Epochs are ordered: a new one is the wall clock in milliseconds, or one
+//! above the last epoch when that is higher, so a node's later epochs sort
+//! above its earlier ones. That order is what lets a clock keep only a
+//! node's most recent epochs ([`Retirement`], docs/storage.md, "Bounded
+//! clocks"); this module also owns what a replica needs to prune: its own
+//! current actor (never pruned) and the grace period.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -33,18 +40,26 @@ pub const EPOCH_FILE: &str = "EPOCH";
 #[derive(Debug)]
 pub struct ActorCell {
     node_id: String,
-    current: RwLock<(u32, Arc<str>)>,
+    current: RwLock<(u64, Arc<str>)>,
     /// Where the epoch is persisted (durable nodes).
     store_dir: Option<PathBuf>,
+    /// How long after it retired an epoch's clock entries are kept beyond
+    /// the most recent ones (the tombstone grace period).
+    grace_ms: std::sync::atomic::AtomicU64,
 }
+
+/// The grace period a new [`ActorCell`] starts with (the default
+/// `--tombstone-grace-s`).
+pub const DEFAULT_GRACE_MS: u64 = 86_400_000;
 
 impl ActorCell {
     /// The actor `node_id/epoch`, persisted in `store_dir` when given.
-    pub fn new(node_id: &str, epoch: u32, store_dir: Option<PathBuf>) -> ActorCell {
+    pub fn new(node_id: &str, epoch: u64, store_dir: Option<PathBuf>) -> ActorCell {
         ActorCell {
             node_id: node_id.to_string(),
             current: RwLock::new((epoch, actor_name(node_id, epoch).into())),
             store_dir,
+            grace_ms: std::sync::atomic::AtomicU64::new(DEFAULT_GRACE_MS),
         }
     }
 
@@ -58,7 +73,7 @@ impl ActorCell {
     }
 
     /// The current epoch.
-    pub fn epoch(&self) -> u32 {
+    pub fn epoch(&self) -> u64 {
         self.current.read().unwrap_or_else(|e| e.into_inner()).0
     }
 
@@ -79,8 +94,30 @@ impl ActorCell {
         self.change(why, true);
     }
 
+    /// Sets the grace period (`--tombstone-grace-s`): a retired epoch's
+    /// clock entries outlive it at least this long, up to
+    /// [`crate::vclock::EPOCHS_MAX`] epochs of a node.
+    pub fn set_grace(&self, grace: std::time::Duration) {
+        let ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
+        self.grace_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// What this node knows about retired actors, for [`crate::object::Object::prune`].
+    pub fn retirement(&self) -> Retirement {
+        Retirement {
+            own: self
+                .current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .1
+                .clone(),
+            grace_ms: self.grace_ms.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
     fn change(&self, why: &str, alarm: bool) {
-        let epoch = fresh_epoch();
+        let epoch = next_epoch(Some(self.epoch()));
         if let Some(dir) = &self.store_dir
             && let Err(e) = write_epoch(dir, epoch)
         {
@@ -99,18 +136,40 @@ impl ActorCell {
     }
 }
 
-fn actor_name(node_id: &str, epoch: u32) -> String {
+/// What a replica needs to prune a clock: its own current actor (never
+/// pruned: it counts this node's next dot) and the grace period.
+#[derive(Debug, Clone)]
+pub struct Retirement {
+    /// This node's current actor.
+    pub own: Arc<str>,
+    /// Retired epochs are kept (up to [`crate::vclock::EPOCHS_MAX`]) until
+    /// they retired this long ago.
+    pub grace_ms: u64,
+}
+
+fn actor_name(node_id: &str, epoch: u64) -> String {
     format!("{node_id}/{epoch:08x}")
 }
 
-fn fresh_epoch() -> u32 {
-    rand::random()
+/// The epoch after `last`: the wall clock in milliseconds, or one above
+/// `last` if that is not lower. Epochs of one node therefore increase
+/// (unless the clock went back *and* the epoch file was lost), and two
+/// starts never share one.
+pub fn next_epoch(last: Option<u64>) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    match last {
+        Some(l) => now.max(l.saturating_add(1)),
+        None => now,
+    }
 }
 
 /// Decides the epoch of a durable store at start: the kept one, with `None`,
 /// or a new one, with the reason it could not be kept. Consumes the clean
 /// marker (it is removed, durably, before anything is written).
-pub fn resolve(store_dir: &Path, report: &RecoveryReport) -> anyhow::Result<(u32, Option<String>)> {
+pub fn resolve(store_dir: &Path, report: &RecoveryReport) -> anyhow::Result<(u64, Option<String>)> {
     let marker_path = store_dir.join(CLEAN_MARKER);
     let marker = std::fs::read_to_string(&marker_path).ok();
     if marker.is_some() {
@@ -121,7 +180,7 @@ pub fn resolve(store_dir: &Path, report: &RecoveryReport) -> anyhow::Result<(u32
         && stored.is_none()
         && report.manifest.segments.iter().all(|(_, size)| *size == 0);
     if fresh {
-        let epoch = fresh_epoch();
+        let epoch = next_epoch(stored);
         write_epoch(store_dir, epoch)?;
         info!(
             epoch = format!("{epoch:08x}"),
@@ -138,7 +197,7 @@ pub fn resolve(store_dir: &Path, report: &RecoveryReport) -> anyhow::Result<(u32
             Ok((epoch, None))
         }
         Err(why) => {
-            let epoch = fresh_epoch();
+            let epoch = next_epoch(stored);
             write_epoch(store_dir, epoch)?;
             warn!(epoch = format!("{epoch:08x}"), reason = %why, "starting a new vector-clock epoch");
             Ok((epoch, Some(why)))
@@ -151,9 +210,9 @@ pub fn resolve(store_dir: &Path, report: &RecoveryReport) -> anyhow::Result<(u32
 /// recovery dropped nothing. `Err` says why not.
 pub fn may_keep(
     marker: Option<&str>,
-    stored_epoch: Option<u32>,
+    stored_epoch: Option<u64>,
     report: &RecoveryReport,
-) -> Result<u32, String> {
+) -> Result<u64, String> {
     let Some(marker) = marker else {
         return Err(
             "the last stop was not clean (a crash, kill -9 or power loss): writes this node \
@@ -167,7 +226,7 @@ pub fn may_keep(
     let marked = marker
         .lines()
         .find_map(|l| l.strip_prefix("epoch "))
-        .and_then(|e| u32::from_str_radix(e.trim(), 16).ok());
+        .and_then(|e| u64::from_str_radix(e.trim(), 16).ok());
     if marked != Some(stored) {
         return Err("the clean-stop marker names another epoch".into());
     }
@@ -193,7 +252,7 @@ pub fn may_keep(
 /// Writes the clean-stop marker (after the store was closed).
 pub fn write_clean_marker(
     store_dir: &Path,
-    epoch: u32,
+    epoch: u64,
     manifest: &Manifest,
 ) -> std::io::Result<()> {
     let text = format!("clean stop\nepoch {epoch:08x}\n{}", manifest.to_text());
@@ -201,10 +260,10 @@ pub fn write_clean_marker(
 }
 
 /// Reads the epoch file: `None` when it is missing or damaged. A damaged
-/// file (empty, cut short, not eight hex digits and a newline) is never
+/// file (empty, cut short, not 8 or 16 hex digits and a newline) is never
 /// used: the node cannot vouch for its epoch and starts a new one, which is
 /// always safe, and says which file it could not read.
-fn read_epoch(path: &Path) -> Option<u32> {
+fn read_epoch(path: &Path) -> Option<u64> {
     let text = match std::fs::read(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
@@ -216,8 +275,8 @@ fn read_epoch(path: &Path) -> Option<u32> {
     let parsed = std::str::from_utf8(&text)
         .ok()
         .and_then(|t| t.strip_suffix('\n'))
-        .filter(|t| t.len() == 8)
-        .and_then(|t| u32::from_str_radix(t, 16).ok());
+        .filter(|t| t.len() == 8 || t.len() == 16)
+        .and_then(|t| u64::from_str_radix(t, 16).ok());
     if parsed.is_none() {
         error!(file = %path.display(), bytes = text.len(),
                "the epoch file is damaged (expected 8 hex digits and a newline); starting a new epoch");
@@ -225,8 +284,8 @@ fn read_epoch(path: &Path) -> Option<u32> {
     parsed
 }
 
-fn write_epoch(store_dir: &Path, epoch: u32) -> std::io::Result<()> {
-    write_durably(&store_dir.join(EPOCH_FILE), &format!("{epoch:08x}\n"))
+fn write_epoch(store_dir: &Path, epoch: u64) -> std::io::Result<()> {
+    write_durably(&store_dir.join(EPOCH_FILE), &format!("{epoch:016x}\n"))
 }
 
 fn write_durably(path: &Path, text: &str) -> std::io::Result<()> {
@@ -247,7 +306,7 @@ mod tests {
         }
     }
 
-    fn marker(epoch: u32, segments: &[(u64, u64)]) -> String {
+    fn marker(epoch: u64, segments: &[(u64, u64)]) -> String {
         format!(
             "clean stop\nepoch {epoch:08x}\n{}",
             Manifest {
@@ -307,7 +366,7 @@ mod tests {
         let (epoch, why) = resolve(dir.path(), &report(&segs)).unwrap();
         assert!(why.is_some());
         let stored = std::fs::read_to_string(dir.path().join(EPOCH_FILE)).unwrap();
-        assert_eq!(u32::from_str_radix(stored.trim(), 16).unwrap(), epoch);
+        assert_eq!(u64::from_str_radix(stored.trim(), 16).unwrap(), epoch);
     }
 
     #[test]
@@ -338,6 +397,22 @@ mod tests {
     }
 
     #[test]
+    fn epochs_increase_and_are_written_in_full() {
+        let now = next_epoch(None);
+        assert!(now > 1_700_000_000_000, "the wall clock in milliseconds");
+        // A stored epoch ahead of the clock (many restarts in a millisecond,
+        // or a clock set back) still gives a higher one.
+        assert_eq!(next_epoch(Some(u64::MAX - 1)), u64::MAX);
+        assert_eq!(next_epoch(Some(now + 1000)), now + 1001);
+        assert!(next_epoch(Some(5)) >= now);
+        let dir = tempfile::tempdir().unwrap();
+        write_epoch(dir.path(), now).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(EPOCH_FILE)).unwrap();
+        assert_eq!(text.len(), 17, "{text:?}");
+        assert_eq!(read_epoch(&dir.path().join(EPOCH_FILE)), Some(now));
+    }
+
+    #[test]
     fn rotation_changes_the_actor_and_persists() {
         let dir = tempfile::tempdir().unwrap();
         let cell = ActorCell::new("n1", 1, Some(dir.path().to_path_buf()));
@@ -347,7 +422,7 @@ mod tests {
         assert_ne!(cell.get(), "n1/00000001");
         let stored = std::fs::read_to_string(dir.path().join(EPOCH_FILE)).unwrap();
         assert_eq!(
-            u32::from_str_radix(stored.trim(), 16).unwrap(),
+            u64::from_str_radix(stored.trim(), 16).unwrap(),
             cell.epoch()
         );
     }

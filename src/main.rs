@@ -187,7 +187,9 @@ struct NodeOpts {
     aae_interval_ms: u64,
     /// Seconds a delete's tombstone is kept before it may be collected (it
     /// is collected only when every node is live and holds it, and no hint
-    /// for the key is left; see docs/failures.md).
+    /// for the key is left; see docs/failures.md). Also how long a retired
+    /// epoch's vector-clock entries are kept beyond the 3 most recent of a
+    /// node (at most 8; docs/storage.md, "Bounded clocks").
     #[arg(long, default_value_t = 86_400, value_name = "SECS")]
     tombstone_grace_s: u64,
     /// Pace of partition transfers when the layout changes, in MB/s per

@@ -96,7 +96,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         warn!("{w}");
     }
     config.limits = limits;
-    let (store, epoch, store_dir): (Arc<dyn Store>, u32, Option<PathBuf>) = match &config.data_dir {
+    let (store, epoch, store_dir): (Arc<dyn Store>, u64, Option<PathBuf>) = match &config.data_dir {
         Some(dir) => {
             crate::durable::create_dir_all(dir)
                 .with_context(|| format!("cannot create data directory {}", dir.display()))?;
@@ -119,13 +119,18 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
                 .context("cannot decide the vector-clock epoch")?;
             (Arc::new(store), epoch, Some(store_dir))
         }
-        None => (Arc::new(MemoryStore::new()), rand::random(), None),
+        None => (
+            Arc::new(MemoryStore::new()),
+            crate::epoch::next_epoch(None),
+            None,
+        ),
     };
     let hints_store: Arc<dyn Store> = match &config.data_dir {
         Some(dir) => Arc::new(open_log(&dir.join("hints"), &config).await?),
         None => Arc::new(MemoryStore::new()),
     };
     let actor = Arc::new(ActorCell::new(&config.node_id, epoch, store_dir));
+    actor.set_grace(config.tombstone_grace);
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on tcp {}", config.listen))?;

@@ -425,6 +425,17 @@ impl Object {
         }
     }
 
+    /// Drops retired actors from the clock ([`VClock::prune`]): never
+    /// `own` (the replica's current actor, which counts its next dot) nor
+    /// an actor whose dot a sibling carries. Returns the entries dropped.
+    pub fn prune(&mut self, own: &str, retired_before_ms: u64) -> usize {
+        let siblings = &self.siblings;
+        self.clock.prune(
+            |a| a == own || siblings.iter().any(|s| s.dot.actor == a),
+            retired_before_ms,
+        )
+    }
+
     /// [`Object::merge`], refusing a result beyond the stored-object bounds
     /// and reporting dots that newly carry two values.
     pub fn merge_checked(&self, other: &Object) -> Result<Merged, ObjectError> {
@@ -891,6 +902,123 @@ mod tests {
         assert!(matches!(fat.validate(), Err(ObjectError::ValueTooLarge(_))));
     }
 
+    /// One step of a history where replicas restart (a new epoch each time)
+    /// and prune their clocks as a node does when it stores an object.
+    #[derive(Debug, Clone)]
+    enum Life {
+        Write {
+            replica: usize,
+            ctx_from: Option<usize>,
+        },
+        Sync {
+            from: usize,
+            to: usize,
+        },
+        Restart {
+            replica: usize,
+        },
+    }
+
+    fn lives() -> impl Strategy<Value = Vec<Life>> {
+        let op = prop_oneof![
+            4 => (0usize..3, proptest::option::of(0usize..3))
+                .prop_map(|(replica, ctx_from)| Life::Write { replica, ctx_from }),
+            3 => (0usize..3, 0usize..3).prop_map(|(from, to)| Life::Sync { from, to }),
+            2 => (0usize..3).prop_map(|replica| Life::Restart { replica }),
+        ];
+        proptest::collection::vec(op, 0..80)
+    }
+
+    /// Each replica's copy, each replica's current actor, each write's dot
+    /// and context.
+    type History = (Vec<Option<Object>>, Vec<String>, Vec<(Dot, VClock)>);
+
+    /// Runs a history with restarts and pruning; returns each replica's copy
+    /// and current actor, and each write's dot and context.
+    fn live(ops: &[Life]) -> History {
+        let mut replicas: Vec<Option<Object>> = vec![None, None, None];
+        let mut epochs = [1u64, 1, 1];
+        let actor = |r: usize, e: u64| format!("r{r}/{e:08x}");
+        let mut writes = Vec::new();
+        for (i, op) in ops.iter().enumerate() {
+            match *op {
+                Life::Write { replica, ctx_from } => {
+                    let ctx = ctx_from
+                        .and_then(|r| replicas[r].as_ref().map(|o| o.clock.clone()))
+                        .unwrap_or_default();
+                    let me = actor(replica, epochs[replica]);
+                    let mut o = write(replicas[replica].as_ref(), &ctx, &me, &i.to_string());
+                    let dot = o
+                        .siblings
+                        .iter()
+                        .filter(|s| s.dot.actor == me)
+                        .map(|s| s.dot.clone())
+                        .max()
+                        .unwrap();
+                    o.prune(&me, u64::MAX);
+                    writes.push((dot, ctx));
+                    replicas[replica] = Some(o);
+                }
+                Life::Sync { from, to } => {
+                    let mut m = Object::merge_opt(replicas[to].as_ref(), replicas[from].as_ref());
+                    if let Some(m) = &mut m {
+                        m.prune(&actor(to, epochs[to]), u64::MAX);
+                    }
+                    replicas[to] = m;
+                }
+                Life::Restart { replica } => epochs[replica] += 1,
+            }
+        }
+        let actors = (0..3).map(|r| actor(r, epochs[r])).collect();
+        (replicas, actors, writes)
+    }
+
+    #[test]
+    fn prune_keeps_recent_and_pinned_epochs_and_foreign_names() {
+        let named = |pairs: &[(&str, u64)]| -> VClock {
+            pairs.iter().map(|(a, n)| (a.to_string(), *n)).collect()
+        };
+        // Epochs are start times (hex): a/10 retired at 0x20, a/20 at 0x30, ...
+        let mut c = named(&[
+            ("a/10", 5),
+            ("a/20", 3),
+            ("a/30", 1),
+            ("a/40", 2),
+            ("a/50", 1),
+            ("b/07", 1),
+            ("plain", 4),
+        ]);
+        // Everything retired long ago: the three most recent stay, and the
+        // pinned a/10; a/20 goes; a name not node/epoch stays.
+        let mut all_old = c.clone();
+        assert_eq!(all_old.prune(|a| a == "a/10", u64::MAX), 1);
+        assert_eq!(
+            all_old.to_string(),
+            "{a/10:5, a/30:1, a/40:2, a/50:1, b/07:1, plain:4}"
+        );
+        // Cut-off 0x35 (epochs are hex): a/30 and a/40 are kept
+        // (three most recent), a/20 retired at 0x30 goes, ...
+        let mut recent = c.clone();
+        assert_eq!(recent.prune(|_| false, 0x35), 2);
+        assert_eq!(
+            recent.to_string(),
+            "{a/30:1, a/40:2, a/50:1, b/07:1, plain:4}"
+        );
+        // ... and with the cut-off before every retirement, nothing goes.
+        assert_eq!(c.prune(|_| false, 5), 0);
+        // Never more than EPOCHS_MAX per node, however recent.
+        let mut many: VClock = (1..=20u64).map(|e| (format!("n/{e:x}"), 1)).collect();
+        assert_eq!(many.prune(|_| false, 0), 20 - crate::vclock::EPOCHS_MAX);
+        assert_eq!(many.len(), crate::vclock::EPOCHS_MAX);
+        assert!(many.get("n/14") > 0 && many.get("n/1") == 0);
+        // The common case: nothing to do.
+        assert_eq!(
+            many.prune(|_| false, u64::MAX),
+            crate::vclock::EPOCHS_MAX - 3
+        );
+        assert_eq!(many.prune(|_| false, u64::MAX), 0);
+    }
+
     proptest! {
         #[test]
         fn merge_laws_and_no_loss_survive_reused_dots(ops in ops_with_forgetting()) {
@@ -911,6 +1039,43 @@ mod tests {
                     prop_assert!(present || superseded, "write {:?} lost", dot);
                 }
             }
+        }
+
+        #[test]
+        fn pruned_clocks_stay_bounded_lose_nothing_and_converge(ops in lives()) {
+            let (mut r, actors, writes) = live(&ops);
+                        for o in r.iter().flatten() {
+                prop_assert!(o.validate().is_ok());
+                // Per node: its three most recent epochs, plus epochs whose
+                // dot a sibling carries.
+                for node in ["r0", "r1", "r2"] {
+                    let entries = o.clock.iter().filter(|(a, _)| a.starts_with(&format!("{node}/"))).count();
+                    let pinned = o.siblings.iter().filter(|s| s.dot.actor.starts_with(&format!("{node}/"))).count();
+                    prop_assert!(entries <= crate::vclock::EPOCHS_KEPT + pinned, "{}", o.clock);
+                }
+            }
+            // Pruning never loses a write: each is present or was seen.
+            if let Some(all) = merge_all(&r) {
+                for (dot, _) in &writes {
+                    let present = all.siblings.iter().any(|s| &s.dot == dot);
+                    let superseded = writes.iter().any(|(_, ctx)| ctx.covers(dot));
+                    prop_assert!(present || superseded, "write {:?} lost", dot);
+                }
+            }
+            // A full exchange (twice round) makes every replica equal.
+            for _ in 0..2 {
+                for to in 0..3 {
+                    for from in 0..3 {
+                        let mut m = Object::merge_opt(r[to].as_ref(), r[from].as_ref());
+                        if let Some(m) = &mut m {
+                            m.prune(&actors[to], u64::MAX);
+                        }
+                        r[to] = m;
+                    }
+                }
+            }
+            prop_assert_eq!(&r[0], &r[1]);
+            prop_assert_eq!(&r[1], &r[2]);
         }
 
         #[test]

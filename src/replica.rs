@@ -137,6 +137,8 @@ pub struct Replica {
     actor: Arc<ActorCell>,
     /// Dots found carrying two different values.
     conflicts: AtomicU64,
+    /// Clock entries of retired actors dropped.
+    pruned: AtomicU64,
     /// Keys with a version that will expire, by deadline.
     deadlines: Deadlines,
     /// Keys whose versions expired here and were stored as tombstones.
@@ -244,6 +246,7 @@ impl Replica {
             locks: KeyLocks::new(STRIPES),
             actor,
             conflicts: AtomicU64::new(0),
+            pruned: AtomicU64::new(0),
             deadlines: Deadlines::new(),
             expired: AtomicU64::new(0),
             live: (0..PARTITIONS).map(|_| AtomicI64::new(0)).collect(),
@@ -369,6 +372,11 @@ impl Replica {
         self.conflicts.load(Ordering::Relaxed)
     }
 
+    /// Clock entries of retired actors dropped so far.
+    pub fn pruned(&self) -> u64 {
+        self.pruned.load(Ordering::Relaxed)
+    }
+
     /// What to wait for before a change at `lsn` is durable.
     pub fn durable(&self, lsn: Lsn) -> Durable {
         self.store.durable(lsn)
@@ -408,6 +416,7 @@ impl Replica {
         };
         // Versions whose deadline passed are stored as tombstones.
         merged.expire(self.now_ms());
+        self.prune(&mut merged);
         self.note_conflicts(key, &conflicts);
         let lsn = if local.as_ref() != Some(&merged) {
             let lsn = self.store.append(key, &merged.to_bytes())?;
@@ -423,6 +432,17 @@ impl Replica {
             lsn,
             conflicts,
         })
+    }
+
+    /// Drops retired actors from a clock about to be stored (see
+    /// [`Object::prune`]); counted in `clock_entries_pruned`.
+    fn prune(&self, object: &mut Object) {
+        let r = self.actor.retirement();
+        let before = self.now_ms().saturating_sub(r.grace_ms);
+        let dropped = object.prune(&r.own, before);
+        if dropped > 0 {
+            self.pruned.fetch_add(dropped as u64, Ordering::Relaxed);
+        }
     }
 
     /// Counts dots found reused, and starts a new epoch if one is this
@@ -500,6 +520,7 @@ impl Replica {
             return Ok((None, done));
         };
         object.expire(now);
+        self.prune(&mut object);
         let lsn = self.store.append(key, &object.to_bytes())?;
         self.count_live(key, local.as_ref(), &object);
         self.deadlines.track(key, &object, now);

@@ -14,6 +14,21 @@ use serde::{Deserialize, Serialize};
 /// The name of a writer: `node-id/epoch`.
 pub type Actor = String;
 
+/// Splits an actor `node-id/epoch` into the node id and the epoch (hex);
+/// `None` for a name of another form (never pruned).
+pub fn split_actor(actor: &str) -> Option<(&str, u64)> {
+    let (node, epoch) = actor.rsplit_once('/')?;
+    if node.is_empty() || epoch.is_empty() || epoch.len() > 16 {
+        return None;
+    }
+    u64::from_str_radix(epoch, 16).ok().map(|e| (node, e))
+}
+
+/// Epochs of one node a clock always keeps (its most recent ones).
+pub const EPOCHS_KEPT: usize = 3;
+/// Most epochs of one node a clock keeps, however recently they retired.
+pub const EPOCHS_MAX: usize = 8;
+
 /// One event: the `counter`-th event of `actor` (for a given key).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Dot {
@@ -109,6 +124,72 @@ impl VClock {
             (false, true) => Causality::Before,
             (false, false) => Causality::Concurrent,
         }
+    }
+
+    /// Drops entries of *retired* actors. An epoch of a node retired when
+    /// the node started a later one; a clock keeps, of each node, its
+    /// [`EPOCHS_KEPT`] most recent epochs, and older ones up to
+    /// [`EPOCHS_MAX`] in all while they retired less than the grace period
+    /// ago, that is, while the next epoch in the clock started after
+    /// `retired_before_ms` (epochs are start times in milliseconds, see
+    /// [`crate::epoch::next_epoch`]). Entries for which `pinned` is true are
+    /// kept whatever they are; names not of the form `node/epoch` are never
+    /// dropped. Returns how many entries were dropped.
+    ///
+    /// Dropping an entry only makes the clock cover less, so a prune never
+    /// makes a merge drop a version it would have kept: the cost is that a
+    /// stale copy of a version the dropped entry had superseded can come back
+    /// as a sibling (docs/storage.md, "Bounded clocks").
+    pub fn prune(&mut self, pinned: impl Fn(&str) -> bool, retired_before_ms: u64) -> usize {
+        // Cheap exit for the common case (at most EPOCHS_KEPT epochs per
+        // node), without allocating: a node's entries are adjacent.
+        let mut run: Option<(&str, usize)> = None;
+        let mut needed = false;
+        for (n, _) in self.0.keys().filter_map(|a| split_actor(a)) {
+            let count = match run {
+                Some((p, c)) if p == n => c + 1,
+                _ => 1,
+            };
+            if count > EPOCHS_KEPT {
+                needed = true;
+                break;
+            }
+            run = Some((n, count));
+        }
+        if !needed {
+            return 0;
+        }
+        let mut nodes: Vec<(&str, u64, &str)> = self
+            .0
+            .keys()
+            .filter_map(|a| split_actor(a).map(|(n, e)| (n, e, a.as_str())))
+            .collect();
+        // Group by node, most recent epoch first.
+        nodes.sort_by(|a, b| a.0.cmp(b.0).then(b.1.cmp(&a.1)));
+        let mut drop: Vec<String> = Vec::new();
+        let mut i = 0;
+        while i < nodes.len() {
+            let node = nodes[i].0;
+            let mut kept = 0;
+            // The start of the next more recent epoch: when this one retired
+            // at the latest.
+            let mut next_start = u64::MAX;
+            while i < nodes.len() && nodes[i].0 == node {
+                let (_, epoch, actor) = nodes[i];
+                let recent = next_start > retired_before_ms;
+                if pinned(actor) || kept < EPOCHS_KEPT || (recent && kept < EPOCHS_MAX) {
+                    kept += 1;
+                } else {
+                    drop.push(actor.to_string());
+                }
+                next_start = epoch;
+                i += 1;
+            }
+        }
+        for a in &drop {
+            self.0.remove(a);
+        }
+        drop.len()
     }
 
     /// The partial order as a `PartialOrd`-style answer (`None` = concurrent).

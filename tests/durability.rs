@@ -167,3 +167,94 @@ fn epoch_survives_a_clean_stop_but_not_a_crash_without_fsync() {
     c.restart(0);
     assert_ne!(status_line(&c, 0, "actor:"), first);
 }
+
+/// The clock of `key` as a read through node `i` with R=3 returns it.
+fn clock_of(c: &Cluster, i: usize, key: &str) -> (distro_db::vclock::VClock, Vec<Frame>) {
+    let Frame::Array(items) = c.cmd(i, &["VGET", key, "R=3"]) else {
+        panic!("VGET {key}")
+    };
+    let Some(Frame::Bulk(token)) = items.first() else {
+        panic!("VGET {key}: no context in {items:?}")
+    };
+    let token = String::from_utf8_lossy(token).to_string();
+    let clock = distro_db::object::decode_context(key.as_bytes(), &token).expect("a valid token");
+    (clock, items[1..].to_vec())
+}
+
+#[test]
+fn fifty_unclean_restarts_keep_the_clock_bounded() {
+    // Each kill -9 gives the node a new epoch, a new actor, and the node
+    // then writes the key: without pruning the clock would name 3 + 50
+    // actors. Each write carries the context of a read of every copy and
+    // waits for all three, so no copy is ever stale: pruning must not make
+    // any sibling appear.
+    let mut c = Cluster::start_durable(3, &[]);
+    let ids: Vec<String> = c.nodes.iter().map(|n| n.id.clone()).collect();
+    let mut actors = std::collections::BTreeSet::new();
+    for i in 0..3 {
+        actors.insert(status_line(&c, i, "actor:"));
+    }
+    let mut last = String::new();
+    for round in 0..50 {
+        let i = round % 3;
+        c.nodes[i].sigkill();
+        c.restart(i);
+        let actor = status_line(&c, i, "actor:");
+        assert!(
+            actors.insert(actor.clone()),
+            "round {round}: {actor} reused"
+        );
+        let addr = c.nodes[i].addr();
+        common::wait_until(
+            Duration::from_secs(30),
+            "the restarted node to see every node",
+            || {
+                let live = common::live_nodes(&addr);
+                ids.iter().all(|id| live.contains(id))
+            },
+        );
+        let value = format!("v{round}");
+        common::wait_until(
+            Duration::from_secs(30),
+            "a write through the restarted node",
+            || {
+                let mut client = c.client(i);
+                let ctx = match client.call(&["VGET", "k", "R=3"]) {
+                    Ok(Frame::Array(items)) => match items.first() {
+                        Some(Frame::Bulk(t)) => String::from_utf8_lossy(t).to_string(),
+                        _ => return false,
+                    },
+                    _ => return false,
+                };
+                let ctx = format!("CTX={ctx}");
+                client.call(&["SET", "k", &value, "W=3", &ctx]).ok() == Some(Frame::ok())
+            },
+        );
+        last = value;
+    }
+    let (clock, values) = clock_of(&c, 0, "k");
+    let bound = 3 * distro_db::vclock::EPOCHS_MAX;
+    assert!(
+        clock.len() <= bound,
+        "the clock names {} actors after 50 restarts (bound {bound}): {clock}",
+        clock.len()
+    );
+    // Every node's current actor is there, and the last write is the one
+    // value.
+    for i in 0..3 {
+        let line = status_line(&c, i, "actor:");
+        let actor = line.trim_start_matches("actor:").trim();
+        assert!(clock.get(actor) > 0, "{actor} missing from {clock}");
+    }
+    assert_eq!(values, vec![bulk(&last)]);
+    let pruned: u64 = (0..3)
+        .map(|i| {
+            status_line(&c, i, "clock entries pruned:")
+                .rsplit(' ')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        })
+        .sum();
+    assert!(pruned > 0, "STATUS counts the entries pruned");
+}

@@ -68,7 +68,7 @@ impl SimNode {
             store: Arc::new(MemoryStore::new()),
             hints_store: Arc::new(MemoryStore::new()),
             hint_limits: Default::default(),
-            actor: Arc::new(ActorCell::new(&id, i as u32 + 1, None)),
+            actor: Arc::new(ActorCell::new(&id, i as u64 + 1, None)),
             clock: clock.clone(),
             transport: transport.clone(),
             view: view_rx.clone(),

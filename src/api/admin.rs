@@ -126,6 +126,7 @@ pub fn status_report(api: &Api) -> String {
         stats.read_repairs.load(Ordering::Relaxed)
     );
     let _ = writeln!(out, "dot conflicts: {}", api.replica.conflicts());
+    let _ = writeln!(out, "clock entries pruned: {}", api.replica.pruned());
     let _ = writeln!(
         out,
         "storage: {} ({} keys, {} bytes)",
