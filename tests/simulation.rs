@@ -4,14 +4,20 @@
 //! gossip is simulated (each node reads what the others published, and
 //! liveness is what the faults say). Clients write unique keys the whole
 //! time; a fourth node joins, links are cut and healed, a node crashes and
-//! comes back, and a node leaves. At the end, with every fault healed and
-//! the layout settled, every acknowledged write must read back with R=2.
+//! comes back, and a node leaves. While all that goes on, reads with R=2
+//! of writes acknowledged with at most one fault active (so with no
+//! stand-in) must find them (a read
+//! may fail for want of a quorum, never answer "no such key": the
+//! read-after-write rule Garage lost during layout changes); at the end,
+//! with every fault healed and the layout settled, every acknowledged write
+//! must read back with R=2 through every node.
 //!
 //! Many seeds run per CI run; a failing one is printed and replays with
 //! `DDB_SIM_SEED=S cargo test --test simulation`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -130,6 +136,8 @@ struct Sim {
     clock: Arc<ManualClock>,
     nodes: Vec<SimNode>,
     cut: Vec<(usize, usize)>,
+    /// Ticks left during which the joiner (node 3) pulls nothing.
+    stall: u32,
 }
 
 impl Sim {
@@ -194,13 +202,16 @@ impl Sim {
                 self.net.down(node.addr);
                 continue;
             }
+            // A stalled stream: the joiner pulls nothing for a while.
+            let stalled = i == 3 && self.stall > 0;
             for _ in 0..32 {
-                if node.transfer.work().await != Next::Busy {
+                if stalled || node.transfer.work().await != Next::Busy {
                     break;
                 }
             }
             let _ = node.handoff.work().await;
         }
+        self.stall = self.stall.saturating_sub(1);
         self.clock.advance(TICK.as_millis() as u64);
         tokio::time::sleep(TICK).await;
     }
@@ -251,6 +262,7 @@ async fn run(seed: u64) -> Result<(), String> {
         net,
         clock,
         cut: Vec::new(),
+        stall: 0,
     };
     // The cluster forms.
     for _ in 0..100 {
@@ -262,6 +274,14 @@ async fn run(seed: u64) -> Result<(), String> {
     sim.settled().ok_or("the first layout never settled")?;
     // Clients write unique keys through any node, the whole time.
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    // Writes acknowledged while at most one fault was active from start to
+    // end: on at least W owners of every active layout (no stand-in), so
+    // any R=2 read must see them.
+    let clean: Arc<Mutex<Vec<String>>> = Arc::default();
+    // Bumped at every change of the faults; `unclean` while two faults are
+    // active or the views have not caught up with a change.
+    let faults = Arc::new(AtomicU64::new(0));
+    let unclean = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let coords: Arc<Mutex<Vec<Arc<distro_db::coordinator::Coordinator>>>> = Arc::new(Mutex::new(
         sim.nodes
             .iter()
@@ -270,6 +290,7 @@ async fn run(seed: u64) -> Result<(), String> {
     ));
     let load = {
         let (acked, coords) = (acked.clone(), coords.clone());
+        let (clean, faults, unclean) = (clean.clone(), faults.clone(), unclean.clone());
         tokio::spawn(async move {
             for k in 0..400u32 {
                 let coord = {
@@ -277,11 +298,19 @@ async fn run(seed: u64) -> Result<(), String> {
                     c[k as usize % c.len()].clone()
                 };
                 let key = format!("k{k}");
+                let before = faults.load(Ordering::SeqCst);
+                let was_unclean = unclean.load(Ordering::SeqCst);
                 if coord
                     .put(key.as_bytes(), Some(b"v".to_vec()), None, None)
                     .await
                     .is_ok()
                 {
+                    if !was_unclean
+                        && !unclean.load(Ordering::SeqCst)
+                        && faults.load(Ordering::SeqCst) == before
+                    {
+                        clean.lock().unwrap().push(key.clone());
+                    }
                     acked.lock().unwrap().push(key);
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -292,11 +321,14 @@ async fn run(seed: u64) -> Result<(), String> {
     let leaver = rng.random_range(0..3usize);
     let mut crashed: Option<(usize, u32)> = None;
     let mut crashes = 0;
+    let (mut reads, mut unmet) = (0, 0);
+    let mut last_faults: (Vec<(usize, usize)>, Option<usize>) = (Vec::new(), None);
     for t in 0..150u32 {
         if t == 5 {
             let n = SimNode::new(3, &sim.net, &sim.clock);
             coords.lock().unwrap().push(n.core.coordinator.clone());
             sim.nodes.push(n);
+            sim.stall = 20;
         }
         if t == 60 {
             if let Some(c) = sim.claimant() {
@@ -338,7 +370,67 @@ async fn run(seed: u64) -> Result<(), String> {
                 .register(sim.nodes[v].addr, sim.nodes[v].core.service.clone());
             crashed = None;
         }
+        // A crash and a cut link at once can leave a coordinator fewer than
+        // W owners: it then writes to stand-ins (a sloppy quorum), and a
+        // quorum read of the owners may rightly miss the write. So can a
+        // view that has not caught up with a change of the faults (a stale
+        // failure detector is one more fault). A write is clean when the
+        // generation did not move while it ran and was even: at most one
+        // fault, known to every view.
+        let state = (sim.cut.clone(), crashed.map(|(v, _)| v));
+        if state != last_faults {
+            faults.fetch_add(1, Ordering::SeqCst);
+            unclean.store(true, Ordering::SeqCst);
+            last_faults = state;
+        }
         sim.tick().await;
+        // The views now know the faults: one fault alone is clean.
+        unclean.store(!sim.cut.is_empty() && crashed.is_some(), Ordering::SeqCst);
+        // Reads while the changes go on (every tick right after the join and
+        // the LEAVE, then every fifth): a clean write is never missing.
+        if (5..25).contains(&t) || (60..80).contains(&t) || t % 5 == 2 {
+            let keys: Vec<String> = {
+                let c = clean.lock().unwrap();
+                (0..20.min(c.len()))
+                    .map(|_| c[rng.random_range(0..c.len())].clone())
+                    .collect()
+            };
+            for key in keys {
+                let via = rng.random_range(0..sim.nodes.len());
+                let n = &sim.nodes[via];
+                if !n.up || n.left {
+                    continue;
+                }
+                reads += 1;
+                match n.core.coordinator.get(key.as_bytes(), Some(2)).await {
+                    Ok(Some(o)) if !o.is_deleted() => {}
+                    Ok(other) => {
+                        let held: Vec<String> = sim
+                            .nodes
+                            .iter()
+                            .map(|m| {
+                                format!(
+                                    "{} (up {}): holds it {}, a hint {}",
+                                    m.id,
+                                    m.up,
+                                    m.core.replica.get(key.as_bytes()).ok().flatten().is_some(),
+                                    m.core.hints.held().iter().any(|(_, k)| k == key.as_bytes())
+                                )
+                            })
+                            .collect();
+                        let l = n.steward.shared().layout();
+                        return Err(format!(
+                            "tick {t}: a read of {key} through {} during the change found {other:?} \
+                             (layout {:?}; cut {:?}, crashed {crashed:?}; {held:?})",
+                            n.id,
+                            l.map(|l| (l.version, l.migrating())),
+                            sim.cut
+                        ));
+                    }
+                    Err(_) => unmet += 1,
+                }
+            }
+        }
     }
     // Heal everything and let the cluster settle.
     sim.cut.clear();
@@ -397,9 +489,10 @@ async fn run(seed: u64) -> Result<(), String> {
         }
     }
     eprintln!(
-        "  {} acknowledged writes read back; layout version {version} after a join, {} crash window(s) and a LEAVE",
+        "  {} acknowledged writes read back; layout version {version} after a join, {} crash window(s) and a LEAVE; {reads} reads during the change ({unmet} without a quorum), of {} clean writes",
         acked.len(),
-        crashes
+        crashes,
+        clean.lock().unwrap().len()
     );
     Ok(())
 }

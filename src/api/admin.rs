@@ -353,9 +353,14 @@ pub async fn layout_change(api: &Api, changes: Vec<Change>, force: bool) -> Resu
         .map(|m| (m.id.clone(), m.addr))
         .ok_or("no live member to make the change")?;
     if claimant.0 == *coord.me() {
-        return api.layouts.queue(changes);
+        api.layouts.queue(changes.clone())?;
+        api.layouts.remember(&changes, force);
+        return Ok(());
     }
-    let req = Request::LayoutChange { changes, force };
+    let req = Request::LayoutChange {
+        changes: changes.clone(),
+        force,
+    };
     ask::<Acked>(
         &**coord.transport(),
         claimant.1,
@@ -363,11 +368,13 @@ pub async fn layout_change(api: &Api, changes: Vec<Change>, force: bool) -> Resu
         coord.config().timeout,
     )
     .await
-    .map(|_| ())
     .map_err(|e| match e {
         CallError::Remote(e) => e.to_string(),
         e => format!("cannot reach the claimant {}: {e}", claimant.0),
-    })
+    })?;
+    // Kept here until the layout shows it, whatever becomes of the claimant.
+    api.layouts.remember(&changes, force);
+    Ok(())
 }
 
 /// The layout: version and phase, each node with its state and share, the

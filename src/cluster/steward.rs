@@ -35,6 +35,13 @@
 //!
 //! A participant that is down holds the change at its step; RING says who,
 //! and REMOVE of a dead node releases it.
+//!
+//! A change an operator asks for (LEAVE, REMOVE) stays *pending* on the node
+//! it was asked on until the layout shows it: each round that node re-sends
+//! it to whoever is the claimant then, so a claimant that crashes with the
+//! change in its queue, or stops being the claimant (a lower id came back),
+//! loses nothing. A node holding queued changes that is no longer the
+//! claimant hands them on too.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -180,6 +187,9 @@ pub struct Shared {
     synced: Mutex<Option<Stamp>>,
     /// Who this node is waiting for, and at which step (for RING).
     waiting: Mutex<String>,
+    /// Changes asked on this node (and whether forced) that no layout shows
+    /// yet: re-sent to the claimant until one does.
+    pending: Mutex<Vec<(Change, bool)>>,
     /// This node's transfer progress, and every node's as gossip says.
     transfers: Mutex<(String, BTreeMap<String, String>)>,
 }
@@ -228,9 +238,33 @@ impl Shared {
             },
             Err(e) => return Err(e.to_string()),
         }
-        q.changes = all;
-        q.last = Some(Instant::now());
+        if q.changes != all {
+            q.changes = all;
+            q.last = Some(Instant::now());
+        }
         Ok(())
+    }
+
+    /// Remembers changes asked on this node (already accepted by the
+    /// claimant or queued here): they are re-sent to the claimant each
+    /// round until the layout shows them.
+    pub fn remember(&self, changes: &[Change], force: bool) {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        for c in changes {
+            if !p.iter().any(|(x, _)| x == c) {
+                p.push((c.clone(), force));
+            }
+        }
+    }
+
+    /// Changes asked on this node that no layout shows yet.
+    pub fn pending(&self) -> Vec<Change> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(c, _)| c.clone())
+            .collect()
     }
 
     /// The changes waiting for the claimant.
@@ -307,6 +341,8 @@ pub struct Steward {
     read: Option<Stamp>,
     sync_ordered: Option<Stamp>,
     last_join: Option<Instant>,
+    /// When pending changes were last re-sent to the claimant.
+    last_chase: Option<Instant>,
     /// This process has been a member (or leaving) of the layout.
     been_member: bool,
 }
@@ -336,6 +372,7 @@ impl Steward {
             queue: Mutex::default(),
             synced: Mutex::new(None),
             waiting: Mutex::new(String::new()),
+            pending: Mutex::default(),
             transfers: Mutex::default(),
         });
         Ok((
@@ -357,6 +394,7 @@ impl Steward {
                 read: None,
                 sync_ordered: None,
                 last_join: None,
+                last_chase: None,
                 been_member: false,
             },
             rx,
@@ -421,6 +459,7 @@ impl Steward {
             }
             _ => self.ask_to_join(&layout, said).await,
         }
+        self.chase(&layout, said).await;
         if self.is_claimant(&layout, said) {
             self.make_changes(&layout, current, &mut out);
         }
@@ -594,6 +633,83 @@ impl Steward {
         }
     }
 
+    /// Drops pending changes the layout shows; re-sends the others (and
+    /// a queue this node holds without being the claimant) to the claimant.
+    async fn chase(&mut self, layout: &Layout, said: &BTreeMap<String, Said>) {
+        let pending: Vec<(Change, bool)> = {
+            let mut p = self
+                .shared
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            p.retain(|(c, _)| !shows(layout, c));
+            p.clone()
+        };
+        let Some((claimant, addr)) = claimant(layout, said) else {
+            return;
+        };
+        if claimant == *self.me {
+            for (c, _) in pending {
+                // Already queued (or carried out meanwhile): nothing new.
+                if let Err(e) = self.shared.queue(vec![c.clone()]) {
+                    warn!(change = ?c, cause = %e, "dropping a pending layout change that no longer applies");
+                    self.forget(&c);
+                }
+            }
+            return;
+        }
+        let stranded = std::mem::take(
+            &mut self
+                .shared
+                .queue
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .changes,
+        );
+        if !stranded.is_empty() {
+            info!(claimant = %claimant, changes = ?stranded, "handing queued layout changes to the claimant");
+            self.shared.remember(&stranded, false);
+        }
+        if pending.is_empty() && stranded.is_empty() {
+            return;
+        }
+        if self.last_chase.is_some_and(|t| t.elapsed() < JOIN_RETRY) {
+            return;
+        }
+        self.last_chase = Some(Instant::now());
+        let resend = self
+            .shared
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for (c, force) in resend {
+            let req = Request::LayoutChange {
+                changes: vec![c.clone()],
+                force,
+            };
+            match ask::<crate::rpc::call::Acked>(&*self.transport, addr, &req, self.timeout).await {
+                Ok(_) => {}
+                Err(crate::rpc::call::CallError::Remote(e)) => {
+                    warn!(change = ?c, claimant = %claimant, cause = %e,
+                          "the claimant refuses a pending layout change; dropping it");
+                    self.forget(&c);
+                }
+                Err(e) => {
+                    warn!(change = ?c, claimant = %claimant, cause = %e, "cannot reach the claimant yet");
+                }
+            }
+        }
+    }
+
+    fn forget(&self, change: &Change) {
+        self.shared
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(c, _)| c != change);
+    }
+
     fn is_claimant(&self, layout: &Layout, said: &BTreeMap<String, Said>) -> bool {
         claimant(layout, said).is_some_and(|(id, _)| *id == *self.me)
     }
@@ -747,6 +863,22 @@ impl Steward {
             .waiting
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = what;
+    }
+}
+
+/// True when `layout` shows `change` made (or overtaken: a node asked to
+/// leave that was removed meanwhile).
+fn shows(layout: &Layout, change: &Change) -> bool {
+    match change {
+        Change::Join { id, addr } => {
+            layout.state(id) == Some(NodeState::Member)
+                && layout.node(id).is_some_and(|n| n.addr == *addr)
+        }
+        Change::Leave { id } => matches!(
+            layout.state(id),
+            Some(NodeState::Leaving) | Some(NodeState::Removed) | None
+        ),
+        Change::Remove { id } => matches!(layout.state(id), Some(NodeState::Removed) | None),
     }
 }
 

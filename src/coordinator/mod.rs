@@ -258,8 +258,12 @@ impl Coordinator {
         forming(&view)?;
         let _running = view.begin();
         let mut targets = plan::plan(&view, partition_of(key)).slots;
-        // This node first (no message), then live replicas, in preference order.
-        targets.sort_by_key(|t| (t.node != self.me, !t.live));
+        // Live owners first, this node first among them (no message), in
+        // preference order; stand-ins only after every live owner: a
+        // stand-in that holds no hint for the key answers "none", and two
+        // such answers must not make a quorum while an owner that holds
+        // the write is reachable.
+        targets.sort_by_key(|t| (!t.live, t.hint.is_some(), t.node != self.me));
         let r = Self::quorum("R", r, self.config.r, targets.len())?;
         let req = Arc::new(Request::Get { key: key.to_vec() });
         // Most reads ask R replicas; some ask every one, so that read repair
