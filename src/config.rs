@@ -64,6 +64,11 @@ impl Secret {
         Secret(s.into())
     }
 
+    /// The secret's bytes (to derive keys from; never logged).
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+
     /// True when `given` is the password (compared in constant time).
     pub fn matches(&self, given: &[u8]) -> bool {
         let want = self.0.as_bytes();
@@ -168,6 +173,12 @@ pub struct Config {
     /// The password clients must give (`AUTH`, `HELLO ... AUTH`); none: no
     /// authentication.
     pub password: Option<Secret>,
+    /// The cluster secret peers prove they hold (`--cluster-secret`); none:
+    /// peers authenticate nothing, and the node must listen on loopback
+    /// unless `insecure_peers`.
+    pub cluster_secret: Option<Secret>,
+    /// Serve peers without a cluster secret on a non-loopback address.
+    pub insecure_peers: bool,
     /// What a plain `GET` answers for a key with siblings.
     pub sibling_reads: SiblingReads,
     /// Caps on the hints this node holds for others.
@@ -205,9 +216,18 @@ impl Config {
             compaction_interval: crate::storage::LogOptions::default().compaction_interval,
             limits: crate::limits::ServerLimits::default(),
             password: None,
+            cluster_secret: None,
+            insecure_peers: false,
             sibling_reads: SiblingReads::Pick,
             hint_limits: HintLimits::default(),
         }
+    }
+
+    /// The key peers prove they hold: from the cluster secret (or the
+    /// empty one) and the cluster id.
+    pub fn peer_key(&self) -> crate::rpc::auth::PeerKey {
+        let secret = self.cluster_secret.as_ref().map_or(&[][..], Secret::expose);
+        crate::rpc::auth::PeerKey::derive(secret, &self.cluster_id)
     }
 
     /// Checks the values make sense together; returns warnings worth logging.
@@ -230,7 +250,23 @@ impl Config {
                 self.advertise
             ));
         }
+        if self.cluster_secret.is_none()
+            && !self.insecure_peers
+            && !(self.listen.ip().is_loopback() && self.advertise.ip().is_loopback())
+        {
+            return Err(format!(
+                "refusing to serve peers on {} without a cluster secret: anyone who reaches the \
+                 port could join, read, write or stop the cluster. Give every node the same \
+                 --cluster-secret-file FILE (or DISTRO_DB_CLUSTER_SECRET), or pass \
+                 --insecure-peers on a network you trust",
+                self.listen
+            ));
+        }
         let mut warnings = Vec::new();
+        if self.cluster_secret.is_none() && self.insecure_peers {
+            warnings
+                .push("--insecure-peers: peer connections and gossip are not authenticated".into());
+        }
         if self.r + self.w <= self.n {
             warnings.push(format!(
                 "R + W <= N ({} + {} <= {}): a read may miss the latest acknowledged write",

@@ -226,7 +226,6 @@ struct NodeOpts {
     max_clients: usize,
     /// Password clients must give (AUTH, or HELLO ... AUTH) before any other
     /// command. Prefer the environment variable: a flag shows in `ps`.
-    /// Connections between nodes are not authenticated yet.
     #[arg(
         long,
         env = "DISTRO_DB_PASSWORD",
@@ -234,6 +233,26 @@ struct NodeOpts {
         value_name = "PASSWORD"
     )]
     password: Option<String>,
+    /// The secret every node of the cluster holds: peer connections
+    /// authenticate both ways with it (HMAC challenge-response; it never
+    /// crosses the wire). Prefer the environment variable or the file: a flag
+    /// shows in `ps`. Without one a node serves peers only on loopback.
+    #[arg(
+        long,
+        env = "DISTRO_DB_CLUSTER_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET",
+        conflicts_with = "cluster_secret_file"
+    )]
+    cluster_secret: Option<String>,
+    /// Read the cluster secret from this file (its first line).
+    #[arg(long, value_name = "FILE")]
+    cluster_secret_file: Option<PathBuf>,
+    /// Serve peers on a non-loopback address without a cluster secret
+    /// (anyone who reaches the port can then join, read, write or stop the
+    /// cluster).
+    #[arg(long)]
+    insecure_peers: bool,
     /// What a plain GET answers for a key holding concurrent values:
     /// `pick` (the most recently written one; VGET shows them all) or
     /// `error` (a CONFLICT error pointing to VGET).
@@ -261,7 +280,11 @@ fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("'{addr}' resolves to no address"))
 }
 
-fn build_config(listen: SocketAddr, advertise: Option<SocketAddr>, o: &NodeOpts) -> Config {
+fn build_config(
+    listen: SocketAddr,
+    advertise: Option<SocketAddr>,
+    o: &NodeOpts,
+) -> anyhow::Result<Config> {
     let mut c = Config::new(listen);
     if let Some(a) = advertise {
         c.advertise = a;
@@ -300,10 +323,27 @@ fn build_config(listen: SocketAddr, advertise: Option<SocketAddr>, o: &NodeOpts)
         .as_ref()
         .filter(|p| !p.is_empty())
         .map(distro_db::config::Secret::new);
+    c.insecure_peers = o.insecure_peers;
+    c.cluster_secret = match (&o.cluster_secret, &o.cluster_secret_file) {
+        (Some(s), _) => Some(s.clone()),
+        (None, Some(f)) => {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read the cluster secret file {}", f.display()))?;
+            Some(text.lines().next().unwrap_or("").trim().to_string())
+        }
+        (None, None) => None,
+    }
+    .map(|s| {
+        if s.is_empty() {
+            anyhow::bail!("the cluster secret is empty");
+        }
+        Ok(distro_db::config::Secret::new(s))
+    })
+    .transpose()?;
     c.sibling_reads = o.sibling_reads;
     c.hint_limits.per_node = o.max_hints_per_node;
     c.hint_limits.bytes = o.max_hint_bytes;
-    c
+    Ok(c)
 }
 
 /// Where a process's logs go.
@@ -430,7 +470,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         } => {
             let listen = resolve(&listen)?;
             let advertise = advertise.map(|a| resolve(&a)).transpose()?;
-            let config = build_config(listen, advertise, &opts);
+            let config = build_config(listen, advertise, &opts)?;
             check_config(&config, "--listen")?;
             start_logs(&node_log(log_file.as_deref(), &config), &config)?;
             run_node(config)
@@ -444,7 +484,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         } => {
             let listen = resolve(&format!("{host}:{port}"))?;
             let advertise = advertise.map(|a| resolve(&a)).transpose()?;
-            let config = build_config(listen, advertise, &opts);
+            let config = build_config(listen, advertise, &opts)?;
             check_config(&config, "--host")?;
             start_logs(&node_log(log_file.as_deref(), &config), &config)?;
             run_node(config)
@@ -458,7 +498,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         } => {
             let listen = resolve(&format!("{host}:{port}"))?;
             let advertise = advertise.map(|a| resolve(&a)).transpose()?;
-            let config = build_config(listen, advertise, &opts);
+            let config = build_config(listen, advertise, &opts)?;
             check_config(&config, "--host")?;
             // The REPL owns this terminal: logs go to a file unless asked.
             let to = match log_file.as_deref() {

@@ -136,7 +136,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         .with_context(|| format!("cannot listen on tcp {}", config.listen))?;
     let sessions = CancellationToken::new();
     let faults = Faults::new(config.fault_injection);
-    let tcp: Arc<dyn Transport> = Arc::new(TcpTransport::new(config.advertise));
+    let tcp: Arc<dyn Transport> = Arc::new(TcpTransport::new(config.advertise, config.peer_key()));
     let transport: Arc<dyn Transport> = if config.fault_injection {
         warn!("fault injection is enabled: FAULT commands can cut this node off");
         Arc::new(FaultyTransport::new(tcp, faults.clone()))
@@ -255,7 +255,10 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
     });
     let port = crate::server::Port {
         api,
-        peers,
+        peers: Arc::new(crate::rpc::tcp::PeerDoor {
+            service: peers,
+            key: config.peer_key(),
+        }),
         faults,
         limits: config.limits,
         shutdown: sessions.clone(),

@@ -22,7 +22,6 @@ use crate::api::Api;
 use crate::api::resp::Frame;
 use crate::fault::Faults;
 use crate::limits::{ByteBudget, ServerLimits, Slots};
-use crate::rpc::Handler;
 use crate::rpc::frame::PREAMBLE;
 
 /// Time allowed to write the "max clients" refusal.
@@ -33,8 +32,8 @@ const IO_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Port {
     /// Client commands.
     pub api: Arc<Api>,
-    /// Peer requests.
-    pub peers: Arc<dyn Handler>,
+    /// Peer requests, behind the peer handshake.
+    pub peers: Arc<crate::rpc::tcp::PeerDoor>,
     /// Fault-injection rules (for incoming peer requests).
     pub faults: Arc<Faults>,
     /// Connection and memory limits.
@@ -105,7 +104,7 @@ async fn connection(
             warn!("too many peer connections; closing one");
             return Ok(());
         };
-        return crate::rpc::tcp::serve(stream, port.peers, budget, port.faults, port.shutdown)
+        return crate::rpc::tcp::serve(stream, &port.peers, budget, port.faults, port.shutdown)
             .await;
     }
     let Some(_slot) = Slots::take(&slots.clients) else {

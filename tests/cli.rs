@@ -228,6 +228,8 @@ fn slave_on_every_interface_asks_for_advertise_and_accepts_it() {
     let mut child = Command::new(db_bin())
         .args(["slave", &port.to_string(), "--host", "0.0.0.0"])
         .args(["--advertise", &format!("127.0.0.1:{port}")])
+        // Every interface without a cluster secret: only when told so.
+        .arg("--insecure-peers")
         .stdin(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()

@@ -214,7 +214,9 @@ fn kernel_faults_between_namespaced_nodes() {
             "--listen",
             &net.addr(i),
         ])
-        .args(["--cluster-id", &cluster_id, "--aae-interval-ms", "500"]);
+        .args(["--cluster-id", &cluster_id, "--aae-interval-ms", "500"])
+        // Distinct non-loopback addresses: peers authenticate with a secret.
+        .env("DISTRO_DB_CLUSTER_SECRET", "netns test secret");
         for j in 0..NODES {
             cmd.args(["--seed", &net.addr(j)]);
         }

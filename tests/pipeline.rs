@@ -104,6 +104,10 @@ fn a_pipeline_with_a_bad_command_answers_each_in_turn() {
     assert_eq!(s.read(&mut rest).unwrap_or(0), 0);
 }
 
+fn key() -> distro_db::rpc::auth::PeerKey {
+    distro_db::rpc::auth::PeerKey::derive(b"test secret", "pipeline")
+}
+
 /// A fake peer connection: collects requests until none has arrived for a
 /// while, then answers all of them at once, in reverse order.
 async fn reversing_connection(mut s: tokio::net::TcpStream) {
@@ -111,6 +115,9 @@ async fn reversing_connection(mut s: tokio::net::TcpStream) {
     let mut pre = [0u8; 4];
     s.read_exact(&mut pre).await.unwrap();
     assert_eq!(pre, PREAMBLE);
+    distro_db::rpc::auth::server(&mut s, &key())
+        .await
+        .expect("the transport authenticates");
     let mut buf = Vec::new();
     let mut got = Vec::new();
     loop {
@@ -150,7 +157,7 @@ async fn multiplexed_calls_get_their_own_answers_in_any_order() {
             tokio::spawn(reversing_connection(s));
         }
     });
-    let transport = Arc::new(TcpTransport::new("127.0.0.1:1".parse().unwrap()));
+    let transport = Arc::new(TcpTransport::new("127.0.0.1:1".parse().unwrap(), key()));
     let n = 64;
     let mut calls = Vec::new();
     for i in 0..n {

@@ -96,7 +96,7 @@ impl Membership {
         let gossip = config.gossip_interval;
         let cc_config = ChitchatConfig {
             chitchat_id,
-            cluster_id: config.cluster_id.clone(),
+            cluster_id: config.peer_key().gossip_cluster_id(&config.cluster_id),
             gossip_interval: gossip,
             listen_addr: config.listen,
             seed_nodes: config.seeds.clone(),

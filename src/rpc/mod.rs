@@ -8,11 +8,14 @@
 //! - [`call`]: typed calls: each request with the answer it expects.
 //! - [`tcp`]: the multiplexed TCP transport and the server side of a peer
 //!   connection.
+//! - [`auth`]: the peer key, and the handshake both sides of a peer
+//!   connection run before any request.
 //! - [`memory`]: an in-memory network for deterministic tests.
 //!
 //! What a request does is not this module's business: incoming requests go
 //! to a [`Handler`] (the node's is [`crate::coordinator::service`]).
 
+pub mod auth;
 pub mod call;
 pub mod frame;
 pub mod memory;

@@ -12,6 +12,9 @@
 //! is replaced on the next call. No connection is opened per request, so
 //! peer traffic leaves no TIME-WAIT sockets behind.
 //!
+//! Both sides authenticate each other ([`super::auth`]) before any request
+//! crosses a new connection.
+//!
 //! **Server side** ([`serve`]): one task per connection reads frames into a
 //! buffer taken from the node's request budget, starts every request it
 //! decodes, and writes the answers as they complete, coalesced.
@@ -32,6 +35,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::auth::{self, PeerKey};
 use super::frame::{self, FrameError, PREAMBLE};
 use super::transport::{RpcError, Transport};
 use super::{Request, Response};
@@ -95,6 +99,7 @@ fn fail_all(pending: &Pending, alive: &AtomicBool, why: &str) {
 /// The connections to one peer.
 struct Peer {
     addr: SocketAddr,
+    key: PeerKey,
     /// When the last connection attempt failed (ms since the transport
     /// started; 0: the last attempt succeeded or none failed).
     failed_at: AtomicU64,
@@ -104,9 +109,10 @@ struct Peer {
 }
 
 impl Peer {
-    fn new(addr: SocketAddr) -> Peer {
+    fn new(addr: SocketAddr, key: PeerKey) -> Peer {
         Peer {
             addr,
+            key,
             failed_at: AtomicU64::new(0),
             slots: (0..CONNECTIONS_PER_PEER)
                 .map(|_| tokio::sync::Mutex::new(None))
@@ -125,7 +131,7 @@ impl Peer {
         {
             return Ok(c.clone());
         }
-        match open(self.addr).await {
+        match open(self.addr, &self.key).await {
             Ok(conn) => {
                 self.failed_at.store(0, Ordering::Relaxed);
                 let conn = Arc::new(conn);
@@ -141,17 +147,30 @@ impl Peer {
     }
 }
 
-/// Opens a connection and starts its reader and writer tasks.
-async fn open(addr: SocketAddr) -> Result<Conn, RpcError> {
-    let stream = TcpStream::connect(addr).await.map_err(RpcError::Connect)?;
+/// Opens a connection, authenticates both ways, and starts its reader and
+/// writer tasks.
+async fn open(addr: SocketAddr, key: &PeerKey) -> Result<Conn, RpcError> {
+    let mut stream = tokio::time::timeout(auth::HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| RpcError::Connect(timed_out("connect")))?
+        .map_err(RpcError::Connect)?;
     stream.set_nodelay(true).map_err(RpcError::Connect)?;
+    tokio::time::timeout(auth::HANDSHAKE_TIMEOUT, stream.write_all(&PREAMBLE))
+        .await
+        .map_err(|_| RpcError::Connect(timed_out("preamble")))?
+        .map_err(RpcError::Connect)?;
+    if let Err(e) = auth::client(&mut stream, key).await {
+        warn!(peer = %addr, cause = %e, "cannot open a peer connection");
+        let kind = match e {
+            auth::AuthError::BadTag => std::io::ErrorKind::PermissionDenied,
+            auth::AuthError::Io(ref io) => io.kind(),
+        };
+        return Err(RpcError::Connect(std::io::Error::new(kind, e.to_string())));
+    }
     let (reader, writer) = stream.into_split();
     let (tx, rx) = mpsc::unbounded_channel();
     let pending: Arc<Pending> = Arc::default();
     let alive = Arc::new(AtomicBool::new(true));
-    // The preamble goes first, in the writer's first batch.
-    tx.send(PREAMBLE.to_vec())
-        .map_err(|_| RpcError::Connect(std::io::ErrorKind::BrokenPipe.into()))?;
     tokio::spawn(write_loop(writer, rx, pending.clone(), alive.clone()));
     tokio::spawn(read_loop(reader, pending.clone(), alive.clone()));
     tokio::spawn(sweep_loop(pending.clone(), alive.clone()));
@@ -264,15 +283,18 @@ async fn read_loop(mut reader: OwnedReadHalf, pending: Arc<Pending>, alive: Arc<
 pub struct TcpTransport {
     /// This node's advertised address, sent with every request.
     from: SocketAddr,
+    /// What this node proves to its peers, and checks they prove.
+    key: PeerKey,
     peers: Mutex<HashMap<SocketAddr, Arc<Peer>>>,
     next_id: AtomicU64,
 }
 
 impl TcpTransport {
-    /// A transport for the node at `from`.
-    pub fn new(from: SocketAddr) -> Self {
+    /// A transport for the node at `from`, authenticating with `key`.
+    pub fn new(from: SocketAddr, key: PeerKey) -> Self {
         TcpTransport {
             from,
+            key,
             peers: Mutex::default(),
             next_id: AtomicU64::new(1),
         }
@@ -283,7 +305,7 @@ impl TcpTransport {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry(addr)
-            .or_insert_with(|| Arc::new(Peer::new(addr)))
+            .or_insert_with(|| Arc::new(Peer::new(addr, self.key.clone())))
             .clone()
     }
 
@@ -400,24 +422,43 @@ const BASE_BUFFER: usize = 4096;
 /// reading until some complete.
 const MAX_IN_FLIGHT_PER_CONNECTION: usize = 4096;
 
-/// Serves one peer connection whose first byte (the preamble's) was read.
-/// Returns when the peer closes, on a protocol error, or on `shutdown`.
+/// What serves the peer side of a connection.
+pub struct PeerDoor {
+    /// Answers requests.
+    pub service: Arc<dyn super::Handler>,
+    /// What a peer must prove before any request is read.
+    pub key: PeerKey,
+}
+
+/// Serves one peer connection whose first byte (the preamble's) was read:
+/// checks the rest of the preamble, authenticates both ways, then serves
+/// requests. Returns when the peer closes, on a protocol or authentication
+/// error, or on `shutdown`.
 pub async fn serve(
-    stream: TcpStream,
-    service: Arc<dyn super::Handler>,
+    mut stream: TcpStream,
+    door: &PeerDoor,
     budget: ByteBudget,
     faults: Arc<Faults>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let (mut reader, mut writer) = stream.into_split();
     let mut rest = [0u8; 3];
-    tokio::time::timeout(IO_TIMEOUT, reader.read_exact(&mut rest))
+    tokio::time::timeout(auth::HANDSHAKE_TIMEOUT, stream.read_exact(&mut rest))
         .await
         .map_err(|_| timed_out("preamble"))??;
     if rest != PREAMBLE[1..] {
         warn!(got = ?rest, "peer preamble mismatch (another protocol version?); closing");
         return Ok(());
     }
+    if let Err(e) = auth::server(&mut stream, &door.key).await {
+        let from = stream
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        warn!(%from, cause = %e, "refusing a peer connection");
+        return Ok(());
+    }
+    let service = door.service.clone();
+    let (mut reader, mut writer) = stream.into_split();
     let mut buf: Vec<u8> = Vec::with_capacity(BASE_BUFFER);
     // Input buffer beyond its first 4 KiB comes from the node's budget.
     let mut held: Held = budget.empty();

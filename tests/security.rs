@@ -1,0 +1,129 @@
+//! Multi-process: the peer door. Nodes of a cluster prove to each other that
+//! they hold the cluster secret before any peer request is read; a node with
+//! another secret is never listed and never joins; a raw peer connection
+//! that skips the handshake is closed unanswered; and a node without a
+//! secret refuses a non-loopback address unless told `--insecure-peers`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{Cluster, bulk, db_bin, free_port, live_nodes, wait_until};
+use distro_db::resp::Frame;
+use distro_db::rpc::frame::{self, PREAMBLE};
+use distro_db::rpc::{Request, Response};
+
+fn secret_file(dir: &std::path::Path, name: &str, secret: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{secret}\n")).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn a_node_with_another_secret_never_joins_and_raw_peer_requests_are_refused() {
+    let keys = tempfile::tempdir().unwrap();
+    let ours = secret_file(keys.path(), "ours", "correct horse battery staple");
+    let c = Cluster::start_with(3, &["--cluster-secret-file", &ours]);
+    assert_eq!(c.cmd(0, &["SET", "k", "v"]), Frame::ok());
+    assert_eq!(c.cmd(2, &["GET", "k"]), bulk("v"));
+
+    // A stranger: same cluster id, seeds and loopback, another secret.
+    let theirs = secret_file(keys.path(), "theirs", "another secret");
+    let port = free_port();
+    let log = c.dir.path().join("stranger.log");
+    let mut stranger = Command::new(db_bin())
+        .args(["node", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--cluster-id", &c.cluster_id])
+        .args(["--seed", &c.nodes[0].addr()])
+        .args(["--cluster-secret-file", &theirs])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("db starts");
+    let stranger_id = format!("node-{port}");
+    // It runs, but for a while (several gossip rounds and join retries) no
+    // member lists it, and the layout never takes it in.
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        for i in 0..3 {
+            let listed = match c.cmd(i, &["NODES"]) {
+                Frame::Bulk(t) => String::from_utf8_lossy(&t).contains(&stranger_id),
+                other => panic!("NODES: {other:?}"),
+            };
+            assert!(!listed, "node {i} lists the stranger");
+            let ring = match c.cmd(i, &["RING"]) {
+                Frame::Bulk(t) => String::from_utf8_lossy(&t).to_string(),
+                other => panic!("RING: {other:?}"),
+            };
+            assert!(
+                !ring.contains(&stranger_id),
+                "the layout took the stranger in: {ring}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(
+        matches!(stranger.try_wait(), Ok(None)),
+        "the stranger still runs"
+    );
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+
+    // A raw peer connection that sends a request right after the preamble
+    // (no handshake): the request is taken for the handshake, the tag is
+    // wrong, and the connection closes without an answer. The node runs on.
+    let mut s = TcpStream::connect(c.nodes[1].addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut out = PREAMBLE.to_vec();
+    let shutdown = Request::Shutdown;
+    for id in 1..=8 {
+        frame::encode_into(&mut out, None, id, &shutdown).unwrap();
+    }
+    s.write_all(&out).unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    // At most the server's nonce and proof; never a framed answer.
+    assert!(got.len() <= 64, "got {} bytes", got.len());
+    assert!(frame::decode::<Response>(&got).is_err());
+    wait_until(Duration::from_secs(5), "the node to keep serving", || {
+        c.client(1).call(&["GET", "k"]).ok() == Some(bulk("v"))
+    });
+    assert_eq!(live_nodes(&c.nodes[0].addr()).len(), 3);
+    let text = c.nodes[1].log_text();
+    assert!(
+        text.contains("refusing a peer connection"),
+        "the refusal is logged"
+    );
+}
+
+#[test]
+fn without_a_secret_a_node_serves_peers_on_loopback_only() {
+    let port = free_port();
+    let out = Command::new(db_bin())
+        .args(["node", "--listen", &format!("0.0.0.0:{port}")])
+        .args(["--advertise", &format!("127.0.0.1:{port}")])
+        .stdin(Stdio::null())
+        .output()
+        .expect("db runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("without a cluster secret") && err.contains("--insecure-peers"),
+        "{err}"
+    );
+    // An empty secret file is refused too, naming the problem.
+    let dir = tempfile::tempdir().unwrap();
+    let empty = secret_file(dir.path(), "empty", "");
+    let out = Command::new(db_bin())
+        .args(["node", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--cluster-secret-file", &empty])
+        .stdin(Stdio::null())
+        .output()
+        .expect("db runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("empty"));
+}
