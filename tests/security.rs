@@ -127,3 +127,56 @@ fn without_a_secret_a_node_serves_peers_on_loopback_only() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("empty"));
 }
+
+#[test]
+fn a_peer_frame_trickled_too_slowly_is_cut_off() {
+    let keys = tempfile::tempdir().unwrap();
+    let secret = "trickle secret";
+    let file = secret_file(keys.path(), "s", secret);
+    let c = Cluster::start_with(1, &["--cluster-secret-file", &file]);
+    let key = distro_db::rpc::auth::PeerKey::derive(secret.as_bytes(), &c.cluster_id);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = c.nodes[0].addr();
+    let closed_after = rt.block_on(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(&PREAMBLE).await.unwrap();
+        distro_db::rpc::auth::client(&mut s, &key)
+            .await
+            .expect("authenticated");
+        // A frame announced at 1,000 bytes, of which 10 come, then one
+        // byte every 2 s: it is never finished.
+        s.write_all(&1000u32.to_be_bytes()).await.unwrap();
+        s.write_all(&[0u8; 10]).await.unwrap();
+        let started = std::time::Instant::now();
+        let mut byte = [0u8; 1];
+        loop {
+            assert!(started.elapsed() < Duration::from_secs(60), "never cut off");
+            tokio::select! {
+                r = s.read(&mut byte) => {
+                    if matches!(r, Ok(0) | Err(_)) {
+                        return started.elapsed();
+                    }
+                }
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {
+                    if s.write_all(&[0u8]).await.is_err() {
+                        return started.elapsed();
+                    }
+                }
+            }
+        }
+    });
+    assert!(
+        closed_after >= Duration::from_secs(8) && closed_after < Duration::from_secs(30),
+        "closed after {closed_after:?}"
+    );
+    assert!(
+        c.nodes[0]
+            .log_text()
+            .contains("a peer frame did not arrive in time")
+    );
+    assert_eq!(c.cmd(0, &["PING"]), Frame::Simple("PONG".into()));
+}

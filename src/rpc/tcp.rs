@@ -50,8 +50,26 @@ pub const MAX_IN_FLIGHT_PER_PEER: usize = 4096;
 const MAX_WRITE: usize = 1 << 20;
 /// Largest single read.
 const READ_CHUNK: usize = 64 * 1024;
-/// Time allowed to write a batch, or to finish a frame once started.
+/// Time allowed to write a batch.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// A frame that has begun arriving must be complete within this, plus
+/// its length at [`FRAME_MIN_BYTES_PER_S`]: a peer that trickles a large
+/// frame cannot hold the request budget for ever.
+const FRAME_GRACE: Duration = Duration::from_secs(10);
+/// The slowest a frame may arrive, after [`FRAME_GRACE`].
+const FRAME_MIN_BYTES_PER_S: u64 = 1 << 20;
+
+/// When the frame at the head of `buf` must be complete (`None` when no
+/// frame has begun).
+fn frame_deadline(buf: &[u8], begun: tokio::time::Instant) -> Option<tokio::time::Instant> {
+    if buf.is_empty() {
+        return None;
+    }
+    let len = buf.get(..4).map_or(0, |b| {
+        u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    });
+    Some(begun + FRAME_GRACE + Duration::from_secs(len / FRAME_MIN_BYTES_PER_S))
+}
 
 /// A request waiting for its answer: where to send it, and when to give up.
 struct Waiting {
@@ -465,10 +483,20 @@ pub async fn serve(
     let mut running = FuturesUnordered::new();
     let mut out: Vec<u8> = Vec::new();
     let mut stop_after_flush = false;
+    // When the frame now at the head of the buffer began arriving.
+    let mut begun = tokio::time::Instant::now();
     loop {
+        let deadline = frame_deadline(&buf, begun);
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => return Ok(()),
+            // (Not while reading waits for running requests: then the
+            // delay is this node's.)
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)),
+                if deadline.is_some() && running.len() < MAX_IN_FLIGHT_PER_CONNECTION => {
+                warn!(buffered = buf.len(), "a peer frame did not arrive in time; closing the connection");
+                return Ok(());
+            }
             Some(done) = running.next(), if !running.is_empty() => {
                 let mut done = Some(done);
                 while let Some((id, response, stop)) = done.take() {
@@ -488,8 +516,12 @@ pub async fn serve(
                 }
             }
             r = read_budgeted(&mut reader, &mut buf, &mut held, BASE_BUFFER), if running.len() < MAX_IN_FLIGHT_PER_CONNECTION => {
+                let was_empty = buf.len() == r.as_ref().map_or(0, |n| *n);
                 if r? == 0 {
                     return Ok(());
+                }
+                if was_empty {
+                    begun = tokio::time::Instant::now();
                 }
                 let mut used = 0;
                 loop {
@@ -516,6 +548,10 @@ pub async fn serve(
                             return Ok(());
                         }
                     }
+                }
+                if used > 0 {
+                    // The next frame (if any has begun) began now at the latest.
+                    begun = tokio::time::Instant::now();
                 }
                 consume(&mut buf, used, &mut held, BASE_BUFFER);
             }
