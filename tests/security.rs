@@ -1,8 +1,10 @@
 //! Multi-process: the peer door. Nodes of a cluster prove to each other that
 //! they hold the cluster secret before any peer request is read; a node with
 //! another secret is never listed and never joins; a raw peer connection
-//! that skips the handshake is closed unanswered; and a node without a
-//! secret refuses a non-loopback address unless told `--insecure-peers`.
+//! that skips the handshake is closed unanswered; a node without a secret
+//! refuses a non-loopback address unless told `--insecure-peers`; a trickled
+//! peer frame is cut off; and random or mutated bytes on the port, while
+//! clients write, leave the node serving with nothing lost.
 
 mod common;
 
@@ -179,4 +181,91 @@ fn a_peer_frame_trickled_too_slowly_is_cut_off() {
             .contains("a peer frame did not arrive in time")
     );
     assert_eq!(c.cmd(0, &["PING"]), Frame::Simple("PONG".into()));
+}
+
+#[test]
+fn random_and_mutated_bytes_on_the_port_lose_nothing() {
+    use rand::{Rng, SeedableRng};
+    let seed: u64 = std::env::var("DDB_NOISE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("noise seed {seed} (replay: DDB_NOISE_SEED={seed})");
+    let keys = tempfile::tempdir().unwrap();
+    let file = secret_file(keys.path(), "s", "noise secret");
+    let c = Cluster::start_with(3, &["--cluster-secret-file", &file]);
+    let addrs: Vec<String> = c.nodes.iter().map(|n| n.addr()).collect();
+    // A client writes unique keys the whole time.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (addr, stop) = (addrs[0].clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut acked = Vec::new();
+            let mut client = distro_db::client::Client::connect(&addr).expect("connect");
+            for i in 0..100_000u32 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let key = format!("noise:{i}");
+                if client.call(&["SET", &key, "v"]).ok() == Some(Frame::ok()) {
+                    acked.push(key);
+                }
+            }
+            acked
+        })
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let valid_cmd = Frame::command(["SET", "noise:x", "y"]).to_bytes();
+    for round in 0..300 {
+        let addr = &addrs[rng.random_range(0..addrs.len())];
+        let Ok(mut s) = TcpStream::connect(addr) else {
+            continue;
+        };
+        s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut junk: Vec<u8> = match round % 4 {
+            // Random bytes (a first byte of 0xD7 goes to the peer door).
+            0 => (0..rng.random_range(1..2048))
+                .map(|_| rng.random())
+                .collect(),
+            1 => {
+                let mut b = PREAMBLE.to_vec();
+                b.extend((0..rng.random_range(0..256)).map(|_| rng.random::<u8>()));
+                b
+            }
+            // A valid command, damaged.
+            _ => {
+                let mut b = valid_cmd.clone();
+                for _ in 0..rng.random_range(1..4) {
+                    let i = rng.random_range(0..b.len());
+                    b[i] = rng.random();
+                }
+                b
+            }
+        };
+        if round % 7 == 0 {
+            junk.truncate(rng.random_range(0..=junk.len()));
+        }
+        let _ = s.write_all(&junk);
+        let _ = s.read(&mut [0u8; 256]);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = writer.join().unwrap();
+    assert!(acked.len() > 50, "only {} writes acknowledged", acked.len());
+    for i in 0..3 {
+        assert_eq!(
+            c.cmd(i, &["PING"]),
+            Frame::Simple("PONG".into()),
+            "node {i} serves"
+        );
+    }
+    assert_eq!(live_nodes(&addrs[0]).len(), 3);
+    let mut client = c.client(2);
+    for key in &acked {
+        assert_eq!(
+            client.call(&["GET", key, "R=2"]).unwrap(),
+            bulk("v"),
+            "{key} lost"
+        );
+    }
 }
