@@ -12,10 +12,11 @@
 //!   `HMAC(key, "server" | client nonce | server nonce)`; the client checks
 //!   it and answers `HMAC(key, "client" | client nonce | server nonce)`,
 //!   which the server checks. Either side closes on a wrong tag.
-//! - **Gossip packets** carry a 32-byte tag, `HMAC(key, "gossip" | packet)`,
-//!   checked (and removed) before chitchat sees the packet; an untagged or
-//!   wrongly tagged packet is dropped, so a node with another secret is
-//!   never listed and never owns partitions.
+//! - **Gossip** runs under a chitchat cluster id only holders of the key
+//!   can compute ([`PeerKey::gossip_cluster_id`]), so chitchat ignores a
+//!   node with another secret: it is never listed and never owns
+//!   partitions. (Sealing each datagram, [`PeerKey::seal`], needs
+//!   chitchat's message encoding, which chitchat 0.13 keeps private.)
 //!
 //! Without a secret the key is derived from the empty secret: it still
 //! tells clusters with different ids apart, but authenticates nothing, and
