@@ -742,6 +742,11 @@ mod tests {
         Forget {
             replica: usize,
         },
+        /// The replica restarts with a new epoch (a new actor) and keeps its
+        /// copy; only the pruning histories ([`live`]) use it.
+        Restart {
+            replica: usize,
+        },
     }
 
     fn ops() -> impl Strategy<Value = Vec<Op>> {
@@ -803,6 +808,8 @@ mod tests {
                         replicas[replica] = None;
                     }
                 }
+                // Epochs do not matter without pruning.
+                Op::Restart { .. } => {}
             }
         }
         (replicas, writes)
@@ -902,29 +909,12 @@ mod tests {
         assert!(matches!(fat.validate(), Err(ObjectError::ValueTooLarge(_))));
     }
 
-    /// One step of a history where replicas restart (a new epoch each time)
-    /// and prune their clocks as a node does when it stores an object.
-    #[derive(Debug, Clone)]
-    enum Life {
-        Write {
-            replica: usize,
-            ctx_from: Option<usize>,
-        },
-        Sync {
-            from: usize,
-            to: usize,
-        },
-        Restart {
-            replica: usize,
-        },
-    }
-
-    fn lives() -> impl Strategy<Value = Vec<Life>> {
+    fn lives() -> impl Strategy<Value = Vec<Op>> {
         let op = prop_oneof![
             4 => (0usize..3, proptest::option::of(0usize..3))
-                .prop_map(|(replica, ctx_from)| Life::Write { replica, ctx_from }),
-            3 => (0usize..3, 0usize..3).prop_map(|(from, to)| Life::Sync { from, to }),
-            2 => (0usize..3).prop_map(|replica| Life::Restart { replica }),
+                .prop_map(|(replica, ctx_from)| Op::Write { replica, ctx_from }),
+            3 => (0usize..3, 0usize..3).prop_map(|(from, to)| Op::Sync { from, to }),
+            2 => (0usize..3).prop_map(|replica| Op::Restart { replica }),
         ];
         proptest::collection::vec(op, 0..80)
     }
@@ -935,14 +925,14 @@ mod tests {
 
     /// Runs a history with restarts and pruning; returns each replica's copy
     /// and current actor, and each write's dot and context.
-    fn live(ops: &[Life]) -> History {
+    fn live(ops: &[Op]) -> History {
         let mut replicas: Vec<Option<Object>> = vec![None, None, None];
         let mut epochs = [1u64, 1, 1];
         let actor = |r: usize, e: u64| format!("r{r}/{e:08x}");
         let mut writes = Vec::new();
         for (i, op) in ops.iter().enumerate() {
             match *op {
-                Life::Write { replica, ctx_from } => {
+                Op::Write { replica, ctx_from } => {
                     let ctx = ctx_from
                         .and_then(|r| replicas[r].as_ref().map(|o| o.clock.clone()))
                         .unwrap_or_default();
@@ -959,14 +949,15 @@ mod tests {
                     writes.push((dot, ctx));
                     replicas[replica] = Some(o);
                 }
-                Life::Sync { from, to } => {
+                Op::Sync { from, to } => {
                     let mut m = Object::merge_opt(replicas[to].as_ref(), replicas[from].as_ref());
                     if let Some(m) = &mut m {
                         m.prune(&actor(to, epochs[to]), u64::MAX);
                     }
                     replicas[to] = m;
                 }
-                Life::Restart { replica } => epochs[replica] += 1,
+                Op::Restart { replica } => epochs[replica] += 1,
+                Op::Forget { .. } => unreachable!("not generated here"),
             }
         }
         let actors = (0..3).map(|r| actor(r, epochs[r])).collect();
