@@ -9,7 +9,7 @@ use futures::FutureExt;
 
 use super::args::{text, upper};
 use super::spec::*;
-use super::{Access, Action, Call, Family, NodeCommand, Reply, reply};
+use super::{Access, Action, Call, Family, NodeCommand, Reply, answer, reply};
 use crate::api::resp::Frame;
 use crate::api::{After, Api, admin};
 use crate::cluster::layout::Change;
@@ -259,11 +259,10 @@ pub struct Replicas(pub Vec<u8>);
 
 impl NodeCommand for Replicas {
     fn run(self: Box<Self>, api: Arc<Api>) -> Reply {
-        async move {
+        answer(async move {
             let report = admin::replicas_report(&api, &self.0).await;
-            (Frame::Bulk(report.into_bytes()), After::Continue)
-        }
-        .boxed()
+            Frame::Bulk(report.into_bytes())
+        })
     }
 }
 
@@ -293,18 +292,16 @@ pub struct Leave;
 
 impl NodeCommand for Leave {
     fn run(self: Box<Self>, api: Arc<Api>) -> Reply {
-        async move {
+        answer(async move {
             let me = api.coordinator.me().to_string();
             let change = vec![Change::Leave { id: me.clone() }];
-            let frame = match admin::layout_change(&api, change, false).await {
+            match admin::layout_change(&api, change, false).await {
                 Ok(()) => Frame::Simple(format!(
                     "OK {me} is leaving: it hands its partitions over, then stops (see RING)"
                 )),
                 Err(e) => Frame::err(e),
-            };
-            (frame, After::Continue)
-        }
-        .boxed()
+            }
+        })
     }
 }
 
@@ -319,18 +316,16 @@ pub struct Remove {
 
 impl NodeCommand for Remove {
     fn run(self: Box<Self>, api: Arc<Api>) -> Reply {
-        async move {
+        answer(async move {
             let Remove { id, force } = *self;
             let change = vec![Change::Remove { id: id.clone() }];
-            let frame = match admin::layout_change(&api, change, force).await {
+            match admin::layout_change(&api, change, force).await {
                 Ok(()) => Frame::Simple(format!(
                     "OK {id} will be removed; the others re-create its copies (see RING)"
                 )),
                 Err(e) => Frame::err(e),
-            };
-            (frame, After::Continue)
-        }
-        .boxed()
+            }
+        })
     }
 }
 

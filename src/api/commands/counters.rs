@@ -3,13 +3,11 @@
 
 use std::sync::Arc;
 
-use futures::FutureExt;
-
 use super::args::int;
 use super::spec::*;
-use super::{Access, Action, Family, NodeCommand, Reply};
+use super::{Access, Action, Family, NodeCommand, Reply, answer};
 use crate::api::resp::Frame;
-use crate::api::{After, Api, coord_err};
+use crate::api::{Api, coord_err};
 use crate::write::{Done, Write};
 
 /// The counters family.
@@ -89,8 +87,8 @@ fn incr(key: &[u8], by: i64) -> Action {
 
 impl NodeCommand for Incr {
     fn run(self: Box<Self>, api: Arc<Api>) -> Reply {
-        async move {
-            let frame = match api
+        answer(async move {
+            match api
                 .coordinator
                 .write(&self.key, Write::Incr { by: self.by }, None, None)
                 .await
@@ -100,9 +98,7 @@ impl NodeCommand for Incr {
                 }) => Frame::Integer(n),
                 Ok(_) => Frame::err("the counter did not answer a value"),
                 Err(e) => coord_err(e),
-            };
-            (frame, After::Continue)
-        }
-        .boxed()
+            }
+        })
     }
 }

@@ -4,13 +4,11 @@
 
 use std::sync::Arc;
 
-use futures::FutureExt;
-
 use super::args::{When, int, upper};
 use super::spec::*;
-use super::{Access, Action, Call, Family, NodeCommand, Reply};
+use super::{Access, Action, Call, Family, NodeCommand, Reply, answer};
 use crate::api::resp::Frame;
-use crate::api::{After, Api, coord_err};
+use crate::api::{Api, coord_err};
 use crate::write::{ExpireIf, Write};
 
 /// The expiry family.
@@ -176,18 +174,16 @@ fn parse_expire(c: &Call, when: fn(i64) -> When) -> Result<Action, String> {
 
 impl NodeCommand for Expire {
     fn run(self: Box<Self>, api: Arc<Api>) -> Reply {
-        async move {
+        answer(async move {
             let write = Write::Expire {
                 deadline: self.when.map(|w| w.deadline(api.replica.now_ms())),
                 cond: self.cond,
             };
-            let frame = match api.coordinator.write(&self.key, write, None, None).await {
+            match api.coordinator.write(&self.key, write, None, None).await {
                 Ok(done) => Frame::Integer(i64::from(done.applied)),
                 Err(e) => coord_err(e),
-            };
-            (frame, After::Continue)
-        }
-        .boxed()
+            }
+        })
     }
 }
 
@@ -212,13 +208,13 @@ fn read_ttl(c: &Call, millis: bool, absolute: bool) -> Result<Action, String> {
 
 impl NodeCommand for Ttl {
     fn run(self: Box<Self>, api: Arc<Api>) -> Reply {
-        async move {
+        answer(async move {
             let Ttl {
                 key,
                 millis,
                 absolute,
             } = *self;
-            let frame = match api.coordinator.get(&key, None).await {
+            match api.coordinator.get(&key, None).await {
                 Ok(obj) => {
                     let now = api.replica.now_ms();
                     let resolved = obj.map(|o| o.resolve(now));
@@ -241,9 +237,7 @@ impl NodeCommand for Ttl {
                     }
                 }
                 Err(e) => coord_err(e),
-            };
-            (frame, After::Continue)
-        }
-        .boxed()
+            }
+        })
     }
 }

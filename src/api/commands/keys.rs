@@ -4,14 +4,13 @@
 
 use std::sync::Arc;
 
-use futures::FutureExt;
 use futures::future::join_all;
 
 use super::args::{SYNTAX, int, upper};
 use super::spec::*;
-use super::{Access, Action, Call, Family, NodeCommand, Refusal, Reply};
+use super::{Access, Action, Call, Family, NodeCommand, Refusal, Reply, answer};
 use crate::api::resp::Frame;
-use crate::api::{After, Api, coord_err};
+use crate::api::{Api, coord_err};
 use crate::keyspace::PARTITIONS;
 use crate::text::glob_match;
 use crate::vclock::VClock;
@@ -142,7 +141,7 @@ fn del(c: &Call) -> Result<Action, String> {
 
 impl NodeCommand for Del {
     fn run(self: Box<Self>, api: Arc<Api>) -> Reply {
-        async move {
+        answer(async move {
             let Del { keys, w, ctx } = *self;
             let api = &api;
             let deletes = keys.iter().map(|k| {
@@ -153,12 +152,11 @@ impl NodeCommand for Del {
             for r in join_all(deletes).await {
                 match r {
                     Ok(done) => n += i64::from(done.existed),
-                    Err(e) => return (coord_err(e), After::Continue),
+                    Err(e) => return coord_err(e),
                 }
             }
-            (Frame::Integer(n), After::Continue)
-        }
-        .boxed()
+            Frame::Integer(n)
+        })
     }
 }
 
@@ -168,18 +166,17 @@ pub struct Exists(pub Vec<Vec<u8>>);
 
 impl NodeCommand for Exists {
     fn run(self: Box<Self>, api: Arc<Api>) -> Reply {
-        async move {
+        answer(async move {
             let reads = self.0.iter().map(|k| api.read(k, None));
             let mut n = 0;
             for r in join_all(reads).await {
                 match r {
                     Ok(v) => n += i64::from(v.is_some()),
-                    Err(e) => return (e, After::Continue),
+                    Err(e) => return e,
                 }
             }
-            (Frame::Integer(n), After::Continue)
-        }
-        .boxed()
+            Frame::Integer(n)
+        })
     }
 }
 
@@ -189,15 +186,13 @@ pub struct Type(pub Vec<u8>);
 
 impl NodeCommand for Type {
     fn run(self: Box<Self>, api: Arc<Api>) -> Reply {
-        async move {
-            let frame = match api.read_value(&self.0).await {
+        answer(async move {
+            match api.read_value(&self.0).await {
                 Ok(Some(_)) => Frame::Simple("string".into()),
                 Ok(None) => Frame::Simple("none".into()),
                 Err(e) => e,
-            };
-            (frame, After::Continue)
-        }
-        .boxed()
+            }
+        })
     }
 }
 
@@ -257,7 +252,7 @@ impl NodeCommand for Scan {
     /// (keys come from the union of live owners: a node failure between
     /// calls changes nothing).
     fn run(self: Box<Self>, api: Arc<Api>) -> Reply {
-        async move {
+        answer(async move {
             let Scan {
                 cursor,
                 pattern,
@@ -277,18 +272,16 @@ impl NodeCommand for Scan {
                             .into_iter()
                             .filter(|k| pattern.as_ref().is_none_or(|pat| glob_match(pat, k))),
                     ),
-                    Err(e) => return (coord_err(e), After::Continue),
+                    Err(e) => return coord_err(e),
                 }
                 p += 1;
             }
             let next = if p >= PARTITIONS { 0 } else { p };
-            let frame = Frame::Array(vec![
+            Frame::Array(vec![
                 Frame::bulk(next.to_string()),
                 Frame::Array(keys.into_iter().map(Frame::Bulk).collect()),
-            ]);
-            (frame, After::Continue)
-        }
-        .boxed()
+            ])
+        })
     }
 }
 
@@ -298,7 +291,7 @@ pub struct Keys(pub Vec<u8>);
 
 impl NodeCommand for Keys {
     fn run(self: Box<Self>, api: Arc<Api>) -> Reply {
-        async move {
+        answer(async move {
             let mut all = Vec::new();
             for p in 0..PARTITIONS {
                 match api.coordinator.scan_partition(p).await {
@@ -307,11 +300,10 @@ impl NodeCommand for Keys {
                             .filter(|k| glob_match(&self.0, k))
                             .map(Frame::Bulk),
                     ),
-                    Err(e) => return (coord_err(e), After::Continue),
+                    Err(e) => return coord_err(e),
                 }
             }
-            (Frame::Array(all), After::Continue)
-        }
-        .boxed()
+            Frame::Array(all)
+        })
     }
 }

@@ -39,6 +39,7 @@ pub mod versioned;
 use std::any::Any;
 use std::cmp::Ordering;
 use std::fmt;
+use std::future::Future;
 use std::sync::{Arc, LazyLock};
 
 use futures::FutureExt;
@@ -155,6 +156,11 @@ pub type Reply = BoxFuture<'static, (Frame, After)>;
 /// A reply known at once.
 pub fn reply(frame: Frame) -> Reply {
     futures::future::ready((frame, After::Continue)).boxed()
+}
+
+/// The reply `frame` will be, after which the session goes on.
+pub fn answer(frame: impl Future<Output = Frame> + Send + 'static) -> Reply {
+    frame.map(|f| (f, After::Continue)).boxed()
 }
 
 /// A command about the connection itself, run by the session with its

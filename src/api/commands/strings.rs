@@ -5,14 +5,13 @@
 
 use std::sync::Arc;
 
-use futures::FutureExt;
 use futures::future::join_all;
 
 use super::args::{SYNTAX, When, int, is_option, parse_options, parse_when, upper};
 use super::spec::*;
-use super::{Access, Action, Call, Family, NodeCommand, Refusal, Reply};
+use super::{Access, Action, Call, Family, NodeCommand, Refusal, Reply, answer};
 use crate::api::resp::Frame;
-use crate::api::{After, Api, bulk_or_nil, coord_err};
+use crate::api::{Api, bulk_or_nil, coord_err};
 use crate::vclock::VClock;
 use crate::write::{Condition, ExpireIf, Ttl, Write};
 
@@ -234,15 +233,13 @@ fn parse_get(c: &Call) -> Result<Action, String> {
 
 impl NodeCommand for Get {
     fn run(self: Box<Self>, api: Arc<Api>) -> Reply {
-        async move {
-            let reply = match api.read(&self.key, self.r).await {
+        answer(async move {
+            match api.read(&self.key, self.r).await {
                 Ok(Some(values)) => values,
                 Ok(None) => Frame::Null,
                 Err(e) => e,
-            };
-            (reply, After::Continue)
-        }
-        .boxed()
+            }
+        })
     }
 }
 
@@ -371,7 +368,7 @@ fn parse_set(c: &Call) -> Result<Action, String> {
 
 impl NodeCommand for Set {
     fn run(self: Box<Self>, api: Arc<Api>) -> Reply {
-        async move {
+        answer(async move {
             let Set {
                 key,
                 value,
@@ -386,7 +383,7 @@ impl NodeCommand for Set {
                 SetTtl::Keep => Ttl::Keep,
                 SetTtl::When(when) => Ttl::At(when.deadline(api.replica.now_ms())),
             };
-            let frame = match api
+            match api
                 .coordinator
                 .write(&key, Write::Set { value, ttl, cond }, ctx, w)
                 .await
@@ -398,10 +395,8 @@ impl NodeCommand for Set {
                     SetReply::Old => bulk_or_nil(done.before),
                 },
                 Err(e) => coord_err(e),
-            };
-            (frame, After::Continue)
-        }
-        .boxed()
+            }
+        })
     }
 }
 
@@ -411,18 +406,16 @@ pub struct GetDel(pub Vec<u8>);
 
 impl NodeCommand for GetDel {
     fn run(self: Box<Self>, api: Arc<Api>) -> Reply {
-        async move {
-            let frame = match api
+        answer(async move {
+            match api
                 .coordinator
                 .write(&self.0, Write::Delete, None, None)
                 .await
             {
                 Ok(done) => bulk_or_nil(done.before),
                 Err(e) => coord_err(e),
-            };
-            (frame, After::Continue)
-        }
-        .boxed()
+            }
+        })
     }
 }
 
@@ -450,8 +443,8 @@ fn parse_getex(c: &Call) -> Result<Action, String> {
 
 impl NodeCommand for GetEx {
     fn run(self: Box<Self>, api: Arc<Api>) -> Reply {
-        async move {
-            let frame = match self.change {
+        answer(async move {
+            match self.change {
                 None => match api.read(&self.key, None).await {
                     Ok(v) => v.unwrap_or(Frame::Null),
                     Err(e) => e,
@@ -466,10 +459,8 @@ impl NodeCommand for GetEx {
                         Err(e) => coord_err(e),
                     }
                 }
-            };
-            (frame, After::Continue)
-        }
-        .boxed()
+            }
+        })
     }
 }
 
@@ -479,18 +470,17 @@ pub struct MGet(pub Vec<Vec<u8>>);
 
 impl NodeCommand for MGet {
     fn run(self: Box<Self>, api: Arc<Api>) -> Reply {
-        async move {
+        answer(async move {
             let reads = self.0.iter().map(|k| api.read(k, None));
             let mut out = Vec::with_capacity(self.0.len());
             for r in join_all(reads).await {
                 match r {
                     Ok(v) => out.push(v.unwrap_or(Frame::Null)),
-                    Err(e) => return (e, After::Continue),
+                    Err(e) => return e,
                 }
             }
-            (Frame::Array(out), After::Continue)
-        }
-        .boxed()
+            Frame::Array(out)
+        })
     }
 }
 
@@ -500,20 +490,18 @@ pub struct MSet(pub Vec<(Vec<u8>, Vec<u8>)>);
 
 impl NodeCommand for MSet {
     fn run(self: Box<Self>, api: Arc<Api>) -> Reply {
-        async move {
+        answer(async move {
             let api = &api;
             let writes = self.0.into_iter().map(|(k, v)| async move {
                 api.coordinator
                     .write(&k, Write::value(Some(v)), None, None)
                     .await
             });
-            let frame = match join_all(writes).await.into_iter().find_map(Result::err) {
+            match join_all(writes).await.into_iter().find_map(Result::err) {
                 None => Frame::ok(),
                 Some(e) => coord_err(e),
-            };
-            (frame, After::Continue)
-        }
-        .boxed()
+            }
+        })
     }
 }
 
@@ -523,13 +511,11 @@ pub struct StrLen(pub Vec<u8>);
 
 impl NodeCommand for StrLen {
     fn run(self: Box<Self>, api: Arc<Api>) -> Reply {
-        async move {
-            let frame = match api.read_value(&self.0).await {
+        answer(async move {
+            match api.read_value(&self.0).await {
                 Ok(v) => Frame::Integer(v.map_or(0, |v| v.len() as i64)),
                 Err(e) => e,
-            };
-            (frame, After::Continue)
-        }
-        .boxed()
+            }
+        })
     }
 }

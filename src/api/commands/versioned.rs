@@ -4,14 +4,12 @@
 
 use std::sync::Arc;
 
-use futures::FutureExt;
-
 use super::args::parse_options;
 use super::keys::Del;
 use super::spec::*;
-use super::{Access, Action, Family, NodeCommand, Reply};
+use super::{Access, Action, Family, NodeCommand, Reply, answer};
 use crate::api::resp::Frame;
-use crate::api::{After, Api, coord_err};
+use crate::api::{Api, coord_err};
 use crate::object::encode_context;
 
 /// The versioned family.
@@ -84,8 +82,8 @@ pub struct VGet {
 
 impl NodeCommand for VGet {
     fn run(self: Box<Self>, api: Arc<Api>) -> Reply {
-        async move {
-            let frame = match api.coordinator.get(&self.key, self.r).await {
+        answer(async move {
+            match api.coordinator.get(&self.key, self.r).await {
                 Ok(obj) => {
                     let obj = obj.unwrap_or_default();
                     let mut items = vec![Frame::bulk(encode_context(&self.key, &obj.clock))];
@@ -98,9 +96,7 @@ impl NodeCommand for VGet {
                     Frame::Array(items)
                 }
                 Err(e) => coord_err(e),
-            };
-            (frame, After::Continue)
-        }
-        .boxed()
+            }
+        })
     }
 }
