@@ -11,9 +11,10 @@
 //! names it refuses with a reason. Adding a family is writing that module
 //! and naming it in [`FAMILIES`]; nothing else changes.
 //!
-//! Dispatch looks the name up in a sorted index (case-insensitive binary
-//! search, no allocation), checks the declared arity (with Redis's error),
-//! resolves a sub-command the same way, and calls the declared parser.
+//! Dispatch looks the name up in an index (the word in lower case on the
+//! stack, then a hash look-up: no allocation), checks the declared arity
+//! (with Redis's error), resolves a sub-command, and calls the declared
+//! parser.
 //!
 //! Redis's syntax is followed exactly, with distro-db's extensions where they
 //! cannot be mistaken for Redis arguments: `GET key R=n`, `SET key value ...
@@ -37,13 +38,13 @@ pub mod transactions;
 pub mod versioned;
 
 use std::any::Any;
-use std::cmp::Ordering;
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, LazyLock};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use hashbrown::HashTable;
 
 use super::resp::Frame;
 use super::session::Conn;
@@ -312,30 +313,57 @@ enum Entry {
     Refused(&'static Refusal),
 }
 
-/// Every name, sorted, for binary search.
-static INDEX: LazyLock<Vec<(&'static str, Entry)>> = LazyLock::new(|| {
-    let mut index: Vec<(&'static str, Entry)> = Vec::new();
+/// The longest name looked up; a longer word is no command.
+const MAX_NAME: usize = 32;
+
+/// A cheap hash of a lower-case name: its first 8 bytes and its length,
+/// mixed (names are short; a collision only costs a comparison).
+fn name_hash(name: &[u8]) -> u64 {
+    let mut first = [0u8; 8];
+    for (to, from) in first.iter_mut().zip(name) {
+        *to = *from;
+    }
+    let x = (u64::from_le_bytes(first) ^ ((name.len() as u64) << 59))
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x ^ (x >> 29)
+}
+
+/// Every name (lower case), in a hash table keyed by [`name_hash`].
+static INDEX: LazyLock<HashTable<(&'static str, Entry)>> = LazyLock::new(|| {
+    let mut index = HashTable::new();
+    let mut add = |name: &'static str, entry: Entry| {
+        assert!(name.len() <= MAX_NAME, "{name}: longer than MAX_NAME");
+        index.insert_unique(name_hash(name.as_bytes()), (name, entry), |(n, _)| {
+            name_hash(n.as_bytes())
+        });
+    };
     for family in FAMILIES {
-        index.extend(family.commands.iter().map(|s| (s.name, Entry::Command(s))));
+        for spec in family.commands {
+            add(spec.name, Entry::Command(spec));
+        }
         for r in family.refused {
-            index.extend(r.names.iter().map(|n| (*n, Entry::Refused(r))));
+            for name in r.names {
+                add(name, Entry::Refused(r));
+            }
         }
     }
-    index.sort_by(|a, b| a.0.cmp(b.0));
     index
 });
 
-/// Compares a word, read in lower case, with a lower-case name.
-fn cmp_lower(word: &[u8], name: &str) -> Ordering {
-    word.iter().map(u8::to_ascii_lowercase).cmp(name.bytes())
-}
-
+/// The entry named `name`, in any case: the word is put in lower case on
+/// the stack, then found by its hash (no allocation).
 fn find(name: &[u8]) -> Option<Entry> {
-    let index = &*INDEX;
-    index
-        .binary_search_by(|(n, _)| cmp_lower(name, n).reverse())
-        .ok()
-        .map(|i| index[i].1)
+    if name.len() > MAX_NAME {
+        return None;
+    }
+    let mut buf = [0u8; MAX_NAME];
+    for (to, from) in buf.iter_mut().zip(name) {
+        *to = from.to_ascii_lowercase();
+    }
+    let lower = &buf[..name.len()];
+    INDEX
+        .find(name_hash(lower), |(n, _)| n.as_bytes() == lower)
+        .map(|(_, entry)| *entry)
 }
 
 /// Every command of every family, in `COMMAND`'s order.
@@ -390,7 +418,11 @@ pub fn parse(words: &[Vec<u8>]) -> Result<Command, String> {
     if !spec.parser_checks_arity && !arity_ok(spec, words.len()) {
         return Err(args::arity(spec.name));
     }
-    if let Some(sub) = words.get(1).and_then(|w| sub_of(spec, w)) {
+    if let Some(sub) = words
+        .get(1)
+        .filter(|_| !spec.subcommands.is_empty())
+        .and_then(|w| sub_of(spec, w))
+    {
         if !sub.parser_checks_arity && !arity_ok(sub, words.len()) {
             return Err(args::arity(sub.name));
         }
@@ -463,6 +495,7 @@ mod tests {
         assert_eq!(INDEX.len(), seen.len());
         // Every name finds its own entry, in any case.
         for (name, _) in INDEX.iter() {
+            assert!(name.len() <= MAX_NAME);
             let upper = name.to_ascii_uppercase();
             assert!(find(upper.as_bytes()).is_some(), "{name}");
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use futures::future::join_all;
 
-use super::args::{SYNTAX, When, int, is_option, parse_options, parse_when, upper};
+use super::args::{Options, SYNTAX, When, int, is_option, parse_options, parse_when, upper};
 use super::spec::*;
 use super::{Access, Action, Call, Family, NodeCommand, Refusal, Reply, answer};
 use crate::api::resp::Frame;
@@ -221,13 +221,16 @@ fn parse_get(c: &Call) -> Result<Action, String> {
     let Some((key, opts)) = c.args.split_first() else {
         return Err(c.arity_error());
     };
-    if !opts.iter().all(|a| is_option(a, &["R"])) {
+    let r = if opts.is_empty() {
+        None
+    } else if opts.iter().all(|a| is_option(a, &["R"])) {
+        parse_options(c.spec.name, key, opts, &["R"])?.r
+    } else {
         return Err(c.arity_error());
-    }
-    let o = parse_options(c.spec.name, key, opts, &["R"])?;
+    };
     Ok(Action::node(Get {
         key: key.clone(),
-        r: o.r,
+        r,
     }))
 }
 
@@ -318,7 +321,10 @@ fn parse_set(c: &Call) -> Result<Action, String> {
         .skip(2)
         .find(|(_, a)| is_option(a, &["W", "CTX"]))
         .map_or(rest.len(), |(i, _)| i);
-    let o = parse_options(name, key, &rest[redis_end..], &["W", "CTX"])?;
+    let o = match &rest[redis_end..] {
+        [] => Options::default(),
+        opts => parse_options(name, key, opts, &["W", "CTX"])?,
+    };
     let mut ttl = SetTtl::None;
     let mut cond = Condition::Always;
     let mut reply = SetReply::Ok;
