@@ -6,7 +6,9 @@
 //! `SET key:000000001234 <100 bytes>` command and of a buffer of 16
 //! pipelined SETs (decoded one frame after another, as a connection does),
 //! and `api::resp::Frame::encode` of a 100-byte bulk reply and of an array
-//! of 10 such bulk strings.
+//! of 10 such bulk strings; and command dispatch, `api::commands::parse` (the
+//! name looked up in the command table, arity checked, arguments parsed) of
+//! `GET key`, `SET key <100 bytes>` and `set key <100 bytes> EX 10`.
 //!
 //! Run: `cargo bench --bench codecs`.
 
@@ -134,9 +136,24 @@ fn resp_encode(c: &mut Criterion) {
     g.finish();
 }
 
+fn dispatch(c: &mut Criterion) {
+    let words = |line: &[&[u8]]| -> Vec<Vec<u8>> { line.iter().map(|w| w.to_vec()).collect() };
+    let value = vec![b'v'; VALUE_LEN];
+    let get = words(&[b"GET", KEY]);
+    let set = words(&[b"SET", KEY, &value]);
+    let set_ex = words(&[b"set", KEY, &value, b"EX", b"10"]);
+    let mut g = c.benchmark_group("dispatch");
+    for (name, args) in [("get", &get), ("set_100B", &set), ("set_ex_lower", &set_ex)] {
+        g.bench_function(name, |b| {
+            b.iter(|| distro_db::api::commands::parse(black_box(args)).is_ok())
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = config();
-    targets = peer, resp_decode, resp_encode
+    targets = peer, resp_decode, resp_encode, dispatch
 }
 criterion_main!(benches);

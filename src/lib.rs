@@ -10,7 +10,7 @@
 //!   balanced assignment of partitions to members.
 //! - [`coordinator::quorum`], [`coordinator::plan`]: the quorum tracker and
 //!   the sloppy-quorum plan.
-//! - [`api::resp`], [`api::command`], [`rpc::frame`], [`rpc::message`]:
+//! - [`api::resp`], [`api::commands`], [`rpc::frame`], [`rpc::message`]:
 //!   the client and peer codecs and messages.
 //! - [`clock`]: the wall-clock seam (system time, or moved by hand in tests).
 //! - [`config`], [`limits`], [`epoch`]: settings, connection and memory

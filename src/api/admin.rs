@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::Api;
-use super::command::FaultCmd;
+use super::commands::admin::FaultCmd;
 use super::resp::Frame;
 use crate::cluster::NodeState;
 use crate::cluster::layout::Change;

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use super::command::KillFilter;
+use super::commands::connection::KillFilter;
 
 /// One connected client.
 #[derive(Debug)]

@@ -13,19 +13,20 @@
 //! after which the session stops reading until some finish.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use futures::future::{BoxFuture, FutureExt};
+use futures::future::FutureExt;
 use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use super::catalog;
 use super::clients::ClientHandle;
-use super::command::{self, ClientCmd, Command};
-use super::info::REDIS_VERSION;
+use super::commands::{self, Action, Command, ConnReply, Order, Reply};
 use super::resp::{self, DecodeError, Frame, Proto};
 use super::{After, Api};
 use crate::limits::{ByteBudget, consume, read_budgeted};
@@ -52,13 +53,22 @@ enum Scope {
     Barrier,
 }
 
-fn scope(cmd: &Command) -> Scope {
-    if let Some(keys) = cmd.keys() {
-        Scope::Keys(keys.into_iter().map(<[u8]>::to_vec).collect())
-    } else if cmd.is_free() {
-        Scope::Free
-    } else {
-        Scope::Barrier
+/// What `cmd`, read from the words `args`, orders itself against: its
+/// declared [`Order`], with its keys at the declared key positions;
+/// connection commands run alone, refusals alongside anything.
+fn scope(cmd: &Command, args: &[Vec<u8>]) -> Scope {
+    match (&cmd.action, cmd.spec) {
+        (Action::Connection(_), _) => Scope::Barrier,
+        (Action::Node(_), Some(spec)) => match spec.order {
+            Order::Keys => Scope::Keys(
+                commands::key_indexes(spec, args.len())
+                    .filter_map(|i| args.get(i).cloned())
+                    .collect(),
+            ),
+            Order::Free => Scope::Free,
+            Order::Alone => Scope::Barrier,
+        },
+        (Action::Refuse(_), _) | (Action::Node(_), None) => Scope::Free,
     }
 }
 
@@ -122,31 +132,56 @@ impl InFlight {
     }
 }
 
-/// The state of one connection that commands can change.
-struct Conn {
-    api: Arc<Api>,
-    client: Arc<ClientHandle>,
-    proto: Proto,
+/// The state of one connection that commands can change (the connection
+/// family's executors read and change it).
+pub struct Conn {
+    /// The node's API.
+    pub(crate) api: Arc<Api>,
+    /// This connection in the registry of clients.
+    pub(crate) client: Arc<ClientHandle>,
+    /// The protocol replies are encoded in.
+    pub(crate) proto: Proto,
     /// False until AUTH succeeds, when the node has a password.
-    authed: bool,
+    pub(crate) authed: bool,
     /// Commands queued since `MULTI`, if one is open.
-    multi: Option<Vec<Command>>,
+    pub(crate) multi: Option<Vec<Command>>,
     /// A command queued in `MULTI` was refused: `EXEC` aborts.
-    multi_failed: bool,
+    pub(crate) multi_failed: bool,
 }
 
 /// A reply that is ready or on its way, with how to encode it.
-type Running = BoxFuture<'static, (Frame, After, Scope, Proto)>;
+struct Running {
+    reply: Reply,
+    scope: Option<Scope>,
+    proto: Proto,
+}
+
+impl Future for Running {
+    type Output = (Frame, After, Scope, Proto);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let (frame, after) = ready!(self.reply.poll_unpin(cx));
+        let scope = self.scope.take().unwrap_or(Scope::Free);
+        Poll::Ready((frame, after, scope, self.proto))
+    }
+}
 
 impl Conn {
+    fn running(&self, reply: Reply, s: Scope) -> Running {
+        Running {
+            reply,
+            scope: Some(s),
+            proto: self.proto,
+        }
+    }
+
     fn ready(&self, frame: Frame, after: After, s: Scope) -> Running {
-        let proto = self.proto;
-        futures::future::ready((frame, after, s, proto)).boxed()
+        self.running(futures::future::ready((frame, after)).boxed(), s)
     }
 
     /// Starts one request: answers connection commands at once (the
     /// barrier guarantees nothing else of this connection is running) and
-    /// hands data commands to the API.
+    /// hands the others to the API.
     fn start(&mut self, s: Scope, p: Pending) -> Running {
         let cmd = match p {
             Pending::Run(cmd) => cmd,
@@ -158,232 +193,42 @@ impl Conn {
             }
             Pending::Fatal(err) => return self.ready(err, After::Close, s),
         };
-        if !self.authed
-            && !matches!(
-                cmd,
-                Command::Auth { .. } | Command::Hello { .. } | Command::Quit
-            )
-        {
+        if !self.authed && !cmd.spec.is_some_and(|spec| spec.before_auth) {
             return self.ready(
                 Frame::Error("NOAUTH Authentication required.".into()),
                 After::Continue,
                 s,
             );
         }
-        if let Some(queue) = &mut self.multi {
-            match cmd {
-                Command::Exec
-                | Command::Discard
-                | Command::Multi
-                | Command::Watch
-                | Command::Quit
-                | Command::Reset => {}
-                cmd if queue.len() >= MAX_QUEUED => {
-                    drop(cmd);
-                    self.multi_failed = true;
-                    return self.ready(
-                        Frame::err(format!("MULTI holds at most {MAX_QUEUED} commands")),
-                        After::Continue,
-                        s,
-                    );
-                }
-                // A command refused outright is refused now, and aborts the
-                // transaction, as Redis does with commands it rejects while
-                // queuing: nothing of it will be applied.
-                Command::Refused(msg) | Command::ConfigRefused(msg) => {
-                    self.multi_failed = true;
-                    return self.ready(Frame::err(msg), After::Continue, s);
-                }
-                cmd => {
-                    queue.push(cmd);
-                    return self.ready(Frame::Simple("QUEUED".into()), After::Continue, s);
-                }
+        if let Some(queue) = &mut self.multi
+            && !cmd.spec.is_some_and(|spec| spec.not_queued)
+        {
+            if queue.len() >= MAX_QUEUED {
+                drop(cmd);
+                self.multi_failed = true;
+                return self.ready(
+                    Frame::err(format!("MULTI holds at most {MAX_QUEUED} commands")),
+                    After::Continue,
+                    s,
+                );
             }
+            // A command refused outright is refused now, and aborts the
+            // transaction, as Redis does with commands it rejects while
+            // queuing: nothing of it will be applied.
+            if let Action::Refuse(msg) = cmd.action {
+                self.multi_failed = true;
+                return self.ready(Frame::err(msg), After::Continue, s);
+            }
+            queue.push(cmd);
+            return self.ready(Frame::Simple("QUEUED".into()), After::Continue, s);
         }
-        if !cmd.is_connection_command() {
-            let api = self.api.clone();
-            let proto = self.proto;
-            return async move {
-                let (frame, after) = api.execute(cmd).await;
-                (frame, after, s, proto)
-            }
-            .boxed();
-        }
-        match self.connection_command(cmd) {
-            Ok((frame, after)) => self.ready(frame, after, s),
-            Err(exec) => {
-                let api = self.api.clone();
-                let proto = self.proto;
-                async move {
-                    let (frame, after) = run_exec(api, exec).await;
-                    (frame, after, s, proto)
-                }
-                .boxed()
-            }
-        }
-    }
-
-    /// Runs a command about the connection itself; `Err` carries the
-    /// commands of an `EXEC` to run.
-    fn connection_command(&mut self, cmd: Command) -> Result<(Frame, After), Vec<Command>> {
-        let api = self.api.clone();
-        let reply = match cmd {
-            Command::Quit => return Ok((Frame::ok(), After::Close)),
-            Command::Reset => {
-                self.proto = Proto::V2;
-                self.client.set_proto(2);
-                self.client.set_name(b"");
-                self.multi = None;
-                self.multi_failed = false;
-                self.authed = api.info.config.password.is_none();
-                Frame::Simple("RESET".into())
-            }
-            Command::Auth { user, password } => self.auth(user.as_deref(), &password),
-            Command::Hello {
-                proto,
-                auth,
-                setname,
-            } => {
-                let wanted = match proto {
-                    None => self.proto,
-                    Some(2) => Proto::V2,
-                    Some(3) => Proto::V3,
-                    Some(_) => {
-                        return Ok((
-                            Frame::Error("NOPROTO unsupported protocol version".into()),
-                            After::Continue,
-                        ));
-                    }
-                };
-                if let Some((user, pass)) = auth {
-                    let r = self.auth(Some(&user), &pass);
-                    if matches!(r, Frame::Error(_)) {
-                        return Ok((r, After::Continue));
-                    }
-                } else if !self.authed {
-                    return Ok((
-                        Frame::Error(
-                            "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time".into(),
-                        ),
-                        After::Continue,
-                    ));
-                }
-                if let Some(name) = setname {
-                    if let Err(e) = valid_name(&name) {
-                        return Ok((e, After::Continue));
-                    }
-                    self.client.set_name(&name);
-                }
-                self.proto = wanted;
-                self.client
-                    .set_proto(if wanted == Proto::V3 { 3 } else { 2 });
-                Frame::map([
-                    ("server", Frame::bulk("redis")),
-                    ("version", Frame::bulk(REDIS_VERSION)),
-                    (
-                        "proto",
-                        Frame::Integer(if wanted == Proto::V3 { 3 } else { 2 }),
-                    ),
-                    ("id", Frame::Integer(self.client.id as i64)),
-                    ("mode", Frame::bulk("cluster")),
-                    ("role", Frame::bulk("master")),
-                    ("modules", Frame::Array(Vec::new())),
-                ])
-            }
-            Command::Select(0) => Frame::ok(),
-            Command::Select(_) => Frame::err("DB index is out of range"),
-            Command::Client(c) => self.client_command(c),
-            Command::Multi if self.multi.is_some() => Frame::err("MULTI calls can not be nested"),
-            Command::Multi => {
-                self.multi = Some(Vec::new());
-                self.multi_failed = false;
-                Frame::ok()
-            }
-            Command::Discard => match self.multi.take() {
-                Some(_) => Frame::ok(),
-                None => Frame::err("DISCARD without MULTI"),
-            },
-            Command::Exec => match self.multi.take() {
-                None => Frame::err("EXEC without MULTI"),
-                Some(_) if self.multi_failed => Frame::Error(
-                    "EXECABORT Transaction discarded because of previous errors.".into(),
-                ),
-                Some(queue) => return Err(queue),
-            },
-            Command::Watch if self.multi.is_some() => {
-                Frame::err("WATCH inside MULTI is not allowed")
-            }
-            Command::Watch => Frame::err(
-                "WATCH is not supported: distro-db has no single copy of a key to watch; write with VGET's CTX to detect concurrent changes (see docs/redis.md)",
-            ),
-            Command::Unwatch | Command::ClusterFlag => Frame::ok(),
-            other => Frame::err(format!("{other:?} is not a connection command")),
+        let Action::Connection(c) = cmd.action else {
+            return self.running(self.api.execute(cmd), s);
         };
-        Ok((reply, After::Continue))
-    }
-
-    fn auth(&mut self, user: Option<&[u8]>, password: &[u8]) -> Frame {
-        let Some(secret) = &self.api.info.config.password else {
-            return Frame::err(
-                "AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
-            );
-        };
-        // An empty user name is the default user (`redis-cli` sends one
-        // for `redis://:pw@host`).
-        if user.is_none_or(|u| u.is_empty() || u == b"default") && secret.matches(password) {
-            self.authed = true;
-            Frame::ok()
-        } else {
-            Frame::Error("WRONGPASS invalid username-password pair or user is disabled.".into())
+        match c.run(self) {
+            ConnReply::Now(frame, after) => self.ready(frame, after, s),
+            ConnReply::Exec(queue) => self.running(run_exec(self.api.clone(), queue).boxed(), s),
         }
-    }
-
-    fn client_command(&mut self, c: ClientCmd) -> Frame {
-        let clients = &self.api.clients;
-        match c {
-            ClientCmd::Id => Frame::Integer(self.client.id as i64),
-            ClientCmd::GetName => self.client.name().map_or(Frame::Null, Frame::bulk),
-            ClientCmd::SetName(name) => match valid_name(&name) {
-                Ok(()) => {
-                    self.client.set_name(&name);
-                    Frame::ok()
-                }
-                Err(e) => e,
-            },
-            ClientCmd::SetInfo(attr, value) => {
-                self.client.set_lib(&attr, &value);
-                Frame::ok()
-            }
-            ClientCmd::List { ids } => {
-                Frame::Verbatim("txt".into(), clients.list(&ids).into_bytes())
-            }
-            ClientCmd::Info => {
-                Frame::Verbatim("txt".into(), (self.client.line() + "\n").into_bytes())
-            }
-            ClientCmd::Kill(filter) => {
-                let n = clients.kill(&filter, self.client.id);
-                match (filter.legacy, n) {
-                    (true, 0) => Frame::err("No such client"),
-                    (true, _) => Frame::ok(),
-                    (false, n) => Frame::Integer(n as i64),
-                }
-            }
-            ClientCmd::Accept => Frame::ok(),
-            ClientCmd::Help => {
-                catalog::subcommand_help(b"client").unwrap_or(Frame::Array(Vec::new()))
-            }
-        }
-    }
-}
-
-/// A connection name may not hold spaces or control characters.
-fn valid_name(name: &[u8]) -> Result<(), Frame> {
-    if name.iter().any(|&b| b <= b' ' || b > b'~') {
-        Err(Frame::err(
-            "Client names cannot contain spaces, newlines or special characters.",
-        ))
-    } else {
-        Ok(())
     }
 }
 
@@ -541,11 +386,11 @@ fn parse_buffered(
         };
         match frame_args(frame) {
             Some(args) if args.is_empty() => {}
-            Some(args) => match command::parse(&args) {
+            Some(args) => match commands::parse(&args) {
                 Ok(cmd) => {
                     client.touch(&args[0]);
-                    let quit = matches!(cmd, Command::Quit);
-                    pending.push_back((scope(&cmd), Pending::Run(cmd)));
+                    let quit = cmd.spec.is_some_and(|spec| spec.ends_input);
+                    pending.push_back((scope(&cmd, &args), Pending::Run(cmd)));
                     if quit {
                         stop = true;
                         break;

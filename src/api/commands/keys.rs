@@ -1,0 +1,309 @@
+//! The keys family: DEL, UNLINK, EXISTS, TYPE, SCAN, KEYS, DBSIZE, and the
+//! key-space commands distro-db refuses (renames, copies, moves between
+//! databases, flushes, object dumps).
+
+use std::sync::Arc;
+
+use futures::future::join_all;
+
+use super::args::{SYNTAX, int, upper};
+use super::spec::*;
+use super::{Access, Action, Call, Family, NodeCommand, Refusal, Reply, answer};
+use crate::api::resp::Frame;
+use crate::api::{Api, coord_err};
+use crate::keyspace::PARTITIONS;
+use crate::text::glob_match;
+use crate::vclock::VClock;
+use crate::write::Write;
+
+/// The keys family.
+pub const FAMILY: Family = Family {
+    name: "keys",
+    commands: COMMANDS,
+    refused: &[Refusal {
+        names: &[
+            "flushdb", "flushall", "swapdb", "move", "rename", "renamenx", "copy", "object",
+            "dump", "restore", "migrate",
+        ],
+        reason: NOT_SUPPORTED,
+    }],
+};
+
+/// The reason of most refusals, after the command's name.
+pub const NOT_SUPPORTED: &str =
+    " is not supported by distro-db (see docs/redis.md for what is and why)";
+
+const COMMANDS: &[Spec] = &[
+    cmd("del", -2, GENERIC, "1.0.0", Access::Write, del)
+        .doc(
+            "Removes keys; replies how many of them existed.",
+            "O(N) where N is the number of keys (plus the size of each value that is not a string)",
+        )
+        .flags(&["write"])
+        .acl(A_KEYS_WRITE_SLOW)
+        .tips(T_SUM_OVER_SHARDS)
+        .keys(1, -1, 1, K_DELETE_ALL)
+        .args(&[key("key").multi()]),
+    cmd("unlink", -2, GENERIC, "4.0.0", Access::Write, del)
+        .doc(
+            "Removes keys, freeing their memory in the background; replies how many existed.",
+            "O(1) per key; the memory is then freed in the background",
+        )
+        .flags(F_WRITE_FAST)
+        .acl(A_KEYS_WRITE_FAST)
+        .tips(T_SUM_OVER_SHARDS)
+        .keys(1, -1, 1, K_DELETE_ALL)
+        .args(&[key("key").multi()]),
+    cmd("exists", -2, GENERIC, "1.0.0", Access::Read, |c| {
+        Ok(Action::node(Exists(c.args.to_vec())))
+    })
+    .doc(
+        "Counts how many of the given keys exist (a key given twice counts twice).",
+        "O(N) where N is the number of keys",
+    )
+    .flags(F_READ_FAST)
+    .acl(A_KEYS_READ_FAST)
+    .tips(T_SUM_OVER_SHARDS)
+    .keys(1, -1, 1, K_META_ALL)
+    .args(&[key("key").multi()]),
+    cmd("type", 2, GENERIC, "1.0.0", Access::Read, |c| {
+        Ok(Action::node(Type(c.args[0].clone())))
+    })
+    .doc(
+        "Returns the type of the value stored at a key (none when missing).",
+        "O(1)",
+    )
+    .flags(F_READ_FAST)
+    .acl(A_KEYS_READ_FAST)
+    .keys(1, 1, 1, K_READ_META)
+    .args(ARGS_KEY),
+    cmd("scan", -2, GENERIC, "2.8.0", Access::Read, parse_scan)
+        .doc(
+            "Walks through the key names a page at a time, from a cursor.",
+            "O(1) per call; O(N) for a whole walk, where N is the number of keys",
+        )
+        .flags(&["readonly"])
+        .acl(A_KEYS_READ_SLOW)
+        .tips(&[
+            "nondeterministic_output",
+            "request_policy:special",
+            "response_policy:special",
+        ])
+        .args(&[
+            integer("cursor"),
+            pattern("pattern").tok("MATCH").opt(),
+            integer("count").tok("COUNT").opt(),
+            string("type").tok("TYPE").opt().since("6.0.0"),
+        ])
+        .free(),
+    cmd("keys", 2, GENERIC, "1.0.0", Access::Read, |c| {
+        Ok(Action::node(Keys(c.args[0].clone())))
+    })
+    .doc(
+        "Returns every key name that matches a glob-style pattern.",
+        "O(N) where N is the number of keys in the database",
+    )
+    .flags(&["readonly"])
+    .acl(&["@keyspace", "@read", "@slow", "@dangerous"])
+    .tips(&["request_policy:all_shards", "nondeterministic_output"])
+    .args(&[pattern("pattern")])
+    .free(),
+    cmd("dbsize", 1, SERVER, "1.0.0", Access::Read, |_| {
+        Ok(Action::report("dbsize", |api| {
+            Frame::Integer(i64::try_from(api.coordinator.dbsize_estimate()).unwrap_or(i64::MAX))
+        }))
+    })
+    .doc("Returns the number of keys in the database.", "O(1)")
+    .flags(F_READ_FAST)
+    .acl(A_KEYS_READ_FAST)
+    .tips(&["request_policy:all_shards", "response_policy:agg_sum"])
+    .free(),
+];
+
+/// `DEL key...`, `UNLINK key...`, `VDEL key [W=n] [CTX=token]`
+#[derive(Debug, PartialEq)]
+pub struct Del {
+    /// Keys.
+    pub keys: Vec<Vec<u8>>,
+    /// Write quorum override (VDEL).
+    pub w: Option<usize>,
+    /// Causal context (VDEL).
+    pub ctx: Option<VClock>,
+}
+
+fn del(c: &Call) -> Result<Action, String> {
+    Ok(Action::node(Del {
+        keys: c.args.to_vec(),
+        w: None,
+        ctx: None,
+    }))
+}
+
+impl NodeCommand for Del {
+    fn run(self: Box<Self>, api: Arc<Api>) -> Reply {
+        answer(async move {
+            let Del { keys, w, ctx } = *self;
+            let api = &api;
+            let deletes = keys.iter().map(|k| {
+                let ctx = ctx.clone();
+                async move { api.coordinator.write(k, Write::Delete, ctx, w).await }
+            });
+            let mut n = 0;
+            for r in join_all(deletes).await {
+                match r {
+                    Ok(done) => n += i64::from(done.existed),
+                    Err(e) => return coord_err(e),
+                }
+            }
+            Frame::Integer(n)
+        })
+    }
+}
+
+/// `EXISTS key...`
+#[derive(Debug, PartialEq, Eq)]
+pub struct Exists(pub Vec<Vec<u8>>);
+
+impl NodeCommand for Exists {
+    fn run(self: Box<Self>, api: Arc<Api>) -> Reply {
+        answer(async move {
+            let reads = self.0.iter().map(|k| api.read(k, None));
+            let mut n = 0;
+            for r in join_all(reads).await {
+                match r {
+                    Ok(v) => n += i64::from(v.is_some()),
+                    Err(e) => return e,
+                }
+            }
+            Frame::Integer(n)
+        })
+    }
+}
+
+/// `TYPE key`
+#[derive(Debug, PartialEq, Eq)]
+pub struct Type(pub Vec<u8>);
+
+impl NodeCommand for Type {
+    fn run(self: Box<Self>, api: Arc<Api>) -> Reply {
+        answer(async move {
+            match api.read_value(&self.0).await {
+                Ok(Some(_)) => Frame::Simple("string".into()),
+                Ok(None) => Frame::Simple("none".into()),
+                Err(e) => e,
+            }
+        })
+    }
+}
+
+/// `SCAN cursor [MATCH pattern] [COUNT n] [TYPE type]`
+#[derive(Debug, PartialEq, Eq)]
+pub struct Scan {
+    /// Where to go on (0 starts).
+    pub cursor: u64,
+    /// A glob the keys must match.
+    pub pattern: Option<Vec<u8>>,
+    /// About how many keys to return.
+    pub count: usize,
+    /// A type the keys must have.
+    pub kind: Option<String>,
+}
+
+fn parse_scan(c: &Call) -> Result<Action, String> {
+    let rest = c.args;
+    let cursor: u64 = std::str::from_utf8(&rest[0])
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or("invalid cursor")?;
+    let mut pattern = None;
+    let mut count = 10usize;
+    let mut kind = None;
+    let mut opts = &rest[1..];
+    while let Some((word, more)) = opts.split_first() {
+        let Some((value, after)) = more.split_first() else {
+            return Err(SYNTAX.into());
+        };
+        match upper(word).as_str() {
+            "MATCH" => pattern = Some(value.clone()),
+            "COUNT" => {
+                let n = int(value)?;
+                if n < 1 {
+                    return Err(SYNTAX.into());
+                }
+                count = usize::try_from(n).unwrap_or(usize::MAX);
+            }
+            "TYPE" => kind = Some(String::from_utf8_lossy(value).to_ascii_lowercase()),
+            _ => return Err(SYNTAX.into()),
+        }
+        opts = after;
+    }
+    Ok(Action::node(Scan {
+        cursor,
+        pattern,
+        count,
+        kind,
+    }))
+}
+
+impl NodeCommand for Scan {
+    /// The cursor is the next partition to visit; each call visits
+    /// partitions until it has about `count` keys, so every key that holds
+    /// a value from the first call to the last is returned exactly once
+    /// (keys come from the union of live owners: a node failure between
+    /// calls changes nothing).
+    fn run(self: Box<Self>, api: Arc<Api>) -> Reply {
+        answer(async move {
+            let Scan {
+                cursor,
+                pattern,
+                count,
+                kind,
+            } = *self;
+            let mut p = usize::try_from(cursor).unwrap_or(usize::MAX);
+            let mut keys = Vec::new();
+            // Every key holds a string: any other TYPE finds nothing.
+            if kind.as_deref().is_some_and(|k| k != "string") {
+                p = PARTITIONS;
+            }
+            while p < PARTITIONS && keys.len() < count {
+                match api.coordinator.scan_partition(p).await {
+                    Ok(found) => keys.extend(
+                        found
+                            .into_iter()
+                            .filter(|k| pattern.as_ref().is_none_or(|pat| glob_match(pat, k))),
+                    ),
+                    Err(e) => return coord_err(e),
+                }
+                p += 1;
+            }
+            let next = if p >= PARTITIONS { 0 } else { p };
+            Frame::Array(vec![
+                Frame::bulk(next.to_string()),
+                Frame::Array(keys.into_iter().map(Frame::Bulk).collect()),
+            ])
+        })
+    }
+}
+
+/// `KEYS pattern`
+#[derive(Debug, PartialEq, Eq)]
+pub struct Keys(pub Vec<u8>);
+
+impl NodeCommand for Keys {
+    fn run(self: Box<Self>, api: Arc<Api>) -> Reply {
+        answer(async move {
+            let mut all = Vec::new();
+            for p in 0..PARTITIONS {
+                match api.coordinator.scan_partition(p).await {
+                    Ok(keys) => all.extend(
+                        keys.into_iter()
+                            .filter(|k| glob_match(&self.0, k))
+                            .map(Frame::Bulk),
+                    ),
+                    Err(e) => return coord_err(e),
+                }
+            }
+            Frame::Array(all)
+        })
+    }
+}
