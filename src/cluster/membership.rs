@@ -17,7 +17,7 @@
 //! the highest generation winning. The view ([`ClusterView`]) is rebuilt
 //! when the layout or its phase changes, and re-flagged when liveness does.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -50,11 +50,48 @@ pub struct Membership {
     layouts: Arc<Shared>,
 }
 
-/// What the refresh task keeps between rounds: the live set and the layout
-/// phase the current view was built from.
+/// What the refresh task keeps between rounds: the live set, the layout
+/// phase the current view was built from, and what each incarnation says,
+/// parsed (kept until its key-values change).
 struct Known {
     live: BTreeSet<String>,
     route: (Arc<Layout>, bool),
+    parsed: HashMap<ChitchatId, Parsed>,
+    /// The incarnations chitchat's failure detector held live last round.
+    live_ids: Vec<ChitchatId>,
+    /// What every node says (the newest incarnation of each), as of the
+    /// last change; this node's own entry is always live.
+    said: BTreeMap<String, Said>,
+}
+
+/// One incarnation's gossip state, parsed: valid while its versions are
+/// `(max_version, last_gc_version)`.
+struct Parsed {
+    versions: (u64, u64),
+    said: Said,
+    stopping: bool,
+}
+
+impl Parsed {
+    fn of(id: &ChitchatId, state: &chitchat::NodeState) -> Parsed {
+        let addr = state
+            .get(KEY_ADDR)
+            .and_then(|a| a.parse().ok())
+            .or(Some(id.gossip_advertise_addr));
+        Parsed {
+            versions: (state.max_version(), state.last_gc_version()),
+            said: Said {
+                addr,
+                live: false,
+                layout: state.get(steward::KEY_LAYOUT).and_then(Digest::parse),
+                ack: state.get(steward::KEY_ACK).and_then(parse_stamp),
+                sync: state.get(steward::KEY_SYNC).and_then(parse_stamp),
+                read: state.get(steward::KEY_READ).and_then(parse_stamp),
+                transfer: state.get(steward::KEY_TRANSFER).map(str::to_string),
+            },
+            stopping: state.get(KEY_STATUS) == Some("stopping"),
+        }
+    }
 }
 
 impl Known {
@@ -111,7 +148,14 @@ impl Membership {
             marked_for_deletion_grace_period: Duration::from_secs(3600),
             catchup_callback: None,
             extra_liveness_predicate: None,
-            protocol_version: ProtocolVersion::V1,
+            // V0 sends the digest (every known incarnation, in every SYN
+            // and SYN-ACK) uncompressed: V1 zstd-compresses it with a fresh
+            // context, two or three times per message (sizing, then
+            // sending), which was a fifth of an idle node's CPU at 100 nodes. ~50 bytes an incarnation keeps
+            // ~1,200 of them within a datagram (dead ones leave the digest
+            // after half of `dead_node_grace_period`). chitchat 0.13 reads
+            // both versions, so nodes of either kind gossip together.
+            protocol_version: ProtocolVersion::V0,
         };
         let kvs = vec![
             (KEY_ADDR.to_string(), config.advertise.to_string()),
@@ -134,6 +178,9 @@ impl Membership {
         let mut known = Known {
             live: BTreeSet::from([config.node_id.clone()]),
             route,
+            parsed: HashMap::new(),
+            live_ids: Vec::new(),
+            said: BTreeMap::new(),
         };
         let (tx, view) = watch::channel(Arc::new(known.view()));
         let membership = Membership {
@@ -224,61 +271,75 @@ async fn refresh(
     steward: &mut Steward,
 ) -> bool {
     // Collect under the chitchat lock, then release it before anything else.
-    let (mut said, live_ids) = {
+    // Most rounds nothing changed (no key-value, the same live incarnations):
+    // the last round's reading is used again.
+    let fresh: Option<BTreeSet<String>> = {
         let cc = chitchat.lock().await;
-        // node id -> (generation, what it says, stopping)
-        let mut seen: BTreeMap<String, (u64, Said, bool)> = BTreeMap::new();
-        for (id, state) in cc.node_states() {
-            let addr = state
-                .get(KEY_ADDR)
-                .and_then(|a| a.parse().ok())
-                .or(Some(id.gossip_advertise_addr));
-            let stopping = state.get(KEY_STATUS) == Some("stopping");
-            let said = Said {
-                addr,
-                live: false,
-                layout: state.get(steward::KEY_LAYOUT).and_then(Digest::parse),
-                ack: state.get(steward::KEY_ACK).and_then(parse_stamp),
-                sync: state.get(steward::KEY_SYNC).and_then(parse_stamp),
-                read: state.get(steward::KEY_READ).and_then(parse_stamp),
-                transfer: state.get(steward::KEY_TRANSFER).map(str::to_string),
-            };
-            let entry = seen.entry(id.node_id.to_string()).or_insert((
-                id.generation_id,
-                said.clone(),
-                stopping,
-            ));
-            if id.generation_id >= entry.0 {
-                *entry = (id.generation_id, said, stopping);
+        let states = cc.node_states();
+        let mut changed = false;
+        // Parse only what changed since the last round.
+        known.parsed.retain(|id, _| {
+            let keep = states.contains_key(id);
+            changed |= !keep;
+            keep
+        });
+        for (id, state) in states {
+            let versions = (state.max_version(), state.last_gc_version());
+            match known.parsed.get_mut(id) {
+                Some(p) if p.versions == versions => {}
+                Some(p) => {
+                    *p = Parsed::of(id, state);
+                    changed = true;
+                }
+                None => {
+                    known.parsed.insert(id.clone(), Parsed::of(id, state));
+                    changed = true;
+                }
             }
         }
-        let live_ids: Vec<ChitchatId> = cc.live_nodes().cloned().collect();
-        let mut live = BTreeSet::new();
-        for id in &live_ids {
-            // Only the newest incarnation of a node speaks for it.
-            if let Some((generation, _, stopping)) = seen.get(id.node_id.as_ref())
-                && *generation == id.generation_id
-                && !*stopping
+        if !cc.live_nodes().eq(known.live_ids.iter()) {
+            known.live_ids = cc.live_nodes().cloned().collect();
+            changed = true;
+        }
+        changed.then(|| {
+            // node id -> (generation, what it says, stopping): the newest
+            // incarnation of each node.
+            let mut newest: BTreeMap<&str, (u64, &Parsed)> = BTreeMap::new();
+            for (id, p) in states
+                .keys()
+                .filter_map(|id| Some((id, known.parsed.get(id)?)))
             {
-                live.insert(id.node_id.to_string());
+                let entry = newest
+                    .entry(id.node_id.as_ref())
+                    .or_insert((id.generation_id, p));
+                if id.generation_id >= entry.0 {
+                    *entry = (id.generation_id, p);
+                }
             }
-        }
-        let said: BTreeMap<String, Said> = seen
-            .into_iter()
-            .map(|(id, (_, mut s, _))| {
-                s.live = live.contains(&id);
-                (id, s)
-            })
-            .collect();
-        (said, live)
+            let mut live = BTreeSet::new();
+            for id in &known.live_ids {
+                // Only the newest incarnation of a node speaks for it.
+                if let Some((generation, p)) = newest.get(id.node_id.as_ref())
+                    && *generation == id.generation_id
+                    && !p.stopping
+                {
+                    live.insert(id.node_id.to_string());
+                }
+            }
+            live.insert(self_id.to_string());
+            known.said = newest
+                .into_iter()
+                .map(|(id, (_, p))| {
+                    let mut s = p.said.clone();
+                    s.live = live.contains(id);
+                    (id.to_string(), s)
+                })
+                .collect();
+            live
+        })
     };
-    let mut live = live_ids;
-    live.insert(self_id.to_string());
-    if let Some(me) = said.get_mut(self_id) {
-        me.live = true;
-    }
     let current = tx.borrow().inflight().clone();
-    let round = steward.round(&said, &current).await;
+    let round = steward.round(&known.said, &current).await;
     if !round.publish.is_empty() {
         let cc = chitchat.clone();
         let publish = round.publish;
@@ -290,20 +351,27 @@ async fn refresh(
             }
         }
     }
-    for node in known.live.difference(&live) {
-        info!(node = %node, "node is down");
-    }
-    for node in live.difference(&known.live) {
-        if node != self_id {
-            info!(node = %node, "node is live");
+    if let Some(live) = fresh.as_ref() {
+        for node in known.live.difference(live) {
+            info!(node = %node, "node is down");
+        }
+        for node in live.difference(&known.live) {
+            if node != self_id {
+                info!(node = %node, "node is live");
+            }
         }
     }
-    known.live = live;
+    let live_changed = fresh.is_some();
+    if let Some(live) = fresh {
+        known.live = live;
+    }
     match round.route {
         Some(route) => {
             known.route = route;
             tx.send_replace(Arc::new(known.view()));
         }
+        // Nothing this round read changed: the view is the last one's.
+        None if !live_changed => {}
         None => {
             let current = tx.borrow().clone();
             let same = current

@@ -345,6 +345,10 @@ pub struct Steward {
     last_chase: Option<Instant>,
     /// This process has been a member (or leaving) of the layout.
     been_member: bool,
+    /// The digest of the layout followed, computed once per layout: its
+    /// hash encodes the whole layout (1024 × N owners), and a round needs
+    /// it several times, every gossip interval.
+    digest: Option<(Arc<Layout>, Digest)>,
 }
 
 impl Steward {
@@ -396,9 +400,22 @@ impl Steward {
                 last_join: None,
                 last_chase: None,
                 been_member: false,
+                digest: None,
             },
             rx,
         ))
+    }
+
+    /// The digest of `l` (remembered for the last layout asked about).
+    fn digest(&mut self, l: &Arc<Layout>) -> Digest {
+        match &self.digest {
+            Some((known, d)) if Arc::ptr_eq(known, l) => *d,
+            _ => {
+                let d = Digest::of(l);
+                self.digest = Some((l.clone(), d));
+                d
+            }
+        }
     }
 
     /// The handle other parts use.
@@ -441,7 +458,7 @@ impl Steward {
         let Some(layout) = self.shared.layout() else {
             return out;
         };
-        out.publish.push((KEY_LAYOUT, Digest::of(&layout).text()));
+        out.publish.push((KEY_LAYOUT, self.digest(&layout).text()));
         match layout.state(&self.me) {
             Some(NodeState::Member)
                 if layout.node(&self.me).is_some_and(|n| n.addr != self.addr) =>
@@ -480,7 +497,10 @@ impl Steward {
             return;
         }
         let old = self.shared.layout();
+        let old_hash = old.as_ref().map(|o| self.digest(o).hash);
         let l = Arc::new(l);
+        let new = Digest::of(&l);
+        self.digest = Some((l.clone(), new));
         let retiring = old.as_ref().is_some_and(|o| {
             o.version == l.version && o.migrating() && !l.migrating() && o.retired() == *l
         });
@@ -504,7 +524,7 @@ impl Steward {
         self.reads_current = !l.migrating();
         if old
             .as_ref()
-            .is_none_or(|o| o.version != l.version || o.hash() != l.hash())
+            .is_none_or(|o| o.version != l.version || old_hash != Some(new.hash))
         {
             self.acked = None;
             self.synced = None;
@@ -520,7 +540,7 @@ impl Steward {
         current: &Arc<InFlight>,
         out: &mut Round,
     ) {
-        let mine = self.shared.layout().map(|l| Digest::of(&l));
+        let mine = self.shared.layout().map(|l| self.digest(&l));
         let best = said
             .iter()
             .filter(|(id, s)| s.live && **id != *self.me && s.layout.is_some() && s.addr.is_some())
@@ -760,7 +780,7 @@ impl Steward {
         current: &Arc<InFlight>,
         out: &mut Round,
     ) {
-        let stamp = (layout.version, layout.hash());
+        let stamp = (layout.version, self.digest(layout).hash);
         self.older.retain(|f| f.count() > 0);
         let participants: Vec<&str> = layout
             .nodes
