@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::{Cluster, wait_until};
 use distro_db::object::{Object, Sibling};
 use distro_db::resp::Frame;
-use distro_db::rpc::frame::{self, PREAMBLE};
+use distro_db::rpc::frame;
 use distro_db::rpc::{Request, Response};
 use distro_db::vclock::{Dot, VClock};
 
@@ -34,10 +34,10 @@ fn connect(addr: &str) -> TcpStream {
     s
 }
 
-/// Sends one peer request on a fresh connection and reads the answer.
-fn peer_call(addr: &str, req: &Request) -> Response {
-    let mut s = connect(addr);
-    s.write_all(&PREAMBLE).unwrap();
+/// Sends one peer request on a fresh (authenticated) connection and reads
+/// the answer.
+fn peer_call(c: &Cluster, req: &Request) -> Response {
+    let mut s = common::peer_connect(&c.nodes[0].addr(), &c.cluster_id);
     s.write_all(&frame::encode(None, 7, req).unwrap()).unwrap();
     let mut head = [0u8; 4];
     s.read_exact(&mut head).unwrap();
@@ -60,8 +60,7 @@ fn announced_lengths_hold_no_memory_until_the_bytes_arrive() {
     // Five peers announcing 95 MB frames, five clients announcing 60 MB bulks,
     // each followed by a few bytes and then silence.
     for _ in 0..5 {
-        let mut s = connect(&addr);
-        s.write_all(&PREAMBLE).unwrap();
+        let mut s = common::peer_connect(&addr, &c.cluster_id);
         s.write_all(&(95u32 << 20).to_be_bytes()).unwrap();
         s.write_all(&[0u8; 1000]).unwrap();
         held.push(s);
@@ -179,14 +178,13 @@ fn peers_keep_a_share_that_clients_cannot_take() {
 #[test]
 fn peer_requests_are_checked_field_by_field() {
     let c = Cluster::start(1);
-    let addr = c.nodes[0].addr();
     let put = Request::Write {
         key: b"k".to_vec(),
         write: distro_db::write::Write::value(Some(b"v".to_vec())),
         context: None,
         w: 0,
     };
-    match peer_call(&addr, &put) {
+    match peer_call(&c, &put) {
         Response::Error(e) => assert!(e.to_string().contains("W=0"), "{e}"),
         other => panic!("a write with w=0 was accepted: {other:?}"),
     }
@@ -212,7 +210,7 @@ fn peer_requests_are_checked_field_by_field() {
         object,
         hint: None,
     };
-    match peer_call(&addr, &replicate) {
+    match peer_call(&c, &replicate) {
         Response::Error(e) => assert!(e.to_string().contains("siblings"), "{e}"),
         other => panic!("40,000 siblings were accepted: {other:?}"),
     }

@@ -66,23 +66,27 @@ fn malformed_peer_frames_close_the_connection_and_the_node_keeps_serving() {
     let c = Cluster::start(1);
     assert_eq!(c.cmd(0, &["SET", "keep", "me"]), Frame::ok());
     let addr = c.nodes[0].addr();
-    let preamble = distro_db::rpc::frame::PREAMBLE;
+    // Past the handshake (an unauthenticated connection never gets this far).
+    let after_handshake = |bytes: &[u8]| -> Vec<u8> {
+        let mut s = common::peer_connect(&addr, &c.cluster_id);
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = s.write_all(bytes);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        out
+    };
     // A frame length beyond the limit.
-    let mut bytes = preamble.to_vec();
-    bytes.extend_from_slice(&u32::MAX.to_be_bytes());
-    assert!(raw(&addr, &bytes).is_empty());
+    assert!(after_handshake(&u32::MAX.to_be_bytes()).is_empty());
     // A valid length with garbage inside.
-    let mut bytes = preamble.to_vec();
-    bytes.extend_from_slice(&8u32.to_be_bytes());
+    let mut bytes = 8u32.to_be_bytes().to_vec();
     bytes.extend_from_slice(&[0xc1; 8]);
-    assert!(raw(&addr, &bytes).is_empty());
+    assert!(after_handshake(&bytes).is_empty());
     // Another protocol version.
     assert!(raw(&addr, &[0xD7, b'D', b'B', 99, 0, 0, 0, 1, 0]).is_empty());
     // A truncated frame followed by a closed connection.
-    let mut bytes = preamble.to_vec();
-    bytes.extend_from_slice(&100u32.to_be_bytes());
+    let mut s = common::peer_connect(&addr, &c.cluster_id);
+    let mut bytes = 100u32.to_be_bytes().to_vec();
     bytes.extend_from_slice(&[1, 2, 3]);
-    let mut s = TcpStream::connect(&addr).unwrap();
     s.write_all(&bytes).unwrap();
     drop(s);
     still_serving(&c);

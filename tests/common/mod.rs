@@ -550,3 +550,28 @@ impl Drop for PtyProc {
         }
     }
 }
+
+/// A peer connection to `addr`, past the preamble and the handshake, as a
+/// node of cluster `cluster_id` without a secret would open it.
+pub fn peer_connect(addr: &str, cluster_id: &str) -> std::net::TcpStream {
+    let s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_nonblocking(true).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let s = rt.block_on(async {
+        use tokio::io::AsyncWriteExt;
+        let mut t = tokio::net::TcpStream::from_std(s).unwrap();
+        t.write_all(&distro_db::rpc::frame::PREAMBLE).await.unwrap();
+        let key = distro_db::rpc::auth::PeerKey::derive(b"", cluster_id);
+        distro_db::rpc::auth::client(&mut t, &key)
+            .await
+            .expect("the peer handshake");
+        t.into_std().unwrap()
+    });
+    s.set_nonblocking(false).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
