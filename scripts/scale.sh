@@ -86,12 +86,18 @@ all_live_and_settled() {
 echo "every node live and the layout settled after: $(until_true 300 all_live_and_settled) s (from the first start)"
 
 rss_kb=0
+pss_kb=0
 for i in $(seq 0 $((NODES - 1))); do
   pid=$(cat "$DIR/pid-$((BASE + i))")
   r=$(awk '/VmRSS/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
+  p=$(awk '/^Pss:/ { print $2 }' "/proc/$pid/smaps_rollup" 2>/dev/null || echo 0)
   rss_kb=$((rss_kb + r))
+  pss_kb=$((pss_kb + p))
 done
-echo "memory: $((rss_kb / NODES / 1024)) MiB RSS per node (mean over $NODES)"
+# RSS counts the binary's pages every node maps (shared, ~8 MiB each);
+# PSS splits shared pages among the processes sharing them.
+awk -v r="$rss_kb" -v p="$pss_kb" -v n="$NODES" 'BEGIN {
+  printf "memory: %.1f MiB RSS per node, %.1f MiB PSS (mean over %d)\n", r / n / 1024, p / n / 1024, n }'
 
 cpu_ticks() {
   local total=0 pid
