@@ -669,8 +669,10 @@ impl Steward {
             return;
         };
         if claimant == *self.me {
-            for (c, _) in pending {
-                // Already queued (or carried out meanwhile): nothing new.
+            let queued = self.shared.queued();
+            // Re-check against the layout only what is not queued already
+            // (queue() computes a layout change), not every round.
+            for (c, _) in pending.into_iter().filter(|(c, _)| !queued.contains(c)) {
                 if let Err(e) = self.shared.queue(vec![c.clone()]) {
                     warn!(change = ?c, cause = %e, "dropping a pending layout change that no longer applies");
                     self.forget(&c);
