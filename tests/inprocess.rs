@@ -327,6 +327,54 @@ async fn a_down_owner_is_replaced_by_a_stand_in_that_keeps_a_hint() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_stand_in_that_holds_nothing_is_not_a_vote_in_a_read() {
+    let c = TestCluster::new(4, 0.0);
+    let key = c.key_not_owned_by(3);
+    let v = view(4, |_| true);
+    let owners: Vec<usize> = v.owners(&key).iter().map(|&i| usize::from(i)).collect();
+    // A key never written with the same owners.
+    let unwritten = (0..10_000)
+        .map(|k| format!("never-{k}").into_bytes())
+        .find(|k| v.owners(k) == v.owners(&key))
+        .expect("some key");
+    // The write reaches owners[0] and, for owners[1] (down), n3 as a
+    // stand-in with a hint.
+    c.net.down(c.nodes[owners[1]].addr);
+    c.detect(&[owners[1]]);
+    c.nodes[owners[0]]
+        .coord
+        .put(&key, value("v"), None, None)
+        .await
+        .unwrap();
+    c.settle().await;
+    // Now owners[2] is down too: owners[0] and the stand-in n3 are all a
+    // read can reach.
+    c.net.down(c.nodes[owners[2]].addr);
+    c.detect(&[owners[1], owners[2]]);
+    let coord = &c.nodes[owners[0]].coord;
+    // The stand-in holds a hint for the key: its answer is a vote.
+    let got = coord.get(&key, Some(2)).await.unwrap().unwrap();
+    assert_eq!(got.values(), vec![b"v".as_slice()]);
+    // For a key it holds nothing of, its "none" is not a vote: the read
+    // fails for want of a quorum instead of answering "no such key" on the
+    // word of one owner.
+    match coord.get(&unwritten, Some(2)).await {
+        Err(CoordError::ReadQuorum(q)) => {
+            assert_eq!((q.needed, q.got), (2, 1), "{q:?}");
+            assert!(
+                q.failures
+                    .iter()
+                    .any(|f| f.node == "n3" && f.reason == Reason::StandInEmpty),
+                "{q:?}"
+            );
+        }
+        other => panic!("expected a read quorum failure, got {other:?}"),
+    }
+    // With R=1 the one owner's answer is enough.
+    assert!(coord.get(&unwritten, Some(1)).await.unwrap().is_none());
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_replica_that_fails_mid_write_is_replaced_by_a_spare() {
     let c = TestCluster::new(4, 0.0);
     let key = c.key_not_owned_by(3);

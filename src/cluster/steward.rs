@@ -221,6 +221,10 @@ impl Shared {
             return Err("this node has no layout yet (the cluster is forming)".into());
         };
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        // A queue can hold a change another claimant made meanwhile (this
+        // node was the claimant, lost it, and got it back): it would make
+        // every later change look invalid ("already a member").
+        q.changes.retain(|c| !shows(&layout, c));
         let mut all = q.changes.clone();
         for c in changes {
             if !all.contains(&c) {
@@ -764,13 +768,17 @@ impl Steward {
                 self.follow(next, current, out);
             }
             Err(e) => {
-                warn!(cause = %e, "dropping layout changes that no longer apply");
-                self.shared
-                    .queue
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .changes
-                    .clear();
+                // Drop only what no longer applies on its own (made
+                // meanwhile, or refused by this layout), keeping the rest.
+                let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+                q.changes.retain(|c| {
+                    !shows(layout, c)
+                        && matches!(
+                            layout.change(std::slice::from_ref(c)),
+                            Ok(_) | Err(ChangeError::InProgress(_))
+                        )
+                });
+                warn!(cause = %e, kept = ?q.changes, "dropped layout changes that no longer apply");
             }
         }
     }
@@ -953,5 +961,38 @@ mod tests {
         );
         assert_eq!(parse_stamp(&stamp_text((3, 99))), Some((3, 99)));
         assert_eq!(parse_stamp("3"), None);
+    }
+
+    #[test]
+    fn a_change_made_meanwhile_does_not_block_the_queue() {
+        let nodes: Vec<(String, SocketAddr)> = (0..4)
+            .map(|i| (format!("n{i}"), SocketAddr::from(([10, 0, 0, i + 1], 7000))))
+            .collect();
+        let layout = Layout::bootstrap(&nodes, 3);
+        let shared = Shared {
+            me: "n0".into(),
+            layout: Mutex::new(Some(Arc::new(layout))),
+            queue: Mutex::default(),
+            synced: Mutex::default(),
+            waiting: Mutex::default(),
+            pending: Mutex::default(),
+            transfers: Mutex::default(),
+        };
+        // This node queued n3's join, lost the claim, and another claimant
+        // made it: n3 is a member now, and the stale join is still here.
+        let join = Change::Join {
+            id: "n3".into(),
+            addr: nodes[3].1,
+        };
+        shared.queue.lock().unwrap().changes.push(join);
+        let leave = Change::Leave { id: "n1".into() };
+        shared.queue(vec![leave.clone()]).unwrap();
+        assert_eq!(shared.queued(), vec![leave]);
+        // A change that is wrong on its own is still refused.
+        assert!(
+            shared
+                .queue(vec![Change::Leave { id: "n9".into() }])
+                .is_err()
+        );
     }
 }

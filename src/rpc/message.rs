@@ -192,6 +192,9 @@ pub enum Reason {
     Store(String),
     /// Still unanswered when the quorum could no longer be met.
     NoAnswer,
+    /// A stand-in holds no copy and no hint of the key: it knows nothing
+    /// of it, so its "none" is not a vote in a read quorum.
+    StandInEmpty,
 }
 
 impl std::fmt::Display for Reason {
@@ -205,6 +208,7 @@ impl std::fmt::Display for Reason {
             Reason::Overloaded => f.write_str("too many requests in flight"),
             Reason::Store(e) => write!(f, "local store failed: {e}"),
             Reason::NoAnswer => f.write_str("no answer yet when the quorum could no longer be met"),
+            Reason::StandInEmpty => f.write_str("a stand-in with no copy of the key (not a vote)"),
         }
     }
 }
