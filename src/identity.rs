@@ -9,6 +9,15 @@
 //! node refuses to start and says which files are wrong and what to do.
 //! Nothing else may decide the id of a directory that holds data: running
 //! a store under another id would make the cluster take it for a new node.
+//!
+//! The id is also *bound* to the directory: `DIR/store/node-binding` holds
+//! 16 random bytes made at the directory's first start, and the node's
+//! binding is a MAC of its id and those bytes under the cluster key
+//! ([`crate::rpc::auth::PeerKey::binding`]). The layout records each
+//! member's binding; only a process that gossips it speaks for the node, so
+//! a second process started under a live node's id (another data
+//! directory, or another cluster's secret) is refused and never routed to
+//! (docs/security.md, "Node identity").
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +26,39 @@ use tracing::{info, warn};
 
 /// Name of the id file, in the data directory and in its store directory.
 pub const ID_FILE: &str = "node-id";
+
+/// Name of the binding nonce file, in the store directory.
+pub const BINDING_FILE: &str = "node-binding";
+
+/// The random bytes that bind a node id to the data directory whose store
+/// is `store_dir`: read, or made (durably) at the directory's first start.
+/// A damaged file is replaced (logged): the node then counts as a new disk
+/// under its id, which the cluster accepts only while the old one is not
+/// live.
+pub fn binding_nonce(store_dir: &Path) -> anyhow::Result<[u8; 16]> {
+    let path = store_dir.join(BINDING_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let parsed = std::str::from_utf8(&bytes)
+                .ok()
+                .map(str::trim_end)
+                .filter(|t| t.len() == 32)
+                .and_then(|t| u128::from_str_radix(t, 16).ok());
+            if let Some(n) = parsed {
+                return Ok(n.to_be_bytes());
+            }
+            warn!(file = %path.display(), "node binding file damaged; making a new one (the cluster takes this directory for a new disk)");
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!("cannot read {}", path.display())));
+        }
+    }
+    let n: u128 = rand::random();
+    crate::durable::write_atomic(&path, format!("{n:032x}\n").as_bytes())
+        .map_err(|e| anyhow::Error::new(e).context(format!("cannot write {}", path.display())))?;
+    Ok(n.to_be_bytes())
+}
 
 /// What one copy of the id file holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,6 +245,21 @@ mod tests {
             std::fs::read_to_string(d.data.join(ID_FILE)).unwrap(),
             std::fs::read_to_string(d.store.join(ID_FILE)).unwrap(),
         )
+    }
+
+    #[test]
+    fn a_data_directory_keeps_its_binding_and_a_damaged_one_is_replaced() {
+        let d = dirs();
+        std::fs::create_dir_all(&d.store).unwrap();
+        let first = binding_nonce(&d.store).unwrap();
+        assert_eq!(binding_nonce(&d.store).unwrap(), first);
+        std::fs::write(d.store.join(BINDING_FILE), b"0123").unwrap();
+        let second = binding_nonce(&d.store).unwrap();
+        assert_ne!(second, first);
+        assert_eq!(binding_nonce(&d.store).unwrap(), second);
+        let other = dirs();
+        std::fs::create_dir_all(&other.store).unwrap();
+        assert_ne!(binding_nonce(&other.store).unwrap(), second);
     }
 
     #[test]

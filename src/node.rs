@@ -129,6 +129,15 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         Some(dir) => Arc::new(open_log(&dir.join("hints"), &config).await?),
         None => Arc::new(MemoryStore::new()),
     };
+    // The node id's binding to this data directory (none without one).
+    let binding = match &store_dir {
+        Some(dir) => Some(
+            config
+                .peer_key()
+                .binding(&config.node_id, &crate::identity::binding_nonce(dir)?),
+        ),
+        None => None,
+    };
     let actor = Arc::new(ActorCell::new(&config.node_id, epoch, store_dir));
     actor.set_grace(config.tombstone_grace);
     let listener = TcpListener::bind(config.listen)
@@ -159,6 +168,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         transport.clone(),
         config.request_timeout.min(Duration::from_secs(1)),
     )?;
+    let steward = steward.with_binding(binding);
     let stop_requested = CancellationToken::new();
     let stop_fn: StopFn = {
         let t = stop_requested.clone();

@@ -4,7 +4,9 @@
 //! that skips the handshake is closed unanswered; a node without a secret
 //! refuses a non-loopback address unless told `--insecure-peers`; a trickled
 //! peer frame is cut off; and random or mutated bytes on the port, while
-//! clients write, leave the node serving with nothing lost.
+//! clients write, leave the node serving with nothing lost. A second process
+//! started under a live node's id (another data directory) is never routed
+//! to and stops; a new disk under the id of a dead node is taken in.
 
 mod common;
 
@@ -267,5 +269,97 @@ fn random_and_mutated_bytes_on_the_port_lose_nothing() {
             bulk("v"),
             "{key} lost"
         );
+    }
+}
+
+#[test]
+fn a_second_process_under_a_live_nodes_id_is_refused_and_a_new_disk_is_not() {
+    let mut c = Cluster::start_durable(3, &[]);
+    let victim = c.nodes[1].id.clone();
+    let real = c.nodes[1].addr();
+    assert_eq!(c.cmd(0, &["SET", "before", "v", "W=3"]), Frame::ok());
+    // A second process claims node 1's id: another data directory, the same
+    // cluster id and seeds.
+    let port = free_port();
+    let log = c.dir.path().join("impostor.log");
+    let mut impostor = Reaped(
+        Command::new(db_bin())
+            .args(["node", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--node-id", &victim])
+            .args(["--cluster-id", &c.cluster_id])
+            .args(["--seed", &c.nodes[0].addr()])
+            .args([
+                "--data-dir",
+                &c.dir.path().join("impostor").display().to_string(),
+            ])
+            .env("RUST_LOG", "info,chitchat=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("db starts"),
+    );
+    // While it runs, nothing is routed to it: writes that need every
+    // owner reach the real node 1, and NODES shows node 1 where it is.
+    let started = std::time::Instant::now();
+    let mut exited = None;
+    while started.elapsed() < Duration::from_secs(90) {
+        if let Some(status) = impostor.0.try_wait().unwrap() {
+            exited = Some(status);
+            break;
+        }
+        for i in [0, 2] {
+            let nodes = match c.cmd(i, &["NODES"]) {
+                Frame::Bulk(t) => String::from_utf8_lossy(&t).into_owned(),
+                other => panic!("NODES: {other:?}"),
+            };
+            assert!(
+                !nodes.contains(&format!(":{port}")),
+                "node {i} routes to the impostor: {nodes}"
+            );
+        }
+        let key = format!("during-{}", started.elapsed().as_millis());
+        assert_eq!(c.cmd(2, &["SET", &key, "v", "W=3"]), Frame::ok());
+        assert_eq!(c.cmd(1, &["GET", &key, "R=1"]), bulk("v"));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        exited.is_some(),
+        "the second process under {victim}'s id still runs: {text}"
+    );
+    assert!(
+        text.contains("with another data directory") && text.contains("stops"),
+        "{text}"
+    );
+    assert!(
+        c.nodes[1].log_text().contains("claims the id of node")
+            || c.nodes[0].log_text().contains("claims the id of node"),
+        "the real nodes log the impostor"
+    );
+    assert_eq!(c.cmd(1, &["GET", "before", "R=1"]), bulk("v"));
+    assert_eq!(live_nodes(&real).len(), 3);
+
+    // A new disk under a node's id, once its old process is gone, is
+    // taken in: node 1 dies, its data directory is wiped, and it comes back.
+    c.nodes[1].sigkill();
+    std::fs::remove_dir_all(c.data_dir(c.nodes[1].port)).unwrap();
+    c.restart(1);
+    c.wait_converged();
+    wait_until(
+        Duration::from_secs(60),
+        "writes to every owner again",
+        || c.cmd(0, &["SET", "after", "v", "W=3"]) == Frame::ok(),
+    );
+    assert_eq!(c.cmd(1, &["GET", "after", "R=1"]), bulk("v"));
+}
+
+/// A child process killed and reaped when dropped (also when a test fails).
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

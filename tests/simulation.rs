@@ -99,6 +99,7 @@ impl SimNode {
             TIMEOUT,
         )
         .unwrap();
+        let steward = steward.with_binding(Some(0xb1d0 + i as u64));
         core.service.set_layouts(steward.shared().clone());
         net.register(addr(i), core.service.clone());
         let transfer = Transfer::new(
@@ -162,6 +163,9 @@ impl Sim {
                         sync: p.get(steward::KEY_SYNC).and_then(|s| parse_stamp(s)),
                         read: p.get(steward::KEY_READ).and_then(|s| parse_stamp(s)),
                         transfer: p.get(steward::KEY_TRANSFER).cloned(),
+                        binding: p
+                            .get(steward::KEY_BIND)
+                            .and_then(|s| steward::parse_binding(s)),
                     },
                 )
             })

@@ -58,6 +58,12 @@ pub struct LayoutNode {
     pub addr: SocketAddr,
     /// Its state.
     pub state: NodeState,
+    /// The binding of its id to its data directory
+    /// ([`crate::identity::binding`]): only a process that gossips it
+    /// speaks for this node. `None`: unbound (a node without a data
+    /// directory, or a layout from before bindings).
+    #[serde(default)]
+    pub binding: Option<u64>,
 }
 
 /// One change an operator (or a starting node) asks for.
@@ -69,6 +75,9 @@ pub enum Change {
         id: String,
         /// Its address.
         addr: SocketAddr,
+        /// Its binding to its data directory (see [`LayoutNode::binding`]).
+        #[serde(default)]
+        binding: Option<u64>,
     },
     /// A member hands its partitions over and leaves.
     Leave {
@@ -104,6 +113,13 @@ pub enum ChangeError {
     /// The node is already a member.
     #[error("{0} is already a member")]
     AlreadyAMember(String),
+    /// A process with another data directory asks to join under the id of
+    /// a member that is live.
+    #[error(
+        "node {0} is live with another data directory: start this one with another --node-id \
+         (or, if node {0} is to be replaced, stop it first)"
+    )]
+    BoundElsewhere(String),
     /// Fewer than N members would remain.
     #[error("that would leave {left} member(s), fewer than N={n}: add a node first")]
     TooFew {
@@ -173,6 +189,7 @@ impl Layout {
                 id: id.as_str().into(),
                 addr: *addr,
                 state: NodeState::Member,
+                binding: None,
             })
             .collect();
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
@@ -185,6 +202,22 @@ impl Layout {
             nodes,
             previous: None,
         }
+    }
+
+    /// This layout with each node's binding as `of` says (the first
+    /// layout: bindings as gossip carried them).
+    pub fn with_bindings(mut self, of: impl Fn(&str) -> Option<u64>) -> Layout {
+        for n in &mut self.nodes {
+            n.binding = of(&n.id);
+        }
+        self
+    }
+
+    /// The binding node `id` is held to, unless it is removed.
+    pub fn binding(&self, id: &str) -> Option<u64> {
+        self.node(id)
+            .filter(|n| n.state != NodeState::Removed)
+            .and_then(|n| n.binding)
     }
 
     /// Version 0: no layout yet (the cluster is forming); no members.
@@ -238,20 +271,27 @@ impl Layout {
         for c in changes {
             let at = nodes.binary_search_by(|n| (*n.id).cmp(c.node()));
             match (c, at) {
-                (Change::Join { id, addr }, Ok(i)) => {
-                    // A member at a new address only moves its address.
-                    if nodes[i].state == NodeState::Member && nodes[i].addr == *addr {
+                (Change::Join { id, addr, binding }, Ok(i)) => {
+                    // A member at a new address (or with a new data
+                    // directory) only moves its address (binding): whether
+                    // the old one is live is for the claimant to check.
+                    if nodes[i].state == NodeState::Member
+                        && nodes[i].addr == *addr
+                        && (binding.is_none() || nodes[i].binding == *binding)
+                    {
                         return Err(ChangeError::AlreadyAMember(id.clone()));
                     }
                     nodes[i].state = NodeState::Member;
                     nodes[i].addr = *addr;
+                    nodes[i].binding = *binding;
                 }
-                (Change::Join { id, addr }, Err(i)) => nodes.insert(
+                (Change::Join { id, addr, binding }, Err(i)) => nodes.insert(
                     i,
                     LayoutNode {
                         id: id.as_str().into(),
                         addr: *addr,
                         state: NodeState::Member,
+                        binding: *binding,
                     },
                 ),
                 (Change::Leave { id }, Ok(i)) if nodes[i].state == NodeState::Member => {
@@ -409,6 +449,7 @@ mod tests {
             .change(&[Change::Join {
                 id: "n3".into(),
                 addr: addr(7003),
+                binding: None,
             }])
             .unwrap();
         assert_eq!(v2.version, 2);
@@ -442,7 +483,8 @@ mod tests {
         assert_eq!(
             v1.change(&[Change::Join {
                 id: "n1".into(),
-                addr: addr(7001)
+                addr: addr(7001),
+                binding: None,
             }]),
             Err(ChangeError::AlreadyAMember("n1".into()))
         );
@@ -466,6 +508,7 @@ mod tests {
             .change(&[Change::Join {
                 id: "n3".into(),
                 addr: addr(9),
+                binding: None,
             }])
             .unwrap();
         assert_eq!(v6.state("n3"), Some(NodeState::Member));
@@ -476,6 +519,7 @@ mod tests {
             .change(&[Change::Join {
                 id: "n0".into(),
                 addr: addr(10),
+                binding: None,
             }])
             .unwrap();
         assert_eq!(v7.node("n0").unwrap().addr, addr(10));
@@ -488,6 +532,7 @@ mod tests {
             .change(&[Change::Join {
                 id: "n3".into(),
                 addr: addr(7003),
+                binding: None,
             }])
             .unwrap();
         let bytes = v2.to_bytes();
@@ -503,16 +548,80 @@ mod tests {
             .change(&[Change::Join {
                 id: "x".into(),
                 addr: addr(1),
+                binding: None,
             }])
             .unwrap();
         let b = v1
             .change(&[Change::Join {
                 id: "y".into(),
                 addr: addr(2),
+                binding: None,
             }])
             .unwrap();
         assert!(a.supersedes(&b) != b.supersedes(&a));
         assert!(a.supersedes(&v1) && b.supersedes(&v1));
         assert!(!a.supersedes(&a));
+    }
+
+    #[test]
+    fn bindings_are_kept_moved_and_read_from_layouts_made_before_them() {
+        let v1 = Layout::bootstrap(&nodes(3), 3).with_bindings(|id| (id != "n2").then_some(7));
+        assert_eq!(v1.binding("n0"), Some(7));
+        assert_eq!(v1.binding("n2"), None);
+        // The same process again: nothing to change.
+        let same = Change::Join {
+            id: "n0".into(),
+            addr: v1.node("n0").unwrap().addr,
+            binding: Some(7),
+        };
+        assert_eq!(
+            v1.change(std::slice::from_ref(&same)),
+            Err(ChangeError::AlreadyAMember("n0".into()))
+        );
+        // A new disk under the same id moves the binding (the claimant has
+        // checked the old one is not live).
+        let v2 = v1
+            .change(&[Change::Join {
+                id: "n0".into(),
+                addr: v1.node("n0").unwrap().addr,
+                binding: Some(8),
+            }])
+            .unwrap();
+        assert_eq!(v2.binding("n0"), Some(8));
+        assert_eq!(v2.current, v1.current, "a new disk moves no partition");
+        assert_eq!(Layout::from_bytes(&v2.to_bytes()).unwrap(), v2);
+        // A layout file written before bindings existed still reads.
+        #[derive(Serialize)]
+        struct OldNode {
+            id: Arc<str>,
+            addr: SocketAddr,
+            state: NodeState,
+        }
+        #[derive(Serialize)]
+        struct OldWire {
+            version: u64,
+            n: usize,
+            nodes: Vec<OldNode>,
+            current: WireAssignment,
+            previous: Option<WireAssignment>,
+        }
+        let old = OldWire {
+            version: v1.version,
+            n: v1.n,
+            nodes: v1
+                .nodes
+                .iter()
+                .map(|n| OldNode {
+                    id: n.id.clone(),
+                    addr: n.addr,
+                    state: n.state,
+                })
+                .collect(),
+            current: WireAssignment::of(&v1.current),
+            previous: None,
+        };
+        let read = Layout::from_bytes(&rmp_serde::to_vec(&old).unwrap()).unwrap();
+        assert_eq!(read.current, v1.current);
+        assert!(read.nodes.iter().all(|n| n.binding.is_none()));
     }
 }

@@ -17,7 +17,7 @@
 //! the highest generation winning. The view ([`ClusterView`]) is rebuilt
 //! when the layout or its phase changes, and re-flagged when liveness does.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,7 +29,7 @@ use chitchat::{
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::cluster::ClusterView;
 use crate::cluster::layout::Layout;
@@ -62,6 +62,25 @@ struct Known {
     /// What every node says (the newest incarnation of each), as of the
     /// last change; this node's own entry is always live.
     said: BTreeMap<String, Said>,
+    /// This process's incarnation.
+    me: ChitchatId,
+    /// The layout whose bindings `said` was read with.
+    bound_by: Option<Arc<Layout>>,
+    /// Incarnations already logged as claiming an id bound elsewhere.
+    warned: HashSet<ChitchatId>,
+    /// Another process under this node's id that holds the layout's
+    /// binding, and since when it has been live.
+    rival_since: Option<(ChitchatId, std::time::Instant)>,
+}
+
+/// Why the membership task stops the node.
+#[derive(Debug, PartialEq, Eq)]
+enum Stop {
+    /// A LEAVE was carried out.
+    Left,
+    /// Another process, live and bound to the layout's binding, is this
+    /// node: this one is the second process under its id.
+    Impostor(String),
 }
 
 /// One incarnation's gossip state, parsed: valid while its versions are
@@ -88,6 +107,9 @@ impl Parsed {
                 sync: state.get(steward::KEY_SYNC).and_then(parse_stamp),
                 read: state.get(steward::KEY_READ).and_then(parse_stamp),
                 transfer: state.get(steward::KEY_TRANSFER).map(str::to_string),
+                binding: state
+                    .get(steward::KEY_BIND)
+                    .and_then(steward::parse_binding),
             },
             stopping: state.get(KEY_STATUS) == Some("stopping"),
         }
@@ -130,6 +152,7 @@ impl Membership {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
         let chitchat_id = ChitchatId::new(config.node_id.clone(), generation, config.advertise);
+        let me = chitchat_id.clone();
         let gossip = config.gossip_interval;
         let cc_config = ChitchatConfig {
             chitchat_id,
@@ -181,6 +204,10 @@ impl Membership {
             parsed: HashMap::new(),
             live_ids: Vec::new(),
             said: BTreeMap::new(),
+            me,
+            bound_by: None,
+            warned: HashSet::new(),
+            rival_since: None,
         };
         let (tx, view) = watch::channel(Arc::new(known.view()));
         let membership = Membership {
@@ -197,11 +224,23 @@ impl Membership {
             let mut round: u64 = 0;
             let mut gone = false;
             loop {
-                let left = refresh(&chitchat, &tx, &mut known, &self_id, &mut steward).await;
-                if left && !gone {
-                    gone = true;
-                    info!("this node has left the cluster: stopping");
-                    on_left();
+                let stop = refresh(&chitchat, &tx, &mut known, &self_id, &mut steward).await;
+                match stop {
+                    Some(Stop::Left) if !gone => {
+                        gone = true;
+                        info!("this node has left the cluster: stopping");
+                        on_left();
+                    }
+                    Some(Stop::Impostor(at)) if !gone => {
+                        gone = true;
+                        error!(node = %self_id, live_at = %at,
+                               "node {self_id} is live at {at} with another data directory, and the \
+                                cluster's layout is bound to that one: this process is a second one \
+                                under its id, and stops. Start it with another --node-id (or stop the \
+                                other one first to replace it)");
+                        on_left();
+                    }
+                    _ => {}
                 }
                 // chitchat contacts one random seed per round; while this node
                 // is alone, greet every seed each round so a small cluster
@@ -269,10 +308,12 @@ async fn refresh(
     known: &mut Known,
     self_id: &str,
     steward: &mut Steward,
-) -> bool {
+) -> Option<Stop> {
     // Collect under the chitchat lock, then release it before anything else.
     // Most rounds nothing changed (no key-value, the same live incarnations):
     // the last round's reading is used again.
+    let layout = steward.shared().layout();
+    let own = steward.binding();
     let fresh: Option<BTreeSet<String>> = {
         let cc = chitchat.lock().await;
         let states = cc.node_states();
@@ -301,14 +342,36 @@ async fn refresh(
             known.live_ids = cc.live_nodes().cloned().collect();
             changed = true;
         }
+        // Bindings come from the layout: a new one may change who speaks
+        // for a node.
+        if !matches!((&known.bound_by, &layout), (Some(a), Some(b)) if Arc::ptr_eq(a, b)) {
+            known.bound_by = layout.clone();
+            changed = true;
+        }
         changed.then(|| {
+            let bound = |id: &str| layout.as_ref().and_then(|l| l.binding(id));
             // node id -> (generation, what it says, stopping): the newest
-            // incarnation of each node.
+            // incarnation of each node that may speak for it. When the
+            // layout binds a node to a data directory, only incarnations
+            // gossiping that binding may; this node speaks for itself.
             let mut newest: BTreeMap<&str, (u64, &Parsed)> = BTreeMap::new();
             for (id, p) in states
                 .keys()
                 .filter_map(|id| Some((id, known.parsed.get(id)?)))
             {
+                let claims_me = *id.node_id == *self_id && *id != known.me;
+                let bound_elsewhere = bound(&id.node_id).is_some_and(|b| p.said.binding != Some(b));
+                if claims_me || bound_elsewhere {
+                    if (bound_elsewhere || p.said.binding != own)
+                        && known.live_ids.contains(id)
+                        && known.warned.insert(id.clone())
+                    {
+                        warn!(node = %id.node_id, at = %id.gossip_advertise_addr,
+                              "a process claims the id of node {} with another data directory \
+                               (or secret); ignoring it", id.node_id);
+                    }
+                    continue;
+                }
                 let entry = newest
                     .entry(id.node_id.as_ref())
                     .or_insert((id.generation_id, p));
@@ -384,7 +447,50 @@ async fn refresh(
             }
         }
     }
-    round.left
+    if round.left {
+        return Some(Stop::Left);
+    }
+    impostor(known, self_id, own, layout.as_deref())
+}
+
+/// How long another process under this node's id, gossiping the binding
+/// the layout holds, must stay live before this one takes itself for the
+/// second process and stops: longer than the failure detector needs to
+/// notice a process that died, so a node restarted on a new disk right
+/// after the old process died does not stop for a ghost.
+const RIVAL_LIVE_FOR: Duration = Duration::from_secs(15);
+
+/// `Some` when another live process under this node's id is the one the
+/// layout binds it to (and this one is not): the other's address.
+fn impostor(
+    known: &mut Known,
+    self_id: &str,
+    own: Option<u64>,
+    layout: Option<&Layout>,
+) -> Option<Stop> {
+    let bound = layout.and_then(|l| l.binding(self_id));
+    let rival = known.live_ids.iter().find(|id| {
+        *id.node_id == *self_id
+            && **id != known.me
+            && bound.is_some()
+            && bound != own
+            && known
+                .parsed
+                .get(*id)
+                .is_some_and(|p| p.said.binding == bound)
+    });
+    let Some(rival) = rival else {
+        known.rival_since = None;
+        return None;
+    };
+    match &known.rival_since {
+        Some((id, since)) if id == rival => (since.elapsed() >= RIVAL_LIVE_FOR)
+            .then(|| Stop::Impostor(rival.gossip_advertise_addr.to_string())),
+        _ => {
+            known.rival_since = Some((rival.clone(), std::time::Instant::now()));
+            None
+        }
+    }
 }
 
 /// Reads the member list of a data directory from before layouts (`id

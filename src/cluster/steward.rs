@@ -71,6 +71,19 @@ pub const KEY_SYNC: &str = "l.sync";
 pub const KEY_READ: &str = "l.read";
 /// Gossip key: a node's transfer progress (one line, for RING).
 pub const KEY_TRANSFER: &str = "l.xfer";
+/// Gossip key: the binding of a node's id to its data directory (16 hex
+/// digits; absent for a node without one).
+pub const KEY_BIND: &str = "bind";
+
+/// A binding as gossip carries it.
+pub fn binding_text(b: u64) -> String {
+    format!("{b:016x}")
+}
+
+/// Parses a binding.
+pub fn parse_binding(s: &str) -> Option<u64> {
+    u64::from_str_radix(s, 16).ok()
+}
 
 /// How long a node with no layout waits for one before a new cluster is
 /// made (time for gossip to find the seeds).
@@ -160,6 +173,8 @@ pub struct Said {
     pub read: Option<Stamp>,
     /// See [`KEY_TRANSFER`].
     pub transfer: Option<String>,
+    /// See [`KEY_BIND`].
+    pub binding: Option<u64>,
 }
 
 /// What the transfer worker is asked to do.
@@ -192,6 +207,8 @@ pub struct Shared {
     pending: Mutex<Vec<(Change, bool)>>,
     /// This node's transfer progress, and every node's as gossip says.
     transfers: Mutex<(String, BTreeMap<String, String>)>,
+    /// The bindings of the nodes live as of the last round.
+    live: Mutex<BTreeMap<String, Option<u64>>>,
 }
 
 #[derive(Default)]
@@ -220,6 +237,28 @@ impl Shared {
         let Some(layout) = self.layout() else {
             return Err("this node has no layout yet (the cluster is forming)".into());
         };
+        // A process with another data directory may not take the id of a
+        // node that is live: only one whose bound process is gone may be
+        // replaced (a wiped or new disk).
+        for c in &changes {
+            if let Change::Join {
+                id,
+                binding: Some(b),
+                ..
+            } = c
+                && let Some(bound) = layout.binding(id)
+                && bound != *b
+                && self
+                    .live
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(id)
+                    .is_some_and(|live| *live == Some(bound))
+            {
+                warn!(node = %id, "refusing a second process that claims the id of a live node");
+                return Err(ChangeError::BoundElsewhere(id.clone()).to_string());
+            }
+        }
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         // A queue can hold a change another claimant made meanwhile (this
         // node was the claimant, lost it, and got it back): it would make
@@ -349,6 +388,9 @@ pub struct Steward {
     last_chase: Option<Instant>,
     /// This process has been a member (or leaving) of the layout.
     been_member: bool,
+    /// This node's binding to its data directory (gossiped, and carried by
+    /// its join).
+    binding: Option<u64>,
     /// The digest of the layout followed, computed once per layout: its
     /// hash encodes the whole layout (1024 × N owners), and a round needs
     /// it several times, every gossip interval.
@@ -382,6 +424,7 @@ impl Steward {
             waiting: Mutex::new(String::new()),
             pending: Mutex::default(),
             transfers: Mutex::default(),
+            live: Mutex::default(),
         });
         Ok((
             Steward {
@@ -404,6 +447,7 @@ impl Steward {
                 last_join: None,
                 last_chase: None,
                 been_member: false,
+                binding: None,
                 digest: None,
             },
             rx,
@@ -420,6 +464,18 @@ impl Steward {
                 d
             }
         }
+    }
+
+    /// This node's id is bound to its data directory by `binding`
+    /// ([`crate::identity::binding`]).
+    pub fn with_binding(mut self, binding: Option<u64>) -> Steward {
+        self.binding = binding;
+        self
+    }
+
+    /// This node's binding to its data directory.
+    pub fn binding(&self) -> Option<u64> {
+        self.binding
     }
 
     /// The handle other parts use.
@@ -455,6 +511,14 @@ impl Steward {
                 out.publish.push((KEY_TRANSFER, t.0.clone()));
             }
         }
+        if let Some(b) = self.binding {
+            out.publish.push((KEY_BIND, binding_text(b)));
+        }
+        *self.shared.live.lock().unwrap_or_else(|e| e.into_inner()) = said
+            .iter()
+            .filter(|(id, s)| s.live && **id != *self.me)
+            .map(|(id, s)| (id.clone(), s.binding))
+            .collect();
         self.adopt(said, current, &mut out).await;
         if self.shared.layout().is_none() {
             self.bootstrap(said, current, &mut out);
@@ -465,9 +529,13 @@ impl Steward {
         out.publish.push((KEY_LAYOUT, self.digest(&layout).text()));
         match layout.state(&self.me) {
             Some(NodeState::Member)
-                if layout.node(&self.me).is_some_and(|n| n.addr != self.addr) =>
+                if layout.node(&self.me).is_some_and(|n| {
+                    n.addr != self.addr || (self.binding.is_some() && n.binding != self.binding)
+                }) =>
             {
-                // Restarted at another address: the layout must follow.
+                // Restarted at another address, or with a new data
+                // directory (a wiped disk) while the old one is gone: the
+                // layout must follow.
                 self.been_member = true;
                 self.ask_to_join(&layout, said).await;
             }
@@ -621,6 +689,13 @@ impl Steward {
         } else {
             Layout::bootstrap(&live, self.n)
         };
+        let layout = layout.with_bindings(|id| {
+            if id == &*self.me {
+                self.binding
+            } else {
+                said.get(id).and_then(|s| s.binding)
+            }
+        });
         info!(
             members = layout.members().count(),
             "no layout anywhere: making the first one"
@@ -637,6 +712,7 @@ impl Steward {
             return;
         };
         let change = Change::Join {
+            binding: self.binding,
             id: self.me.to_string(),
             addr: self.addr,
         };
@@ -900,9 +976,11 @@ impl Steward {
 /// leave that was removed meanwhile).
 fn shows(layout: &Layout, change: &Change) -> bool {
     match change {
-        Change::Join { id, addr } => {
+        Change::Join { id, addr, binding } => {
             layout.state(id) == Some(NodeState::Member)
-                && layout.node(id).is_some_and(|n| n.addr == *addr)
+                && layout.node(id).is_some_and(|n| {
+                    n.addr == *addr && (binding.is_none() || n.binding == *binding)
+                })
         }
         Change::Leave { id } => matches!(
             layout.state(id),
@@ -977,12 +1055,14 @@ mod tests {
             waiting: Mutex::default(),
             pending: Mutex::default(),
             transfers: Mutex::default(),
+            live: Mutex::default(),
         };
         // This node queued n3's join, lost the claim, and another claimant
         // made it: n3 is a member now, and the stale join is still here.
         let join = Change::Join {
             id: "n3".into(),
             addr: nodes[3].1,
+            binding: None,
         };
         shared.queue.lock().unwrap().changes.push(join);
         let leave = Change::Leave { id: "n1".into() };

@@ -100,6 +100,16 @@ impl PeerKey {
         format!("{cluster_id}.{hex}")
     }
 
+    /// The binding of node `id` to the data directory holding `nonce`
+    /// ([`crate::identity::binding_nonce`]): the same directory gives the
+    /// same binding in the same cluster, and nothing else does.
+    pub fn binding(&self, id: &str, nonce: &[u8; 16]) -> u64 {
+        let t = self.tag(&[b"node binding\0", id.as_bytes(), b"\0", nonce]);
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&t[..8]);
+        u64::from_be_bytes(b)
+    }
+
     /// A gossip packet with its tag appended.
     pub fn seal(&self, packet: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(packet.len() + TAG_LEN);
