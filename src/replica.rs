@@ -710,7 +710,10 @@ mod tests {
     fn a_stored_clock_past_the_bound_is_refused_and_repaired() {
         let store = Arc::new(MemoryStore::new());
         let replica = Replica::new(store.clone(), Arc::new(ActorCell::new("me", 1, None)));
-        let good = replica.update(b"k", None, Some(b"v".to_vec())).unwrap().object;
+        let good = replica
+            .update(b"k", None, Some(b"v".to_vec()))
+            .unwrap()
+            .object;
         // A record written before the bound existed (or damaged on disk)
         // whose clock sits at u64::MAX.
         let mut poisoned = good.clone();

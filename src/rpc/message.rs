@@ -453,7 +453,12 @@ mod tests {
             object: object.clone(),
             hint: None,
         };
-        assert!(replicate.validate(3).unwrap_err().contains("above the bound"));
+        assert!(
+            replicate
+                .validate(3)
+                .unwrap_err()
+                .contains("above the bound")
+        );
         let mut tombstone = Object::update(None, &VClock::new(), &"a/1".into(), None, 0).unwrap();
         tombstone.clock.add(&Dot {
             actor: "b/1".into(),

@@ -136,11 +136,7 @@ pub fn is_option(arg: &[u8], allowed: &[&str]) -> bool {
 }
 
 /// Reads `args` as the options `allowed` of command `name`.
-pub fn parse_options(
-    name: &str,
-    args: &[Vec<u8>],
-    allowed: &[&str],
-) -> Result<Options, String> {
+pub fn parse_options(name: &str, args: &[Vec<u8>], allowed: &[&str]) -> Result<Options, String> {
     let mut opts = Options::default();
     for arg in args {
         let arg = text(arg, "option")?;

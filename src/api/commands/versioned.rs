@@ -85,7 +85,8 @@ impl NodeCommand for VGet {
             match api.coordinator.get(&self.key, self.r).await {
                 Ok(obj) => {
                     let obj = obj.unwrap_or_default();
-                    let mut items = vec![Frame::bulk(api.context_key.encode(&self.key, &obj.clock))];
+                    let mut items =
+                        vec![Frame::bulk(api.context_key.encode(&self.key, &obj.clock))];
                     items.extend(
                         obj.resolve(api.replica.now_ms())
                             .values
