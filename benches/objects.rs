@@ -7,8 +7,12 @@
 //! all); `Object::merge` of equal objects, of a 1-sibling and a 2-sibling
 //! copy, of two disjoint copies of 100, 250 and 500 siblings each and of
 //! identical copies of 100 and 500 siblings (throughput in siblings, to show
-//! the merge is linear); and `Object::to_bytes` / `Object::from_bytes` of an
-//! object holding one 100-byte value.
+//! the merge is linear); `Object::to_bytes` / `Object::from_bytes` of an
+//! object holding one 100-byte value; and context tokens on clocks of 3 and
+//! 30 actors: `ContextKey::encode` (what each `VGET` reply pays),
+//! `ContextKey::verify` (what each write with `CTX=` pays), and, for scale,
+//! the unauthenticated encoding and decoding of earlier versions (msgpack
+//! and base64 without the MAC).
 //!
 //! Run: `cargo bench --bench objects`.
 
@@ -17,6 +21,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use distro_db::object::{Object, Sibling};
+use distro_db::token::{ContextKey, Token};
 use distro_db::vclock::{Actor, Causality, Dot, VClock};
 
 // The allocator of the `db` binary, so allocation-heavy paths cost here what
@@ -194,9 +199,42 @@ fn codec(c: &mut Criterion) {
     g.finish();
 }
 
+fn token(c: &mut Criterion) {
+    use base64::Engine as _;
+    let mut g = c.benchmark_group("token");
+    let key = ContextKey::derive(b"a cluster secret", "bench");
+    const KEY: &[u8] = b"key:000000001234";
+    for actors in [3usize, 30] {
+        let clock = clock(actors, 0);
+        let text = key.encode(KEY, &clock);
+        let token = Token::new(&text);
+        assert_eq!(key.verify(KEY, &token).as_ref(), Ok(&clock));
+        g.bench_with_input(BenchmarkId::new("encode", actors), &clock, |b, c| {
+            b.iter(|| key.encode(black_box(KEY), black_box(c)))
+        });
+        g.bench_with_input(BenchmarkId::new("verify", actors), &token, |b, t| {
+            b.iter(|| key.verify(black_box(KEY), black_box(t)).unwrap())
+        });
+        // For scale: the unauthenticated format of earlier versions,
+        // base64url of msgpack `(key tag, clock)`, both ways.
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        g.bench_with_input(BenchmarkId::new("plain_encode", actors), &clock, |b, c| {
+            b.iter(|| b64.encode(rmp_serde::to_vec(&(7u32, black_box(c))).unwrap_or_default()))
+        });
+        let plain = b64.encode(rmp_serde::to_vec(&(7u32, &clock)).unwrap());
+        g.bench_with_input(BenchmarkId::new("plain_decode", actors), &plain, |b, t| {
+            b.iter(|| {
+                let bytes = b64.decode(black_box(t)).unwrap();
+                rmp_serde::from_slice::<(u32, VClock)>(&bytes).unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = config();
-    targets = vclock, update, merge, codec
+    targets = vclock, update, merge, codec, token
 }
 criterion_main!(benches);

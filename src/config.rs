@@ -230,6 +230,13 @@ impl Config {
         crate::rpc::auth::PeerKey::derive(secret, &self.cluster_id)
     }
 
+    /// The key context tokens are authenticated with: from the cluster
+    /// secret (or the empty one) and the cluster id, as the peer key.
+    pub fn context_key(&self) -> crate::token::ContextKey {
+        let secret = self.cluster_secret.as_ref().map_or(&[][..], Secret::expose);
+        crate::token::ContextKey::derive(secret, &self.cluster_id)
+    }
+
     /// Checks the values make sense together; returns warnings worth logging.
     pub fn validate(&self) -> Result<Vec<String>, String> {
         if self.n == 0 || self.r == 0 || self.w == 0 {

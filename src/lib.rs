@@ -5,6 +5,8 @@
 //! Pure parts (no I/O, unit- and property-tested):
 //! - [`vclock`]: vector clocks over server actors.
 //! - [`object`]: versioned objects with siblings (dotted version vectors).
+//! - [`token`]: the context tokens clients pass back (`CTX=`),
+//!   authenticated with a cluster key.
 //! - [`keyspace`]: key hashing, the 1024 fixed partitions and their buckets.
 //! - [`cluster::layout`], [`cluster::assign`]: the versioned layout and the
 //!   balanced assignment of partitions to members.
@@ -60,6 +62,7 @@ pub mod rpc;
 pub mod server;
 pub mod storage;
 pub mod text;
+pub mod token;
 pub mod vclock;
 pub mod workers;
 pub mod write;

@@ -262,6 +262,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         stats: Arc::new(crate::api::ApiStats::default()),
         started: std::time::Instant::now(),
         layouts: membership.layouts().clone(),
+        context_key: config.context_key(),
     });
     let port = crate::server::Port {
         api,

@@ -20,10 +20,9 @@
 //! guarantees it by making writes coordinate on a replica of the key and by
 //! giving a node a new epoch (a new actor) whenever its data directory is new.
 
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use crate::vclock::{Actor, Dot, VClock};
+use crate::vclock::{Actor, Dot, MAX_COUNTER, VClock};
 
 /// Riak warns at 25 siblings; distro-db logs a warning from this count on.
 pub const SIBLINGS_WARN: usize = 25;
@@ -192,9 +191,11 @@ pub enum UpdateError {
         "key has {0} siblings (the limit is {SIBLINGS_MAX}); read it with VGET and write with its CTX to resolve them"
     )]
     TooManySiblings(usize),
-    /// The context's counter for this actor is at its maximum (a forged token).
-    #[error("the context token is not one this cluster issued")]
-    BadContext,
+    /// The new version's counter would pass [`MAX_COUNTER`]: unreachable
+    /// by honest writes (2^62 of them by one node), refused so that no
+    /// clock past the bound is ever made.
+    #[error("the key's vector clock reached its bound ({MAX_COUNTER} writes by one node)")]
+    ClockFull,
     /// The siblings' values together would exceed the object size limit.
     #[error(
         "the key's siblings would hold {0} bytes (the limit is {limit}); resolve them with VGET and CTX first",
@@ -227,6 +228,10 @@ pub enum ObjectError {
     /// An actor name is empty or too long.
     #[error("object names an actor of {0} bytes (1 to {MAX_ACTOR_LEN} allowed)")]
     BadActor(usize),
+    /// A clock counter is above [`MAX_COUNTER`]: a forged clock or a
+    /// damaged record.
+    #[error("clock counter {0} is above the bound ({MAX_COUNTER})")]
+    CounterTooLarge(u64),
     /// Siblings out of order or repeated.
     #[error("object siblings are not sorted and distinct")]
     Unsorted,
@@ -277,12 +282,16 @@ impl Object {
     ) -> Result<Object, UpdateError> {
         let empty = Object::default();
         let local = local.unwrap_or(&empty);
+        // Both clocks are within MAX_COUNTER (checked where they entered),
+        // so this cannot overflow; saturating all the same.
         let counter = local
             .clock
             .get(actor)
             .max(context.get(actor))
-            .checked_add(1)
-            .ok_or(UpdateError::BadContext)?;
+            .saturating_add(1);
+        if counter > MAX_COUNTER {
+            return Err(UpdateError::ClockFull);
+        }
         let dot = Dot {
             actor: actor.clone(),
             counter,
@@ -476,16 +485,7 @@ impl Object {
     /// that arrives from the network is checked before it is merged or stored.
     pub fn validate(&self) -> Result<(), ObjectError> {
         self.check_bounds()?;
-        if self.clock.len() > MAX_CLOCK_ACTORS {
-            return Err(ObjectError::ClockTooLarge(self.clock.len()));
-        }
-        if let Some((a, _)) = self
-            .clock
-            .iter()
-            .find(|(a, _)| a.is_empty() || a.len() > MAX_ACTOR_LEN)
-        {
-            return Err(ObjectError::BadActor(a.len()));
-        }
+        validate_clock(&self.clock)?;
         for w in self.siblings.windows(2) {
             if w[0].order(&w[1]) != std::cmp::Ordering::Less {
                 return Err(ObjectError::Unsorted);
@@ -507,6 +507,15 @@ impl Object {
             }
         }
         Ok(())
+    }
+
+    /// The clock's counter bound alone (cheap: what a record read from
+    /// storage is checked against, see [`crate::replica::load_object`]).
+    pub fn check_counters(&self) -> Result<(), ObjectError> {
+        match self.clock.out_of_bounds() {
+            Some((_, c)) => Err(ObjectError::CounterTooLarge(c)),
+            None => Ok(()),
+        }
     }
 
     /// The size bounds alone (cheap; what a merge result is checked against).
@@ -616,33 +625,23 @@ fn union_run(a: &[Sibling], b: &[Sibling], out: &mut Vec<Sibling>) {
     out[start..].sort_by(Sibling::order);
 }
 
-/// A 32-bit tag of the key a context token was read from, so a token
-/// pasted onto another key is refused instead of covering that key's writes.
-fn key_tag(key: &[u8]) -> u32 {
-    (crate::keyspace::key_hash(key) >> 32) as u32
-}
-
-/// Encodes the causal context of `key` as the opaque token clients pass
-/// back (`CTX=`): base64url of msgpack `(key tag, clock)`.
-pub fn encode_context(key: &[u8], clock: &VClock) -> String {
-    let bytes = rmp_serde::to_vec(&(key_tag(key), clock)).unwrap_or_default();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// Decodes a context token for `key`; a clear error for anything that is
-/// not a token, or is a token of another key.
-pub fn decode_context(key: &[u8], token: &str) -> Result<VClock, String> {
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(token.trim())
-        .map_err(|_| "invalid context token (not base64url)".to_string())?;
-    let (tag, clock): (u32, VClock) =
-        rmp_serde::from_slice(&bytes).map_err(|_| "invalid context token".to_string())?;
-    if tag != key_tag(key) {
-        return Err(
-            "context token belongs to another key (use the CTX of a VGET of this key)".into(),
-        );
+/// Checks a clock as one that entered from outside (a peer, a file, a
+/// client token): at most [`MAX_CLOCK_ACTORS`] actors, each named with 1
+/// to [`MAX_ACTOR_LEN`] bytes, and every counter within [`MAX_COUNTER`].
+pub fn validate_clock(clock: &VClock) -> Result<(), ObjectError> {
+    if clock.len() > MAX_CLOCK_ACTORS {
+        return Err(ObjectError::ClockTooLarge(clock.len()));
     }
-    Ok(clock)
+    if let Some((a, _)) = clock
+        .iter()
+        .find(|(a, _)| a.is_empty() || a.len() > MAX_ACTOR_LEN)
+    {
+        return Err(ObjectError::BadActor(a.len()));
+    }
+    match clock.out_of_bounds() {
+        Some((_, c)) => Err(ObjectError::CounterTooLarge(c)),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -688,27 +687,49 @@ mod tests {
     }
 
     #[test]
-    fn tombstones_and_tokens() {
+    fn tombstones_and_encoding() {
         let o1 = write(None, &VClock::new(), "a", "v");
         let del = Object::update(Some(&o1), &o1.clock, &actor("a"), None, 0).unwrap();
         assert!(del.is_deleted());
         assert!(del.values().is_empty());
-        let token = encode_context(b"k", &del.clock);
-        assert_eq!(decode_context(b"k", &token).unwrap(), del.clock);
-        assert!(
-            decode_context(b"other", &token)
-                .unwrap_err()
-                .contains("another key")
-        );
-        assert!(decode_context(b"k", "not a token!").is_err());
-        assert!(decode_context(b"k", "AAAA").is_err());
-        // A forged counter at its maximum is refused, not wrapped around.
-        let forged: VClock = [(actor("a"), u64::MAX)].into_iter().collect();
-        let err = Object::update(Some(&o1), &forged, &actor("a"), None, 0);
-        assert_eq!(err, Err(UpdateError::BadContext));
         let bytes = del.to_bytes();
         assert_eq!(Object::from_bytes(&bytes).unwrap(), del);
         assert!(Object::from_bytes(&[0xc1, 0xff]).is_err());
+    }
+
+    #[test]
+    fn counters_past_the_bound_are_refused_and_never_made() {
+        let o1 = write(None, &VClock::new(), "a", "v");
+        // A context at or past the bound: the write is refused, nothing
+        // wraps around or panics, whatever the counter.
+        for c in [MAX_COUNTER, MAX_COUNTER + 1, u64::MAX - 1, u64::MAX] {
+            let ctx: VClock = [(actor("a"), c)].into_iter().collect();
+            let err = Object::update(Some(&o1), &ctx, &actor("a"), None, 0);
+            assert_eq!(err, Err(UpdateError::ClockFull), "{c}");
+            let local = Object {
+                clock: ctx.clone(),
+                siblings: Vec::new(),
+            };
+            let err = Object::update(Some(&local), &VClock::new(), &actor("a"), None, 0);
+            assert_eq!(err, Err(UpdateError::ClockFull), "{c}");
+        }
+        // One below the bound: the write makes a counter at the bound, which
+        // is still valid everywhere.
+        let ctx: VClock = [(actor("a"), MAX_COUNTER - 1)].into_iter().collect();
+        let at = Object::update(Some(&o1), &ctx, &actor("a"), None, 0).unwrap();
+        assert_eq!(at.clock.get("a"), MAX_COUNTER);
+        assert!(at.validate().is_ok() && at.check_counters().is_ok());
+        // A clock past the bound (from a peer or a file) is refused.
+        let mut past = o1.clone();
+        past.clock.add(&Dot {
+            actor: actor("b"),
+            counter: MAX_COUNTER + 1,
+        });
+        let want = Err(ObjectError::CounterTooLarge(MAX_COUNTER + 1));
+        assert_eq!(past.validate(), want);
+        assert_eq!(past.check_counters(), want);
+        assert_eq!(validate_clock(&past.clock), want);
+        assert_eq!(validate_clock(&at.clock), Ok(()));
     }
 
     #[test]

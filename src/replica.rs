@@ -563,7 +563,8 @@ impl KeyLocks {
 }
 
 /// Reads and decodes the object stored under `key`, with its bytes. A
-/// record that fails its checksum or does not decode is
+/// record that fails its checksum, does not decode, or holds a clock
+/// counter past [`crate::vclock::MAX_COUNTER`] (logged) is
 /// [`ReplicaError::Corrupt`]: never served, never taken for a new key
 /// (whose dots would be reused), replaceable by another replica's copy.
 pub fn load_object(
@@ -578,7 +579,13 @@ pub fn load_object(
     match bytes {
         None => Ok(None),
         Some(b) => match Object::from_bytes(&b) {
-            Ok(o) => Ok(Some((b, o))),
+            Ok(o) => match o.check_counters() {
+                Ok(()) => Ok(Some((b, o))),
+                Err(e) => {
+                    warn!(key = %String::from_utf8_lossy(key), cause = %e, "refusing a stored record");
+                    Err(ReplicaError::Corrupt(e.to_string()))
+                }
+            },
             Err(e) => Err(ReplicaError::Corrupt(e.to_string())),
         },
     }
@@ -697,5 +704,34 @@ mod tests {
         assert_eq!(m.object.values().len(), 2);
         assert_eq!(replica.conflicts(), 1);
         assert_ne!(replica.actor().get(), before);
+    }
+
+    #[test]
+    fn a_stored_clock_past_the_bound_is_refused_and_repaired() {
+        let store = Arc::new(MemoryStore::new());
+        let replica = Replica::new(store.clone(), Arc::new(ActorCell::new("me", 1, None)));
+        let good = replica
+            .update(b"k", None, Some(b"v".to_vec()))
+            .unwrap()
+            .object;
+        // A record written before the bound existed (or damaged on disk)
+        // whose clock sits at u64::MAX.
+        let mut poisoned = good.clone();
+        poisoned.clock.add(&Dot {
+            actor: replica.actor().get(),
+            counter: u64::MAX,
+        });
+        store.append(b"k", &poisoned.to_bytes()).unwrap();
+        // Never served, never written over (no panic, no wrap-around).
+        assert!(matches!(replica.get(b"k"), Err(ReplicaError::Corrupt(_))));
+        assert!(matches!(
+            replica.update(b"k", None, Some(b"w".to_vec())),
+            Err(ReplicaError::Corrupt(_))
+        ));
+        // Another replica's copy replaces it, and the key takes writes again.
+        replica.merge(b"k", &good).unwrap();
+        assert_eq!(replica.get(b"k").unwrap(), Some(good));
+        let w = replica.update(b"k", None, Some(b"w".to_vec())).unwrap();
+        assert_eq!(w.object.values(), vec![b"w".as_slice()]);
     }
 }

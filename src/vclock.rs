@@ -5,6 +5,11 @@
 //! counter for `a` is at least `n`. Clocks form a join-semilattice under
 //! [`VClock::merge`] (pointwise maximum), which is commutative, associative and
 //! idempotent; [`VClock::compare`] is the partial order that goes with it.
+//!
+//! Counters are bounded by [`MAX_COUNTER`] (2^62): a clock above it is
+//! refused wherever one enters (client tokens, peer requests and answers,
+//! stored records), and a write that would pass it is refused, so no
+//! counter arithmetic can overflow (docs/consistency.md, "Bounded counters").
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -28,6 +33,14 @@ pub fn split_actor(actor: &str) -> Option<(&str, u64)> {
 pub const EPOCHS_KEPT: usize = 3;
 /// Most epochs of one node a clock keeps, however recently they retired.
 pub const EPOCHS_MAX: usize = 8;
+
+/// The largest counter a clock may hold: 2^62. One node writing one key a
+/// million times a second reaches it in 146,000 years; a counter above it
+/// can only come from a forged clock or a damaged record, and is refused
+/// where it enters ([`VClock::out_of_bounds`]). The gap up to `u64::MAX`
+/// means that even a counter at the bound can be incremented without
+/// overflow; writes refuse to make one past it.
+pub const MAX_COUNTER: u64 = 1 << 62;
 
 /// One event: the `counter`-th event of `actor` (for a given key).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -80,6 +93,12 @@ impl VClock {
     /// Iterates `(actor, counter)` in actor order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
         self.0.iter().map(|(a, c)| (a.as_str(), *c))
+    }
+
+    /// The first entry whose counter is above [`MAX_COUNTER`], if any: a
+    /// clock that has one is refused wherever it comes from.
+    pub fn out_of_bounds(&self) -> Option<(&str, u64)> {
+        self.iter().find(|&(_, c)| c > MAX_COUNTER)
     }
 
     /// Records event `dot` (raises the actor's counter to at least `dot.counter`).

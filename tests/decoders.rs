@@ -9,12 +9,13 @@
 use std::time::Duration;
 
 use distro_db::cluster::layout::Layout;
-use distro_db::object::{Object, decode_context, encode_context};
+use distro_db::object::Object;
 use distro_db::resp::{self, Frame};
 use distro_db::rpc::auth::{self, PeerKey};
 use distro_db::rpc::frame;
 use distro_db::rpc::{Request, Response};
 use distro_db::storage::log::{hint, record};
+use distro_db::token::{ContextKey, Token};
 use distro_db::vclock::VClock;
 use proptest::prelude::*;
 
@@ -132,10 +133,18 @@ proptest! {
         if let Ok(o) = Object::from_bytes(&mutate(valid, &e, cut)) {
             let _ = o.validate();
         }
-        let token = encode_context(b"user:1", &sample_object().clock);
-        let _ = decode_context(b"user:1", &String::from_utf8_lossy(&b));
-        let m = mutate(token.into_bytes(), &e, cut);
-        let _ = decode_context(b"user:1", &String::from_utf8_lossy(&m));
+        // Tokens: arbitrary text never verifies; a damaged token never
+        // verifies to another clock (only an undamaged one verifies at all).
+        let key = ContextKey::derive(b"s3cret", "prod");
+        let clock = sample_object().clock;
+        let token = key.encode(b"user:1", &clock);
+        prop_assert!(key.verify(b"user:1", &Token::new(&String::from_utf8_lossy(&b))).is_err());
+        let m = mutate(token.clone().into_bytes(), &e, cut);
+        let m = String::from_utf8_lossy(&m).to_string();
+        match key.verify(b"user:1", &Token::new(&m)) {
+            Ok(c) => prop_assert!(c == clock && m.trim() == token, "{m}"),
+            Err(_) => prop_assert!(m.trim() != token),
+        }
     }
 
     #[test]

@@ -38,11 +38,13 @@ use crate::coordinator::{CoordError, Coordinator};
 use crate::fault::Faults;
 use crate::hints::Hints;
 use crate::replica::Replica;
+use crate::vclock::VClock;
 use crate::workers::Workers;
 use crate::workers::anti_entropy::AaeStats;
 use crate::write::Condition;
 use commands::{Action, Command, Reply};
 use resp::Frame;
+use tracing::warn;
 
 /// What a session does after answering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +99,9 @@ pub struct Api {
     pub started: Instant,
     /// The layout steward's state (RING, LEAVE, REMOVE).
     pub layouts: Arc<crate::cluster::steward::Shared>,
+    /// Signs the context tokens reads hand out and checks those writes
+    /// bring back.
+    pub context_key: crate::token::ContextKey,
 }
 
 /// A value, or nil.
@@ -138,6 +143,29 @@ impl Api {
             }
         }
         Ok(resolved.pick.map(Frame::Bulk))
+    }
+
+    /// The clock of a write's context token for `key` (`None` without
+    /// one), or the error that tells the client to read the key again.
+    /// The only way from a token to a clock.
+    pub(crate) fn context(
+        &self,
+        key: &[u8],
+        token: Option<&crate::token::Token>,
+    ) -> Result<Option<VClock>, Frame> {
+        let Some(token) = token else {
+            return Ok(None);
+        };
+        match self.context_key.verify(key, token) {
+            Ok(clock) => Ok(Some(clock)),
+            Err(e) => {
+                if let crate::token::TokenError::BadClock(why) = &e {
+                    // A valid tag over a bad clock: made with the cluster key.
+                    warn!(key = %String::from_utf8_lossy(key), cause = %why, "refusing an authenticated context token with a bad clock");
+                }
+                Err(Frame::Error(e.to_string()))
+            }
+        }
     }
 
     /// The key's value, as a plain read picks it.

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster::assign::Assignment;
 use crate::keyspace::PARTITIONS;
+use crate::vclock::MAX_COUNTER;
 
 /// A node's state in a layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,6 +132,10 @@ pub enum ChangeError {
     /// No change asked.
     #[error("nothing to change")]
     Empty,
+    /// The version is at its bound ([`crate::vclock::MAX_COUNTER`]); never
+    /// reached by real changes.
+    #[error("the layout version {0} is at its bound")]
+    VersionFull(u64),
 }
 
 /// A version of the layout; see the module doc.
@@ -260,6 +265,9 @@ impl Layout {
         if changes.is_empty() {
             return Err(ChangeError::Empty);
         }
+        if self.version >= MAX_COUNTER {
+            return Err(ChangeError::VersionFull(self.version));
+        }
         // While a change is carried out only removals may be made: a dead
         // participant would hold it forever. The new version moves data
         // from the same previous assignment to a current one without them.
@@ -368,6 +376,12 @@ impl Layout {
             rmp_serde::from_slice(bytes).map_err(|e| format!("undecodable layout: {e}"))?;
         if wire.version == 0 || wire.n == 0 {
             return Err("a layout has a version and N of at least 1".into());
+        }
+        if wire.version > MAX_COUNTER {
+            return Err(format!(
+                "layout version {} is above the bound ({MAX_COUNTER})",
+                wire.version
+            ));
         }
         let mut sorted = wire.nodes.clone();
         sorted.sort_by(|a, b| a.id.cmp(&b.id));
@@ -539,6 +553,26 @@ mod tests {
         assert_eq!(Layout::from_bytes(&bytes).unwrap(), v2);
         assert!(Layout::from_bytes(&bytes[..bytes.len() / 2]).is_err());
         assert!(Layout::from_bytes(b"junk").is_err());
+    }
+
+    #[test]
+    fn versions_past_the_bound_are_refused_and_never_made() {
+        let join = [Change::Join {
+            id: "n3".into(),
+            addr: addr(7003),
+            binding: None,
+        }];
+        let mut at = Layout::bootstrap(&nodes(3), 3);
+        at.version = MAX_COUNTER;
+        assert_eq!(Layout::from_bytes(&at.to_bytes()).unwrap(), at);
+        assert_eq!(at.change(&join), Err(ChangeError::VersionFull(MAX_COUNTER)));
+        for v in [MAX_COUNTER + 1, u64::MAX] {
+            let mut past = at.clone();
+            past.version = v;
+            let err = Layout::from_bytes(&past.to_bytes()).unwrap_err();
+            assert!(err.contains("above the bound"), "{err}");
+            assert!(past.change(&join).is_err());
+        }
     }
 
     #[test]

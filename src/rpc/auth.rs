@@ -29,7 +29,8 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-type HmacSha256 = Hmac<Sha256>;
+/// HMAC-SHA256, the one MAC of the crate (peer handshakes, context tokens).
+pub(crate) type HmacSha256 = Hmac<Sha256>;
 
 /// Bytes of a nonce and of a tag.
 pub const TAG_LEN: usize = 32;
@@ -59,18 +60,27 @@ pub enum AuthError {
     Io(#[from] std::io::Error),
 }
 
-fn mac(key: &[u8]) -> HmacSha256 {
+/// An HMAC-SHA256 keyed with `key`.
+pub(crate) fn mac(key: &[u8]) -> HmacSha256 {
     // HMAC takes keys of any length: this cannot fail.
     <HmacSha256 as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!())
+}
+
+/// A key for one purpose (`label`) of cluster `cluster_id`, derived from
+/// `secret` (empty: no secret): `HMAC-SHA256(secret, label | cluster id)`.
+/// Each purpose has its own label, so a key for one never serves another;
+/// every node of a cluster derives the same keys.
+pub(crate) fn derive_key(secret: &[u8], label: &[u8], cluster_id: &str) -> [u8; 32] {
+    let mut m = mac(secret);
+    m.update(label);
+    m.update(cluster_id.as_bytes());
+    m.finalize().into_bytes().into()
 }
 
 impl PeerKey {
     /// The key of cluster `cluster_id` with `secret` (empty: no secret).
     pub fn derive(secret: &[u8], cluster_id: &str) -> PeerKey {
-        let mut m = mac(secret);
-        m.update(b"distro-db peer key v1\0");
-        m.update(cluster_id.as_bytes());
-        PeerKey(m.finalize().into_bytes().into())
+        PeerKey(derive_key(secret, b"distro-db peer key v1\0", cluster_id))
     }
 
     fn tag(&self, parts: &[&[u8]]) -> [u8; TAG_LEN] {

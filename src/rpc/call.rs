@@ -157,7 +157,7 @@ impl Answer for KeyDigests {
     }
 }
 
-/// Answer to [`Request::Inspect`]: a node's own copy and its hints.
+/// Answer to [`Request::Inspect`]: a node's own copy and its hints, checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Inspection {
     /// The node's own copy.
@@ -169,7 +169,12 @@ pub struct Inspection {
 impl Answer for Inspection {
     fn decode(r: Response) -> Result<Self, String> {
         match r {
-            Response::Inspected { own, hints } => Ok(Inspection { own, hints }),
+            Response::Inspected { own, hints } => {
+                for o in own.iter().chain(hints.iter().map(|(_, o)| o)) {
+                    o.validate().map_err(|e| format!("invalid copy: {e}"))?;
+                }
+                Ok(Inspection { own, hints })
+            }
             other => Err(unexpected(&other)),
         }
     }

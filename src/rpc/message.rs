@@ -362,12 +362,10 @@ impl Request {
                 if *w == 0 || *w > n {
                     return Err(format!("W={w} is outside 1..={n}"));
                 }
-                if let Some(c) = context
-                    && c.len() > crate::object::MAX_CLOCK_ACTORS
-                {
-                    return Err("context names too many actors".into());
+                match context.as_ref().map(crate::object::validate_clock) {
+                    Some(Err(e)) => Err(format!("context: {e}")),
+                    _ => Ok(()),
                 }
-                Ok(())
             }
             Request::AaeRoots { partitions } => {
                 if partitions.len() > PARTITIONS {
@@ -429,6 +427,57 @@ mod tests {
             hint: Some(String::new()),
         };
         assert!(empty_hint.validate(3).is_err());
+    }
+
+    #[test]
+    fn forged_clocks_in_peer_requests_are_refused() {
+        use crate::vclock::{Dot, MAX_COUNTER};
+        let forged: VClock = [("a/1".to_string(), u64::MAX)].into_iter().collect();
+        let write = Request::Write {
+            key: b"k".to_vec(),
+            write: Write::value(Some(b"v".to_vec())),
+            context: Some(forged.clone()),
+            w: 1,
+        };
+        assert!(write.validate(3).unwrap_err().contains("above the bound"));
+        // A replicated copy whose clock (and dot) sit past the bound.
+        let mut object = Object::update(None, &VClock::new(), &"a/1".into(), Some(vec![1]), 0)
+            .expect("one sibling");
+        object.clock.merge(&forged);
+        object.siblings[0].dot = Dot {
+            actor: "a/1".into(),
+            counter: u64::MAX,
+        };
+        let replicate = Request::Replicate {
+            key: b"k".to_vec(),
+            object: object.clone(),
+            hint: None,
+        };
+        assert!(
+            replicate
+                .validate(3)
+                .unwrap_err()
+                .contains("above the bound")
+        );
+        let mut tombstone = Object::update(None, &VClock::new(), &"a/1".into(), None, 0).unwrap();
+        tombstone.clock.add(&Dot {
+            actor: "b/1".into(),
+            counter: MAX_COUNTER + 1,
+        });
+        let gc = Request::GcPrepare {
+            key: b"k".to_vec(),
+            object: tombstone,
+        };
+        assert!(gc.validate(3).is_err());
+        // At the bound is still a clock.
+        let at: VClock = [("a/1".to_string(), MAX_COUNTER)].into_iter().collect();
+        let write = Request::Write {
+            key: b"k".to_vec(),
+            write: Write::value(Some(b"v".to_vec())),
+            context: Some(at),
+            w: 1,
+        };
+        assert!(write.validate(3).is_ok());
     }
 
     #[test]

@@ -4,8 +4,7 @@
 //! and distro-db's own options after the Redis arguments (`R=n`, `W=n`,
 //! `CTX=token`). Pure.
 
-use crate::object::decode_context;
-use crate::vclock::VClock;
+use crate::token::Token;
 
 /// Redis's error for a wrong number of words: `name` is the command's
 /// table name (`get`, `client|setname`).
@@ -123,8 +122,9 @@ pub struct Options {
     pub r: Option<usize>,
     /// Write quorum.
     pub w: Option<usize>,
-    /// Causal context.
-    pub ctx: Option<VClock>,
+    /// Causal context, as the client sent it: checked when the command
+    /// runs, against the key and the cluster key ([`crate::api::Api::context`]).
+    pub ctx: Option<Token>,
 }
 
 /// True when `arg` looks like one of `allowed` options (`NAME=...`).
@@ -135,13 +135,8 @@ pub fn is_option(arg: &[u8], allowed: &[&str]) -> bool {
         .any(|o| upper.starts_with(o) && upper.as_bytes().get(o.len()) == Some(&b'='))
 }
 
-/// Reads `args` as the options `allowed` of command `name` about `key`.
-pub fn parse_options(
-    name: &str,
-    key: &[u8],
-    args: &[Vec<u8>],
-    allowed: &[&str],
-) -> Result<Options, String> {
+/// Reads `args` as the options `allowed` of command `name`.
+pub fn parse_options(name: &str, args: &[Vec<u8>], allowed: &[&str]) -> Result<Options, String> {
     let mut opts = Options::default();
     for arg in args {
         let arg = text(arg, "option")?;
@@ -169,7 +164,7 @@ pub fn parse_options(
                 }
             }
             "CTX" => {
-                if opts.ctx.replace(decode_context(key, v)?).is_some() {
+                if opts.ctx.replace(Token::new(v)).is_some() {
                     return Err(dup());
                 }
             }

@@ -13,7 +13,7 @@ use crate::api::resp::Frame;
 use crate::api::{Api, coord_err};
 use crate::keyspace::PARTITIONS;
 use crate::text::glob_match;
-use crate::vclock::VClock;
+use crate::token::Token;
 use crate::write::Write;
 
 /// The keys family.
@@ -127,8 +127,8 @@ pub struct Del {
     pub keys: Vec<Vec<u8>>,
     /// Write quorum override (VDEL).
     pub w: Option<usize>,
-    /// Causal context (VDEL).
-    pub ctx: Option<VClock>,
+    /// Causal context (VDEL), checked when the command runs.
+    pub ctx: Option<Token>,
 }
 
 fn del(c: &Call) -> Result<Action, String> {
@@ -143,10 +143,16 @@ impl NodeCommand for Del {
     fn run(self: Box<Self>, api: Arc<Api>) -> Reply {
         answer(async move {
             let Del { keys, w, ctx } = *self;
+            let mut contexts = Vec::with_capacity(keys.len());
+            for k in &keys {
+                match api.context(k, ctx.as_ref()) {
+                    Ok(c) => contexts.push(c),
+                    Err(refused) => return refused,
+                }
+            }
             let api = &api;
-            let deletes = keys.iter().map(|k| {
-                let ctx = ctx.clone();
-                async move { api.coordinator.write(k, Write::Delete, ctx, w).await }
+            let deletes = keys.iter().zip(contexts).map(|(k, ctx)| async move {
+                api.coordinator.write(k, Write::Delete, ctx, w).await
             });
             let mut n = 0;
             for r in join_all(deletes).await {

@@ -12,7 +12,7 @@ use super::spec::*;
 use super::{Access, Action, Call, Family, NodeCommand, Refusal, Reply, answer};
 use crate::api::resp::Frame;
 use crate::api::{Api, bulk_or_nil, coord_err};
-use crate::vclock::VClock;
+use crate::token::Token;
 use crate::write::{Condition, ExpireIf, Ttl, Write};
 
 /// The strings family.
@@ -224,7 +224,7 @@ fn parse_get(c: &Call) -> Result<Action, String> {
     let r = if opts.is_empty() {
         None
     } else if opts.iter().all(|a| is_option(a, &["R"])) {
-        parse_options(c.spec.name, key, opts, &["R"])?.r
+        parse_options(c.spec.name, opts, &["R"])?.r
     } else {
         return Err(c.arity_error());
     };
@@ -283,8 +283,8 @@ pub struct Set {
     pub reply: SetReply,
     /// Write quorum override.
     pub w: Option<usize>,
-    /// Causal context from a read.
-    pub ctx: Option<VClock>,
+    /// Causal context from a read, checked when the command runs.
+    pub ctx: Option<Token>,
 }
 
 /// The `Set` of an older form: the key is the first word.
@@ -323,7 +323,7 @@ fn parse_set(c: &Call) -> Result<Action, String> {
         .map_or(rest.len(), |(i, _)| i);
     let o = match &rest[redis_end..] {
         [] => Options::default(),
-        opts => parse_options(name, key, opts, &["W", "CTX"])?,
+        opts => parse_options(name, opts, &["W", "CTX"])?,
     };
     let mut ttl = SetTtl::None;
     let mut cond = Condition::Always;
@@ -388,6 +388,10 @@ impl NodeCommand for Set {
                 SetTtl::None => Ttl::None,
                 SetTtl::Keep => Ttl::Keep,
                 SetTtl::When(when) => Ttl::At(when.deadline(api.replica.now_ms())),
+            };
+            let ctx = match api.context(&key, ctx.as_ref()) {
+                Ok(ctx) => ctx,
+                Err(refused) => return refused,
             };
             match api
                 .coordinator

@@ -10,7 +10,6 @@ use super::spec::*;
 use super::{Access, Action, Family, NodeCommand, Reply, answer};
 use crate::api::resp::Frame;
 use crate::api::{Api, coord_err};
-use crate::object::encode_context;
 
 /// The versioned family.
 pub const FAMILY: Family = Family {
@@ -22,7 +21,7 @@ pub const FAMILY: Family = Family {
 const COMMANDS: &[Spec] = &[
     cmd("vget", -2, DISTRO, DISTRO_SINCE, Access::Read, |c| {
         let key = &c.args[0];
-        let o = parse_options(c.spec.name, key, &c.args[1..], &["R"])?;
+        let o = parse_options(c.spec.name, &c.args[1..], &["R"])?;
         Ok(Action::node(VGet {
             key: key.clone(),
             r: o.r,
@@ -44,7 +43,7 @@ const COMMANDS: &[Spec] = &[
     ]),
     cmd("vdel", -2, DISTRO, DISTRO_SINCE, Access::Write, |c| {
         let key = &c.args[0];
-        let o = parse_options(c.spec.name, key, &c.args[1..], &["W", "CTX"])?;
+        let o = parse_options(c.spec.name, &c.args[1..], &["W", "CTX"])?;
         Ok(Action::node(Del {
             keys: vec![key.clone()],
             w: o.w,
@@ -86,7 +85,8 @@ impl NodeCommand for VGet {
             match api.coordinator.get(&self.key, self.r).await {
                 Ok(obj) => {
                     let obj = obj.unwrap_or_default();
-                    let mut items = vec![Frame::bulk(encode_context(&self.key, &obj.clock))];
+                    let mut items =
+                        vec![Frame::bulk(api.context_key.encode(&self.key, &obj.clock))];
                     items.extend(
                         obj.resolve(api.replica.now_ms())
                             .values
