@@ -21,7 +21,8 @@
 //! belongs to, checked at start).
 //!
 //! The data path, top to bottom (each arrow points down):
-//! - [`server`]: the TCP port; admits connections and tells clients from peers.
+//! - [`server`]: the TCP port; admits connections (through [`tls`] when the
+//!   node has a certificate) and tells clients from peers.
 //! - [`api`]: client sessions (pipelined) and commands → [`coordinator`].
 //! - [`coordinator`]: quorum reads and writes over narrow handles →
 //!   [`rpc`] (transport), [`replica`], [`hints`], [`cluster`] (views).
@@ -60,6 +61,7 @@ pub mod rpc;
 pub mod server;
 pub mod storage;
 pub mod text;
+pub mod tls;
 pub mod vclock;
 pub mod workers;
 pub mod write;
