@@ -382,9 +382,7 @@ impl NodeTls {
                 return Ok(None);
             }
             if first[0] != TLS_HANDSHAKE_RECORD {
-                use tokio::io::AsyncWriteExt;
-                let mut tcp = tcp;
-                let _ = tcp.write_all(PLAINTEXT_REFUSAL).await;
+                refuse_plain_text(tcp).await;
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     "a plain-text connection to a TLS-only port",
@@ -417,6 +415,28 @@ impl NodeTls {
             }
         }
     }
+}
+
+/// Tells a plain-text client that the port speaks TLS only, then reads
+/// (and drops) what it sent for a moment before closing: closing with
+/// unread input would reset the connection, and the client could lose the
+/// message.
+async fn refuse_plain_text(mut tcp: TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    if tcp.write_all(PLAINTEXT_REFUSAL).await.is_err() || tcp.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0u8; 4096];
+    let mut left: usize = 64 * 1024;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while left > 0 {
+            match tcp.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }
 
 /// Counts refused TLS connections and logs them: each at debug, and at
