@@ -195,7 +195,12 @@ impl Client {
 
 /// Runs the client side of a TLS handshake over `sock` (within its
 /// timeouts), so that a refused certificate shows at connect.
-fn handshake(tls: &ClientTls, target: &str, addr: SocketAddr, mut sock: TcpStream) -> io::Result<Conn> {
+fn handshake(
+    tls: &ClientTls,
+    target: &str,
+    addr: SocketAddr,
+    mut sock: TcpStream,
+) -> io::Result<Conn> {
     let name = tls.server_name(target, addr)?;
     let mut conn = rustls::ClientConnection::new(tls.config(), name)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;

@@ -630,4 +630,3 @@ pub fn python_with_redis() -> Option<(String, Option<PathBuf>)> {
     }
     Some(("python3".into(), Some(target)))
 }
-
