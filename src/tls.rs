@@ -716,3 +716,65 @@ pub async fn send(
     .await
     .map_err(|_| timed_out("write"))?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dial(check_name: bool) -> ClientTls {
+        let config = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(RootCertStore::empty())
+            .with_no_client_auth();
+        ClientTls {
+            config: Arc::new(config),
+            check_name,
+        }
+    }
+
+    #[test]
+    fn the_server_name_is_the_host_of_the_target() {
+        let addr: SocketAddr = "10.0.0.1:7000".parse().unwrap();
+        let t = dial(true);
+        let name = |target| t.server_name(target, addr).unwrap().to_str().into_owned();
+        assert_eq!(name("db1.example:7000"), "db1.example");
+        assert_eq!(name("127.0.0.1:7000"), "127.0.0.1");
+        assert_eq!(name("[::1]:7000"), "::1");
+        assert!(t.server_name("bad name!:1", addr).is_err());
+        // Peers: the address dialled, whatever the target says.
+        let p = dial(false).server_name("db1.example:7000", addr).unwrap();
+        assert_eq!(p.to_str(), "10.0.0.1");
+    }
+
+    #[test]
+    fn client_flags_need_a_ca_and_name_missing_files() {
+        assert!(ClientArgs::default().load().unwrap().is_none());
+        let no_ca = ClientArgs {
+            tls: true,
+            ..ClientArgs::default()
+        };
+        let e = format!("{:#}", no_ca.load().unwrap_err());
+        assert!(e.contains("--tls-ca"), "{e}");
+        let missing = ClientArgs {
+            tls_ca: Some("/nonexistent/ca.pem".into()),
+            ..ClientArgs::default()
+        };
+        let e = format!("{:#}", missing.load().unwrap_err());
+        assert!(e.contains("/nonexistent/ca.pem"), "{e}");
+    }
+
+    #[test]
+    fn node_flags_make_a_config_only_when_complete() {
+        assert_eq!(ServerArgs::default().config(), None);
+        let args = ServerArgs {
+            tls_cert: Some("c".into()),
+            tls_key: Some("k".into()),
+            tls_ca: Some("a".into()),
+            tls_client_auth: ClientAuth::Required,
+        };
+        let c = args.config().unwrap();
+        assert_eq!(c.client_auth, ClientAuth::Required);
+        assert_eq!(c.ca, PathBuf::from("a"));
+    }
+}
