@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Cluster, bulk, free_port, have, python_with_redis, wait_until};
+use common::{Cluster, bulk, free_port, free_ports, have, python_with_redis, wait_until};
 use distro_db::client::Client;
 use distro_db::resp::Frame;
 use distro_db::tls::{ClientArgs, ClientTls};
@@ -99,13 +99,7 @@ fn text(f: Option<Frame>) -> String {
 /// Starts `n` nodes with TLS (a certificate each from `ca`, plus `extra`
 /// flags), and waits until each sees every other live and the layout settled.
 fn tls_cluster(n: usize, dir: tempfile::TempDir, ca: &Ca, extra: &[&str]) -> Cluster {
-    let mut ports: Vec<u16> = Vec::new();
-    while ports.len() < n {
-        let p = free_port();
-        if !ports.contains(&p) {
-            ports.push(p);
-        }
-    }
+    let ports = free_ports(n);
     let mut cluster = Cluster {
         nodes: Vec::new(),
         cluster_id: format!("test-{}", rand::random::<u64>()),

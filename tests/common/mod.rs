@@ -46,6 +46,18 @@ pub fn free_port() -> u16 {
     panic!("no free port found");
 }
 
+/// `n` distinct ports from [`free_port`].
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let mut ports: Vec<u16> = Vec::new();
+    while ports.len() < n {
+        let p = free_port();
+        if !ports.contains(&p) {
+            ports.push(p);
+        }
+    }
+    ports
+}
+
 /// One node process.
 pub struct NodeProc {
     pub port: u16,
@@ -123,13 +135,7 @@ impl Cluster {
     fn start_opts(n: usize, extra: &[&str], durable: bool) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let cluster_id = format!("test-{}", rand::random::<u64>());
-        let mut ports: Vec<u16> = Vec::new();
-        while ports.len() < n {
-            let p = free_port();
-            if !ports.contains(&p) {
-                ports.push(p);
-            }
-        }
+        let ports = free_ports(n);
         let mut cluster = Cluster {
             nodes: Vec::new(),
             cluster_id,
