@@ -144,6 +144,9 @@ pub struct BenchArgs {
     /// Protocol: `resp` (SET/GET) or `etcd` (the v3 HTTP/JSON gateway: put/range; pipeline must be 1).
     #[arg(long, value_enum, default_value_t = Protocol::Resp)]
     pub protocol: Protocol,
+    /// TLS to the targets (`--tls --tls-ca FILE`).
+    #[command(flatten)]
+    pub tls: crate::tls::ClientArgs,
 }
 
 /// Why options were refused.
@@ -172,6 +175,9 @@ pub enum ConfigError {
     /// AUTH is a RESP command.
     #[error("--password is only supported with --protocol resp")]
     EtcdPassword,
+    /// A TLS file that cannot be used.
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// A validated run.
@@ -209,6 +215,8 @@ pub struct BenchConfig {
     pub progress: bool,
     /// Wire protocol.
     pub protocol: Protocol,
+    /// TLS to the targets (none: plain text).
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 fn out_of_range(name: &'static str, range: &str, value: impl ToString) -> ConfigError {
@@ -324,6 +332,10 @@ impl BenchArgs {
             password: self.password.clone(),
             progress: !self.quiet,
             protocol: self.protocol,
+            tls: self
+                .tls
+                .load()
+                .map_err(|e| ConfigError::Tls(format!("{e:#}")))?,
         })
     }
 }
@@ -799,18 +811,25 @@ struct BatchOutcome {
 
 /// One open connection with its reused reply buffer.
 struct Conn {
-    stream: TcpStream,
+    stream: crate::tls::Stream,
     rbuf: Vec<u8>,
     protocol: Protocol,
 }
 
 impl Conn {
-    async fn open(addr: SocketAddr, config: &BenchConfig) -> Result<Conn, ConnError> {
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+    async fn open(addr: SocketAddr, name: &str, config: &BenchConfig) -> Result<Conn, ConnError> {
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
             .await
             .map_err(|_| ConnError::ConnectTimeout(CONNECT_TIMEOUT))?
             .map_err(ConnError::Connect)?;
-        stream.set_nodelay(true)?;
+        tcp.set_nodelay(true)?;
+        let stream = match &config.tls {
+            None => crate::tls::Stream::Plain(tcp),
+            Some(tls) => {
+                let name = tls.server_name(name, addr).map_err(ConnError::Connect)?;
+                tls.connect(tcp, name).await.map_err(ConnError::Connect)?
+            }
+        };
         let mut conn = Conn {
             stream,
             rbuf: Vec::with_capacity(64 * 1024),
@@ -857,6 +876,8 @@ impl Conn {
         on_error: &mut (dyn FnMut(&[u8]) + Send),
     ) -> Result<BatchOutcome, ConnError> {
         self.stream.write_all(request).await?;
+        // A TLS session holds what was written until flushed.
+        self.stream.flush().await?;
         let mut outcome = BatchOutcome::default();
         let mut got = 0;
         let mut start = 0;
@@ -1022,6 +1043,7 @@ fn lock(stats: &Mutex<ConnStats>) -> std::sync::MutexGuard<'_, ConnStats> {
 async fn connection_task(shared: Arc<Shared>, conn_id: usize, stats: Arc<Mutex<ConnStats>>) {
     let config = &shared.config;
     let addr = config.targets[conn_id % config.targets.len()];
+    let name = &config.target_names[conn_id % config.targets.len()];
     let mut generator = Generator::new(config, conn_id);
     let depth = config.pipeline as u64;
     let mut request: Vec<u8> = Vec::with_capacity(config.pipeline * (config.value_size + 64) + 256);
@@ -1031,7 +1053,7 @@ async fn connection_task(shared: Arc<Shared>, conn_id: usize, stats: Arc<Mutex<C
         if Instant::now() >= shared.deadline || shared.stop.load(Ordering::Relaxed) {
             return;
         }
-        let mut conn = match Conn::open(addr, config).await {
+        let mut conn = match Conn::open(addr, name, config).await {
             Ok(c) => c,
             Err(e) => {
                 failures += 1;
@@ -1161,7 +1183,7 @@ async fn preflight(config: &BenchConfig) -> Result<(), BenchError> {
             target: name.clone(),
             reason,
         };
-        let mut conn = Conn::open(addr, config)
+        let mut conn = Conn::open(addr, name, config)
             .await
             .map_err(|e| fail(e.to_string()))?;
         let mut request = Vec::new();

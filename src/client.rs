@@ -1,11 +1,65 @@
 //! A small blocking RESP client: what `db repl` uses to talk to a node, and
 //! what tests use to drive a cluster. Every socket operation has a timeout.
+//! Speaks TLS when given a [`ClientTls`] (or when the process set one with
+//! [`use_tls`], as the command-line tools do for `--tls`).
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::resp::{self, DecodeError, Frame};
+use crate::tls::ClientTls;
+
+/// The TLS settings of this process's connections (see [`use_tls`]).
+static PROCESS_TLS: OnceLock<ClientTls> = OnceLock::new();
+
+/// Makes every [`Client::connect`] and [`Client::connect_with`] of this
+/// process use TLS (the tools' `--tls`); the first call wins.
+pub fn use_tls(tls: ClientTls) {
+    let _ = PROCESS_TLS.set(tls);
+}
+
+/// A connection in plain text or TLS.
+#[derive(Debug)]
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Conn {
+    fn sock(&self) -> &TcpStream {
+        match self {
+            Conn::Plain(s) => s,
+            Conn::Tls(s) => &s.sock,
+        }
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
+    }
+}
 
 /// Time allowed to open a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -16,7 +70,7 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// A connection to one node.
 #[derive(Debug)]
 pub struct Client {
-    stream: TcpStream,
+    stream: Conn,
     buf: Vec<u8>,
     addr: SocketAddr,
 }
@@ -41,13 +95,28 @@ impl Client {
     /// Connects to `addr`, waiting at most `reply_timeout` for each reply
     /// (a test client facing stopped nodes wants less than the default).
     pub fn connect_with(addr: &str, reply_timeout: Duration) -> io::Result<Client> {
+        Client::connect_via(addr, reply_timeout, PROCESS_TLS.get())
+    }
+
+    /// [`Client::connect_with`], with TLS when `tls` is given (whatever
+    /// [`use_tls`] said).
+    pub fn connect_via(
+        addr: &str,
+        reply_timeout: Duration,
+        tls: Option<&ClientTls>,
+    ) -> io::Result<Client> {
         let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{addr}: no address"));
         for a in addr.to_socket_addrs()? {
             match TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
                 Ok(stream) => {
-                    stream.set_read_timeout(Some(reply_timeout))?;
+                    stream.set_read_timeout(Some(reply_timeout.min(CONNECT_TIMEOUT)))?;
                     stream.set_write_timeout(Some(reply_timeout))?;
                     stream.set_nodelay(true)?;
+                    let stream = match tls {
+                        None => Conn::Plain(stream),
+                        Some(tls) => handshake(tls, addr, a, stream)?,
+                    };
+                    stream.sock().set_read_timeout(Some(reply_timeout))?;
                     return Ok(Client {
                         stream,
                         buf: Vec::with_capacity(4096),
@@ -78,22 +147,24 @@ impl Client {
     pub fn call<A: AsRef<[u8]>>(&mut self, args: &[A]) -> io::Result<Frame> {
         let frame = Frame::command(args.iter().map(|a| a.as_ref()));
         self.stream.write_all(&frame.to_bytes())?;
+        self.stream.flush()?;
         self.read_reply()
     }
 
     /// True when the node has closed this connection (say, after its idle
     /// timeout): checked without blocking before reusing it.
     pub fn is_closed(&mut self) -> bool {
-        if !self.buf.is_empty() || self.stream.set_nonblocking(true).is_err() {
+        let sock = self.stream.sock();
+        if !self.buf.is_empty() || sock.set_nonblocking(true).is_err() {
             return false;
         }
         let mut probe = [0u8; 1];
-        let closed = match self.stream.peek(&mut probe) {
+        let closed = match sock.peek(&mut probe) {
             Ok(0) => true,
             Ok(_) => false,
             Err(e) => e.kind() != io::ErrorKind::WouldBlock,
         };
-        let _ = self.stream.set_nonblocking(false);
+        let _ = sock.set_nonblocking(false);
         closed
     }
 
@@ -120,4 +191,21 @@ impl Client {
             self.buf.extend_from_slice(&chunk[..n]);
         }
     }
+}
+
+/// Runs the client side of a TLS handshake over `sock` (within its
+/// timeouts), so that a refused certificate shows at connect.
+fn handshake(
+    tls: &ClientTls,
+    target: &str,
+    addr: SocketAddr,
+    mut sock: TcpStream,
+) -> io::Result<Conn> {
+    let name = tls.server_name(target, addr)?;
+    let mut conn = rustls::ClientConnection::new(tls.config(), name)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock)?;
+    }
+    Ok(Conn::Tls(Box::new(rustls::StreamOwned::new(conn, sock))))
 }

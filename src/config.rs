@@ -183,6 +183,8 @@ pub struct Config {
     pub sibling_reads: SiblingReads,
     /// Caps on the hints this node holds for others.
     pub hint_limits: HintLimits,
+    /// TLS for clients and peers (none: plain text).
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl Config {
@@ -220,6 +222,7 @@ impl Config {
             insecure_peers: false,
             sibling_reads: SiblingReads::Pick,
             hint_limits: HintLimits::default(),
+            tls: None,
         }
     }
 

@@ -23,7 +23,8 @@
 //! belongs to, checked at start).
 //!
 //! The data path, top to bottom (each arrow points down):
-//! - [`server`]: the TCP port; admits connections and tells clients from peers.
+//! - [`server`]: the TCP port; admits connections (through [`tls`] when the
+//!   node has a certificate) and tells clients from peers.
 //! - [`api`]: client sessions (pipelined) and commands → [`coordinator`].
 //! - [`coordinator`]: quorum reads and writes over narrow handles →
 //!   [`rpc`] (transport), [`replica`], [`hints`], [`cluster`] (views).
@@ -63,6 +64,7 @@ pub mod server;
 pub mod storage;
 pub mod text;
 pub mod token;
+pub mod tls;
 pub mod vclock;
 pub mod workers;
 pub mod write;

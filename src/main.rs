@@ -90,6 +90,8 @@ enum Cmd {
         /// The node to talk to.
         #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:55551")]
         connect: String,
+        #[command(flatten)]
+        tls: distro_db::tls::ClientArgs,
     },
     /// Ask a running node to leave the cluster: it hands every partition it
     /// owns to the nodes that take them over, then stops. Waits until it has.
@@ -100,6 +102,8 @@ enum Cmd {
         /// Give up waiting after this many seconds (the node still leaves).
         #[arg(long, default_value_t = 600)]
         wait_secs: u64,
+        #[command(flatten)]
+        tls: distro_db::tls::ClientArgs,
     },
     /// Start a local cluster (every node a background process) and open the
     /// REPL against it; EXIT leaves the cluster running, QUIT stops it.
@@ -271,6 +275,8 @@ struct NodeOpts {
     /// and G are powers of 1024); past it, new hints are refused.
     #[arg(long, default_value_t = distro_db::hints::DEFAULT_MAX_HINT_BYTES, value_parser = distro_db::config::parse_size, value_name = "SIZE")]
     max_hint_bytes: u64,
+    #[command(flatten)]
+    tls: distro_db::tls::ServerArgs,
 }
 
 fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
@@ -343,6 +349,7 @@ fn build_config(
     c.sibling_reads = o.sibling_reads;
     c.hint_limits.per_node = o.max_hints_per_node;
     c.hint_limits.bytes = o.max_hint_bytes;
+    c.tls = o.tls.config();
     Ok(c)
 }
 
@@ -509,12 +516,20 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             start_logs(&to, &config)?;
             run_master(config)
         }
-        Cmd::Repl { connect } => {
+        Cmd::Repl { connect, tls } => {
+            use_tls(&tls)?;
             repl::run(&connect)?;
             Ok(0)
         }
         Cmd::Bench(args) => run_bench(&args).map(|()| 0),
-        Cmd::Leave { connect, wait_secs } => leave(&connect, Duration::from_secs(wait_secs)),
+        Cmd::Leave {
+            connect,
+            wait_secs,
+            tls,
+        } => {
+            use_tls(&tls)?;
+            leave(&connect, Duration::from_secs(wait_secs))
+        }
         Cmd::Local {
             nodes,
             base_port,
@@ -527,6 +542,14 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             w,
         }),
     }
+}
+
+/// Makes this process's client connections use TLS if `--tls` says so.
+fn use_tls(args: &distro_db::tls::ClientArgs) -> anyhow::Result<()> {
+    if let Some(tls) = args.load()? {
+        distro_db::client::use_tls(tls);
+    }
+    Ok(())
 }
 
 /// Sets up logging; when logs go to a file, says where in one line.
@@ -597,6 +620,10 @@ fn run_node(config: Config) -> anyhow::Result<i32> {
 /// stopped from elsewhere, and SIGTERM/SIGHUP/SIGINT sent to the process
 /// (which also restores the terminal and exits non-zero).
 fn run_master(config: Config) -> anyhow::Result<i32> {
+    if let Some(tls) = &config.tls {
+        // The REPL connects to this node as a client would.
+        distro_db::client::use_tls(distro_db::tls::NodeTls::load(tls)?.own_client());
+    }
     let rt = runtime(config.threads)?;
     let node = rt.block_on(start_node(config))?;
     let (sig_tx, mut sig_rx) = tokio::sync::mpsc::unbounded_channel();

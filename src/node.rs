@@ -96,6 +96,13 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         warn!("{w}");
     }
     config.limits = limits;
+    // Before anything opens: a bad certificate or key file stops the start.
+    let tls = config
+        .tls
+        .as_ref()
+        .map(crate::tls::NodeTls::load)
+        .transpose()?
+        .map(Arc::new);
     let (store, epoch, store_dir): (Arc<dyn Store>, u64, Option<PathBuf>) = match &config.data_dir {
         Some(dir) => {
             crate::durable::create_dir_all(dir)
@@ -145,7 +152,10 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         .with_context(|| format!("cannot listen on tcp {}", config.listen))?;
     let sessions = CancellationToken::new();
     let faults = Faults::new(config.fault_injection);
-    let tcp: Arc<dyn Transport> = Arc::new(TcpTransport::new(config.advertise, config.peer_key()));
+    let tcp: Arc<dyn Transport> = Arc::new(
+        TcpTransport::new(config.advertise, config.peer_key())
+            .with_tls(tls.as_ref().map(|t| t.dial().clone())),
+    );
     let transport: Arc<dyn Transport> = if config.fault_injection {
         warn!("fault injection is enabled: FAULT commands can cut this node off");
         Arc::new(FaultyTransport::new(tcp, faults.clone()))
@@ -273,6 +283,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         faults,
         limits: config.limits,
         shutdown: sessions.clone(),
+        tls,
     };
     tokio::spawn(crate::server::serve(port, listener));
     let node = Arc::new(Node {

@@ -8,11 +8,15 @@
 //! ([`crate::api::session`]). Clients and peers draw on separate connection
 //! slots ([`crate::limits`]), so clients can never take the peers' share;
 //! a client over the limit is told so. Accepting never waits for a slot.
+//!
+//! With a certificate ([`crate::tls`]) the port speaks TLS only: the TLS
+//! handshake comes first, and the first byte is read inside TLS; a peer
+//! preamble is then accepted only on a connection whose handshake made it a
+//! peer's (the peer ALPN and a certificate of the cluster's CA).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +27,7 @@ use crate::api::resp::Frame;
 use crate::fault::Faults;
 use crate::limits::{ByteBudget, ServerLimits, Slots};
 use crate::rpc::frame::PREAMBLE;
+use crate::tls::{NodeTls, Stream};
 
 /// Time allowed to write the "max clients" refusal.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -40,6 +45,8 @@ pub struct Port {
     pub limits: ServerLimits,
     /// Stops every session.
     pub shutdown: CancellationToken,
+    /// TLS (none: plain text).
+    pub tls: Option<Arc<NodeTls>>,
 }
 
 /// Accepts connections until `port.shutdown` fires.
@@ -83,23 +90,39 @@ pub async fn serve(port: Port, listener: TcpListener) {
 
 async fn connection(
     port: Port,
-    mut stream: TcpStream,
+    tcp: TcpStream,
     slots: Slots,
     budget: ByteBudget,
     pending: OwnedSemaphorePermit,
 ) -> std::io::Result<()> {
-    let mut first = [0u8; 1];
-    let n = tokio::select! {
-        _ = port.shutdown.cancelled() => return Ok(()),
-        r = tokio::time::timeout(port.limits.first_byte_timeout, stream.read(&mut first)) => {
-            r.map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no first byte"))??
+    let mut stream = match &port.tls {
+        None => Stream::Plain(tcp),
+        Some(tls) => {
+            let accepted = tokio::select! {
+                _ = port.shutdown.cancelled() => return Ok(()),
+                s = tls.accept(tcp) => s,
+            };
+            match accepted {
+                Some(s) => s,
+                None => return Ok(()),
+            }
         }
     };
+    let first = tokio::select! {
+        _ = port.shutdown.cancelled() => return Ok(()),
+        r = stream.first_byte(port.limits.first_byte_timeout) => r?,
+    };
     drop(pending);
-    if n == 0 {
+    let Some(first) = first else {
         return Ok(());
-    }
-    if first[0] == PREAMBLE[0] {
+    };
+    if first == PREAMBLE[0] {
+        if port.tls.is_some() && !stream.is_tls_peer() {
+            debug!(
+                "a peer preamble on a client's TLS connection (peers offer the peer ALPN and a certificate); closing"
+            );
+            return Ok(());
+        }
         let Some(_slot) = Slots::take(&slots.peers) else {
             warn!("too many peer connections; closing one");
             return Ok(());
@@ -109,8 +132,8 @@ async fn connection(
     }
     let Some(_slot) = Slots::take(&slots.clients) else {
         let reply = Frame::err("max number of clients reached");
-        let _ = tokio::time::timeout(IO_TIMEOUT, stream.write_all(&reply.to_bytes())).await;
+        let _ = crate::tls::send(&mut stream, &reply.to_bytes(), IO_TIMEOUT).await;
         return Ok(());
     };
-    crate::api::session::serve(port.api, stream, first[0], budget, port.shutdown).await
+    crate::api::session::serve(port.api, stream, first, budget, port.shutdown).await
 }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, bulk, live_nodes, wait_until};
+use common::{Cluster, bulk, have, live_nodes, python_with_redis, wait_until};
 use distro_db::resp::Frame;
 use redis::{Commands, RedisResult};
 
@@ -29,25 +29,6 @@ fn connect(port: u16, resp3: bool) -> redis::Connection {
     con.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     con
-}
-
-/// True when `program` runs; on CI a missing tool is a failure, elsewhere
-/// the test says it skipped.
-fn have(program: &str, arg: &str) -> bool {
-    let ok = Command::new(program)
-        .arg(arg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{program} is missing on CI (.ci/run installs it)"
-        );
-        eprintln!("{program} not installed: skipped");
-    }
-    ok
 }
 
 #[test]
@@ -288,42 +269,6 @@ fn redis_rs_cluster_client_keeps_serving_through_a_kill_9() {
         ok_after_kill > 200,
         "{ok_after_kill} requests after the kill"
     );
-}
-
-/// A Python with redis-py (installed under target/ if the system has none).
-fn python_with_redis() -> Option<(String, Option<PathBuf>)> {
-    if !have("python3", "--version") {
-        return None;
-    }
-    let imports = |path: Option<&PathBuf>| {
-        let mut cmd = Command::new("python3");
-        cmd.args([
-            "-c",
-            "import redis, sys; sys.exit(int(redis.__version__.split('.')[0]) < 5)",
-        ]);
-        if let Some(p) = path {
-            cmd.env("PYTHONPATH", p);
-        }
-        cmd.stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if imports(None) {
-        return Some(("python3".into(), None));
-    }
-    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/pydeps");
-    if !imports(Some(&target)) {
-        let status = Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", "--target"])
-            .arg(&target)
-            .arg("redis>=5")
-            .status();
-        assert!(
-            status.is_ok_and(|s| s.success()) && imports(Some(&target)),
-            "redis-py is missing and `pip install redis` failed (.ci/run installs it)"
-        );
-    }
-    Some(("python3".into(), Some(target)))
 }
 
 #[test]

@@ -21,8 +21,6 @@ use std::time::Duration;
 
 use futures::future::FutureExt;
 use futures::stream::{FuturesOrdered, StreamExt};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::clients::ClientHandle;
@@ -259,7 +257,7 @@ async fn run_exec(api: Arc<Api>, queue: Vec<Command>) -> (Frame, After) {
 /// on `shutdown`.
 pub async fn serve(
     api: Arc<Api>,
-    stream: TcpStream,
+    stream: crate::tls::Stream,
     first: u8,
     budget: ByteBudget,
     shutdown: CancellationToken,
@@ -334,9 +332,7 @@ pub async fn serve(
                         done = Some(more);
                     }
                 }
-                tokio::time::timeout(IO_TIMEOUT, writer.write_all(&out))
-                    .await
-                    .map_err(|_| timed_out("write"))??;
+                crate::tls::send(&mut writer, &out, IO_TIMEOUT).await?;
                 out.clear();
                 match last {
                     After::Continue => {}

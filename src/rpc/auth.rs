@@ -11,7 +11,10 @@
 //!   32-byte nonce; the server answers with its own nonce and
 //!   `HMAC(key, "server" | client nonce | server nonce)`; the client checks
 //!   it and answers `HMAC(key, "client" | client nonce | server nonce)`,
-//!   which the server checks. Either side closes on a wrong tag.
+//!   which the server checks. Either side closes on a wrong tag. Over TLS
+//!   both tags also cover a TLS exporter value of the session
+//!   ([`crate::tls::Stream::binding`]), so a handshake cannot be relayed
+//!   from one TLS session into another.
 //! - **Gossip** runs under a chitchat cluster id only holders of the key
 //!   can compute ([`PeerKey::gossip_cluster_id`]), so chitchat ignores a
 //!   node with another secret: it is never listed and never owns
@@ -146,18 +149,30 @@ pub async fn client<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     key: &PeerKey,
 ) -> Result<(), AuthError> {
+    client_bound(stream, key, &[]).await
+}
+
+/// [`client`], both tags also covering `binding` (the TLS session's
+/// exporter value; empty in plain text, which leaves the tags unchanged).
+pub async fn client_bound<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    key: &PeerKey,
+    binding: &[u8],
+) -> Result<(), AuthError> {
     let run = async {
         let mine = nonce();
         stream.write_all(&mine).await?;
+        stream.flush().await?;
         let mut answer = [0u8; 2 * TAG_LEN];
         stream.read_exact(&mut answer).await?;
         let (theirs, tag) = answer.split_at(TAG_LEN);
-        if !key.check(&[b"server", &mine, theirs], tag) {
+        if !key.check(&[b"server", &mine, theirs, binding], tag) {
             return Err(AuthError::BadTag);
         }
         stream
-            .write_all(&key.tag(&[b"client", &mine, theirs]))
+            .write_all(&key.tag(&[b"client", &mine, theirs, binding]))
             .await?;
+        stream.flush().await?;
         Ok(())
     };
     within(run).await
@@ -169,17 +184,27 @@ pub async fn server<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     key: &PeerKey,
 ) -> Result<(), AuthError> {
+    server_bound(stream, key, &[]).await
+}
+
+/// [`server`], both tags also covering `binding` (see [`client_bound`]).
+pub async fn server_bound<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    key: &PeerKey,
+    binding: &[u8],
+) -> Result<(), AuthError> {
     let run = async {
         let mut theirs = [0u8; TAG_LEN];
         stream.read_exact(&mut theirs).await?;
         let mine = nonce();
         let mut answer = [0u8; 2 * TAG_LEN];
         answer[..TAG_LEN].copy_from_slice(&mine);
-        answer[TAG_LEN..].copy_from_slice(&key.tag(&[b"server", &theirs, &mine]));
+        answer[TAG_LEN..].copy_from_slice(&key.tag(&[b"server", &theirs, &mine, binding]));
         stream.write_all(&answer).await?;
+        stream.flush().await?;
         let mut tag = [0u8; TAG_LEN];
         stream.read_exact(&mut tag).await?;
-        if !key.check(&[b"client", &theirs, &mine], &tag) {
+        if !key.check(&[b"client", &theirs, &mine, binding], &tag) {
             return Err(AuthError::BadTag);
         }
         Ok(())

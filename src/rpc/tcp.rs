@@ -13,7 +13,8 @@
 //! peer traffic leaves no TIME-WAIT sockets behind.
 //!
 //! Both sides authenticate each other ([`super::auth`]) before any request
-//! crosses a new connection.
+//! crosses a new connection; with TLS ([`crate::tls`]) that handshake runs
+//! inside the TLS session and is bound to it.
 //!
 //! **Server side** ([`serve`]): one task per connection reads frames into a
 //! buffer taken from the node's request budget, starts every request it
@@ -28,9 +29,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -41,6 +41,7 @@ use super::transport::{RpcError, Transport};
 use super::{Request, Response};
 use crate::fault::{Fate, Faults};
 use crate::limits::{ByteBudget, Held, consume, read_budgeted};
+use crate::tls::{ClientTls, ReadHalf, Stream, WriteHalf};
 
 /// Long-lived connections per peer.
 pub const CONNECTIONS_PER_PEER: usize = 2;
@@ -124,6 +125,7 @@ fn fail_all(pending: &Pending, alive: &AtomicBool, why: &str) {
 struct Peer {
     addr: SocketAddr,
     key: PeerKey,
+    tls: Option<ClientTls>,
     /// When the last connection attempt failed (ms since the transport
     /// started; 0: the last attempt succeeded or none failed).
     failed_at: AtomicU64,
@@ -133,10 +135,11 @@ struct Peer {
 }
 
 impl Peer {
-    fn new(addr: SocketAddr, key: PeerKey) -> Peer {
+    fn new(addr: SocketAddr, key: PeerKey, tls: Option<ClientTls>) -> Peer {
         Peer {
             addr,
             key,
+            tls,
             failed_at: AtomicU64::new(0),
             slots: (0..CONNECTIONS_PER_PEER)
                 .map(|_| tokio::sync::Mutex::new(None))
@@ -155,7 +158,7 @@ impl Peer {
         {
             return Ok(c.clone());
         }
-        match open(self.addr, &self.key).await {
+        match open(self.addr, &self.key, self.tls.as_ref()).await {
             Ok(conn) => {
                 self.failed_at.store(0, Ordering::Relaxed);
                 let conn = Arc::new(conn);
@@ -171,19 +174,29 @@ impl Peer {
     }
 }
 
-/// Opens a connection, authenticates both ways, and starts its reader and
-/// writer tasks.
-async fn open(addr: SocketAddr, key: &PeerKey) -> Result<Conn, RpcError> {
-    let mut stream = tokio::time::timeout(auth::HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
+/// Opens a connection (with TLS if `tls`), authenticates both ways, and
+/// starts its reader and writer tasks.
+async fn open(addr: SocketAddr, key: &PeerKey, tls: Option<&ClientTls>) -> Result<Conn, RpcError> {
+    let tcp = tokio::time::timeout(auth::HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| RpcError::Connect(timed_out("connect")))?
         .map_err(RpcError::Connect)?;
-    stream.set_nodelay(true).map_err(RpcError::Connect)?;
-    tokio::time::timeout(auth::HANDSHAKE_TIMEOUT, stream.write_all(&PREAMBLE))
+    tcp.set_nodelay(true).map_err(RpcError::Connect)?;
+    let mut stream = match tls {
+        None => Stream::Plain(tcp),
+        Some(tls) => {
+            let name = tls.server_name("", addr).map_err(RpcError::Connect)?;
+            tls.connect(tcp, name).await.map_err(|e| {
+                warn!(peer = %addr, cause = %e, "cannot open a TLS connection to a peer");
+                RpcError::Connect(e)
+            })?
+        }
+    };
+    crate::tls::send(&mut stream, &PREAMBLE, auth::HANDSHAKE_TIMEOUT)
         .await
-        .map_err(|_| RpcError::Connect(timed_out("preamble")))?
         .map_err(RpcError::Connect)?;
-    if let Err(e) = auth::client(&mut stream, key).await {
+    let binding = stream.binding();
+    if let Err(e) = auth::client_bound(&mut stream, key, &binding).await {
         warn!(peer = %addr, cause = %e, "cannot open a peer connection");
         let kind = match e {
             auth::AuthError::BadTag => std::io::ErrorKind::PermissionDenied,
@@ -209,7 +222,7 @@ async fn open(addr: SocketAddr, key: &PeerKey) -> Result<Conn, RpcError> {
 
 /// Writes every frame that is ready in one `write`.
 async fn write_loop(
-    mut writer: OwnedWriteHalf,
+    mut writer: WriteHalf,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
     pending: Arc<Pending>,
     alive: Arc<AtomicBool>,
@@ -224,16 +237,9 @@ async fn write_loop(
                 Err(_) => break,
             }
         }
-        match tokio::time::timeout(IO_TIMEOUT, writer.write_all(&buf)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                debug!(cause = %e, "peer connection write failed");
-                break;
-            }
-            Err(_) => {
-                debug!("peer connection write timed out");
-                break;
-            }
+        if let Err(e) = crate::tls::send(&mut writer, &buf, IO_TIMEOUT).await {
+            debug!(cause = %e, "peer connection write failed");
+            break;
         }
         if !alive.load(Ordering::Acquire) {
             break;
@@ -275,7 +281,7 @@ async fn sweep_loop(pending: Arc<Pending>, alive: Arc<AtomicBool>, wake: Arc<Not
 }
 
 /// Decodes answers and hands each to the request with its id.
-async fn read_loop(mut reader: OwnedReadHalf, pending: Arc<Pending>, alive: Arc<AtomicBool>) {
+async fn read_loop(mut reader: ReadHalf, pending: Arc<Pending>, alive: Arc<AtomicBool>) {
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let why = loop {
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
@@ -321,6 +327,8 @@ pub struct TcpTransport {
     from: SocketAddr,
     /// What this node proves to its peers, and checks they prove.
     key: PeerKey,
+    /// TLS to peers (none: plain text).
+    tls: Option<ClientTls>,
     peers: Mutex<HashMap<SocketAddr, Arc<Peer>>>,
     next_id: AtomicU64,
 }
@@ -331,9 +339,16 @@ impl TcpTransport {
         TcpTransport {
             from,
             key,
+            tls: None,
             peers: Mutex::default(),
             next_id: AtomicU64::new(1),
         }
+    }
+
+    /// The same transport, connecting with TLS when `tls` is given.
+    pub fn with_tls(mut self, tls: Option<ClientTls>) -> Self {
+        self.tls = tls;
+        self
     }
 
     fn peer(&self, addr: SocketAddr) -> Arc<Peer> {
@@ -341,7 +356,7 @@ impl TcpTransport {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry(addr)
-            .or_insert_with(|| Arc::new(Peer::new(addr, self.key.clone())))
+            .or_insert_with(|| Arc::new(Peer::new(addr, self.key.clone(), self.tls.clone())))
             .clone()
     }
 
@@ -472,7 +487,7 @@ pub struct PeerDoor {
 /// requests. Returns when the peer closes, on a protocol or authentication
 /// error, or on `shutdown`.
 pub async fn serve(
-    mut stream: TcpStream,
+    mut stream: Stream,
     door: &PeerDoor,
     budget: ByteBudget,
     faults: Arc<Faults>,
@@ -486,7 +501,8 @@ pub async fn serve(
         warn!(got = ?rest, "peer preamble mismatch (another protocol version?); closing");
         return Ok(());
     }
-    if let Err(e) = auth::server(&mut stream, &door.key).await {
+    let binding = stream.binding();
+    if let Err(e) = auth::server_bound(&mut stream, &door.key, &binding).await {
         let from = stream
             .peer_addr()
             .map(|a| a.to_string())
@@ -526,9 +542,7 @@ pub async fn serve(
                         done = Some(more);
                     }
                 }
-                tokio::time::timeout(IO_TIMEOUT, writer.write_all(&out))
-                    .await
-                    .map_err(|_| timed_out("write"))??;
+                crate::tls::send(&mut writer, &out, IO_TIMEOUT).await?;
                 out.clear();
                 if stop_after_flush {
                     return Ok(());

@@ -46,6 +46,18 @@ pub fn free_port() -> u16 {
     panic!("no free port found");
 }
 
+/// `n` distinct ports from [`free_port`].
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let mut ports: Vec<u16> = Vec::new();
+    while ports.len() < n {
+        let p = free_port();
+        if !ports.contains(&p) {
+            ports.push(p);
+        }
+    }
+    ports
+}
+
 /// One node process.
 pub struct NodeProc {
     pub port: u16,
@@ -123,13 +135,7 @@ impl Cluster {
     fn start_opts(n: usize, extra: &[&str], durable: bool) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let cluster_id = format!("test-{}", rand::random::<u64>());
-        let mut ports: Vec<u16> = Vec::new();
-        while ports.len() < n {
-            let p = free_port();
-            if !ports.contains(&p) {
-                ports.push(p);
-            }
-        }
+        let ports = free_ports(n);
         let mut cluster = Cluster {
             nodes: Vec::new(),
             cluster_id,
@@ -574,4 +580,59 @@ pub fn peer_connect(addr: &str, cluster_id: &str) -> std::net::TcpStream {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
     s
+}
+
+/// True when `program` runs; on CI a missing tool is a failure, elsewhere
+/// the test says it skipped.
+pub fn have(program: &str, arg: &str) -> bool {
+    let ok = Command::new(program)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{program} is missing on CI (.ci/run installs it)"
+        );
+        eprintln!("{program} not installed: skipped");
+    }
+    ok
+}
+
+/// A Python with redis-py (installed under target/ if the system has none).
+pub fn python_with_redis() -> Option<(String, Option<PathBuf>)> {
+    if !have("python3", "--version") {
+        return None;
+    }
+    let imports = |path: Option<&PathBuf>| {
+        let mut cmd = Command::new("python3");
+        cmd.args([
+            "-c",
+            "import redis, sys; sys.exit(int(redis.__version__.split('.')[0]) < 5)",
+        ]);
+        if let Some(p) = path {
+            cmd.env("PYTHONPATH", p);
+        }
+        cmd.stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if imports(None) {
+        return Some(("python3".into(), None));
+    }
+    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/pydeps");
+    if !imports(Some(&target)) {
+        let status = Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "--target"])
+            .arg(&target)
+            .arg("redis>=5")
+            .status();
+        assert!(
+            status.is_ok_and(|s| s.success()) && imports(Some(&target)),
+            "redis-py is missing and `pip install redis` failed (.ci/run installs it)"
+        );
+    }
+    Some(("python3".into(), Some(target)))
 }
