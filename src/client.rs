@@ -25,11 +25,47 @@ pub struct Client {
 /// client password from.
 pub const PASSWORD_ENV: &str = "DISTRO_DB_PASSWORD";
 
+/// The environment variable the command-line tools read the user to
+/// authenticate as from (with the password in [`PASSWORD_ENV`]); unset:
+/// the default user.
+pub const USER_ENV: &str = "DISTRO_DB_USER";
+
 /// The password in [`PASSWORD_ENV`], if set and not empty.
 pub fn password_from_env() -> Option<Vec<u8>> {
     std::env::var_os(PASSWORD_ENV)
         .filter(|p| !p.is_empty())
         .map(|p| p.into_encoded_bytes())
+}
+
+/// What a client authenticates with: a user (none: the default user) and a
+/// password. Its `Debug` does not show the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The user; `None` sends `AUTH password`.
+    pub user: Option<Vec<u8>>,
+    /// The password.
+    pub password: Vec<u8>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let user = self.user.as_deref().map(String::from_utf8_lossy);
+        write!(f, "Credentials({user:?}, ..)")
+    }
+}
+
+/// The credentials of the environment: the password in [`PASSWORD_ENV`]
+/// and the user in [`USER_ENV`] (or `user`, given on the command line,
+/// which wins). None without a password.
+pub fn credentials_from_env(user: Option<&str>) -> Option<Credentials> {
+    let password = password_from_env()?;
+    let user = match user {
+        Some(u) => Some(u.as_bytes().to_vec()),
+        None => std::env::var_os(USER_ENV)
+            .filter(|u| !u.is_empty())
+            .map(|u| u.into_encoded_bytes()),
+    };
+    Some(Credentials { user, password })
 }
 
 impl Client {
@@ -69,6 +105,20 @@ impl Client {
     /// is an error of kind `PermissionDenied` carrying the node's message.
     pub fn auth(&mut self, password: &[u8]) -> io::Result<()> {
         match self.call(&[b"AUTH".as_slice(), password])? {
+            Frame::Error(e) => Err(io::Error::new(io::ErrorKind::PermissionDenied, e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Authenticates the connection as `creds` says (`AUTH [user]
+    /// password`); a refused pair is an error of kind `PermissionDenied`
+    /// carrying the node's message.
+    pub fn auth_as(&mut self, creds: &Credentials) -> io::Result<()> {
+        let reply = match &creds.user {
+            Some(user) => self.call(&[b"AUTH".as_slice(), user, &creds.password])?,
+            None => self.call(&[b"AUTH".as_slice(), &creds.password])?,
+        };
+        match reply {
             Frame::Error(e) => Err(io::Error::new(io::ErrorKind::PermissionDenied, e)),
             _ => Ok(()),
         }

@@ -90,6 +90,10 @@ enum Cmd {
         /// The node to talk to.
         #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:55551")]
         connect: String,
+        /// Authenticate as this user, with the password in DISTRO_DB_PASSWORD
+        /// (default: DISTRO_DB_USER, else the default user).
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
     },
     /// Ask a running node to leave the cluster: it hands every partition it
     /// owns to the nodes that take them over, then stops. Waits until it has.
@@ -100,6 +104,11 @@ enum Cmd {
         /// Give up waiting after this many seconds (the node still leaves).
         #[arg(long, default_value_t = 600)]
         wait_secs: u64,
+        /// Authenticate as this user (it needs the admin right), with the
+        /// password in DISTRO_DB_PASSWORD (default: DISTRO_DB_USER, else the
+        /// default user).
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
     },
     /// Start a local cluster (every node a background process) and open the
     /// REPL against it; EXIT leaves the cluster running, QUIT stops it.
@@ -233,6 +242,17 @@ struct NodeOpts {
         value_name = "PASSWORD"
     )]
     password: Option<String>,
+    /// A client user with its rights, NAME:PASSWORD:RIGHTS, where RIGHTS is
+    /// `read`, `readwrite` or `admin` (repeatable). Prefer --users-file or
+    /// the environment variable DISTRO_DB_USERS (specs separated by white
+    /// space): a flag shows in `ps`. With users and no --password, clients
+    /// must AUTH as one of them.
+    #[arg(long = "user", value_name = "NAME:PASSWORD:RIGHTS")]
+    users: Vec<String>,
+    /// Read client users from this file: one NAME:PASSWORD:RIGHTS per line
+    /// (blank lines and # comments skipped).
+    #[arg(long, value_name = "FILE")]
+    users_file: Option<PathBuf>,
     /// The secret every node of the cluster holds: peer connections
     /// authenticate both ways with it (HMAC challenge-response; it never
     /// crosses the wire). Prefer the environment variable or the file: a flag
@@ -323,6 +343,12 @@ fn build_config(
         .as_ref()
         .filter(|p| !p.is_empty())
         .map(distro_db::config::Secret::new);
+    c.users = distro_db::acl::gather_users(
+        &o.users,
+        o.users_file.as_deref(),
+        std::env::var(distro_db::acl::USERS_ENV).ok().as_deref(),
+    )
+    .map_err(anyhow::Error::msg)?;
     c.insecure_peers = o.insecure_peers;
     c.cluster_secret = match (&o.cluster_secret, &o.cluster_secret_file) {
         (Some(s), _) => Some(s.clone()),
@@ -509,12 +535,16 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             start_logs(&to, &config)?;
             run_master(config)
         }
-        Cmd::Repl { connect } => {
-            repl::run(&connect)?;
+        Cmd::Repl { connect, user } => {
+            repl::run_as(&connect, user.as_deref())?;
             Ok(0)
         }
         Cmd::Bench(args) => run_bench(&args).map(|()| 0),
-        Cmd::Leave { connect, wait_secs } => leave(&connect, Duration::from_secs(wait_secs)),
+        Cmd::Leave {
+            connect,
+            wait_secs,
+            user,
+        } => leave(&connect, Duration::from_secs(wait_secs), user.as_deref()),
         Cmd::Local {
             nodes,
             base_port,
@@ -651,12 +681,16 @@ fn run_master(config: Config) -> anyhow::Result<i32> {
 
 /// `db leave --connect ADDR`: sends LEAVE, then waits (bounded) until the
 /// node has handed its partitions over and stopped.
-fn leave(addr: &str, wait: Duration) -> anyhow::Result<i32> {
+fn leave(addr: &str, wait: Duration, user: Option<&str>) -> anyhow::Result<i32> {
     use distro_db::resp::Frame;
     let mut client = distro_db::client::Client::connect(addr)
         .with_context(|| format!("cannot connect to {addr}"))?;
-    if let Some(pw) = distro_db::client::password_from_env() {
-        client.auth(&pw).context("AUTH failed")?;
+    match distro_db::client::credentials_from_env(user) {
+        Some(creds) => client.auth_as(&creds).context("AUTH failed")?,
+        None if user.is_some() => {
+            anyhow::bail!("--user needs the password in DISTRO_DB_PASSWORD")
+        }
+        None => {}
     }
     match client.call(&["LEAVE"]).context("LEAVE")? {
         Frame::Simple(s) => eprintln!("{s}"),

@@ -252,6 +252,10 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         stats: Arc::new(crate::api::ApiStats::default()),
         started: std::time::Instant::now(),
         layouts: membership.layouts().clone(),
+        acl: Arc::new(
+            crate::acl::Acl::new(config.password.as_ref(), &config.users)
+                .map_err(anyhow::Error::msg)?,
+        ),
     });
     let port = crate::server::Port {
         api,

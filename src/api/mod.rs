@@ -97,6 +97,8 @@ pub struct Api {
     pub started: Instant,
     /// The layout steward's state (RING, LEAVE, REMOVE).
     pub layouts: Arc<crate::cluster::steward::Shared>,
+    /// Client users and their rights (AUTH, ACL).
+    pub acl: Arc<crate::acl::Acl>,
 }
 
 /// A value, or nil.

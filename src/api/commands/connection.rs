@@ -340,7 +340,10 @@ impl ConnectionCommand for Reset {
         conn.client.set_name(b"");
         conn.multi = None;
         conn.multi_failed = false;
-        conn.authed = conn.api.info.config.password.is_none();
+        // As Redis: back to the default user if it needs no password,
+        // else unauthenticated.
+        conn.user = conn.api.acl.initial();
+        conn.client.set_user(crate::acl::DEFAULT_USER);
         Frame::Simple("RESET".into()).into()
     }
 }
@@ -360,12 +363,20 @@ impl ConnectionCommand for Select {
 }
 
 /// `AUTH [user] password`
-#[derive(Debug, PartialEq)]
+#[derive(PartialEq)]
 pub struct Auth {
-    /// The user (only `default` exists).
+    /// The user (none: `default`).
     pub user: Option<Vec<u8>>,
     /// The password.
     pub password: Vec<u8>,
+}
+
+/// Never shows the password.
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let user = self.user.as_deref().map(String::from_utf8_lossy);
+        write!(f, "Auth({user:?}, ..)")
+    }
 }
 
 impl ConnectionCommand for Auth {
@@ -374,24 +385,35 @@ impl ConnectionCommand for Auth {
     }
 }
 
+/// Authenticates `conn` as `user` (none: the default user) with
+/// `password`, as Redis's AUTH does: a wrong pair leaves the connection as
+/// it was.
 fn auth(conn: &mut Conn, user: Option<&[u8]>, password: &[u8]) -> Frame {
-    let Some(secret) = &conn.api.info.config.password else {
+    let acl = &conn.api.acl;
+    if user.is_none() && acl.default_is_open() {
         return Frame::err(
             "AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
         );
-    };
+    }
     // An empty user name is the default user (`redis-cli` sends one
     // for `redis://:pw@host`).
-    if user.is_none_or(|u| u.is_empty() || u == b"default") && secret.matches(password) {
-        conn.authed = true;
-        Frame::ok()
-    } else {
-        Frame::Error("WRONGPASS invalid username-password pair or user is disabled.".into())
+    let name = user
+        .filter(|u| !u.is_empty())
+        .unwrap_or(crate::acl::DEFAULT_USER.as_bytes());
+    match acl.authenticate(name, password) {
+        Some(u) => {
+            conn.client.set_user(&u.name);
+            conn.user = Some(u);
+            Frame::ok()
+        }
+        None => {
+            Frame::Error("WRONGPASS invalid username-password pair or user is disabled.".into())
+        }
     }
 }
 
 /// `HELLO [protover [AUTH user pass] [SETNAME name]]`
-#[derive(Debug, PartialEq)]
+#[derive(PartialEq)]
 pub struct Hello {
     /// 2 or 3.
     pub proto: Option<i64>,
@@ -399,6 +421,18 @@ pub struct Hello {
     pub auth: Option<(Vec<u8>, Vec<u8>)>,
     /// A connection name.
     pub setname: Option<Vec<u8>>,
+}
+
+/// Never shows the password.
+impl std::fmt::Debug for Hello {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let user = self.auth.as_ref().map(|(u, _)| String::from_utf8_lossy(u));
+        f.debug_struct("Hello")
+            .field("proto", &self.proto)
+            .field("auth_user", &user)
+            .field("setname", &self.setname)
+            .finish()
+    }
 }
 
 fn parse_hello(c: &Call) -> Result<Action, String> {
@@ -450,7 +484,7 @@ impl ConnectionCommand for Hello {
             if matches!(r, Frame::Error(_)) {
                 return r.into();
             }
-        } else if !conn.authed {
+        } else if conn.user.is_none() {
             return Frame::Error(
                 "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time".into(),
             )
@@ -595,8 +629,10 @@ pub struct KillFilter {
     pub skipme: bool,
     /// The old form (`CLIENT KILL addr`): answers `+OK` or an error, not a count.
     pub legacy: bool,
-    /// `TYPE`/`USER` named something no connection here is (`pubsub`,
-    /// `replica`, a user other than `default`): nothing matches.
+    /// Only connections authenticated as this user (`USER`).
+    pub user: Option<String>,
+    /// `TYPE` named something no connection here is (`pubsub`,
+    /// `replica`): nothing matches.
     pub matches_none: bool,
     /// Only connections older than this many seconds (`MAXAGE`).
     pub older_than_secs: Option<u64>,
@@ -643,7 +679,7 @@ fn parse_kill(args: &[Vec<u8>]) -> Result<KillFilter, String> {
                     ));
                 }
             },
-            "USER" => f.matches_none |= pair[1] != b"default",
+            "USER" => f.user = Some(String::from_utf8_lossy(&pair[1]).into_owned()),
             "MAXAGE" => {
                 let age = int(&pair[1])?;
                 f.older_than_secs = Some(u64::try_from(age).unwrap_or(0));
