@@ -343,6 +343,19 @@ fn build_config(
         .as_ref()
         .filter(|p| !p.is_empty())
         .map(distro_db::config::Secret::new);
+    // DISTRO_DB_PASSWORD is both the tools' password and a node's
+    // --password: set beside DISTRO_DB_USER it is some user's password, and
+    // would make it the default user's, with every right.
+    if c.password.is_some()
+        && std::env::var_os(distro_db::client::USER_ENV).is_some_and(|u| !u.is_empty())
+        && std::env::var(distro_db::client::PASSWORD_ENV).ok() == o.password
+    {
+        anyhow::bail!(
+            "DISTRO_DB_PASSWORD is set together with DISTRO_DB_USER (a client's credentials): \
+             for a node it would be the default user's password, with every right. Unset \
+             DISTRO_DB_USER to mean that, or start the node without these variables"
+        );
+    }
     c.users = distro_db::acl::gather_users(
         &o.users,
         o.users_file.as_deref(),

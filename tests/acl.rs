@@ -525,6 +525,7 @@ fn start_fails(args: &[&str], envs: &[(&str, &str)]) -> (bool, String) {
         .args(args)
         .env_remove("DISTRO_DB_PASSWORD")
         .env_remove("DISTRO_DB_USERS")
+        .env_remove("DISTRO_DB_USER")
         .envs(envs.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -601,6 +602,15 @@ fn malformed_users_are_refused_at_start_without_showing_passwords() {
             &[("DISTRO_DB_USERS", "bob:hunter2")],
             "DISTRO_DB_USERS",
         ),
+        // A client's credentials in the environment are not a node's.
+        (
+            &["--user", "alice:hunter2:read"],
+            &[
+                ("DISTRO_DB_USER", "alice"),
+                ("DISTRO_DB_PASSWORD", "hunter2"),
+            ],
+            "DISTRO_DB_PASSWORD is set together with DISTRO_DB_USER",
+        ),
     ] {
         let (ok, stderr) = start_fails(args, envs);
         assert!(!ok, "{args:?} started");
@@ -623,6 +633,7 @@ fn users_from_the_environment_and_the_password_together() {
         .args(["--user", "alice:apw:read"])
         .env("DISTRO_DB_USERS", "bob:bpw:readwrite\ncarol:cpw:admin")
         .env("DISTRO_DB_PASSWORD", "dpw")
+        .env_remove("DISTRO_DB_USER")
         .env("RUST_LOG", "debug,chitchat=warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
