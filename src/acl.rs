@@ -37,6 +37,24 @@ pub const DEFAULT_USER: &str = "default";
 /// white space).
 pub const USERS_ENV: &str = "DISTRO_DB_USERS";
 
+/// What a client authenticates with (`AUTH [user] password`, `HELLO ...
+/// AUTH user password`): a user (none: the default user) and a password.
+/// Its `Debug` does not show the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The user; `None` is the default user (`AUTH password`).
+    pub user: Option<Vec<u8>>,
+    /// The password.
+    pub password: Vec<u8>,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let user = self.user.as_deref().map(String::from_utf8_lossy);
+        write!(f, "Credentials({user:?}, ..)")
+    }
+}
+
 /// What a user may run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Rights {
@@ -429,6 +447,17 @@ mod tests {
         let shown = format!("{acl:?}");
         assert!(!shown.contains("topsecret"), "{shown}");
         assert!(shown.contains("alice"), "{shown}");
+        // Parsed AUTH and HELLO commands, whose Debug an error may show.
+        for line in [
+            &["AUTH", "topsecret"][..],
+            &["AUTH", "alice", "topsecret"],
+            &["HELLO", "3", "AUTH", "alice", "topsecret"],
+        ] {
+            let words: Vec<Vec<u8>> = line.iter().map(|w| w.as_bytes().to_vec()).collect();
+            let cmd = crate::api::commands::parse(&words).unwrap();
+            let shown = format!("{cmd:?}");
+            assert!(!shown.contains("topsecret"), "{shown}");
+        }
     }
 
     #[test]

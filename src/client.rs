@@ -5,6 +5,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+pub use crate::acl::Credentials;
 use crate::resp::{self, DecodeError, Frame};
 
 /// Time allowed to open a connection.
@@ -35,23 +36,6 @@ pub fn password_from_env() -> Option<Vec<u8>> {
     std::env::var_os(PASSWORD_ENV)
         .filter(|p| !p.is_empty())
         .map(|p| p.into_encoded_bytes())
-}
-
-/// What a client authenticates with: a user (none: the default user) and a
-/// password. Its `Debug` does not show the password.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    /// The user; `None` sends `AUTH password`.
-    pub user: Option<Vec<u8>>,
-    /// The password.
-    pub password: Vec<u8>,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let user = self.user.as_deref().map(String::from_utf8_lossy);
-        write!(f, "Credentials({user:?}, ..)")
-    }
 }
 
 /// The credentials of the environment: the password in [`PASSWORD_ENV`]

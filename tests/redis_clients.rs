@@ -334,11 +334,32 @@ fn redis_py_with_its_defaults() {
     };
     let c = Cluster::start_with(3, &["--gossip-interval-ms", "100"]);
     let ports: Vec<String> = c.nodes.iter().map(|n| n.port.to_string()).collect();
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/redis_py_check.py");
+    run_python(
+        &python,
+        path,
+        "redis_py_check.py",
+        &[
+            ("DDB_PORTS", ports.join(",")),
+            ("DDB_KILL_PID", c.nodes[2].child.id().to_string()),
+        ],
+        "redis-py: all checks passed",
+    );
+}
+
+/// Runs `tests/clients/<script>` with `env`, and checks it succeeded and
+/// printed `passed`.
+fn run_python(
+    python: &str,
+    path: Option<PathBuf>,
+    script: &str,
+    env: &[(&str, String)],
+    passed: &str,
+) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(script);
     let mut cmd = Command::new(python);
-    cmd.arg(script)
-        .env("DDB_PORTS", ports.join(","))
-        .env("DDB_KILL_PID", c.nodes[2].child.id().to_string());
+    cmd.arg(&script).envs(env.iter().map(|(k, v)| (k, v)));
     if let Some(p) = path {
         cmd.env("PYTHONPATH", p);
     }
@@ -346,8 +367,12 @@ fn redis_py_with_its_defaults() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stdout}{stderr}");
-    assert!(out.status.success(), "redis-py check failed: {stderr}");
-    assert!(stdout.contains("redis-py: all checks passed"));
+    assert!(
+        out.status.success(),
+        "{} failed: {stderr}",
+        script.display()
+    );
+    assert!(stdout.contains(passed));
 }
 
 #[test]
@@ -391,20 +416,16 @@ fn redis_py_and_redis_rs_with_acl_users() {
     let Some((python, path)) = python_with_redis() else {
         return;
     };
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/redis_py_acl.py");
-    let mut cmd = Command::new(python);
-    cmd.arg(script)
-        .env("DDB_PORT", port.to_string())
-        .env("DDB_NODE_ID", &c.nodes[0].id);
-    if let Some(p) = path {
-        cmd.env("PYTHONPATH", p);
-    }
-    let out = cmd.output().expect("python runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    eprintln!("{stdout}{stderr}");
-    assert!(out.status.success(), "redis-py acl check failed: {stderr}");
-    assert!(stdout.contains("redis-py acl: all checks passed"));
+    run_python(
+        &python,
+        path,
+        "redis_py_acl.py",
+        &[
+            ("DDB_PORT", port.to_string()),
+            ("DDB_NODE_ID", c.nodes[0].id.clone()),
+        ],
+        "redis-py acl: all checks passed",
+    );
     assert_eq!(c.cmd(0, &["GET", "rs:k"]), bulk("v"));
 }
 

@@ -5,6 +5,7 @@
 use super::args::{SYNTAX, int, text, unknown_sub, upper};
 use super::spec::*;
 use super::{Access, Action, Call, ConnReply, ConnectionCommand, Family};
+use crate::acl::Credentials;
 use crate::api::After;
 use crate::api::info::REDIS_VERSION;
 use crate::api::resp::{Frame, Proto};
@@ -83,14 +84,14 @@ const COMMANDS: &[Spec] = &[
         .opt()])
         .before_auth(),
     cmd("auth", -2, CONNECTION, "1.0.0", Access::Connection, |c| match c.args {
-        [password] => Ok(Action::connection(Auth {
+        [password] => Ok(Action::connection(Auth(Credentials {
             user: None,
             password: password.clone(),
-        })),
-        [user, password] => Ok(Action::connection(Auth {
+        }))),
+        [user, password] => Ok(Action::connection(Auth(Credentials {
             user: Some(user.clone()),
             password: password.clone(),
-        })),
+        }))),
         _ => Err(c.arity_error()),
     })
     .doc(
@@ -362,34 +363,21 @@ impl ConnectionCommand for Select {
     }
 }
 
-/// `AUTH [user] password`
-#[derive(PartialEq)]
-pub struct Auth {
-    /// The user (none: `default`).
-    pub user: Option<Vec<u8>>,
-    /// The password.
-    pub password: Vec<u8>,
-}
-
-/// Never shows the password.
-impl std::fmt::Debug for Auth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let user = self.user.as_deref().map(String::from_utf8_lossy);
-        write!(f, "Auth({user:?}, ..)")
-    }
-}
+/// `AUTH [user] password` (its `Debug` does not show the password).
+#[derive(Debug, PartialEq)]
+pub struct Auth(pub Credentials);
 
 impl ConnectionCommand for Auth {
     fn run(self: Box<Self>, conn: &mut Conn) -> ConnReply {
-        auth(conn, self.user.as_deref(), &self.password).into()
+        auth(conn, &self.0).into()
     }
 }
 
-/// Authenticates `conn` as `user` (none: the default user) with
-/// `password`, as Redis's AUTH does: a wrong pair leaves the connection as
-/// it was.
-fn auth(conn: &mut Conn, user: Option<&[u8]>, password: &[u8]) -> Frame {
+/// Authenticates `conn` with `creds` (no user: the default user), as
+/// Redis's AUTH does: a wrong pair leaves the connection as it was.
+fn auth(conn: &mut Conn, creds: &Credentials) -> Frame {
     let acl = &conn.api.acl;
+    let (user, password) = (creds.user.as_deref(), &creds.password);
     if user.is_none() && acl.default_is_open() {
         return Frame::err(
             "AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
@@ -412,27 +400,16 @@ fn auth(conn: &mut Conn, user: Option<&[u8]>, password: &[u8]) -> Frame {
     }
 }
 
-/// `HELLO [protover [AUTH user pass] [SETNAME name]]`
-#[derive(PartialEq)]
+/// `HELLO [protover [AUTH user pass] [SETNAME name]]` (its `Debug` does not
+/// show the password).
+#[derive(Debug, PartialEq)]
 pub struct Hello {
     /// 2 or 3.
     pub proto: Option<i64>,
-    /// Credentials.
-    pub auth: Option<(Vec<u8>, Vec<u8>)>,
+    /// Credentials (always with a user).
+    pub auth: Option<Credentials>,
     /// A connection name.
     pub setname: Option<Vec<u8>>,
-}
-
-/// Never shows the password.
-impl std::fmt::Debug for Hello {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let user = self.auth.as_ref().map(|(u, _)| String::from_utf8_lossy(u));
-        f.debug_struct("Hello")
-            .field("proto", &self.proto)
-            .field("auth_user", &user)
-            .field("setname", &self.setname)
-            .finish()
-    }
 }
 
 fn parse_hello(c: &Call) -> Result<Action, String> {
@@ -449,7 +426,10 @@ fn parse_hello(c: &Call) -> Result<Action, String> {
     while let Some((word, more)) = opts.split_first() {
         match upper(word).as_str() {
             "AUTH" if more.len() >= 2 => {
-                auth = Some((more[0].clone(), more[1].clone()));
+                auth = Some(Credentials {
+                    user: Some(more[0].clone()),
+                    password: more[1].clone(),
+                });
                 opts = &more[2..];
             }
             "SETNAME" if !more.is_empty() => {
@@ -479,8 +459,8 @@ impl ConnectionCommand for Hello {
             Some(3) => Proto::V3,
             Some(_) => return Frame::Error("NOPROTO unsupported protocol version".into()).into(),
         };
-        if let Some((user, pass)) = &self.auth {
-            let r = auth(conn, Some(user), pass);
+        if let Some(creds) = &self.auth {
+            let r = auth(conn, creds);
             if matches!(r, Frame::Error(_)) {
                 return r.into();
             }
