@@ -40,16 +40,22 @@ pub fn password_from_env() -> Option<Vec<u8>> {
 
 /// The credentials of the environment: the password in [`PASSWORD_ENV`]
 /// and the user in [`USER_ENV`] (or `user`, given on the command line,
-/// which wins). None without a password.
-pub fn credentials_from_env(user: Option<&str>) -> Option<Credentials> {
-    let password = password_from_env()?;
+/// which wins). None without a password; an error when `user` is given
+/// without one.
+pub fn credentials_from_env(user: Option<&str>) -> Result<Option<Credentials>, String> {
+    let Some(password) = password_from_env() else {
+        return match user {
+            Some(_) => Err(format!("--user needs the password in {PASSWORD_ENV}")),
+            None => Ok(None),
+        };
+    };
     let user = match user {
         Some(u) => Some(u.as_bytes().to_vec()),
         None => std::env::var_os(USER_ENV)
             .filter(|u| !u.is_empty())
             .map(|u| u.into_encoded_bytes()),
     };
-    Some(Credentials { user, password })
+    Ok(Some(Credentials { user, password }))
 }
 
 impl Client {
@@ -88,10 +94,10 @@ impl Client {
     /// Authenticates the connection (`AUTH password`); a refused password
     /// is an error of kind `PermissionDenied` carrying the node's message.
     pub fn auth(&mut self, password: &[u8]) -> io::Result<()> {
-        match self.call(&[b"AUTH".as_slice(), password])? {
-            Frame::Error(e) => Err(io::Error::new(io::ErrorKind::PermissionDenied, e)),
-            _ => Ok(()),
-        }
+        self.auth_as(&Credentials {
+            user: None,
+            password: password.to_vec(),
+        })
     }
 
     /// Authenticates the connection as `creds` says (`AUTH [user]

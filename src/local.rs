@@ -319,7 +319,7 @@ fn live_count(addr: &str) -> usize {
     let Ok(mut c) = Client::connect_with(addr, Duration::from_secs(2)) else {
         return 0;
     };
-    if let Some(creds) = crate::client::credentials_from_env(None)
+    if let Ok(Some(creds)) = crate::client::credentials_from_env(None)
         && c.auth_as(&creds).is_err()
     {
         return 0;

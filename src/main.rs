@@ -698,12 +698,10 @@ fn leave(addr: &str, wait: Duration, user: Option<&str>) -> anyhow::Result<i32> 
     use distro_db::resp::Frame;
     let mut client = distro_db::client::Client::connect(addr)
         .with_context(|| format!("cannot connect to {addr}"))?;
-    match distro_db::client::credentials_from_env(user) {
-        Some(creds) => client.auth_as(&creds).context("AUTH failed")?,
-        None if user.is_some() => {
-            anyhow::bail!("--user needs the password in DISTRO_DB_PASSWORD")
-        }
-        None => {}
+    if let Some(creds) =
+        distro_db::client::credentials_from_env(user).map_err(anyhow::Error::msg)?
+    {
+        client.auth_as(&creds).context("AUTH failed")?;
     }
     match client.call(&["LEAVE"]).context("LEAVE")? {
         Frame::Simple(s) => eprintln!("{s}"),
