@@ -138,6 +138,9 @@ pub struct BenchArgs {
     /// Send `AUTH <password>` on each connection first (RESP only).
     #[arg(long)]
     pub password: Option<String>,
+    /// With --password: send `AUTH <user> <password>` (an ACL user).
+    #[arg(long, value_name = "NAME", requires = "password")]
+    pub user: Option<String>,
     /// No progress line on standard error.
     #[arg(long)]
     pub quiet: bool,
@@ -211,6 +214,8 @@ pub struct BenchConfig {
     pub seed: u64,
     /// AUTH password, if any.
     pub password: Option<String>,
+    /// AUTH user, if any (with a password).
+    pub user: Option<String>,
     /// Show the progress line (when standard error is a terminal).
     pub progress: bool,
     /// Wire protocol.
@@ -330,6 +335,7 @@ impl BenchArgs {
             warmup,
             seed: self.seed.unwrap_or_else(rand::random),
             password: self.password.clone(),
+            user: self.user.clone(),
             progress: !self.quiet,
             protocol: self.protocol,
             tls: self
@@ -837,7 +843,13 @@ impl Conn {
         };
         if let Some(pw) = &config.password {
             let mut out = Vec::new();
-            out.extend_from_slice(b"*2\r\n$4\r\nAUTH\r\n");
+            match &config.user {
+                Some(user) => {
+                    out.extend_from_slice(b"*3\r\n$4\r\nAUTH\r\n");
+                    push_bulk(&mut out, user.as_bytes());
+                }
+                None => out.extend_from_slice(b"*2\r\n$4\r\nAUTH\r\n"),
+            }
             push_bulk(&mut out, pw.as_bytes());
             let outcome = conn.round_trip(&out, 1, false, &mut |_| {}).await?;
             if outcome.errors > 0 {

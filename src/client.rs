@@ -8,6 +8,7 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+pub use crate::acl::Credentials;
 use crate::resp::{self, DecodeError, Frame};
 use crate::tls::ClientTls;
 
@@ -79,11 +80,36 @@ pub struct Client {
 /// client password from.
 pub const PASSWORD_ENV: &str = "DISTRO_DB_PASSWORD";
 
+/// The environment variable the command-line tools read the user to
+/// authenticate as from (with the password in [`PASSWORD_ENV`]); unset:
+/// the default user.
+pub const USER_ENV: &str = "DISTRO_DB_USER";
+
 /// The password in [`PASSWORD_ENV`], if set and not empty.
 pub fn password_from_env() -> Option<Vec<u8>> {
     std::env::var_os(PASSWORD_ENV)
         .filter(|p| !p.is_empty())
         .map(|p| p.into_encoded_bytes())
+}
+
+/// The credentials of the environment: the password in [`PASSWORD_ENV`]
+/// and the user in [`USER_ENV`] (or `user`, given on the command line,
+/// which wins). None without a password; an error when `user` is given
+/// without one.
+pub fn credentials_from_env(user: Option<&str>) -> Result<Option<Credentials>, String> {
+    let Some(password) = password_from_env() else {
+        return match user {
+            Some(_) => Err(format!("--user needs the password in {PASSWORD_ENV}")),
+            None => Ok(None),
+        };
+    };
+    let user = match user {
+        Some(u) => Some(u.as_bytes().to_vec()),
+        None => std::env::var_os(USER_ENV)
+            .filter(|u| !u.is_empty())
+            .map(|u| u.into_encoded_bytes()),
+    };
+    Ok(Some(Credentials { user, password }))
 }
 
 impl Client {
@@ -137,7 +163,21 @@ impl Client {
     /// Authenticates the connection (`AUTH password`); a refused password
     /// is an error of kind `PermissionDenied` carrying the node's message.
     pub fn auth(&mut self, password: &[u8]) -> io::Result<()> {
-        match self.call(&[b"AUTH".as_slice(), password])? {
+        self.auth_as(&Credentials {
+            user: None,
+            password: password.to_vec(),
+        })
+    }
+
+    /// Authenticates the connection as `creds` says (`AUTH [user]
+    /// password`); a refused pair is an error of kind `PermissionDenied`
+    /// carrying the node's message.
+    pub fn auth_as(&mut self, creds: &Credentials) -> io::Result<()> {
+        let reply = match &creds.user {
+            Some(user) => self.call(&[b"AUTH".as_slice(), user, &creds.password])?,
+            None => self.call(&[b"AUTH".as_slice(), &creds.password])?,
+        };
+        match reply {
             Frame::Error(e) => Err(io::Error::new(io::ErrorKind::PermissionDenied, e)),
             _ => Ok(()),
         }

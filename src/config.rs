@@ -173,6 +173,9 @@ pub struct Config {
     /// The password clients must give (`AUTH`, `HELLO ... AUTH`); none: no
     /// authentication.
     pub password: Option<Secret>,
+    /// Client users with their rights (`--user`, `--users-file`,
+    /// `DISTRO_DB_USERS`; see [`crate::acl`]).
+    pub users: Vec<crate::acl::UserSpec>,
     /// The cluster secret peers prove they hold (`--cluster-secret`); none:
     /// peers authenticate nothing, and the node must listen on loopback
     /// unless `insecure_peers`.
@@ -218,6 +221,7 @@ impl Config {
             compaction_interval: crate::storage::LogOptions::default().compaction_interval,
             limits: crate::limits::ServerLimits::default(),
             password: None,
+            users: Vec::new(),
             cluster_secret: None,
             insecure_peers: false,
             sibling_reads: SiblingReads::Pick,
@@ -260,6 +264,7 @@ impl Config {
                 self.advertise
             ));
         }
+        crate::acl::Acl::new(self.password.as_ref(), &self.users)?;
         if self.cluster_secret.is_none()
             && !self.insecure_peers
             && !(self.listen.ip().is_loopback() && self.advertise.ip().is_loopback())

@@ -17,6 +17,7 @@
 //! - [`clock`]: the wall-clock seam (system time, or moved by hand in tests).
 //! - [`config`], [`limits`], [`epoch`]: settings, connection and memory
 //!   limits, and the rule for keeping a vector-clock epoch.
+//! - [`acl`]: client users, their rights and `AUTH`'s check.
 //!
 //! On disk: [`durable`] (atomic, fsynced file writes; every file a node
 //! writes goes through it) and [`identity`] (the node id a data directory
@@ -39,6 +40,7 @@
 //! [`client`], [`repl`], [`local`], and [`bench`] (`db bench`, a closed-loop
 //! load generator for RESP servers and etcd's HTTP gateway).
 
+pub mod acl;
 pub mod api;
 pub mod bench;
 pub mod client;
@@ -63,8 +65,8 @@ pub mod rpc;
 pub mod server;
 pub mod storage;
 pub mod text;
-pub mod token;
 pub mod tls;
+pub mod token;
 pub mod vclock;
 pub mod workers;
 pub mod write;

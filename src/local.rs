@@ -319,8 +319,8 @@ fn live_count(addr: &str) -> usize {
     let Ok(mut c) = Client::connect_with(addr, Duration::from_secs(2)) else {
         return 0;
     };
-    if let Some(p) = crate::client::password_from_env()
-        && c.auth(&p).is_err()
+    if let Ok(Some(creds)) = crate::client::credentials_from_env(None)
+        && c.auth_as(&creds).is_err()
     {
         return 0;
     }

@@ -92,6 +92,10 @@ enum Cmd {
         connect: String,
         #[command(flatten)]
         tls: distro_db::tls::ClientArgs,
+        /// Authenticate as this user, with the password in DISTRO_DB_PASSWORD
+        /// (default: DISTRO_DB_USER, else the default user).
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
     },
     /// Ask a running node to leave the cluster: it hands every partition it
     /// owns to the nodes that take them over, then stops. Waits until it has.
@@ -104,6 +108,11 @@ enum Cmd {
         wait_secs: u64,
         #[command(flatten)]
         tls: distro_db::tls::ClientArgs,
+        /// Authenticate as this user (it needs the admin right), with the
+        /// password in DISTRO_DB_PASSWORD (default: DISTRO_DB_USER, else the
+        /// default user).
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
     },
     /// Start a local cluster (every node a background process) and open the
     /// REPL against it; EXIT leaves the cluster running, QUIT stops it.
@@ -237,6 +246,17 @@ struct NodeOpts {
         value_name = "PASSWORD"
     )]
     password: Option<String>,
+    /// A client user with its rights, NAME:PASSWORD:RIGHTS, where RIGHTS is
+    /// `read`, `readwrite` or `admin` (repeatable). Prefer --users-file or
+    /// the environment variable DISTRO_DB_USERS (specs separated by white
+    /// space): a flag shows in `ps`. With users and no --password, clients
+    /// must AUTH as one of them.
+    #[arg(long = "user", value_name = "NAME:PASSWORD:RIGHTS")]
+    users: Vec<String>,
+    /// Read client users from this file: one NAME:PASSWORD:RIGHTS per line
+    /// (blank lines and # comments skipped).
+    #[arg(long, value_name = "FILE")]
+    users_file: Option<PathBuf>,
     /// The secret every node of the cluster holds: peer connections
     /// authenticate both ways with it (HMAC challenge-response; it never
     /// crosses the wire). Prefer the environment variable or the file: a flag
@@ -329,6 +349,25 @@ fn build_config(
         .as_ref()
         .filter(|p| !p.is_empty())
         .map(distro_db::config::Secret::new);
+    // DISTRO_DB_PASSWORD is both the tools' password and a node's
+    // --password: set beside DISTRO_DB_USER it is some user's password, and
+    // would make it the default user's, with every right.
+    if c.password.is_some()
+        && std::env::var_os(distro_db::client::USER_ENV).is_some_and(|u| !u.is_empty())
+        && std::env::var(distro_db::client::PASSWORD_ENV).ok() == o.password
+    {
+        anyhow::bail!(
+            "DISTRO_DB_PASSWORD is set together with DISTRO_DB_USER (a client's credentials): \
+             for a node it would be the default user's password, with every right. Unset \
+             DISTRO_DB_USER to mean that, or start the node without these variables"
+        );
+    }
+    c.users = distro_db::acl::gather_users(
+        &o.users,
+        o.users_file.as_deref(),
+        std::env::var(distro_db::acl::USERS_ENV).ok().as_deref(),
+    )
+    .map_err(anyhow::Error::msg)?;
     c.insecure_peers = o.insecure_peers;
     c.cluster_secret = match (&o.cluster_secret, &o.cluster_secret_file) {
         (Some(s), _) => Some(s.clone()),
@@ -516,9 +555,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             start_logs(&to, &config)?;
             run_master(config)
         }
-        Cmd::Repl { connect, tls } => {
+        Cmd::Repl { connect, tls, user } => {
             use_tls(&tls)?;
-            repl::run(&connect)?;
+            repl::run_as(&connect, user.as_deref())?;
             Ok(0)
         }
         Cmd::Bench(args) => run_bench(&args).map(|()| 0),
@@ -526,9 +565,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             connect,
             wait_secs,
             tls,
+            user,
         } => {
             use_tls(&tls)?;
-            leave(&connect, Duration::from_secs(wait_secs))
+            leave(&connect, Duration::from_secs(wait_secs), user.as_deref())
         }
         Cmd::Local {
             nodes,
@@ -678,12 +718,14 @@ fn run_master(config: Config) -> anyhow::Result<i32> {
 
 /// `db leave --connect ADDR`: sends LEAVE, then waits (bounded) until the
 /// node has handed its partitions over and stopped.
-fn leave(addr: &str, wait: Duration) -> anyhow::Result<i32> {
+fn leave(addr: &str, wait: Duration, user: Option<&str>) -> anyhow::Result<i32> {
     use distro_db::resp::Frame;
     let mut client = distro_db::client::Client::connect(addr)
         .with_context(|| format!("cannot connect to {addr}"))?;
-    if let Some(pw) = distro_db::client::password_from_env() {
-        client.auth(&pw).context("AUTH failed")?;
+    if let Some(creds) =
+        distro_db::client::credentials_from_env(user).map_err(anyhow::Error::msg)?
+    {
+        client.auth_as(&creds).context("AUTH failed")?;
     }
     match client.call(&["LEAVE"]).context("LEAVE")? {
         Frame::Simple(s) => eprintln!("{s}"),

@@ -273,6 +273,10 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         started: std::time::Instant::now(),
         layouts: membership.layouts().clone(),
         context_key: config.context_key(),
+        acl: Arc::new(
+            crate::acl::Acl::new(config.password.as_ref(), &config.users)
+                .map_err(anyhow::Error::msg)?,
+        ),
     });
     let port = crate::server::Port {
         api,

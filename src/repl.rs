@@ -16,7 +16,7 @@ pub mod lineedit;
 
 use std::io::{self, BufRead, IsTerminal, Write};
 
-use crate::client::Client;
+use crate::client::{Client, Credentials};
 use crate::config::{MAX_KEY_LEN, MAX_VALUE_LEN};
 use crate::resp::{Frame, MAX_BULK_LEN};
 pub use crate::text::{Token, quote, tokenize};
@@ -139,7 +139,7 @@ Commands (case-insensitive; quote values with spaces: SET k \"a b\"; \"\\xff\" i
   VGET <key> [R=<n>]                        read with the context token: CTX=<token> <siblings...>
   DEL <key> [<key> ...]                     delete (writes tombstones); VDEL <key> [W=<n>] [CTX=<token>]
   SET <key> <value> EX <s> | PX <ms> ...    Redis options work too: NX, XX, GET, KEEPTTL; INCR, EXPIRE, TTL, MGET, SCAN...
-  AUTH <password>                           when the node has one (or set DISTRO_DB_PASSWORD before starting the REPL)
+  AUTH [<user>] <password>                  when the node has users or a password (or set DISTRO_DB_USER and DISTRO_DB_PASSWORD before starting the REPL)
   NODES                                     every member: id, address, live/down
   RING                                      the layout: each node's state and share, the change under way
   LEAVE                                     this node hands its partitions over, then stops
@@ -169,16 +169,16 @@ struct Session {
     /// The id of the node the REPL is attached to (from STATUS), if known.
     node_id: Option<String>,
     mode: Mode,
-    /// The password to authenticate with (from the environment, or the last
-    /// `AUTH` that succeeded), sent again on every reconnect.
-    password: Option<Vec<u8>>,
+    /// The user and password to authenticate with (from the environment,
+    /// or the last `AUTH` that succeeded), sent again on every reconnect.
+    creds: Option<Credentials>,
 }
 
-/// Connects to `addr` and authenticates with `password`, if any.
-fn connect(addr: &str, password: Option<&[u8]>) -> io::Result<Client> {
+/// Connects to `addr` and authenticates with `creds`, if any.
+fn connect(addr: &str, creds: Option<&Credentials>) -> io::Result<Client> {
     let mut client = Client::connect(addr)?;
-    if let Some(p) = password {
-        client.auth(p)?;
+    if let Some(c) = creds {
+        client.auth_as(c)?;
     }
     Ok(client)
 }
@@ -186,14 +186,34 @@ fn connect(addr: &str, password: Option<&[u8]>) -> io::Result<Client> {
 /// Runs the REPL against the node at `addr` (`db repl --connect`) until
 /// QUIT, EXIT or end of input.
 pub fn run(addr: &str) -> anyhow::Result<Outcome> {
-    run_with_prompt(addr, &format!("db {addr}> "), Mode::Client)
+    run_as(addr, None)
+}
+
+/// [`run`], authenticating as `user` (none: `DISTRO_DB_USER`, else the
+/// default user) with the password in `DISTRO_DB_PASSWORD`.
+pub fn run_as(addr: &str, user: Option<&str>) -> anyhow::Result<Outcome> {
+    let creds = crate::client::credentials_from_env(user).map_err(anyhow::Error::msg)?;
+    run_session(addr, &format!("db {addr}> "), Mode::Client, creds)
 }
 
 /// [`run`] with a given prompt and mode (`db master` and `db local` show
 /// `db> `).
 pub fn run_with_prompt(addr: &str, prompt: &str, mode: Mode) -> anyhow::Result<Outcome> {
-    let password = crate::client::password_from_env();
-    let mut client = connect(addr, password.as_deref())
+    run_session(
+        addr,
+        prompt,
+        mode,
+        crate::client::credentials_from_env(None).unwrap_or(None),
+    )
+}
+
+fn run_session(
+    addr: &str,
+    prompt: &str,
+    mode: Mode,
+    creds: Option<Credentials>,
+) -> anyhow::Result<Outcome> {
+    let mut client = connect(addr, creds.as_ref())
         .map_err(|e| anyhow::anyhow!("cannot connect to {addr}: {e}"))?;
     let node_id = node_id(&mut client);
     let mut session = Session {
@@ -201,7 +221,7 @@ pub fn run_with_prompt(addr: &str, prompt: &str, mode: Mode) -> anyhow::Result<O
         addr: addr.to_string(),
         node_id,
         mode,
-        password,
+        creds,
     };
     if io::stdin().is_terminal() && io::stdout().is_terminal() {
         run_terminal(&mut session, prompt)
@@ -427,20 +447,49 @@ fn eval(session: &mut Session, line: &[u8], out: &mut impl Write) -> anyhow::Res
 /// it may have been applied.
 fn call_with_reconnect(session: &mut Session, args: &[Vec<u8>]) -> io::Result<Frame> {
     if session.client.is_closed() {
-        session.client = connect(&session.addr, session.password.as_deref())?;
+        session.client = connect(&session.addr, session.creds.as_ref())?;
     }
     let reply = session.client.call(args)?;
-    // Remember a password that worked, for reconnects.
-    if let [name, .., password] = args
-        && name.eq_ignore_ascii_case(b"AUTH")
-        && reply == Frame::ok()
+    // Remember credentials that worked, for reconnects.
+    if !matches!(reply, Frame::Error(_))
+        && let Some(creds) = credentials_of(args)
     {
-        session.password = Some(password.clone());
+        session.creds = Some(creds);
         if session.node_id.is_none() {
             session.node_id = node_id(&mut session.client);
         }
     }
     Ok(reply)
+}
+
+/// The credentials a command authenticates with: `AUTH [user] password`,
+/// `HELLO v AUTH user password ...`.
+fn credentials_of(args: &[Vec<u8>]) -> Option<Credentials> {
+    let name = args.first()?;
+    if name.eq_ignore_ascii_case(b"AUTH") {
+        return match args {
+            [_, password] => Some(Credentials {
+                user: None,
+                password: password.clone(),
+            }),
+            [_, user, password] => Some(Credentials {
+                user: Some(user.clone()),
+                password: password.clone(),
+            }),
+            _ => None,
+        };
+    }
+    if name.eq_ignore_ascii_case(b"HELLO") {
+        let at = args.iter().position(|a| a.eq_ignore_ascii_case(b"AUTH"))?;
+        return match (args.get(at + 1), args.get(at + 2)) {
+            (Some(user), Some(password)) => Some(Credentials {
+                user: Some(user.clone()),
+                password: password.clone(),
+            }),
+            _ => None,
+        };
+    }
+    None
 }
 
 #[cfg(test)]
@@ -456,6 +505,30 @@ mod tests {
         assert!(e.contains("the limit is 8 MiB"), "{e}");
         let e = check_sizes("GET", &args(MAX_KEY_LEN + 1, 0)[..2]).unwrap_err();
         assert!(e.contains("the limit is 16 KiB"), "{e}");
+    }
+
+    #[test]
+    fn auth_and_hello_credentials_are_remembered() {
+        let w = |line: &[&str]| -> Vec<Vec<u8>> {
+            line.iter().map(|s| s.as_bytes().to_vec()).collect()
+        };
+        let creds = |user: Option<&str>, pw: &str| Credentials {
+            user: user.map(|u| u.as_bytes().to_vec()),
+            password: pw.as_bytes().to_vec(),
+        };
+        assert_eq!(credentials_of(&w(&["auth", "pw"])), Some(creds(None, "pw")));
+        assert_eq!(
+            credentials_of(&w(&["AUTH", "alice", "pw"])),
+            Some(creds(Some("alice"), "pw"))
+        );
+        assert_eq!(
+            credentials_of(&w(&["HELLO", "3", "AUTH", "alice", "pw", "SETNAME", "x"])),
+            Some(creds(Some("alice"), "pw"))
+        );
+        assert_eq!(credentials_of(&w(&["HELLO", "3"])), None);
+        assert_eq!(credentials_of(&w(&["AUTH"])), None);
+        assert_eq!(credentials_of(&w(&["GET", "AUTH"])), None);
+        assert!(!format!("{:?}", creds(Some("alice"), "topsecret")).contains("topsecret"));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! node's kill -9), redis-py (tests/clients/redis_py_check.py, with its
 //! defaults) and redis-cli (`--scan`, `--bigkeys`, `--stat`, `HELP`, `-a`).
 //! Also, end to end: expiry on every replica, counters incremented on both
-//! sides of a partition, SCAN of 10,000 keys across a node failure, AUTH.
+//! sides of a partition, SCAN of 10,000 keys across a node failure, AUTH,
+//! and ACL users (redis-py and redis-rs with a user name and password).
 
 mod common;
 
@@ -278,11 +279,32 @@ fn redis_py_with_its_defaults() {
     };
     let c = Cluster::start_with(3, &["--gossip-interval-ms", "100"]);
     let ports: Vec<String> = c.nodes.iter().map(|n| n.port.to_string()).collect();
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/redis_py_check.py");
+    run_python(
+        &python,
+        path,
+        "redis_py_check.py",
+        &[
+            ("DDB_PORTS", ports.join(",")),
+            ("DDB_KILL_PID", c.nodes[2].child.id().to_string()),
+        ],
+        "redis-py: all checks passed",
+    );
+}
+
+/// Runs `tests/clients/<script>` with `env`, and checks it succeeded and
+/// printed `passed`.
+fn run_python(
+    python: &str,
+    path: Option<PathBuf>,
+    script: &str,
+    env: &[(&str, String)],
+    passed: &str,
+) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(script);
     let mut cmd = Command::new(python);
-    cmd.arg(script)
-        .env("DDB_PORTS", ports.join(","))
-        .env("DDB_KILL_PID", c.nodes[2].child.id().to_string());
+    cmd.arg(&script).envs(env.iter().map(|(k, v)| (k, v)));
     if let Some(p) = path {
         cmd.env("PYTHONPATH", p);
     }
@@ -290,8 +312,66 @@ fn redis_py_with_its_defaults() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stdout}{stderr}");
-    assert!(out.status.success(), "redis-py check failed: {stderr}");
-    assert!(stdout.contains("redis-py: all checks passed"));
+    assert!(
+        out.status.success(),
+        "{} failed: {stderr}",
+        script.display()
+    );
+    assert!(stdout.contains(passed));
+}
+
+#[test]
+fn redis_py_and_redis_rs_with_acl_users() {
+    let c = Cluster::start_as(
+        1,
+        &[
+            "--user",
+            "reader:rpw:read",
+            "--user",
+            "writer:wpw:readwrite",
+            "--user",
+            "root:rootpw:admin",
+        ],
+        "root",
+        "rootpw",
+    );
+    let port = c.nodes[0].port;
+    // redis-rs: a user and password in the URL, RESP2 and RESP3.
+    for resp3 in [false, true] {
+        let proto = if resp3 { "?protocol=resp3" } else { "" };
+        let root =
+            redis::Client::open(format!("redis://root:rootpw@127.0.0.1:{port}/{proto}")).unwrap();
+        let mut root = root.get_connection().unwrap();
+        let _: () = root.set("rs:k", "v").unwrap();
+        let reader =
+            redis::Client::open(format!("redis://reader:rpw@127.0.0.1:{port}/{proto}")).unwrap();
+        let mut reader = reader.get_connection().unwrap();
+        assert_eq!(reader.get::<_, String>("rs:k").unwrap(), "v");
+        let err = reader.set::<_, _, ()>("rs:k", "x").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("User reader has no permissions to run the 'set' command"),
+            "{err}"
+        );
+        assert_eq!(root.get::<_, String>("rs:k").unwrap(), "v");
+        let wrong =
+            redis::Client::open(format!("redis://reader:nope@127.0.0.1:{port}/{proto}")).unwrap();
+        assert!(wrong.get_connection().is_err(), "a wrong password connects");
+    }
+    let Some((python, path)) = python_with_redis() else {
+        return;
+    };
+    run_python(
+        &python,
+        path,
+        "redis_py_acl.py",
+        &[
+            ("DDB_PORT", port.to_string()),
+            ("DDB_NODE_ID", c.nodes[0].id.clone()),
+        ],
+        "redis-py acl: all checks passed",
+    );
+    assert_eq!(c.cmd(0, &["GET", "rs:k"]), bulk("v"));
 }
 
 #[test]

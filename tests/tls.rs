@@ -112,6 +112,7 @@ fn tls_cluster(n: usize, dir: tempfile::TempDir, ca: &Ca, extra: &[&str]) -> Clu
         dir,
         extra: Vec::new(),
         durable: false,
+        auth: None,
     };
     for &port in &ports {
         let (cert, key) = ca.leaf(cluster.dir.path(), &format!("node-{port}"));
@@ -374,6 +375,7 @@ fn client_certificates_are_checked_and_a_node_of_another_ca_cannot_join() {
         .map(|x| x.to_string())
         .collect(),
         durable: false,
+        auth: None,
     };
     let rogue = rogue_cluster.spawn_node(port, &ports);
     let rogue_id = format!("node-{port}");

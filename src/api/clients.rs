@@ -26,6 +26,8 @@ pub struct ClientHandle {
     name: Mutex<Option<String>>,
     lib: Mutex<(Option<String>, Option<String>)>,
     last_cmd: Mutex<String>,
+    /// The user authenticated as, when not `default`.
+    user: Mutex<Option<String>>,
     proto: AtomicU8,
     /// Cancelled by `CLIENT KILL`.
     pub kill: CancellationToken,
@@ -67,6 +69,18 @@ impl ClientHandle {
         }
     }
 
+    /// Records the user the connection authenticated as.
+    pub fn set_user(&self, name: &str) {
+        *lock(&self.user) = (name != crate::acl::DEFAULT_USER).then(|| name.to_string());
+    }
+
+    /// The user the connection runs as (`default` until AUTH says otherwise).
+    pub fn user(&self) -> String {
+        lock(&self.user)
+            .clone()
+            .unwrap_or_else(|| crate::acl::DEFAULT_USER.to_string())
+    }
+
     /// Records the protocol version (2 or 3).
     pub fn set_proto(&self, v: u8) {
         self.proto.store(v, Ordering::Relaxed);
@@ -76,7 +90,7 @@ impl ClientHandle {
     pub fn line(&self) -> String {
         let (lib_name, lib_ver) = lock(&self.lib).clone();
         format!(
-            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
             self.laddr,
@@ -84,6 +98,7 @@ impl ClientHandle {
             self.created.elapsed().as_secs(),
             lock(&self.last_active).elapsed().as_secs(),
             lock(&self.last_cmd),
+            self.user(),
             self.proto.load(Ordering::Relaxed),
             lib_name.unwrap_or_default(),
             lib_ver.unwrap_or_default(),
@@ -132,6 +147,7 @@ impl Clients {
             name: Mutex::new(None),
             lib: Mutex::new((None, None)),
             last_cmd: Mutex::new(String::from("NULL")),
+            user: Mutex::new(None),
             proto: AtomicU8::new(2),
             kill: CancellationToken::new(),
         });
@@ -164,6 +180,7 @@ impl Clients {
         for c in map.values() {
             let skip = filter.skipme && c.id == me;
             let hit = !filter.matches_none
+                && filter.user.as_ref().is_none_or(|u| *u == c.user())
                 && filter
                     .older_than_secs
                     .is_none_or(|age| c.created.elapsed().as_secs() > age)

@@ -102,6 +102,8 @@ pub struct Api {
     /// Signs the context tokens reads hand out and checks those writes
     /// bring back.
     pub context_key: crate::token::ContextKey,
+    /// Client users and their rights (AUTH, ACL).
+    pub acl: Arc<crate::acl::Acl>,
 }
 
 /// A value, or nil.

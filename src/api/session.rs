@@ -27,6 +27,7 @@ use super::clients::ClientHandle;
 use super::commands::{self, Action, Command, ConnReply, Order, Reply};
 use super::resp::{self, DecodeError, Frame, Proto};
 use super::{After, Api};
+use crate::acl::User;
 use crate::limits::{ByteBudget, consume, read_budgeted};
 
 /// Commands of one connection running at once.
@@ -139,8 +140,9 @@ pub struct Conn {
     pub(crate) client: Arc<ClientHandle>,
     /// The protocol replies are encoded in.
     pub(crate) proto: Proto,
-    /// False until AUTH succeeds, when the node has a password.
-    pub(crate) authed: bool,
+    /// The user the connection runs commands as: none until AUTH succeeds
+    /// when the default user has a password or is disabled.
+    pub(crate) user: Option<Arc<User>>,
     /// Commands queued since `MULTI`, if one is open.
     pub(crate) multi: Option<Vec<Command>>,
     /// A command queued in `MULTI` was refused: `EXEC` aborts.
@@ -191,12 +193,27 @@ impl Conn {
             }
             Pending::Fatal(err) => return self.ready(err, After::Close, s),
         };
-        if !self.authed && !cmd.spec.is_some_and(|spec| spec.before_auth) {
-            return self.ready(
-                Frame::Error("NOAUTH Authentication required.".into()),
-                After::Continue,
-                s,
-            );
+        // The one check of rights: every command of every client comes
+        // through here, before it is queued in a MULTI or run. A command
+        // refused here does nothing.
+        match &self.user {
+            None if !cmd.spec.is_some_and(|spec| spec.before_auth) => {
+                return self.ready(
+                    Frame::Error("NOAUTH Authentication required.".into()),
+                    After::Continue,
+                    s,
+                );
+            }
+            Some(user) if !user.may(cmd.access()) => {
+                let err = no_permission(user, &cmd);
+                drop(cmd);
+                // As Redis: a refused command aborts an open transaction.
+                if self.multi.is_some() {
+                    self.multi_failed = true;
+                }
+                return self.ready(err, After::Continue, s);
+            }
+            _ => {}
         }
         if let Some(queue) = &mut self.multi
             && !cmd.spec.is_some_and(|spec| spec.not_queued)
@@ -225,18 +242,45 @@ impl Conn {
         };
         match c.run(self) {
             ConnReply::Now(frame, after) => self.ready(frame, after, s),
-            ConnReply::Exec(queue) => self.running(run_exec(self.api.clone(), queue).boxed(), s),
+            ConnReply::Exec(queue) => {
+                let user = self.user.clone();
+                self.running(run_exec(self.api.clone(), user, queue).boxed(), s)
+            }
         }
     }
 }
 
+/// Redis's `NOPERM` error for `user` running `cmd`, with the table's name
+/// of the command (`set`, `config|set`), as Redis 7.2 words it.
+fn no_permission(user: &User, cmd: &Command) -> Frame {
+    Frame::Error(format!(
+        "NOPERM User {} has no permissions to run the '{}' command",
+        user.name,
+        cmd.name().unwrap_or("")
+    ))
+}
+
 /// Runs the commands an `EXEC` releases, one after another, in order; the
 /// reply is the array of their replies. Each is its own quorum operation:
-/// the queue is not isolated from other clients (docs/redis.md).
-async fn run_exec(api: Arc<Api>, queue: Vec<Command>) -> (Frame, After) {
+/// the queue is not isolated from other clients (docs/redis.md). The rights
+/// were checked as each was queued; they are checked again here, as Redis
+/// does (a user cannot change inside a transaction, so this refuses nothing
+/// that was queued).
+async fn run_exec(api: Arc<Api>, user: Option<Arc<User>>, queue: Vec<Command>) -> (Frame, After) {
     let mut replies = Vec::with_capacity(queue.len());
     let mut last = After::Continue;
     for cmd in queue {
+        match &user {
+            Some(u) if u.may(cmd.access()) => {}
+            Some(u) => {
+                replies.push(no_permission(u, &cmd));
+                continue;
+            }
+            None => {
+                replies.push(Frame::Error("NOAUTH Authentication required.".into()));
+                continue;
+            }
+        }
         if cmd.is_connection_command() {
             replies.push(Frame::err(
                 "connection commands (HELLO, AUTH, CLIENT, SELECT, ...) cannot run inside MULTI",
@@ -273,7 +317,7 @@ pub async fn serve(
     let registration = api.clients.register(addr, laddr);
     let client = registration.handle.clone();
     let mut conn = Conn {
-        authed: api.info.config.password.is_none(),
+        user: api.acl.initial(),
         api: api.clone(),
         client: client.clone(),
         proto: Proto::V2,

@@ -113,6 +113,9 @@ pub struct Cluster {
     pub extra: Vec<String>,
     /// When set, each node keeps its data in `dir/data-PORT`.
     pub durable: bool,
+    /// The user and password the harness authenticates with (nodes started
+    /// with ACL users), if any.
+    pub auth: Option<(String, String)>,
 }
 
 impl Cluster {
@@ -124,15 +127,27 @@ impl Cluster {
 
     /// [`Cluster::start`] with extra flags for every node.
     pub fn start_with(n: usize, extra: &[&str]) -> Cluster {
-        Cluster::start_opts(n, extra, false)
+        Cluster::start_opts(n, extra, false, None)
     }
 
     /// A cluster whose nodes keep their data in data directories.
     pub fn start_durable(n: usize, extra: &[&str]) -> Cluster {
-        Cluster::start_opts(n, extra, true)
+        Cluster::start_opts(n, extra, true, None)
     }
 
-    fn start_opts(n: usize, extra: &[&str], durable: bool) -> Cluster {
+    /// [`Cluster::start_with`] for nodes whose clients must authenticate:
+    /// the harness (and [`Cluster::client`]) authenticates as `user` with
+    /// `password`.
+    pub fn start_as(n: usize, extra: &[&str], user: &str, password: &str) -> Cluster {
+        Cluster::start_opts(n, extra, false, Some((user.into(), password.into())))
+    }
+
+    fn start_opts(
+        n: usize,
+        extra: &[&str],
+        durable: bool,
+        auth: Option<(String, String)>,
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let cluster_id = format!("test-{}", rand::random::<u64>());
         let ports = free_ports(n);
@@ -142,6 +157,7 @@ impl Cluster {
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             durable,
+            auth,
         };
         for &port in &ports {
             let node = cluster.spawn_node(port, &ports);
@@ -222,15 +238,17 @@ impl Cluster {
                 continue;
             }
             let addr = self.nodes[i].addr();
+            let auth = self.auth.as_ref();
             wait_until(Duration::from_secs(60), "the cluster to converge", || {
-                let live = live_nodes(&addr);
-                running.iter().all(|id| live.contains(id)) && layout_settled(&addr)
+                let live = live_nodes_as(&addr, auth);
+                running.iter().all(|id| live.contains(id)) && layout_settled_as(&addr, auth)
             });
         }
     }
 
+    /// A connection to node `i` (authenticated, for a cluster with users).
     pub fn client(&self, i: usize) -> Client {
-        Client::connect(&self.nodes[i].addr()).expect("connect")
+        connect_as(&self.nodes[i].addr(), self.auth.as_ref()).expect("connect")
     }
 
     /// Runs one command on node `i`.
@@ -271,7 +289,24 @@ impl Drop for Cluster {
 /// carried out (RING says `settled`): a test that starts by stopping a node
 /// must not catch the cluster in the middle of a join.
 pub fn layout_settled(addr: &str) -> bool {
-    let Ok(mut c) = Client::connect(addr) else {
+    layout_settled_as(addr, None)
+}
+
+/// A connection to `addr`, authenticated as `auth` (user, password) if given.
+pub fn connect_as(addr: &str, auth: Option<&(String, String)>) -> std::io::Result<Client> {
+    let mut c = Client::connect(addr)?;
+    if let Some((user, password)) = auth {
+        let reply = c.call(&["AUTH", user, password])?;
+        if reply != Frame::ok() {
+            return Err(std::io::Error::other(format!("AUTH {user}: {reply:?}")));
+        }
+    }
+    Ok(c)
+}
+
+/// [`layout_settled`], authenticated as `auth`.
+pub fn layout_settled_as(addr: &str, auth: Option<&(String, String)>) -> bool {
+    let Ok(mut c) = connect_as(addr, auth) else {
         return false;
     };
     match c.call(&["RING"]) {
@@ -285,7 +320,12 @@ pub fn layout_settled(addr: &str) -> bool {
 
 /// Node ids `addr` reports as live in NODES (empty if unreachable).
 pub fn live_nodes(addr: &str) -> Vec<String> {
-    let Ok(mut c) = Client::connect(addr) else {
+    live_nodes_as(addr, None)
+}
+
+/// [`live_nodes`], authenticated as `auth`.
+pub fn live_nodes_as(addr: &str, auth: Option<&(String, String)>) -> Vec<String> {
+    let Ok(mut c) = connect_as(addr, auth) else {
         return Vec::new();
     };
     match c.call(&["NODES"]) {

@@ -5,6 +5,7 @@
 use super::args::{SYNTAX, int, text, unknown_sub, upper};
 use super::spec::*;
 use super::{Access, Action, Call, ConnReply, ConnectionCommand, Family};
+use crate::acl::Credentials;
 use crate::api::After;
 use crate::api::info::REDIS_VERSION;
 use crate::api::resp::{Frame, Proto};
@@ -83,14 +84,14 @@ const COMMANDS: &[Spec] = &[
         .opt()])
         .before_auth(),
     cmd("auth", -2, CONNECTION, "1.0.0", Access::Connection, |c| match c.args {
-        [password] => Ok(Action::connection(Auth {
+        [password] => Ok(Action::connection(Auth(Credentials {
             user: None,
             password: password.clone(),
-        })),
-        [user, password] => Ok(Action::connection(Auth {
+        }))),
+        [user, password] => Ok(Action::connection(Auth(Credentials {
             user: Some(user.clone()),
             password: password.clone(),
-        })),
+        }))),
         _ => Err(c.arity_error()),
     })
     .doc(
@@ -340,7 +341,10 @@ impl ConnectionCommand for Reset {
         conn.client.set_name(b"");
         conn.multi = None;
         conn.multi_failed = false;
-        conn.authed = conn.api.info.config.password.is_none();
+        // As Redis: back to the default user if it needs no password,
+        // else unauthenticated.
+        conn.user = conn.api.acl.initial();
+        conn.client.set_user(crate::acl::DEFAULT_USER);
         Frame::Simple("RESET".into()).into()
     }
 }
@@ -359,44 +363,51 @@ impl ConnectionCommand for Select {
     }
 }
 
-/// `AUTH [user] password`
+/// `AUTH [user] password` (its `Debug` does not show the password).
 #[derive(Debug, PartialEq)]
-pub struct Auth {
-    /// The user (only `default` exists).
-    pub user: Option<Vec<u8>>,
-    /// The password.
-    pub password: Vec<u8>,
-}
+pub struct Auth(pub Credentials);
 
 impl ConnectionCommand for Auth {
     fn run(self: Box<Self>, conn: &mut Conn) -> ConnReply {
-        auth(conn, self.user.as_deref(), &self.password).into()
+        auth(conn, &self.0).into()
     }
 }
 
-fn auth(conn: &mut Conn, user: Option<&[u8]>, password: &[u8]) -> Frame {
-    let Some(secret) = &conn.api.info.config.password else {
+/// Authenticates `conn` with `creds` (no user: the default user), as
+/// Redis's AUTH does: a wrong pair leaves the connection as it was.
+fn auth(conn: &mut Conn, creds: &Credentials) -> Frame {
+    let acl = &conn.api.acl;
+    let (user, password) = (creds.user.as_deref(), &creds.password);
+    if user.is_none() && acl.default_is_open() {
         return Frame::err(
             "AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
         );
-    };
+    }
     // An empty user name is the default user (`redis-cli` sends one
     // for `redis://:pw@host`).
-    if user.is_none_or(|u| u.is_empty() || u == b"default") && secret.matches(password) {
-        conn.authed = true;
-        Frame::ok()
-    } else {
-        Frame::Error("WRONGPASS invalid username-password pair or user is disabled.".into())
+    let name = user
+        .filter(|u| !u.is_empty())
+        .unwrap_or(crate::acl::DEFAULT_USER.as_bytes());
+    match acl.authenticate(name, password) {
+        Some(u) => {
+            conn.client.set_user(&u.name);
+            conn.user = Some(u);
+            Frame::ok()
+        }
+        None => {
+            Frame::Error("WRONGPASS invalid username-password pair or user is disabled.".into())
+        }
     }
 }
 
-/// `HELLO [protover [AUTH user pass] [SETNAME name]]`
+/// `HELLO [protover [AUTH user pass] [SETNAME name]]` (its `Debug` does not
+/// show the password).
 #[derive(Debug, PartialEq)]
 pub struct Hello {
     /// 2 or 3.
     pub proto: Option<i64>,
-    /// Credentials.
-    pub auth: Option<(Vec<u8>, Vec<u8>)>,
+    /// Credentials (always with a user).
+    pub auth: Option<Credentials>,
     /// A connection name.
     pub setname: Option<Vec<u8>>,
 }
@@ -415,7 +426,10 @@ fn parse_hello(c: &Call) -> Result<Action, String> {
     while let Some((word, more)) = opts.split_first() {
         match upper(word).as_str() {
             "AUTH" if more.len() >= 2 => {
-                auth = Some((more[0].clone(), more[1].clone()));
+                auth = Some(Credentials {
+                    user: Some(more[0].clone()),
+                    password: more[1].clone(),
+                });
                 opts = &more[2..];
             }
             "SETNAME" if !more.is_empty() => {
@@ -445,12 +459,12 @@ impl ConnectionCommand for Hello {
             Some(3) => Proto::V3,
             Some(_) => return Frame::Error("NOPROTO unsupported protocol version".into()).into(),
         };
-        if let Some((user, pass)) = &self.auth {
-            let r = auth(conn, Some(user), pass);
+        if let Some(creds) = &self.auth {
+            let r = auth(conn, creds);
             if matches!(r, Frame::Error(_)) {
                 return r.into();
             }
-        } else if !conn.authed {
+        } else if conn.user.is_none() {
             return Frame::Error(
                 "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time".into(),
             )
@@ -595,8 +609,10 @@ pub struct KillFilter {
     pub skipme: bool,
     /// The old form (`CLIENT KILL addr`): answers `+OK` or an error, not a count.
     pub legacy: bool,
-    /// `TYPE`/`USER` named something no connection here is (`pubsub`,
-    /// `replica`, a user other than `default`): nothing matches.
+    /// Only connections authenticated as this user (`USER`).
+    pub user: Option<String>,
+    /// `TYPE` named something no connection here is (`pubsub`,
+    /// `replica`): nothing matches.
     pub matches_none: bool,
     /// Only connections older than this many seconds (`MAXAGE`).
     pub older_than_secs: Option<u64>,
@@ -643,7 +659,7 @@ fn parse_kill(args: &[Vec<u8>]) -> Result<KillFilter, String> {
                     ));
                 }
             },
-            "USER" => f.matches_none |= pair[1] != b"default",
+            "USER" => f.user = Some(String::from_utf8_lossy(&pair[1]).into_owned()),
             "MAXAGE" => {
                 let age = int(&pair[1])?;
                 f.older_than_secs = Some(u64::try_from(age).unwrap_or(0));

@@ -24,6 +24,7 @@
 //! `DEL`, `UNLINK`, `MGET` and the like take keys only: `DEL a W=2` deletes
 //! the keys `a` and `W=2`.
 
+pub mod acl;
 pub mod admin;
 pub mod args;
 pub mod cluster;
@@ -60,6 +61,7 @@ pub static FAMILIES: &[&Family] = &[
     &expiry::FAMILY,
     &counters::FAMILY,
     &server::FAMILY,
+    &acl::FAMILY,
     &transactions::FAMILY,
     &cluster::FAMILY,
     &versioned::FAMILY,
@@ -557,6 +559,12 @@ mod tests {
             &["CONFIG", "RESETSTAT"],
             &["CLIENT", "KILL", "ID", "1"],
             &["CLIENT", "LIST"],
+            &["CLIENT", "NO-EVICT", "on"],
+            &["SHUTDOWN", "ABORT"],
+            &["CONFIG", "REWRITE"],
+            &["ACL", "LIST"],
+            &["ACL", "USERS"],
+            &["ACL", "DRYRUN", "alice", "GET", "k"],
         ] {
             assert_eq!(access(line), Access::Admin, "{line:?}");
         }
@@ -575,10 +583,23 @@ mod tests {
             &["COMMAND"],
             &["COMMAND", "DOCS", "get"],
             &["READONLY"],
+            &["ACL", "WHOAMI"],
+            &["ACL", "CAT"],
+            &["CLIENT", "INFO"],
+            &["CONFIG", "HELP"],
         ] {
             assert_eq!(access(line), Access::Connection, "{line:?}");
         }
-        for line in [&["GET", "k"][..], &["VGET", "k"], &["SCAN", "0"], &["INFO"]] {
+        for line in [
+            &["GET", "k"][..],
+            &["VGET", "k"],
+            &["SCAN", "0"],
+            &["INFO"],
+            &["NODES"],
+            &["RING"],
+            &["STATUS"],
+            &["CLUSTER", "SLOTS"],
+        ] {
             assert_eq!(access(line), Access::Read, "{line:?}");
         }
         for line in [
