@@ -49,6 +49,12 @@ pub const CONNECTIONS_PER_PEER: usize = 2;
 pub const MAX_IN_FLIGHT_PER_PEER: usize = 4096;
 /// Most bytes one coalesced write carries.
 const MAX_WRITE: usize = 1 << 20;
+/// Bytes of frames one connection may hold queued for its writer: past
+/// it a request fails at once as [`RpcError::Overloaded`] (a stopped peer
+/// blocks the writer for up to [`IO_TIMEOUT`], and the queue must not grow
+/// meanwhile). One frame larger than the bound still goes when the queue
+/// is empty.
+pub const MAX_QUEUED_BYTES: usize = 32 << 20;
 /// Largest single read.
 const READ_CHUNK: usize = 64 * 1024;
 /// Time allowed to write a batch.
@@ -93,6 +99,9 @@ const IDLE_SWEEP: Duration = Duration::from_secs(1);
 /// One multiplexed connection to a peer.
 struct Conn {
     out: mpsc::UnboundedSender<Vec<u8>>,
+    /// Bytes sent to `out` and not yet written (bounded by
+    /// [`MAX_QUEUED_BYTES`]).
+    queued: Arc<AtomicUsize>,
     pending: Arc<Pending>,
     alive: Arc<AtomicBool>,
     /// Wakes the sweeper when a request starts waiting.
@@ -208,12 +217,20 @@ async fn open(addr: SocketAddr, key: &PeerKey, tls: Option<&ClientTls>) -> Resul
     let (tx, rx) = mpsc::unbounded_channel();
     let pending: Arc<Pending> = Arc::default();
     let alive = Arc::new(AtomicBool::new(true));
-    tokio::spawn(write_loop(writer, rx, pending.clone(), alive.clone()));
+    let queued = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(write_loop(
+        writer,
+        rx,
+        pending.clone(),
+        alive.clone(),
+        queued.clone(),
+    ));
     tokio::spawn(read_loop(reader, pending.clone(), alive.clone()));
     let wake = Arc::new(Notify::new());
     tokio::spawn(sweep_loop(pending.clone(), alive.clone(), wake.clone()));
     Ok(Conn {
         out: tx,
+        queued,
         pending,
         alive,
         wake,
@@ -226,6 +243,7 @@ async fn write_loop(
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
     pending: Arc<Pending>,
     alive: Arc<AtomicBool>,
+    queued: Arc<AtomicUsize>,
 ) {
     let mut buf: Vec<u8> = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -241,6 +259,7 @@ async fn write_loop(
             debug!(cause = %e, "peer connection write failed");
             break;
         }
+        queued.fetch_sub(buf.len(), Ordering::AcqRel);
         if !alive.load(Ordering::Acquire) {
             break;
         }
@@ -400,6 +419,14 @@ impl TcpTransport {
             pending: &conn.pending,
             id,
         };
+        // The writer's queue is bounded in bytes: past the bound, fail now
+        // rather than queue behind a peer that does not read.
+        let len = bytes.len();
+        let before = conn.queued.fetch_add(len, Ordering::AcqRel);
+        if before > 0 && before + len > MAX_QUEUED_BYTES {
+            conn.queued.fetch_sub(len, Ordering::AcqRel);
+            return Err(RpcError::Overloaded);
+        }
         if conn.out.send(bytes).is_err() || !conn.is_alive() {
             return Err(RpcError::Connect(std::io::Error::new(
                 std::io::ErrorKind::BrokenPipe,
@@ -603,4 +630,84 @@ fn encode_answer(out: &mut Vec<u8>, id: u64, response: &Response) {
 
 fn timed_out(what: &str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{what} timeout"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::object::Object;
+    use crate::rpc::Transport;
+    use crate::vclock::VClock;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    #[tokio::test]
+    async fn a_peer_that_stops_reading_gets_a_bounded_queue_and_fast_refusals() {
+        let key = PeerKey::derive(b"secret", "cluster");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // A peer that completes the handshake, then never reads again.
+        let server_key = key.clone();
+        let held = tokio::spawn(async move {
+            let mut socks = Vec::new();
+            for _ in 0..CONNECTIONS_PER_PEER {
+                let Ok(Ok((mut sock, _))) =
+                    tokio::time::timeout(Duration::from_secs(10), listener.accept()).await
+                else {
+                    break;
+                };
+                let mut pre = [0u8; 4];
+                sock.read_exact(&mut pre).await.unwrap();
+                auth::server(&mut sock, &server_key).await.unwrap();
+                socks.push(sock);
+            }
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(socks);
+        });
+        let t = Arc::new(TcpTransport::new("127.0.0.1:9".parse().unwrap(), key));
+        let object = Object::update(
+            None,
+            &VClock::new(),
+            &"n1/0000018f00000000".to_string(),
+            Some(vec![7u8; 1 << 20]),
+            1,
+        )
+        .unwrap();
+        let req = Arc::new(Request::Replicate {
+            key: b"k".to_vec(),
+            object,
+            hint: None,
+        });
+        // 200 MiB of requests against a bound of 2 x 32 MiB (plus what
+        // the kernel's socket buffers take).
+        let started = std::time::Instant::now();
+        let calls: Vec<_> = (0..200)
+            .map(|_| {
+                let (t, req) = (t.clone(), req.clone());
+                tokio::spawn(async move {
+                    let at = std::time::Instant::now();
+                    let r = t.call(addr, &req, Duration::from_secs(3)).await;
+                    (r, at.elapsed())
+                })
+            })
+            .collect();
+        let mut overloaded = 0;
+        for c in calls {
+            let (r, took) = c.await.unwrap();
+            match r {
+                Err(RpcError::Overloaded) => {
+                    overloaded += 1;
+                    assert!(took < Duration::from_secs(2), "a refusal waited {took:?}");
+                }
+                Err(RpcError::Timeout(_)) => {}
+                other => panic!("expected a refusal or a timeout, got {other:?}"),
+            }
+        }
+        assert!(
+            overloaded >= 100,
+            "only {overloaded} of 200 refused at once"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+        held.abort();
+    }
 }
