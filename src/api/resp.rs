@@ -324,6 +324,12 @@ fn decode_at(buf: &[u8], pos: &mut usize, depth: usize) -> Result<Frame, DecodeE
     match tag {
         b'+' | b'-' => {
             let l = read_line(buf, pos)?;
+            // As the encoder never writes one (and RESP forbids it), a
+            // bare CR or LF inside the line is not RESP: the frame would
+            // not survive being sent on (found by fuzz/fuzz_targets/resp.rs).
+            if l.iter().any(|&b| b == b'\r' || b == b'\n') {
+                return Err(invalid("a simple string or error holds a line break"));
+            }
             let s = String::from_utf8_lossy(l).into_owned();
             Ok(if tag == b'+' {
                 Frame::Simple(s)
@@ -346,6 +352,9 @@ fn decode_at(buf: &[u8], pos: &mut usize, depth: usize) -> Result<Frame, DecodeE
         },
         b',' | b'(' => {
             let l = read_line(buf, pos)?;
+            if l.iter().any(|&b| b == b'\r' || b == b'\n') {
+                return Err(invalid("invalid number"));
+            }
             let t = std::str::from_utf8(l).map_err(|_| invalid("invalid number"))?;
             Ok(Frame::Double(t.to_string()))
         }
@@ -507,6 +516,14 @@ mod tests {
         let f = Frame::err("bad\r\nthing");
         let (g, _) = decode(&f.to_bytes()).unwrap();
         assert_eq!(g, Frame::Error("ERR bad  thing".into()));
+        // A line break inside a simple line is refused on the way in too
+        // (the fuzzer's case: it would not survive being sent on).
+        for bad in [&b"-\n\xff\xff\r\n"[..], b"+a\rb\r\n", b"-x\ny\r\n"] {
+            assert!(
+                matches!(decode(bad), Err(DecodeError::Invalid(_))),
+                "{bad:?}"
+            );
+        }
     }
 
     proptest! {
