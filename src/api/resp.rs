@@ -269,6 +269,22 @@ fn read_line<'a>(buf: &'a [u8], pos: &mut usize) -> Result<&'a [u8], DecodeError
     }
 }
 
+/// A line that holds text (a simple string, an error, a number): as the
+/// encoder never writes one (and RESP forbids it), a bare CR or LF inside
+/// is not RESP, and the frame would not survive being sent on (found by
+/// fuzz/fuzz_targets/resp.rs). `why` names the refusal.
+fn read_text_line<'a>(
+    buf: &'a [u8],
+    pos: &mut usize,
+    why: &'static str,
+) -> Result<&'a [u8], DecodeError> {
+    let l = read_line(buf, pos)?;
+    if l.iter().any(|&b| b == b'\r' || b == b'\n') {
+        return Err(invalid(why));
+    }
+    Ok(l)
+}
+
 fn read_int(buf: &[u8], pos: &mut usize) -> Result<i64, DecodeError> {
     let l = read_line(buf, pos)?;
     std::str::from_utf8(l)
@@ -323,13 +339,7 @@ fn decode_at(buf: &[u8], pos: &mut usize, depth: usize) -> Result<Frame, DecodeE
     *pos += 1;
     match tag {
         b'+' | b'-' => {
-            let l = read_line(buf, pos)?;
-            // As the encoder never writes one (and RESP forbids it), a
-            // bare CR or LF inside the line is not RESP: the frame would
-            // not survive being sent on (found by fuzz/fuzz_targets/resp.rs).
-            if l.iter().any(|&b| b == b'\r' || b == b'\n') {
-                return Err(invalid("a simple string or error holds a line break"));
-            }
+            let l = read_text_line(buf, pos, "a simple string or error holds a line break")?;
             let s = String::from_utf8_lossy(l).into_owned();
             Ok(if tag == b'+' {
                 Frame::Simple(s)
@@ -351,10 +361,7 @@ fn decode_at(buf: &[u8], pos: &mut usize, depth: usize) -> Result<Frame, DecodeE
             _ => Err(invalid("invalid boolean")),
         },
         b',' | b'(' => {
-            let l = read_line(buf, pos)?;
-            if l.iter().any(|&b| b == b'\r' || b == b'\n') {
-                return Err(invalid("invalid number"));
-            }
+            let l = read_text_line(buf, pos, "invalid number")?;
             let t = std::str::from_utf8(l).map_err(|_| invalid("invalid number"))?;
             Ok(Frame::Double(t.to_string()))
         }

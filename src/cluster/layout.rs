@@ -67,6 +67,16 @@ pub struct LayoutNode {
     pub binding: Option<u64>,
 }
 
+impl LayoutNode {
+    /// A member at `addr` whose binding is `binding` (any, when `None`): a
+    /// join with these makes no change.
+    pub fn is_member_at(&self, addr: SocketAddr, binding: Option<u64>) -> bool {
+        self.state == NodeState::Member
+            && self.addr == addr
+            && (binding.is_none() || self.binding == binding)
+    }
+}
+
 /// One change an operator (or a starting node) asks for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Change {
@@ -283,10 +293,7 @@ impl Layout {
                     // A member at a new address (or with a new data
                     // directory) only moves its address (binding): whether
                     // the old one is live is for the claimant to check.
-                    if nodes[i].state == NodeState::Member
-                        && nodes[i].addr == *addr
-                        && (binding.is_none() || nodes[i].binding == *binding)
-                    {
+                    if nodes[i].is_member_at(*addr, *binding) {
                         return Err(ChangeError::AlreadyAMember(id.clone()));
                     }
                     nodes[i].state = NodeState::Member;

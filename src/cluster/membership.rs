@@ -225,22 +225,19 @@ impl Membership {
             let mut gone = false;
             loop {
                 let stop = refresh(&chitchat, &tx, &mut known, &self_id, &mut steward).await;
-                match stop {
-                    Some(Stop::Left) if !gone => {
-                        gone = true;
-                        info!("this node has left the cluster: stopping");
-                        on_left();
-                    }
-                    Some(Stop::Impostor(at)) if !gone => {
-                        gone = true;
-                        error!(node = %self_id, live_at = %at,
+                if let Some(stop) = stop
+                    && !gone
+                {
+                    gone = true;
+                    match stop {
+                        Stop::Left => info!("this node has left the cluster: stopping"),
+                        Stop::Impostor(at) => error!(node = %self_id, live_at = %at,
                                "node {self_id} is live at {at} with another data directory, and the \
                                 cluster's layout is bound to that one: this process is a second one \
                                 under its id, and stops. Start it with another --node-id (or stop the \
-                                other one first to replace it)");
-                        on_left();
+                                other one first to replace it)"),
                     }
-                    _ => {}
+                    on_left();
                 }
                 // chitchat contacts one random seed per round; while this node
                 // is alone, greet every seed each round so a small cluster
@@ -469,16 +466,18 @@ fn impostor(
     layout: Option<&Layout>,
 ) -> Option<Stop> {
     let bound = layout.and_then(|l| l.binding(self_id));
-    let rival = known.live_ids.iter().find(|id| {
-        *id.node_id == *self_id
-            && **id != known.me
-            && bound.is_some()
-            && bound != own
-            && known
-                .parsed
-                .get(*id)
-                .is_some_and(|p| p.said.binding == bound)
-    });
+    let rival = if bound.is_none() || bound == own {
+        None
+    } else {
+        known.live_ids.iter().find(|id| {
+            *id.node_id == *self_id
+                && **id != known.me
+                && known
+                    .parsed
+                    .get(*id)
+                    .is_some_and(|p| p.said.binding == bound)
+        })
+    };
     let Some(rival) = rival else {
         known.rival_since = None;
         return None;

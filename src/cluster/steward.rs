@@ -976,12 +976,9 @@ impl Steward {
 /// leave that was removed meanwhile).
 fn shows(layout: &Layout, change: &Change) -> bool {
     match change {
-        Change::Join { id, addr, binding } => {
-            layout.state(id) == Some(NodeState::Member)
-                && layout.node(id).is_some_and(|n| {
-                    n.addr == *addr && (binding.is_none() || n.binding == *binding)
-                })
-        }
+        Change::Join { id, addr, binding } => layout
+            .node(id)
+            .is_some_and(|n| n.is_member_at(*addr, *binding)),
         Change::Leave { id } => matches!(
             layout.state(id),
             Some(NodeState::Leaving) | Some(NodeState::Removed) | None

@@ -231,25 +231,26 @@ impl Coordinator {
     ) -> Call<'static, Target, Option<Object>> {
         let me = self.clone();
         async move {
-            if t.node == me.me {
+            let r = if t.node == me.me {
                 let Request::Get { key } = &*req else {
                     return (t, Err(Reason::BadAnswer("not a read".into())));
                 };
-                let r = match me.local_copy(key) {
-                    Ok(None) if t.hint.is_some() => Err(Reason::StandInEmpty),
-                    r => r.map_err(|e| Reason::Store(e.to_string())),
-                };
-                return (t, r);
-            }
-            let r = match ask::<Stored>(&*me.transport, t.addr, &req, me.config.timeout).await {
-                // A stand-in that holds nothing for the key knows nothing
-                // of it: counting its "none" would let two such answers
-                // (or one and an owner that missed the write) make a
-                // quorum that answers "no such key" for an acknowledged
-                // write. It counts as a failure, so the read asks further
-                // or fails for want of a quorum.
-                Ok(Stored(None)) if t.hint.is_some() => Err(Reason::StandInEmpty),
-                other => other.map(|Stored(o)| o).map_err(|e| e.reason()),
+                me.local_copy(key).map_err(|e| Reason::Store(e.to_string()))
+            } else {
+                ask::<Stored>(&*me.transport, t.addr, &req, me.config.timeout)
+                    .await
+                    .map(|Stored(o)| o)
+                    .map_err(|e| e.reason())
+            };
+            // A stand-in that holds nothing for the key knows nothing of
+            // it: counting its "none" would let two such answers (or one
+            // and an owner that missed the write) make a quorum that
+            // answers "no such key" for an acknowledged write. It counts
+            // as a failure, so the read asks further or fails for want of
+            // a quorum.
+            let r = match r {
+                Ok(None) if t.hint.is_some() => Err(Reason::StandInEmpty),
+                r => r,
             };
             (t, r)
         }
