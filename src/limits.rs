@@ -139,6 +139,19 @@ impl ByteBudget {
         self.total
     }
 
+    /// Takes `n` bytes now, or nothing when they are not free.
+    pub fn try_take(&self, n: usize) -> Option<Held> {
+        let permit = match u32::try_from(n) {
+            Ok(0) => None,
+            Ok(n) => Some(self.sem.clone().try_acquire_many_owned(n).ok()?),
+            Err(_) => return None,
+        };
+        Some(Held {
+            budget: self.clone(),
+            permit,
+        })
+    }
+
     /// Nothing held yet.
     pub fn empty(&self) -> Held {
         Held {
@@ -179,6 +192,23 @@ impl Held {
             None => self.permit = Some(permit),
         }
         Ok(())
+    }
+
+    /// Adds what `other` holds to `self`.
+    pub fn merge(&mut self, mut other: Held) {
+        match (&mut self.permit, other.permit.take()) {
+            (_, None) => {}
+            (Some(p), Some(q)) => p.merge(q),
+            (None, q) => self.permit = q,
+        }
+    }
+
+    /// Moves what `self` holds out, leaving it empty.
+    pub fn take(&mut self) -> Held {
+        Held {
+            budget: self.budget.clone(),
+            permit: self.permit.take(),
+        }
     }
 
     /// Gives back all but `keep` bytes.

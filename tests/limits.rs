@@ -223,3 +223,74 @@ fn peer_requests_are_checked_field_by_field() {
     );
     let _ = VClock::new();
 }
+
+#[test]
+fn a_client_that_never_reads_its_replies_is_bounded() {
+    // A 64 MiB budget and a 4 MiB value: a client that pipelines 200 reads
+    // of it and reads nothing back would make the node hold 800 MiB of
+    // replies; it holds at most its connection's quarter of the budget.
+    let c = Cluster::start_with(1, &["--request-memory-mb", "64"]);
+    let addr = c.nodes[0].addr();
+    let pid = c.nodes[0].child.id();
+    let value = "v".repeat(4 << 20);
+    assert_eq!(c.cmd(0, &["SET", "big", &value]), Frame::ok());
+    assert_eq!(
+        c.cmd(0, &["GET", "big"]),
+        Frame::Bulk(value.clone().into_bytes())
+    );
+    let before = mem_kib(pid, "VmRSS:");
+    let mut stuck = connect(&addr);
+    let pipeline = "*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n".repeat(200);
+    stuck.write_all(pipeline.as_bytes()).unwrap();
+    // Meanwhile another client is served, large reads included: the stuck
+    // connection cannot take the whole budget.
+    for _ in 0..3 {
+        assert_eq!(
+            c.client(0).call(&["GET", "big"]).unwrap(),
+            Frame::Bulk(value.clone().into_bytes())
+        );
+    }
+    let after = mem_kib(pid, "VmRSS:");
+    assert!(
+        after < before + 96 * 1024,
+        "RSS grew from {before} KiB to {after} KiB while a client did not read 800 MiB of replies"
+    );
+    // When the client reads at last, every command has its answer in order
+    // (the value, or an error that says why it was not kept), and the
+    // connection still serves.
+    let mut replies = Vec::new();
+    let mut rest: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 1 << 20];
+    while replies.len() < 200 {
+        let n = stuck.read(&mut chunk).expect("read the replies");
+        assert!(
+            n > 0,
+            "the node closed the connection after {} replies",
+            replies.len()
+        );
+        rest.extend_from_slice(&chunk[..n]);
+        while let Ok((f, used)) = distro_db::resp::decode(&rest) {
+            rest.drain(..used);
+            replies.push(f);
+        }
+    }
+    let values = replies
+        .iter()
+        .filter(|f| matches!(f, Frame::Bulk(b) if b.len() == 4 << 20))
+        .count();
+    let refused: Vec<&Frame> = replies
+        .iter()
+        .filter(|f| matches!(f, Frame::Error(e) if e.contains("has not read")))
+        .collect();
+    // (Whether any is refused depends on how many finished together: the
+    // connection starts nothing new while it holds 1 MiB of unread replies.)
+    assert!(
+        values >= 1,
+        "no reply carried the value: {:?}",
+        &replies[..3]
+    );
+    assert_eq!(values + refused.len(), 200, "other replies: {replies:?}");
+    stuck.write_all(b"*1\r\n$4\r\nPING\r\n").unwrap();
+    let n = stuck.read(&mut chunk).unwrap();
+    assert_eq!(&chunk[..n], b"+PONG\r\n");
+}

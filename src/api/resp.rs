@@ -167,6 +167,35 @@ impl Frame {
         }
     }
 
+    /// The number of bytes [`Frame::encode_as`] appends for `self` in
+    /// `proto`, without encoding (a session charges large replies to the
+    /// node's memory budget by it before they are written).
+    pub fn encoded_len(&self, proto: Proto) -> usize {
+        let v3 = proto == Proto::V3;
+        // A tag, a decimal number and CRLF.
+        let head = |n: usize| 3 + decimal_len(n as u64);
+        let items = |items: &[Frame]| items.iter().map(|f| f.encoded_len(proto)).sum::<usize>();
+        match self {
+            Frame::Simple(s) | Frame::Error(s) => 3 + s.len(),
+            Frame::Integer(i) => 3 + usize::from(*i < 0) + decimal_len(i.unsigned_abs()),
+            Frame::Bulk(b) => head(b.len()) + b.len() + 2,
+            Frame::Null if v3 => 3,
+            Frame::Null => 5,
+            Frame::Array(a) | Frame::Set(a) => head(a.len()) + items(a),
+            Frame::Map(m) => {
+                head(if v3 { m.len() } else { m.len() * 2 })
+                    + m.iter()
+                        .map(|(k, v)| k.encoded_len(proto) + v.encoded_len(proto))
+                        .sum::<usize>()
+            }
+            Frame::Boolean(_) => 4,
+            Frame::Double(d) if v3 => 3 + d.len(),
+            Frame::Double(d) => head(d.len()) + d.len() + 2,
+            Frame::Verbatim(_, t) if v3 => head(t.len() + 4) + t.len() + 4 + 2,
+            Frame::Verbatim(_, t) => head(t.len()) + t.len() + 2,
+        }
+    }
+
     /// The RESP2 wire form of `self`.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
@@ -186,6 +215,11 @@ impl Frame {
                 .collect(),
         )
     }
+}
+
+/// Digits of `n` in decimal.
+fn decimal_len(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
 }
 
 /// A length-prefixed string (`$` bulk or `=` verbatim).
@@ -461,6 +495,17 @@ mod tests {
                 proptest::collection::vec((inner.clone(), inner), 0..4).prop_map(Frame::Map),
             ]
         })
+    }
+
+    proptest! {
+        #[test]
+        fn encoded_len_is_the_length_encode_writes(f in frame3()) {
+            for proto in [Proto::V2, Proto::V3] {
+                let mut out = Vec::new();
+                f.encode_as(&mut out, proto);
+                prop_assert_eq!(f.encoded_len(proto), out.len());
+            }
+        }
     }
 
     #[test]

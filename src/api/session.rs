@@ -11,13 +11,26 @@
 //! Input is buffered as it arrives, from the node's request budget beyond a
 //! small base; at most [`MAX_RUNNING`] commands run at once per connection,
 //! after which the session stops reading until some finish.
+//!
+//! Replies are bounded in bytes too: a finished reply of 1 KiB or more holds
+//! its size of the same budget until it is written, a connection holds at
+//! most a quarter of the budget in replies its client has not read, and a
+//! connection holding 1 MiB of them starts nothing new and reads no more
+//! input. A reply that does not fit is replaced by an error saying why, so a
+//! client that never reads its replies holds a bounded share of memory (and
+//! is closed when a write does not finish within 30 s), and commands keep
+//! finishing while a write waits.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
+
+use tokio::io::AsyncWrite;
+use tokio::time::Instant;
 
 use futures::future::FutureExt;
 use futures::stream::{FuturesOrdered, StreamExt};
@@ -28,7 +41,7 @@ use super::commands::{self, Action, Command, ConnReply, Order, Reply};
 use super::resp::{self, DecodeError, Frame, Proto};
 use super::{After, Api};
 use crate::acl::User;
-use crate::limits::{ByteBudget, consume, read_budgeted};
+use crate::limits::{ByteBudget, Held, consume, read_budgeted};
 
 /// Commands of one connection running at once.
 pub const MAX_RUNNING: usize = 1024;
@@ -40,6 +53,154 @@ const BASE_BUFFER: usize = 4096;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Time allowed to finish sending a started command, and to write replies.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Replies smaller than this are not charged to the budget (a connection
+/// holds at most [`MAX_RUNNING`] of them).
+const UNCHARGED_REPLY: usize = 1024;
+/// A connection holding this many bytes of unwritten replies starts no new
+/// command and reads no more input until they are written.
+const REPLIES_PAUSE: usize = 1 << 20;
+
+/// The bytes of finished replies one connection holds until they are
+/// written, charged to the node's request budget.
+struct ReplyMeter {
+    budget: ByteBudget,
+    held: AtomicUsize,
+    /// Most one connection may hold (one reply alone may hold more, within
+    /// the budget).
+    cap: usize,
+}
+
+impl ReplyMeter {
+    fn new(budget: ByteBudget) -> ReplyMeter {
+        let cap = (budget.total() / 4).max(REPLIES_PAUSE);
+        ReplyMeter {
+            budget,
+            held: AtomicUsize::new(0),
+            cap,
+        }
+    }
+
+    /// Bytes of finished replies held now.
+    fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Charges a finished reply: the reply with the bytes it holds, or an
+    /// error saying why in its place.
+    fn charge(&self, frame: Frame, proto: Proto) -> (Frame, Option<Held>) {
+        let n = frame.encoded_len(proto);
+        if n < UNCHARGED_REPLY {
+            return (frame, None);
+        }
+        let held = self.held();
+        if held > 0 && held + n > self.cap {
+            let msg = format!(
+                "reply of {n} bytes not sent: this connection already holds {held} bytes of \
+                 replies its client has not read (limit {}); read replies before sending more, \
+                 or ask for less at once",
+                self.cap
+            );
+            return (Frame::err(msg), None);
+        }
+        match self.budget.try_take(n) {
+            Some(bytes) => {
+                self.held.fetch_add(n, Ordering::Relaxed);
+                (frame, Some(bytes))
+            }
+            None => {
+                let msg = format!(
+                    "reply of {n} bytes not sent: the node is out of request memory (budget {} \
+                     bytes); try again",
+                    self.budget.total()
+                );
+                (Frame::err(msg), None)
+            }
+        }
+    }
+
+    /// Gives back what written replies held.
+    fn release(&self, bytes: Held) {
+        self.held.fetch_sub(bytes.bytes(), Ordering::Relaxed);
+    }
+}
+
+/// Encoded replies of one connection: those being written and those
+/// waiting for the next write, with the budget bytes they hold.
+struct Outbox {
+    /// Encoded after the write in progress started.
+    next: Vec<u8>,
+    next_held: Held,
+    /// Being written; `sent` bytes of it are.
+    sending: Vec<u8>,
+    sent: usize,
+    sending_held: Held,
+    /// When the write in progress must be done.
+    deadline: Instant,
+}
+
+impl Outbox {
+    fn new(budget: &ByteBudget) -> Outbox {
+        Outbox {
+            next: Vec::new(),
+            next_held: budget.empty(),
+            sending: Vec::new(),
+            sent: 0,
+            sending_held: budget.empty(),
+            deadline: Instant::now(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.next.is_empty() && self.sending.is_empty()
+    }
+
+    fn push(&mut self, frame: &Frame, proto: Proto, held: Option<Held>) {
+        frame.encode_as(&mut self.next, proto);
+        if let Some(h) = held {
+            self.next_held.merge(h);
+        }
+    }
+
+    /// Starts writing what is encoded when no write is in progress, and
+    /// writes at once what the socket takes.
+    fn start(&mut self, w: &mut crate::tls::WriteHalf, meter: &ReplyMeter) -> std::io::Result<()> {
+        if !self.sending.is_empty() || self.next.is_empty() {
+            return Ok(());
+        }
+        std::mem::swap(&mut self.sending, &mut self.next);
+        std::mem::swap(&mut self.sending_held, &mut self.next_held);
+        self.sent = 0;
+        self.deadline = Instant::now() + IO_TIMEOUT;
+        match futures::future::poll_fn(|cx| self.poll_send(cx, w)).now_or_never() {
+            Some(r) => self.written(r, meter),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes the rest of `sending` and flushes it.
+    fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        w: &mut crate::tls::WriteHalf,
+    ) -> Poll<std::io::Result<()>> {
+        while self.sent < self.sending.len() {
+            let n = ready!(Pin::new(&mut *w).poll_write(cx, &self.sending[self.sent..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.sent += n;
+        }
+        Pin::new(w).poll_flush(cx)
+    }
+
+    /// A write finished: gives back what its replies held.
+    fn written(&mut self, r: std::io::Result<()>, meter: &ReplyMeter) -> std::io::Result<()> {
+        r?;
+        self.sending.clear();
+        meter.release(self.sending_held.take());
+        Ok(())
+    }
+}
 
 /// What a command orders itself against.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,6 +308,8 @@ pub struct Conn {
     pub(crate) multi: Option<Vec<Command>>,
     /// A command queued in `MULTI` was refused: `EXEC` aborts.
     pub(crate) multi_failed: bool,
+    /// The replies this connection holds.
+    meter: Arc<ReplyMeter>,
 }
 
 /// A reply that is ready or on its way, with how to encode it.
@@ -154,15 +317,19 @@ struct Running {
     reply: Reply,
     scope: Option<Scope>,
     proto: Proto,
+    meter: Arc<ReplyMeter>,
 }
 
 impl Future for Running {
-    type Output = (Frame, After, Scope, Proto);
+    type Output = (Frame, After, Scope, Proto, Option<Held>);
 
+    /// The finished reply is charged at once, not when its turn to be
+    /// written comes: replies that finish out of order hold memory too.
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let (frame, after) = ready!(self.reply.poll_unpin(cx));
         let scope = self.scope.take().unwrap_or(Scope::Free);
-        Poll::Ready((frame, after, scope, self.proto))
+        let (frame, held) = self.meter.charge(frame, self.proto);
+        Poll::Ready((frame, after, scope, self.proto, held))
     }
 }
 
@@ -172,6 +339,7 @@ impl Conn {
             reply,
             scope: Some(s),
             proto: self.proto,
+            meter: self.meter.clone(),
         }
     }
 
@@ -316,6 +484,7 @@ pub async fn serve(
         .unwrap_or_default();
     let registration = api.clients.register(addr, laddr);
     let client = registration.handle.clone();
+    let meter = Arc::new(ReplyMeter::new(budget.clone()));
     let mut conn = Conn {
         user: api.acl.initial(),
         api: api.clone(),
@@ -323,6 +492,7 @@ pub async fn serve(
         proto: Proto::V2,
         multi: None,
         multi_failed: false,
+        meter: meter.clone(),
     };
     let (mut reader, mut writer) = stream.into_split();
     let mut buf: Vec<u8> = Vec::with_capacity(512);
@@ -331,16 +501,29 @@ pub async fn serve(
     let mut pending: VecDeque<(Scope, Pending)> = VecDeque::new();
     let mut in_flight = InFlight::default();
     let mut running: FuturesOrdered<Running> = FuturesOrdered::new();
-    let mut out: Vec<u8> = Vec::new();
+    let mut outbox = Outbox::new(&budget);
     // Set once the input is finished (closed, QUIT read, protocol error).
     let mut input_done = false;
+    // Set by a reply after which the connection closes or the node stops:
+    // nothing more starts, and it takes effect once the replies are written.
+    let mut closing: Option<After> = None;
     loop {
-        if !input_done {
+        outbox.start(&mut writer, &meter)?;
+        if let Some(after) = closing
+            && outbox.is_empty()
+        {
+            if after == After::StopNode {
+                (api.stop)();
+            }
+            return Ok(());
+        }
+        let paused = closing.is_some() || meter.held() >= REPLIES_PAUSE;
+        if !input_done && !paused {
             input_done = parse_buffered(&mut buf, &mut pending, &mut held, &client);
         }
         // Start every command whose turn it is.
         while let Some((s, _)) = pending.front() {
-            if !in_flight.can_start(s) || in_flight.running >= MAX_RUNNING {
+            if paused || !in_flight.can_start(s) || in_flight.running >= MAX_RUNNING {
                 break;
             }
             let Some((s, p)) = pending.pop_front() else {
@@ -349,10 +532,13 @@ pub async fn serve(
             in_flight.start(&s);
             running.push_back(conn.start(s, p));
         }
-        if input_done && running.is_empty() && pending.is_empty() {
+        if input_done && running.is_empty() && pending.is_empty() && outbox.is_empty() {
             return Ok(());
         }
-        let can_read = !input_done && pending.is_empty() && in_flight.running < MAX_RUNNING;
+        let can_read =
+            !input_done && !paused && pending.is_empty() && in_flight.running < MAX_RUNNING;
+        let writing = !outbox.sending.is_empty();
+        let deadline = outbox.deadline;
         let wait = if buf.is_empty() && running.is_empty() {
             IDLE_TIMEOUT
         } else {
@@ -362,28 +548,26 @@ pub async fn serve(
             biased;
             _ = shutdown.cancelled() => return Ok(()),
             _ = client.kill.cancelled() => return Ok(()),
-            Some(first_done) = running.next(), if !running.is_empty() => {
+            r = futures::future::poll_fn(|cx| outbox.poll_send(cx, &mut writer)), if writing => {
+                outbox.written(r, &meter)?;
+            }
+            _ = async { tokio::time::sleep_until(deadline).await }, if writing => {
+                return Err(timed_out("write"));
+            }
+            // Replies keep finishing while a write waits: each is charged
+            // (or refused) as it finishes, so none waits unaccounted.
+            Some(first_done) = running.next(), if closing.is_none() && !running.is_empty() => {
                 let mut done = Some(first_done);
-                let mut last = After::Continue;
-                while let Some((frame, after, s, proto)) = done.take() {
-                    frame.encode_as(&mut out, proto);
+                while let Some((frame, after, s, proto, bytes)) = done.take() {
+                    outbox.push(&frame, proto, bytes);
+                    drop(frame);
                     in_flight.finish(&s);
                     if after != After::Continue {
-                        last = after;
+                        closing = Some(after);
                         break;
                     }
                     if let Some(Some(more)) = running.next().now_or_never() {
                         done = Some(more);
-                    }
-                }
-                crate::tls::send(&mut writer, &out, IO_TIMEOUT).await?;
-                out.clear();
-                match last {
-                    After::Continue => {}
-                    After::Close => return Ok(()),
-                    After::StopNode => {
-                        (api.stop)();
-                        return Ok(());
                     }
                 }
             }
@@ -473,6 +657,40 @@ fn timed_out(what: &str) -> std::io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replies_are_charged_to_the_budget_and_refused_past_the_connections_share() {
+        let budget = ByteBudget::new(8 << 20);
+        let meter = ReplyMeter::new(budget.clone());
+        assert_eq!(meter.cap, 2 << 20);
+        // Small replies are not charged.
+        let (f, held) = meter.charge(Frame::ok(), Proto::V2);
+        assert_eq!((f, held.is_none(), meter.held()), (Frame::ok(), true, 0));
+        // One large reply may exceed the share alone; the next is refused
+        // with a reason, and holds nothing.
+        let big = Frame::Bulk(vec![b'x'; 3 << 20]);
+        let (f, first) = meter.charge(big.clone(), Proto::V2);
+        assert_eq!(f, big);
+        let first = first.expect("charged");
+        assert_eq!(meter.held(), big.encoded_len(Proto::V2));
+        assert_eq!(budget.available(), (8 << 20) - meter.held());
+        let (f, none) = meter.charge(Frame::Bulk(vec![b'y'; 4096]), Proto::V2);
+        assert!(none.is_none());
+        assert!(
+            matches!(&f, Frame::Error(e) if e.contains("has not read")),
+            "{f:?}"
+        );
+        // Written: given back.
+        meter.release(first);
+        assert_eq!((meter.held(), budget.available()), (0, 8 << 20));
+        // A reply the whole budget cannot cover is refused as out of memory.
+        let (f, none) = meter.charge(Frame::Bulk(vec![b'z'; 9 << 20]), Proto::V2);
+        assert!(none.is_none());
+        assert!(
+            matches!(&f, Frame::Error(e) if e.contains("out of request memory")),
+            "{f:?}"
+        );
+    }
 
     #[test]
     fn commands_on_one_key_wait_and_barriers_run_alone() {
