@@ -16,19 +16,34 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use distro_db::config::Config;
+use distro_db::logs::LogTo;
 use distro_db::{node, repl};
-use tracing_subscriber::EnvFilter;
 
 /// distro-db: a leaderless, Dynamo-style distributed key-value store.
 ///
 /// Every node is equal. Start a few (`db slave 55551 & db slave 55552 & db master 55553`),
 /// or a whole local cluster with `db local`, then type HELP at the prompt.
 #[derive(Parser, Debug)]
-#[command(name = "db", version, about, long_about)]
+#[command(name = "db", version, about, long_about, after_long_help = ENVIRONMENT)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
 }
+
+/// The environment variables `db` reads, shown under `db --help`.
+const ENVIRONMENT: &str = "\
+Configuration: `db node`, `db slave` and `db master` take `--config FILE`, a TOML file whose keys are
+their long flags (docs/distro-db.example.toml). A flag on the command line wins over its environment
+variable, which wins over the file, which wins over the default.
+
+Environment:
+  DISTRO_DB_PASSWORD        a node's --password; for `db repl`, `db leave`, `db local` and `db bench`,
+                            the password to AUTH with
+  DISTRO_DB_USER            the user `db repl`, `db leave`, `db local` and `db bench` AUTH as
+  DISTRO_DB_USERS           a node's client users (NAME:PASSWORD:RIGHTS separated by white space)
+  DISTRO_DB_CLUSTER_SECRET  a node's --cluster-secret
+  RUST_LOG                  a node's --log filter (and the log filter of every other command)
+  TMPDIR                    where `db local` and nodes without --data-dir write their log files";
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
@@ -297,6 +312,8 @@ struct NodeOpts {
     max_hint_bytes: u64,
     #[command(flatten)]
     tls: distro_db::tls::ServerArgs,
+    #[command(flatten)]
+    log: distro_db::logs::LogArgs,
 }
 
 fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
@@ -392,13 +409,6 @@ fn build_config(
     Ok(c)
 }
 
-/// Where a process's logs go.
-#[derive(Debug, Clone)]
-enum LogTo {
-    Stderr,
-    File(PathBuf),
-}
-
 /// The default log file of a node: `<data-dir>/node.log`, or
 /// `$TMPDIR/distro-db-node-<port>.log`.
 fn default_log(config: &Config) -> PathBuf {
@@ -422,31 +432,11 @@ fn node_log(log_file: Option<&str>, config: &Config) -> LogTo {
     }
 }
 
-/// Sets up tracing. Colours only on a terminal.
+/// Sets up tracing with the default filter (`RUST_LOG` or
+/// [`distro_db::logs::DEFAULT_FILTER`]) and format, for commands that are
+/// not nodes.
 fn init_logs(to: &LogTo) -> anyhow::Result<()> {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,chitchat=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match to {
-        LogTo::File(path) => {
-            if let Some(parent) = path.parent()
-                && !parent.as_os_str().is_empty()
-            {
-                std::fs::create_dir_all(parent).ok();
-            }
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("cannot open log file {}", path.display()))?;
-            builder.with_ansi(false).with_writer(Arc::new(f)).init();
-        }
-        LogTo::Stderr => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_writer(std::io::stderr)
-            .init(),
-    }
-    Ok(())
+    distro_db::logs::init(to, &distro_db::logs::LogArgs::default())
 }
 
 /// Checks a node's configuration before anything starts; prints warnings
@@ -475,7 +465,7 @@ fn check_config(config: &Config, bind_flag: &str) -> anyhow::Result<()> {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli: Cli = distro_db::config_file::parse(&["node", "slave", "master"]);
     match run(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
@@ -518,7 +508,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let advertise = advertise.map(|a| resolve(&a)).transpose()?;
             let config = build_config(listen, advertise, &opts)?;
             check_config(&config, "--listen")?;
-            start_logs(&node_log(log_file.as_deref(), &config), &config)?;
+            start_logs(&node_log(log_file.as_deref(), &config), &config, &opts.log)?;
             run_node(config)
         }
         Cmd::Slave {
@@ -532,7 +522,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let advertise = advertise.map(|a| resolve(&a)).transpose()?;
             let config = build_config(listen, advertise, &opts)?;
             check_config(&config, "--host")?;
-            start_logs(&node_log(log_file.as_deref(), &config), &config)?;
+            start_logs(&node_log(log_file.as_deref(), &config), &config, &opts.log)?;
             run_node(config)
         }
         Cmd::Master {
@@ -552,7 +542,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 Some(f) => LogTo::File(PathBuf::from(f)),
                 None => LogTo::File(default_log(&config)),
             };
-            start_logs(&to, &config)?;
+            start_logs(&to, &config, &opts.log)?;
             run_master(config)
         }
         Cmd::Repl { connect, tls, user } => {
@@ -593,8 +583,8 @@ fn use_tls(args: &distro_db::tls::ClientArgs) -> anyhow::Result<()> {
 }
 
 /// Sets up logging; when logs go to a file, says where in one line.
-fn start_logs(to: &LogTo, config: &Config) -> anyhow::Result<()> {
-    init_logs(to)?;
+fn start_logs(to: &LogTo, config: &Config, log: &distro_db::logs::LogArgs) -> anyhow::Result<()> {
+    distro_db::logs::init(to, log)?;
     if let LogTo::File(path) = to {
         // One write, so the lines of nodes started together in one terminal
         // (`db slave 55551 & db slave 55552 & ...`) do not interleave.
