@@ -24,7 +24,7 @@ use distro_db::{node, repl};
 /// Every node is equal. Start a few (`db slave 55551 & db slave 55552 & db master 55553`),
 /// or a whole local cluster with `db local`, then type HELP at the prompt.
 #[derive(Parser, Debug)]
-#[command(name = "db", version, about, long_about, after_long_help = ENVIRONMENT)]
+#[command(name = "db", version, about, long_about, after_help = ENVIRONMENT)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -100,7 +100,9 @@ enum Cmd {
         #[command(flatten)]
         opts: NodeOpts,
     },
-    /// Open the REPL against a running node.
+    /// Open the REPL against a running node. With piped input, one answer a
+    /// line, and a non-zero exit status if a command got an error answer.
+    #[command(after_help = CLIENT_ENVIRONMENT)]
     Repl {
         /// The node to talk to.
         #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:55551")]
@@ -114,6 +116,7 @@ enum Cmd {
     },
     /// Ask a running node to leave the cluster: it hands every partition it
     /// owns to the nodes that take them over, then stops. Waits until it has.
+    #[command(after_help = CLIENT_ENVIRONMENT)]
     Leave {
         /// The node that leaves.
         #[arg(long, value_name = "HOST:PORT")]
@@ -131,6 +134,7 @@ enum Cmd {
     },
     /// Start a local cluster (every node a background process) and open the
     /// REPL against it; EXIT leaves the cluster running, QUIT stops it.
+    #[command(after_help = LOCAL_ENVIRONMENT)]
     Local {
         /// Number of nodes.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=10))]
@@ -141,6 +145,16 @@ enum Cmd {
         base_port: Option<u16>,
         #[command(flatten)]
         replication: Replication,
+        /// Keep each node's data in DIR/node-PORT (default: in memory), so
+        /// that a node restarted on it comes back with its data.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Flags passed to every node, after `--` (`db local -- --fsync never
+        /// --sibling-reads error`); see `db slave --help`. `db local` sets
+        /// --seed, --node-id, --log-file, --threads, --n, --r, --w and
+        /// --data-dir itself.
+        #[arg(last = true, value_name = "NODE FLAGS")]
+        node_flags: Vec<String>,
     },
     /// Load a running cluster (or Redis, or etcd) and report throughput and latency.
     ///
@@ -547,7 +561,15 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Cmd::Repl { connect, tls, user } => {
             use_tls(&tls)?;
-            repl::run_as(&connect, user.as_deref())?;
+            let (_, failed) = repl::run_client(&connect, user.as_deref())?;
+            // A script that pipes commands in learns that one failed.
+            if failed > 0 && !std::io::stdin().is_terminal() {
+                eprintln!(
+                    "db repl: {} got an error answer",
+                    distro_db::text::count(failed as u64, "command")
+                );
+                return Ok(1);
+            }
             Ok(0)
         }
         Cmd::Bench(args) => run_bench(&args).map(|()| 0),
@@ -564,14 +586,92 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             nodes,
             base_port,
             replication: Replication { n, r, w },
-        } => distro_db::local::run(&distro_db::local::Options {
-            nodes,
-            base_port,
-            n,
-            r,
-            w,
-        }),
+            data_dir,
+            node_flags,
+        } => {
+            check_node_flags(&node_flags)?;
+            distro_db::local::run(&distro_db::local::Options {
+                nodes,
+                base_port,
+                n,
+                r,
+                w,
+                data_dir,
+                node_flags,
+            })
+        }
     }
+}
+
+/// The environment `db local` reads, shown under `db local --help`.
+const LOCAL_ENVIRONMENT: &str = "\
+Environment:
+  DISTRO_DB_PASSWORD        the password the REPL AUTHs with; the nodes, which inherit the
+                            environment, take it as their --password (with DISTRO_DB_USER unset)
+  DISTRO_DB_USER            the user the REPL AUTHs as
+  DISTRO_DB_USERS           the nodes' client users (NAME:PASSWORD:RIGHTS separated by white space)
+  DISTRO_DB_CLUSTER_SECRET  the nodes' cluster secret
+  RUST_LOG                  the nodes' log filter
+  TMPDIR                    where the nodes' log files go (distro-db-node-PORT.log)";
+
+/// The environment `db repl` and `db leave` read, shown under their `--help`.
+const CLIENT_ENVIRONMENT: &str = "\
+Environment:
+  DISTRO_DB_USER      the user to AUTH as (when --user is not given)
+  DISTRO_DB_PASSWORD  the password to AUTH with (of that user, or of the default user)";
+
+/// Checks the node flags `db local` passes on, before anything starts:
+/// they must parse as `db slave`'s, and not be ones `db local` sets.
+fn check_node_flags(flags: &[String]) -> anyhow::Result<()> {
+    use clap::CommandFactory as _;
+    const SET_BY_LOCAL: [&str; 10] = [
+        "seeds",
+        "node_id",
+        "log_file",
+        "threads",
+        "n",
+        "r",
+        "w",
+        "data_dir",
+        "host",
+        "advertise",
+    ];
+    if flags
+        .iter()
+        .any(|f| f == "--config" || f.starts_with("--config="))
+    {
+        anyhow::bail!("--config is not for db local's nodes: pass their flags after --");
+    }
+    let argv = ["db", "slave", "1"]
+        .into_iter()
+        .map(String::from)
+        .chain(flags.iter().cloned());
+    let matches = Cli::command().try_get_matches_from(argv).map_err(|e| {
+        anyhow::anyhow!(
+            "node flags after --: {}",
+            e.render()
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches("error: ")
+        )
+    })?;
+    if let Some((_, m)) = matches.subcommand() {
+        for id in SET_BY_LOCAL {
+            if m.value_source(id) == Some(clap::parser::ValueSource::CommandLine) {
+                anyhow::bail!(
+                    "node flags after --: db local sets --{} itself{}",
+                    id.replace('_', "-").replace("seeds", "seed"),
+                    match id {
+                        "n" | "r" | "w" | "data_dir" => " (give it before the --)",
+                        _ => "",
+                    }
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Makes this process's client connections use TLS if `--tls` says so.
@@ -676,8 +776,16 @@ fn run_master(config: Config) -> anyhow::Result<i32> {
         };
         let code = tokio::select! {
             r = repl_done => {
-                if let Ok(Err(e)) = r {
-                    eprintln!("repl: {e:#}");
+                match r {
+                    Ok(Err(e)) => eprintln!("repl: {e:#}"),
+                    Ok(Ok(repl::Outcome::Exit)) => eprintln!(
+                        "EXIT: stopping {} (this REPL is its terminal); the other nodes keep running",
+                        node.id()
+                    ),
+                    Ok(Ok(repl::Outcome::Quit)) => {
+                        eprintln!("QUIT: every node was told to stop, {} too", node.id())
+                    }
+                    _ => {}
                 }
                 0
             }
@@ -697,6 +805,8 @@ fn run_master(config: Config) -> anyhow::Result<i32> {
             .is_err()
         {
             eprintln!("{} did not stop within 10 s", node.id());
+        } else {
+            eprintln!("{} stopped", node.id());
         }
         code
     });
