@@ -766,3 +766,54 @@ fn local_refuses_node_flags_it_sets_itself() {
         assert!(stderr(&o).contains(want), "{flags:?}: {}", stderr(&o));
     }
 }
+
+/// Runs `db` with a deployment file's arguments plus `--cluster-secret x
+/// --listen 127.0.0.1:0`: port 0 is refused only after the command line and
+/// the config file have parsed, so that error proves they did.
+fn parses_up_to_the_port(args: &[String]) {
+    let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+    all.extend(["--cluster-secret", "x", "--listen", "127.0.0.1:0"]);
+    let o = db(&all);
+    assert_eq!(o.status.code(), Some(1), "{all:?}: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("port 0 is not allowed"),
+        "{all:?}: {}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn the_deployment_files_use_flags_and_keys_that_parse() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = root.join("docs/distro-db.example.toml");
+    let compose_config = root.join("deploy/compose-node.toml");
+    // systemd: ExecStart, with the example file as /etc/distro-db/node.toml.
+    let unit = std::fs::read_to_string(root.join("deploy/distro-db.service")).unwrap();
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart=/usr/local/bin/db "))
+        .expect("ExecStart");
+    let args: Vec<String> = exec
+        .split_whitespace()
+        .map(|a| a.replace("/etc/distro-db/node.toml", example.to_str().unwrap()))
+        .collect();
+    parses_up_to_the_port(&args);
+    // compose: each service's command, with deploy/compose-node.toml.
+    let compose = std::fs::read_to_string(root.join("deploy/compose.yaml")).unwrap();
+    let commands: Vec<Vec<String>> = compose
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("command: "))
+        .map(|list| serde_json::from_str(list).expect("a JSON-style list"))
+        .collect();
+    assert_eq!(commands.len(), 3);
+    for command in commands {
+        let args: Vec<String> = command
+            .iter()
+            .map(|a| a.replace("/etc/distro-db/node.toml", compose_config.to_str().unwrap()))
+            .collect();
+        parses_up_to_the_port(&args);
+    }
+    // The Dockerfile's default command is the unit's.
+    let docker = std::fs::read_to_string(root.join("deploy/Dockerfile")).unwrap();
+    assert!(docker.contains(r#"CMD ["node", "--config", "/etc/distro-db/node.toml"]"#));
+}
