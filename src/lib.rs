@@ -17,6 +17,8 @@
 //! - [`clock`]: the wall-clock seam (system time, or moved by hand in tests).
 //! - [`config`], [`limits`], [`epoch`]: settings, connection and memory
 //!   limits, and the rule for keeping a vector-clock epoch.
+//! - [`config_file`]: the `--config` TOML file, merged under flags and the
+//!   environment; [`logs`]: the log filter, format and destination.
 //! - [`acl`]: client users, their rights and `AUTH`'s check.
 //!
 //! On disk: [`durable`] (atomic, fsynced file writes; every file a node
@@ -47,6 +49,7 @@ pub mod client;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod config_file;
 pub mod coordinator;
 pub mod durable;
 pub mod epoch;
@@ -56,6 +59,7 @@ pub mod identity;
 pub mod keyspace;
 pub mod limits;
 pub mod local;
+pub mod logs;
 pub mod node;
 pub mod object;
 pub mod random;

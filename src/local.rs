@@ -7,7 +7,13 @@
 //! runs the REPL, a client, against one of them.
 //!
 //! - `EXIT` or end of input leaves the REPL; the cluster keeps running, and
-//!   `db local` says how to reconnect (`db repl --connect`) and stop it (QUIT).
+//!   `db local` says how to reconnect (`db repl --connect`, spelled with the
+//!   path of this binary unless `db` on the PATH is it) and stop it (QUIT).
+//! - `KILL` of the REPL's own node ends the REPL too; `db local` waits
+//!   (bounded) for that node to exit before saying what still runs.
+//! - Nodes that exit while the REPL runs are reaped at once (no zombies).
+//! - `--data-dir DIR` gives each node DIR/node-PORT; flags after `--` go to
+//!   every node as they are.
 //! - `QUIT` stops every node (SHUTDOWN CLUSTER); `db local` waits (bounded)
 //!   for its children to exit.
 //! - SIGTERM, SIGHUP or SIGINT sent to `db local` restores the terminal, stops
@@ -53,6 +59,10 @@ pub struct Options {
     pub r: usize,
     /// Write quorum.
     pub w: usize,
+    /// Each node keeps its data in `<data_dir>/node-PORT` (none: in memory).
+    pub data_dir: Option<PathBuf>,
+    /// Flags passed to every node as they are (checked by the caller).
+    pub node_flags: Vec<String>,
 }
 
 /// One node process.
@@ -80,6 +90,27 @@ impl Members {
             }
         }
         running
+    }
+
+    /// Waits until the node on `port` has exited or `within` passes.
+    fn wait_exit(&self, port: u16, within: Duration) {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline && self.running().contains(&port) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Reaps nodes that exit (a KILL from the REPL) while `db local` runs,
+    /// so that none lingers as a zombie: a thread that looks every 200 ms
+    /// until every node has exited or `done` is set.
+    fn reap_in_background(&self, done: Arc<std::sync::atomic::AtomicBool>) {
+        let members = self.clone();
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) && !members.running().is_empty()
+            {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
     }
 
     /// Waits until every node has exited or `within` passes; true if all did.
@@ -137,6 +168,30 @@ pub fn log_tail(path: &std::path::Path, lines: usize) -> Vec<String> {
         .iter()
         .map(|l| l.to_string())
         .collect()
+}
+
+/// How to run this binary again from a shell: `db` when that is what `db`
+/// on the PATH runs, else this binary's path (after `cargo run`, `db` is
+/// not on the PATH; the path is target/debug/db or target/release/db).
+pub fn program() -> String {
+    let Ok(me) = std::env::current_exe().and_then(std::fs::canonicalize) else {
+        return "db".into();
+    };
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("db"))
+            .find(|p| p.is_file())
+            .and_then(|p| std::fs::canonicalize(p).ok())
+    });
+    if on_path.as_ref() == Some(&me) {
+        return "db".into();
+    }
+    let text = me.display().to_string();
+    if text.contains(|c: char| c.is_whitespace() || "'\"$`\\".contains(c)) {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    } else {
+        text
+    }
 }
 
 /// Checks what can be checked before starting anything: the port range and
@@ -201,12 +256,16 @@ pub fn run(opts: &Options) -> anyhow::Result<i32> {
             cmd.arg("--seed").arg(s);
         }
         // The nodes share this machine: one runtime thread each.
+        if let Some(dir) = &opts.data_dir {
+            cmd.arg("--data-dir").arg(dir.join(format!("node-{port}")));
+        }
         cmd.arg(format!("--n={}", opts.n))
             .arg(format!("--r={}", opts.r))
             .arg(format!("--w={}", opts.w))
             .arg("--threads=1")
             .arg("--log-file")
             .arg(&log)
+            .args(&opts.node_flags)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(file));
@@ -242,6 +301,8 @@ pub fn run(opts: &Options) -> anyhow::Result<i32> {
         return Err(e);
     }
     signals::ignore_terminal_interrupt(true);
+    let repl_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    members.reap_in_background(repl_done.clone());
     let outcome = match repl::run_with_prompt(&addr, "db> ", Mode::Local) {
         Ok(o) => o,
         Err(e) => {
@@ -249,7 +310,12 @@ pub fn run(opts: &Options) -> anyhow::Result<i32> {
             Outcome::Exit
         }
     };
+    repl_done.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = std::io::stdout().flush();
+    if outcome == Outcome::NodeStopped {
+        // The REPL's own node was told to stop: count it out once it has.
+        members.wait_exit(attach, STOP_TIMEOUT);
+    }
     if outcome == Outcome::Quit {
         if members.wait_all(STOP_TIMEOUT) {
             eprintln!("every node has stopped");
@@ -258,17 +324,22 @@ pub fn run(opts: &Options) -> anyhow::Result<i32> {
         }
         return Ok(0);
     }
-    let running = members.running();
+    let mut running = members.running();
+    if outcome == Outcome::NodeStopped {
+        // Still stopping after the wait: not one to reconnect to.
+        running.retain(|&p| p != attach);
+    }
     match running.last() {
         None => eprintln!("every node has stopped"),
         Some(port) => {
             eprintln!(
                 "the cluster keeps running ({} of {} nodes, logs in {}).\n\
-                 reconnect: db repl --connect 127.0.0.1:{port}\n\
+                 reconnect: {} repl --connect 127.0.0.1:{port}\n\
                  stop it:   QUIT in that REPL",
                 running.len(),
                 ports.len(),
-                std::env::temp_dir().join("distro-db-node-*.log").display()
+                std::env::temp_dir().join("distro-db-node-*.log").display(),
+                program()
             );
         }
     }
@@ -344,6 +415,8 @@ mod tests {
             n,
             r,
             w,
+            data_dir: None,
+            node_flags: Vec::new(),
         }
     }
 

@@ -16,19 +16,34 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use distro_db::config::Config;
+use distro_db::logs::LogTo;
 use distro_db::{node, repl};
-use tracing_subscriber::EnvFilter;
 
 /// distro-db: a leaderless, Dynamo-style distributed key-value store.
 ///
 /// Every node is equal. Start a few (`db slave 55551 & db slave 55552 & db master 55553`),
 /// or a whole local cluster with `db local`, then type HELP at the prompt.
 #[derive(Parser, Debug)]
-#[command(name = "db", version, about, long_about)]
+#[command(name = "db", version, about, long_about, after_help = ENVIRONMENT)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
 }
+
+/// The environment variables `db` reads, shown under `db --help`.
+const ENVIRONMENT: &str = "\
+Configuration: `db node`, `db slave` and `db master` take `--config FILE`, a TOML file whose keys are
+their long flags (docs/distro-db.example.toml). A flag on the command line wins over its environment
+variable, which wins over the file, which wins over the default.
+
+Environment:
+  DISTRO_DB_PASSWORD        a node's --password; for `db repl`, `db leave`, `db local` and `db bench`,
+                            the password to AUTH with
+  DISTRO_DB_USER            the user `db repl`, `db leave`, `db local` and `db bench` AUTH as
+  DISTRO_DB_USERS           a node's client users (NAME:PASSWORD:RIGHTS separated by white space)
+  DISTRO_DB_CLUSTER_SECRET  a node's --cluster-secret
+  RUST_LOG                  a node's --log filter (and the log filter of every other command)
+  TMPDIR                    where `db local` and nodes without --data-dir write their log files";
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
@@ -85,7 +100,9 @@ enum Cmd {
         #[command(flatten)]
         opts: NodeOpts,
     },
-    /// Open the REPL against a running node.
+    /// Open the REPL against a running node. With piped input, one answer a
+    /// line, and a non-zero exit status if a command got an error answer.
+    #[command(after_help = CLIENT_ENVIRONMENT)]
     Repl {
         /// The node to talk to.
         #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:55551")]
@@ -99,6 +116,7 @@ enum Cmd {
     },
     /// Ask a running node to leave the cluster: it hands every partition it
     /// owns to the nodes that take them over, then stops. Waits until it has.
+    #[command(after_help = CLIENT_ENVIRONMENT)]
     Leave {
         /// The node that leaves.
         #[arg(long, value_name = "HOST:PORT")]
@@ -116,6 +134,7 @@ enum Cmd {
     },
     /// Start a local cluster (every node a background process) and open the
     /// REPL against it; EXIT leaves the cluster running, QUIT stops it.
+    #[command(after_help = LOCAL_ENVIRONMENT)]
     Local {
         /// Number of nodes.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=10))]
@@ -126,6 +145,16 @@ enum Cmd {
         base_port: Option<u16>,
         #[command(flatten)]
         replication: Replication,
+        /// Keep each node's data in DIR/node-PORT (default: in memory), so
+        /// that a node restarted on it comes back with its data.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Flags passed to every node, after `--` (`db local -- --fsync never
+        /// --sibling-reads error`); see `db slave --help`. `db local` sets
+        /// --seed, --node-id, --log-file, --threads, --n, --r, --w and
+        /// --data-dir itself.
+        #[arg(last = true, value_name = "NODE FLAGS")]
+        node_flags: Vec<String>,
     },
     /// Load a running cluster (or Redis, or etcd) and report throughput and latency.
     ///
@@ -297,6 +326,8 @@ struct NodeOpts {
     max_hint_bytes: u64,
     #[command(flatten)]
     tls: distro_db::tls::ServerArgs,
+    #[command(flatten)]
+    log: distro_db::logs::LogArgs,
 }
 
 fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
@@ -392,13 +423,6 @@ fn build_config(
     Ok(c)
 }
 
-/// Where a process's logs go.
-#[derive(Debug, Clone)]
-enum LogTo {
-    Stderr,
-    File(PathBuf),
-}
-
 /// The default log file of a node: `<data-dir>/node.log`, or
 /// `$TMPDIR/distro-db-node-<port>.log`.
 fn default_log(config: &Config) -> PathBuf {
@@ -422,31 +446,11 @@ fn node_log(log_file: Option<&str>, config: &Config) -> LogTo {
     }
 }
 
-/// Sets up tracing. Colours only on a terminal.
+/// Sets up tracing with the default filter (`RUST_LOG` or
+/// [`distro_db::logs::DEFAULT_FILTER`]) and format, for commands that are
+/// not nodes.
 fn init_logs(to: &LogTo) -> anyhow::Result<()> {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,chitchat=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match to {
-        LogTo::File(path) => {
-            if let Some(parent) = path.parent()
-                && !parent.as_os_str().is_empty()
-            {
-                std::fs::create_dir_all(parent).ok();
-            }
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("cannot open log file {}", path.display()))?;
-            builder.with_ansi(false).with_writer(Arc::new(f)).init();
-        }
-        LogTo::Stderr => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_writer(std::io::stderr)
-            .init(),
-    }
-    Ok(())
+    distro_db::logs::init(to, &distro_db::logs::LogArgs::default())
 }
 
 /// Checks a node's configuration before anything starts; prints warnings
@@ -475,7 +479,7 @@ fn check_config(config: &Config, bind_flag: &str) -> anyhow::Result<()> {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli: Cli = distro_db::config_file::parse(&["node", "slave", "master"]);
     match run(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
@@ -518,7 +522,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let advertise = advertise.map(|a| resolve(&a)).transpose()?;
             let config = build_config(listen, advertise, &opts)?;
             check_config(&config, "--listen")?;
-            start_logs(&node_log(log_file.as_deref(), &config), &config)?;
+            start_logs(&node_log(log_file.as_deref(), &config), &config, &opts.log)?;
             run_node(config)
         }
         Cmd::Slave {
@@ -532,7 +536,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let advertise = advertise.map(|a| resolve(&a)).transpose()?;
             let config = build_config(listen, advertise, &opts)?;
             check_config(&config, "--host")?;
-            start_logs(&node_log(log_file.as_deref(), &config), &config)?;
+            start_logs(&node_log(log_file.as_deref(), &config), &config, &opts.log)?;
             run_node(config)
         }
         Cmd::Master {
@@ -552,12 +556,20 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 Some(f) => LogTo::File(PathBuf::from(f)),
                 None => LogTo::File(default_log(&config)),
             };
-            start_logs(&to, &config)?;
+            start_logs(&to, &config, &opts.log)?;
             run_master(config)
         }
         Cmd::Repl { connect, tls, user } => {
             use_tls(&tls)?;
-            repl::run_as(&connect, user.as_deref())?;
+            let (_, failed) = repl::run_client(&connect, user.as_deref())?;
+            // A script that pipes commands in learns that one failed.
+            if failed > 0 && !std::io::stdin().is_terminal() {
+                eprintln!(
+                    "db repl: {} got an error answer",
+                    distro_db::text::count(failed as u64, "command")
+                );
+                return Ok(1);
+            }
             Ok(0)
         }
         Cmd::Bench(args) => run_bench(&args).map(|()| 0),
@@ -574,14 +586,92 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             nodes,
             base_port,
             replication: Replication { n, r, w },
-        } => distro_db::local::run(&distro_db::local::Options {
-            nodes,
-            base_port,
-            n,
-            r,
-            w,
-        }),
+            data_dir,
+            node_flags,
+        } => {
+            check_node_flags(&node_flags)?;
+            distro_db::local::run(&distro_db::local::Options {
+                nodes,
+                base_port,
+                n,
+                r,
+                w,
+                data_dir,
+                node_flags,
+            })
+        }
     }
+}
+
+/// The environment `db local` reads, shown under `db local --help`.
+const LOCAL_ENVIRONMENT: &str = "\
+Environment:
+  DISTRO_DB_PASSWORD        the password the REPL AUTHs with; the nodes, which inherit the
+                            environment, take it as their --password (with DISTRO_DB_USER unset)
+  DISTRO_DB_USER            the user the REPL AUTHs as
+  DISTRO_DB_USERS           the nodes' client users (NAME:PASSWORD:RIGHTS separated by white space)
+  DISTRO_DB_CLUSTER_SECRET  the nodes' cluster secret
+  RUST_LOG                  the nodes' log filter
+  TMPDIR                    where the nodes' log files go (distro-db-node-PORT.log)";
+
+/// The environment `db repl` and `db leave` read, shown under their `--help`.
+const CLIENT_ENVIRONMENT: &str = "\
+Environment:
+  DISTRO_DB_USER      the user to AUTH as (when --user is not given)
+  DISTRO_DB_PASSWORD  the password to AUTH with (of that user, or of the default user)";
+
+/// Checks the node flags `db local` passes on, before anything starts:
+/// they must parse as `db slave`'s, and not be ones `db local` sets.
+fn check_node_flags(flags: &[String]) -> anyhow::Result<()> {
+    use clap::CommandFactory as _;
+    const SET_BY_LOCAL: [&str; 10] = [
+        "seeds",
+        "node_id",
+        "log_file",
+        "threads",
+        "n",
+        "r",
+        "w",
+        "data_dir",
+        "host",
+        "advertise",
+    ];
+    if flags
+        .iter()
+        .any(|f| f == "--config" || f.starts_with("--config="))
+    {
+        anyhow::bail!("--config is not for db local's nodes: pass their flags after --");
+    }
+    let argv = ["db", "slave", "1"]
+        .into_iter()
+        .map(String::from)
+        .chain(flags.iter().cloned());
+    let matches = Cli::command().try_get_matches_from(argv).map_err(|e| {
+        anyhow::anyhow!(
+            "node flags after --: {}",
+            e.render()
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches("error: ")
+        )
+    })?;
+    if let Some((_, m)) = matches.subcommand() {
+        for id in SET_BY_LOCAL {
+            if m.value_source(id) == Some(clap::parser::ValueSource::CommandLine) {
+                anyhow::bail!(
+                    "node flags after --: db local sets --{} itself{}",
+                    id.replace('_', "-").replace("seeds", "seed"),
+                    match id {
+                        "n" | "r" | "w" | "data_dir" => " (give it before the --)",
+                        _ => "",
+                    }
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Makes this process's client connections use TLS if `--tls` says so.
@@ -593,8 +683,8 @@ fn use_tls(args: &distro_db::tls::ClientArgs) -> anyhow::Result<()> {
 }
 
 /// Sets up logging; when logs go to a file, says where in one line.
-fn start_logs(to: &LogTo, config: &Config) -> anyhow::Result<()> {
-    init_logs(to)?;
+fn start_logs(to: &LogTo, config: &Config, log: &distro_db::logs::LogArgs) -> anyhow::Result<()> {
+    distro_db::logs::init(to, log)?;
     if let LogTo::File(path) = to {
         // One write, so the lines of nodes started together in one terminal
         // (`db slave 55551 & db slave 55552 & ...`) do not interleave.
@@ -686,8 +776,16 @@ fn run_master(config: Config) -> anyhow::Result<i32> {
         };
         let code = tokio::select! {
             r = repl_done => {
-                if let Ok(Err(e)) = r {
-                    eprintln!("repl: {e:#}");
+                match r {
+                    Ok(Err(e)) => eprintln!("repl: {e:#}"),
+                    Ok(Ok(repl::Outcome::Exit)) => eprintln!(
+                        "EXIT: stopping {} (this REPL is its terminal); the other nodes keep running",
+                        node.id()
+                    ),
+                    Ok(Ok(repl::Outcome::Quit)) => {
+                        eprintln!("QUIT: every node was told to stop, {} too", node.id())
+                    }
+                    _ => {}
                 }
                 0
             }
@@ -707,6 +805,8 @@ fn run_master(config: Config) -> anyhow::Result<i32> {
             .is_err()
         {
             eprintln!("{} did not stop within 10 s", node.id());
+        } else {
+            eprintln!("{} stopped", node.id());
         }
         code
     });

@@ -156,6 +156,49 @@ Limits: key 16 KiB, value 8 MiB, 100 siblings and 32 MiB of values per key."
     )
 }
 
+/// HELP for one command: the lines of [`help`] about `topic` (a command
+/// name, any case), or an error naming where else to look.
+pub fn help_on(mode: Mode, topic: &str) -> Result<String, String> {
+    let want = topic.to_ascii_uppercase();
+    let text = help(mode);
+    let lines: Vec<&str> = text
+        .lines()
+        // The command lines (indented) that name it as a word.
+        .filter(|l| {
+            l.starts_with("  ")
+                && l.split(|c: char| !c.is_ascii_alphanumeric())
+                    .any(|w| w == want)
+        })
+        .collect();
+    if lines.is_empty() {
+        return Err(format!(
+            "no help for '{topic}': HELP lists the REPL's commands; the Redis commands the node \
+             also answers are in docs/redis.md"
+        ));
+    }
+    Ok(lines.join("\n"))
+}
+
+/// A hint added to an error answer to a typed line, if one helps.
+fn hint(name: &str, args: &[Vec<u8>], error: &str) -> Option<String> {
+    if error.starts_with("ERR unknown command ") {
+        return Some("(type HELP for the list)".into());
+    }
+    // `SET k hello world`: the value is one argument; the rest was read as options.
+    if name == "SET" && args.len() > 3 && error.contains("syntax error") {
+        let value: Vec<String> = args[2..]
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        return Some(format!(
+            " (a value with spaces needs quotes: SET {} \"{}\")",
+            crate::text::quote(&args[1]),
+            value.join(" ")
+        ));
+    }
+    None
+}
+
 /// What the loop should do after a line.
 enum Step {
     Continue,
@@ -172,6 +215,8 @@ struct Session {
     /// The user and password to authenticate with (from the environment,
     /// or the last `AUTH` that succeeded), sent again on every reconnect.
     creds: Option<Credentials>,
+    /// Lines whose answer was an error (for the exit status of a piped REPL).
+    failed: usize,
 }
 
 /// Connects to `addr` and authenticates with `creds`, if any.
@@ -192,6 +237,13 @@ pub fn run(addr: &str) -> anyhow::Result<Outcome> {
 /// [`run`], authenticating as `user` (none: `DISTRO_DB_USER`, else the
 /// default user) with the password in `DISTRO_DB_PASSWORD`.
 pub fn run_as(addr: &str, user: Option<&str>) -> anyhow::Result<Outcome> {
+    run_client(addr, user).map(|(outcome, _)| outcome)
+}
+
+/// [`run_as`], also returning how many typed lines got an error answer
+/// (`db repl` exits non-zero when its input was piped and one did, so
+/// that scripts see the failure).
+pub fn run_client(addr: &str, user: Option<&str>) -> anyhow::Result<(Outcome, usize)> {
     let creds = crate::client::credentials_from_env(user).map_err(anyhow::Error::msg)?;
     run_session(addr, &format!("db {addr}> "), Mode::Client, creds)
 }
@@ -205,14 +257,17 @@ pub fn run_with_prompt(addr: &str, prompt: &str, mode: Mode) -> anyhow::Result<O
         mode,
         crate::client::credentials_from_env(None).unwrap_or(None),
     )
+    .map(|(outcome, _)| outcome)
 }
 
+/// Runs a REPL session; returns how it ended and how many lines got an
+/// error answer.
 fn run_session(
     addr: &str,
     prompt: &str,
     mode: Mode,
     creds: Option<Credentials>,
-) -> anyhow::Result<Outcome> {
+) -> anyhow::Result<(Outcome, usize)> {
     let mut client = connect(addr, creds.as_ref())
         .map_err(|e| anyhow::anyhow!("cannot connect to {addr}: {e}"))?;
     let node_id = node_id(&mut client);
@@ -222,12 +277,14 @@ fn run_session(
         node_id,
         mode,
         creds,
+        failed: 0,
     };
-    if io::stdin().is_terminal() && io::stdout().is_terminal() {
+    let outcome = if io::stdin().is_terminal() && io::stdout().is_terminal() {
         run_terminal(&mut session, prompt)
     } else {
         run_piped(&mut session)
-    }
+    }?;
+    Ok((outcome, session.failed))
 }
 
 /// The node's id, from the first line of STATUS (`node: <id> at <addr>`).
@@ -361,6 +418,7 @@ fn eval(session: &mut Session, line: &[u8], out: &mut impl Write) -> anyhow::Res
     let tokens = match tokenize(line) {
         Ok(t) => t,
         Err(e) => {
+            session.failed += 1;
             writeln!(out, "(error) ERR {e}")?;
             return Ok(Step::Continue);
         }
@@ -371,7 +429,16 @@ fn eval(session: &mut Session, line: &[u8], out: &mut impl Write) -> anyhow::Res
     let name = String::from_utf8_lossy(&first.text).to_ascii_uppercase();
     match name.as_str() {
         "HELP" => {
-            writeln!(out, "{}", help(session.mode))?;
+            match tokens.get(1) {
+                None => writeln!(out, "{}", help(session.mode))?,
+                Some(topic) => match help_on(session.mode, &String::from_utf8_lossy(&topic.text)) {
+                    Ok(text) => writeln!(out, "{text}")?,
+                    Err(e) => {
+                        session.failed += 1;
+                        writeln!(out, "(error) ERR {e}")?;
+                    }
+                },
+            }
             return Ok(Step::Continue);
         }
         "EXIT" => return Ok(Step::Done(Outcome::Exit)),
@@ -379,12 +446,14 @@ fn eval(session: &mut Session, line: &[u8], out: &mut impl Write) -> anyhow::Res
     }
     let mut args: Vec<Vec<u8>> = tokens.into_iter().map(|t| t.text).collect();
     if let Err(e) = check_sizes(&name, &args) {
+        session.failed += 1;
         writeln!(out, "(error) ERR {e}")?;
         return Ok(Step::Continue);
     }
     let quit = name == "QUIT";
     if quit {
         if args.len() != 1 {
+            session.failed += 1;
             writeln!(
                 out,
                 "(error) ERR wrong number of arguments for 'quit' command"
@@ -406,6 +475,7 @@ fn eval(session: &mut Session, line: &[u8], out: &mut impl Write) -> anyhow::Res
     let reply = match call_with_reconnect(session, &args) {
         Ok(r) => r,
         Err(e) => {
+            session.failed += 1;
             writeln!(out, "(error) connection to {} failed: {e}", session.addr)?;
             return Ok(if quit {
                 Step::Done(Outcome::Quit)
@@ -415,10 +485,11 @@ fn eval(session: &mut Session, line: &[u8], out: &mut impl Write) -> anyhow::Res
         }
     };
     let mut text = format_reply(&name, &reply);
-    if let Frame::Error(e) = &reply
-        && e.starts_with("ERR unknown command ")
-    {
-        text.push_str("(type HELP for the list)");
+    if let Frame::Error(e) = &reply {
+        session.failed += 1;
+        if let Some(h) = hint(&name, &args, e) {
+            text.push_str(&h);
+        }
     }
     writeln!(out, "{text}")?;
     let ok = !matches!(reply, Frame::Error(_));
@@ -529,6 +600,60 @@ mod tests {
         assert_eq!(credentials_of(&w(&["AUTH"])), None);
         assert_eq!(credentials_of(&w(&["GET", "AUTH"])), None);
         assert!(!format!("{:?}", creds(Some("alice"), "topsecret")).contains("topsecret"));
+    }
+
+    #[test]
+    fn help_on_one_command() {
+        let set = help_on(Mode::Client, "set").unwrap();
+        assert!(
+            set.lines().all(|l| l.trim_start().starts_with("SET ")),
+            "{set}"
+        );
+        assert!(set.contains("SET <key> <value> [W=<n>]"), "{set}");
+        assert!(set.contains("EX <s>"), "{set}");
+        assert!(!set.contains("GET <key> [R=<n>]"), "{set}");
+        assert!(
+            help_on(Mode::Local, "EXIT")
+                .unwrap()
+                .contains("cluster keeps running")
+        );
+        assert!(
+            help_on(Mode::Client, "vdel")
+                .unwrap()
+                .starts_with("  DEL <key>")
+        );
+        assert!(
+            help_on(Mode::Client, "INCR")
+                .unwrap()
+                .contains("Redis options work too")
+        );
+        let e = help_on(Mode::Client, "frobnicate").unwrap_err();
+        assert!(
+            e.contains("no help for 'frobnicate'") && e.contains("docs/redis.md"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unquoted_values_with_spaces_get_a_hint() {
+        let args =
+            |l: &[&str]| -> Vec<Vec<u8>> { l.iter().map(|s| s.as_bytes().to_vec()).collect() };
+        let h = hint(
+            "SET",
+            &args(&["SET", "k", "hello", "world"]),
+            "ERR syntax error",
+        )
+        .unwrap();
+        assert_eq!(
+            h,
+            " (a value with spaces needs quotes: SET \"k\" \"hello world\")"
+        );
+        assert!(hint("SET", &args(&["SET", "k", "v"]), "ERR syntax error").is_none());
+        assert!(hint("GET", &args(&["GET", "k"]), "ERR wrong number").is_none());
+        assert_eq!(
+            hint("FOO", &args(&["FOO"]), "ERR unknown command 'FOO'").as_deref(),
+            Some("(type HELP for the list)")
+        );
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! (the quoting rules of redis-cli and of RESP inline commands) and quoting
 //! bytes for display on one line. Pure; shared by the REPL ([`crate::repl`])
 //! and the RESP decoder's inline commands ([`crate::api::resp`]), so neither
-//! depends on the other.
+//! depends on the other. Also [`count`], a number with its noun in the
+//! right number, for the reports people read.
 
 /// One argument of a typed line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,6 +212,16 @@ fn class_match(pat: &[u8], c: u8) -> Option<(bool, usize)> {
     None
 }
 
+/// `1 hint`, `2 hints`, `0 hints`: `n` and `noun` (plural with an `s`).
+pub fn count(n: impl Into<u64>, noun: &str) -> String {
+    let n = n.into();
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,5 +300,12 @@ mod tests {
     fn quoting_keeps_values_on_one_line() {
         assert_eq!(quote(&[0, 255]), "\"\\x00\\xff\"");
         assert_eq!(quote(b"a\nb\"c"), "\"a\\nb\\\"c\"");
+    }
+
+    #[test]
+    fn counts_agree_in_number() {
+        assert_eq!(count(1u64, "hint"), "1 hint");
+        assert_eq!(count(0u64, "hint"), "0 hints");
+        assert_eq!(count(2u32, "node"), "2 nodes");
     }
 }

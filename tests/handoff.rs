@@ -65,7 +65,7 @@ fn a_stand_in_keeps_a_durable_hint_and_hands_it_off() {
         report.contains(&format!("{spare} (stand-in for {vid})")),
         "{report}"
     );
-    assert!(text(c.cmd(stand_in, &["NODES"])).contains("(1 hints pending here)"));
+    assert!(text(c.cmd(stand_in, &["NODES"])).contains("(1 hint pending here)"));
 
     // The hint is durable: it survives the stand-in's own crash.
     c.nodes[stand_in].sigkill();

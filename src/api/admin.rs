@@ -29,7 +29,7 @@ pub fn nodes_report(api: &Api) -> String {
         let state = if view.is_live_at(i) { "live" } else { "down" };
         let this = if m.id == *me { " (this node)" } else { "" };
         let hints = match pending.get(&*m.id) {
-            Some(n) => format!(" ({n} hints pending here)"),
+            Some(&n) => format!(" ({} pending here)", crate::text::count(n as u64, "hint")),
             None => String::new(),
         };
         let _ = writeln!(out, "{} {} {state}{this}{hints}", m.id, m.addr);
@@ -161,6 +161,10 @@ pub async fn replicas_report(api: &Api, key: &[u8]) -> String {
                 ask::<Inspection>(&**coord.transport(), m.addr, req, timeout)
                     .await
                     .map_err(|e| match e {
+                        // The connect error alone: its own text says "unreachable" too.
+                        CallError::Rpc(crate::rpc::RpcError::Connect(e)) => {
+                            format!("unreachable: {e}")
+                        }
                         CallError::Rpc(e) => format!("unreachable: {e}"),
                         e => format!("error: {e}"),
                     })

@@ -206,6 +206,6 @@ impl Worker for Handoff {
     }
 
     fn status(&self) -> String {
-        format!("{} hints delivered", self.delivered)
+        format!("{} delivered", crate::text::count(self.delivered, "hint"))
     }
 }
