@@ -39,15 +39,21 @@
 //! [`fault`] (fault injection at the seams), and the REPL side:
 //! [`client`], [`repl`], [`local`], and [`bench`] (`db bench`, a closed-loop
 //! load generator for RESP servers and etcd's HTTP gateway).
+//!
+//! Data lifecycle: [`backup`] (`db backup` / `db restore` of one node's
+//! store, and the node's `BACKUP` sessions) and [`dump`] (`db dump` /
+//! `db load`: a cluster-wide export of live keys with their clocks).
 
 pub mod acl;
 pub mod api;
+pub mod backup;
 pub mod bench;
 pub mod client;
 pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod coordinator;
+pub mod dump;
 pub mod durable;
 pub mod epoch;
 pub mod fault;

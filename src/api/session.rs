@@ -40,6 +40,10 @@ const BASE_BUFFER: usize = 4096;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Time allowed to finish sending a started command, and to write replies.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// When the node stops, how long the commands a connection is running get
+/// to finish and be answered (a write waits at most about one request
+/// timeout, 2 s by default, for its replicas).
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(3);
 
 /// What a command orders itself against.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -298,7 +302,8 @@ async fn run_exec(api: Arc<Api>, user: Option<Arc<User>>, queue: Vec<Command>) -
 
 /// Serves one client connection whose first byte was `first`. Returns when
 /// the client closes, after QUIT or a protocol error, on `CLIENT KILL`, or
-/// on `shutdown`.
+/// on `shutdown` (after answering the commands already running, for at
+/// most [`SHUTDOWN_DRAIN`]).
 pub async fn serve(
     api: Arc<Api>,
     stream: crate::tls::Stream,
@@ -334,6 +339,9 @@ pub async fn serve(
     let mut out: Vec<u8> = Vec::new();
     // Set once the input is finished (closed, QUIT read, protocol error).
     let mut input_done = false;
+    // Set when the node began to stop: until then, the commands already
+    // running are finished and answered.
+    let mut drain_until: Option<tokio::time::Instant> = None;
     loop {
         if !input_done {
             input_done = parse_buffered(&mut buf, &mut pending, &mut held, &client);
@@ -360,7 +368,17 @@ pub async fn serve(
         };
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = shutdown.cancelled(), if drain_until.is_none() => {
+                // The node is stopping: read nothing more, run nothing not
+                // yet started (the client sees the connection close after
+                // the answers of what ran), finish what runs, within a bound.
+                input_done = true;
+                pending.clear();
+                drain_until = Some(tokio::time::Instant::now() + SHUTDOWN_DRAIN);
+            }
+            _ = tokio::time::sleep_until(drain_until.unwrap_or_else(tokio::time::Instant::now)), if drain_until.is_some() => {
+                return Ok(());
+            }
             _ = client.kill.cancelled() => return Ok(()),
             Some(first_done) = running.next(), if !running.is_empty() => {
                 let mut done = Some(first_done);
