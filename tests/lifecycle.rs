@@ -599,3 +599,31 @@ fn dump_and_load_round_trip_values_and_siblings_resume_and_merge_by_clock() {
         vec![b"apple".to_vec(), b"pear".to_vec()]
     );
 }
+
+#[test]
+fn a_stopping_node_answers_the_commands_it_is_running() {
+    let mut c = Cluster::start_durable(3, &["--fault-injection"]);
+    // Node 0's messages to its peers take 700 ms: a W=3 write through it
+    // is still running when SIGTERM arrives right after it was sent.
+    for peer in [1, 2] {
+        let id = c.nodes[peer].id.clone();
+        assert_eq!(c.cmd(0, &["FAULT", "DELAY", &id, "700"]), Frame::ok());
+    }
+    let mut client = c.client(0);
+    let sent = Instant::now();
+    let writer = std::thread::spawn(move || client.call(&["SET", "inflight", "v", "W=3"]));
+    c.nodes[0].signal("TERM");
+    let reply = writer.join().expect("writer");
+    let answered = sent.elapsed();
+    assert_eq!(
+        reply.ok(),
+        Some(Frame::ok()),
+        "the write in flight at SIGTERM was not answered"
+    );
+    assert!(
+        answered >= Duration::from_millis(700),
+        "answered after {answered:?}"
+    );
+    assert!(wait_exit(&mut c.nodes[0], Duration::from_secs(20)).success());
+    assert_eq!(c.cmd(1, &["GET", "inflight", "R=2"]), bulk("v"));
+}
