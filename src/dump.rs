@@ -6,15 +6,15 @@
 //! key read at the read quorum, answered as the encoded object: every
 //! sibling with its dot, the clock, expiry). The file is a header and a
 //! stream of frames, each with a CRC32: one per object, and one closing each
-//! partition (with its object count), fsynced. A dump that stopped (crash,
+//! partition (with its object count); the file is fsynced at the end. A dump that stopped (crash,
 //! Ctrl-C, a node gone) resumes when run again with the same file: the file
 //! is cut back to the end of its last complete partition and the walk goes
 //! on from the next one.
 //!
 //! `db load` checks the whole file first (every CRC, every partition's
 //! count, all 1024 partitions present), so a damaged or unfinished dump
-//! loads nothing; then it sends each object with `IMPORT`, which merges it
-//! into the key's replicas by clock. See docs/operations.md ("Backup and
+//! loads nothing; then it sends each object with `IMPORT` (on 8
+//! connections at once), which merges it into the key's replicas by clock. See docs/operations.md ("Backup and
 //! restore") for what merging by clock guarantees.
 //!
 //! Format (little-endian): `DDBDUMP1\n`, then frames. An object: `K`, key
@@ -25,6 +25,8 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -36,6 +38,8 @@ use crate::resp::Frame;
 const MAGIC: &[u8] = b"DDBDUMP1\n";
 /// Keys per `EXPORT OBJECTS`.
 const BATCH: usize = 100;
+/// Connections `db load` sends `IMPORT`s on at once.
+const LOADERS: usize = 8;
 /// Longest key or object a frame may hold (a larger length is damage).
 const MAX_FIELD: u32 = 64 << 20;
 
@@ -290,11 +294,14 @@ pub fn dump(addr: &str, path: &Path, user: Option<&str>) -> anyhow::Result<Repor
                 }
             }
         }
+        // Handed to the kernel at each partition's end (a crash of this
+        // process loses nothing complete); fsynced once at the end (after a
+        // power cut, the resume finds the last complete partition anyway).
         out.write_all(&Item::End(p as u16, count).encode())?;
         out.flush()?;
-        out.get_ref().sync_data()?;
         objects += u64::from(count);
     }
+    out.get_ref().sync_all()?;
     Ok(Report {
         partitions: PARTITIONS - resumed_at,
         resumed_at,
@@ -328,26 +335,70 @@ pub fn load(
             s.partitions
         );
     }
-    let mut client = connect(addr, user)?;
+    // LOADERS connections, each sending one IMPORT at a time, fed through
+    // a bounded channel (memory stays bounded whatever the file's size).
+    let clients = (0..LOADERS)
+        .map(|_| connect(addr, user))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, Vec<u8>)>(LOADERS * 16);
+    let rx = Arc::new(Mutex::new(rx));
+    let loaded = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(Mutex::new(None::<String>));
+    let workers: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| {
+            let (rx, loaded, failed) = (rx.clone(), loaded.clone(), failed.clone());
+            let w_arg = w.map(|w| format!("W={w}").into_bytes());
+            std::thread::spawn(move || {
+                loop {
+                    let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok((key, obj)) = next else { return };
+                    let mut args = vec![b"IMPORT".to_vec(), key.clone(), obj];
+                    args.extend(w_arg.clone());
+                    let error = match client.call(&args) {
+                        Ok(Frame::Simple(_)) => {
+                            loaded.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        Ok(Frame::Error(e)) => e,
+                        Ok(other) => format!("unexpected answer {other:?}"),
+                        Err(e) => e.to_string(),
+                    };
+                    let key = String::from_utf8_lossy(&key).into_owned();
+                    failed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get_or_insert(format!("'{key}': {error}"));
+                    return;
+                }
+            })
+        })
+        .collect();
     let mut r = BufReader::new(open()?);
     r.seek(SeekFrom::Start(MAGIC.len() as u64))?;
-    let w_arg = w.map(|w| format!("W={w}").into_bytes());
-    let mut objects = 0u64;
-    while let Some((item, _)) =
-        next(&mut r).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
-    {
-        if let Item::Object(key, obj) = item {
-            let mut args = vec![b"IMPORT".to_vec(), key.clone(), obj];
-            args.extend(w_arg.clone());
-            match client.call(&args).context("IMPORT")? {
-                Frame::Simple(_) => objects += 1,
-                Frame::Error(e) => bail!(
-                    "loading '{}' failed after {objects} objects: {e} (loading again is safe: every object is merged)",
-                    String::from_utf8_lossy(&key)
-                ),
-                other => bail!("IMPORT: unexpected answer {other:?}"),
+    let read = (|| -> anyhow::Result<()> {
+        while let Some((item, _)) =
+            next(&mut r).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        {
+            // A send fails only once every loader stopped on an error.
+            if let Item::Object(key, obj) = item
+                && tx.send((key, obj)).is_err()
+            {
+                break;
             }
         }
+        Ok(())
+    })();
+    drop(tx);
+    for t in workers {
+        let _ = t.join();
+    }
+    read?;
+    let objects = loaded.load(Ordering::Relaxed);
+    if let Some(e) = failed.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        bail!(
+            "loading failed after {objects} objects: {e} (loading again is safe: every object is merged)"
+        );
     }
     Ok(Report {
         partitions: s.partitions,
