@@ -189,6 +189,7 @@ fn sigterm_restart_of_every_node_in_turn_loses_no_acknowledged_write() {
         c.wait_converged();
     }
     let acked = writers.stop();
+    eprintln!("{} writes acknowledged across the restarts", acked.len());
     assert!(
         acked.len() > 100,
         "only {} writes acknowledged",
