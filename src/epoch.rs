@@ -176,14 +176,14 @@ pub fn resolve(store_dir: &Path, report: &RecoveryReport) -> anyhow::Result<(u64
         crate::durable::remove(&marker_path)?;
     }
     let stored = read_epoch(&store_dir.join(EPOCH_FILE));
-    // A store restored from a backup is an old state: always a new epoch
-    // (written before the marker goes, so a crash in between only takes
-    // one more).
+    // A store restored from a backup is an old state: always a new epoch.
+    // The marker stays until the store has caught up with its peers
+    // (`replica::CatchUp`), so each start before that takes one more, which
+    // is always safe.
     let restored_path = store_dir.join(crate::backup::RESTORED_MARKER);
     if let Ok(text) = std::fs::read_to_string(&restored_path) {
         let epoch = next_epoch(stored);
         write_epoch(store_dir, epoch)?;
-        crate::durable::remove(&restored_path)?;
         let why = text.trim().to_string();
         warn!(epoch = format!("{epoch:08x}"), reason = %why, "starting a new vector-clock epoch");
         return Ok((epoch, Some(why)));

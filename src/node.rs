@@ -105,6 +105,8 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         .map(crate::tls::NodeTls::load)
         .transpose()?
         .map(Arc::new);
+    // Set when the store was prepared by `db restore` (an old state).
+    let mut restored: Option<PathBuf> = None;
     let (store, epoch, store_dir): (Arc<dyn Store>, u64, Option<PathBuf>) = match &config.data_dir {
         Some(dir) => {
             crate::durable::create_dir_all(dir)
@@ -124,6 +126,8 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
                 config.node_id_given,
                 has_data,
             )?;
+            let marker = store_dir.join(crate::backup::RESTORED_MARKER);
+            restored = marker.exists().then_some(marker);
             let (epoch, _) = crate::epoch::resolve(&store_dir, &report)
                 .context("cannot decide the vector-clock epoch")?;
             (Arc::new(store), epoch, Some(store_dir))
@@ -217,6 +221,14 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         stop: stop_fn.clone(),
     })?;
     peers.set_layouts(membership.layouts().clone());
+    if let Some(marker) = restored {
+        // Its copies are old: no read is answered from them before
+        // anti-entropy compared them with a peer's.
+        replica.catch_up().start(Some(marker));
+        info!(
+            "restored from a backup: answering no read until anti-entropy has compared each partition with a peer"
+        );
+    }
     let workers = Workers::new();
     let transfers = Arc::new(crate::workers::transfer::TransferStats::default());
     workers.spawn(crate::workers::transfer::Transfer::new(

@@ -235,7 +235,7 @@ fn flip_a_byte(path: &Path) {
 
 #[test]
 fn a_backup_taken_while_writing_restores_into_a_new_node_and_a_damaged_one_is_refused() {
-    let mut c = Cluster::start_durable(3, &["--segment-size", "16K"]);
+    let mut c = Cluster::start_durable(3, &["--segment-size", "16K", "--aae-interval-ms", "300"]);
     // Every write goes through node 0: it acts for each (3 nodes, N=3), so
     // its store holds every write acknowledged before the snapshot.
     let writers = Writers::start(vec![c.nodes[0].addr()], 2);
@@ -300,54 +300,72 @@ fn a_backup_taken_while_writing_restores_into_a_new_node_and_a_damaged_one_is_re
         stderr(&out)
     );
 
-    // Restore into a new data directory, in place of node 0 on its port,
-    // once the old cluster is gone.
+    // Restore into a new data directory. What it holds is the backup:
+    // every write acknowledged before the backup started is in its store.
     let restored = c.dir.path().join("restored");
     let out = run_restore(backup.to_str().unwrap(), restored.to_str().unwrap());
     assert!(out.status.success(), "restore failed: {}", stderr(&out));
-    let port = c.nodes[0].port;
-    for n in &mut c.nodes {
-        n.signal("TERM");
+    {
+        let store = distro_db::storage::LogStore::open(
+            &restored.join("store"),
+            distro_db::storage::LogOptions::default(),
+        )
+        .expect("the restored store opens");
+        let lost: Vec<&String> = before
+            .iter()
+            .filter(|(k, v)| {
+                let obj = distro_db::replica::load_object(&store, k.as_bytes())
+                    .expect("readable")
+                    .map(|(_, o)| o);
+                !obj.is_some_and(|o| o.values().contains(&v.as_bytes()))
+            })
+            .map(|(k, _)| k)
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "{} of {} writes acknowledged before the backup are not in it: {:?}",
+            lost.len(),
+            before.len(),
+            &lost[..lost.len().min(10)]
+        );
     }
-    for n in &mut c.nodes {
-        assert!(wait_exit(n, Duration::from_secs(20)).success());
-    }
-    let log = c.dir.path().join("restored.log");
-    let mut node = Command::new(db_bin())
-        .args([
-            "node",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--cluster-id",
-            &c.cluster_id,
-        ])
-        .arg("--data-dir")
-        .arg(&restored)
-        .env("RUST_LOG", "info,chitchat=warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .spawn()
-        .expect("db node");
-    let addr = format!("127.0.0.1:{port}");
-    wait_until(Duration::from_secs(20), "the restored node", || {
-        Client::connect(&addr).is_ok()
-    });
-    let lost = missing(&addr, &before, 1);
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let _ = node.kill();
-    let _ = node.wait();
+    // A new node on it, in place of node 0 (same port): it takes a new
+    // epoch, answers no read from its old copies until anti-entropy has
+    // compared them with its peers', then has every write.
+    c.nodes[0].signal("TERM");
+    assert!(wait_exit(&mut c.nodes[0], Duration::from_secs(20)).success());
+    let data0 = c.data_dir(c.nodes[0].port);
+    std::fs::remove_dir_all(&data0).unwrap();
+    std::fs::rename(&restored, &data0).unwrap();
+    c.restart(0);
+    assert!(
+        c.nodes[0]
+            .log_text()
+            .contains("restored from a backup of node-"),
+        "no new epoch for the restored store"
+    );
+    let a0 = c.nodes[0].addr();
+    wait_until(
+        Duration::from_secs(30),
+        "the restored node to catch up",
+        || !status(&a0).contains("restored:"),
+    );
+    assert!(!data0.join("store/RESTORED").exists());
+    let lost = missing(&a0, &during, 1);
     assert!(
         lost.is_empty(),
-        "{} of {} writes acknowledged before the backup are missing: {:?}",
+        "{} writes missing after catching up: {:?}",
         lost.len(),
-        before.len(),
         &lost[..lost.len().min(10)]
     );
-    assert!(
-        text.contains("restored from a backup of node-"),
-        "no new epoch for the restored store:\n{text}"
-    );
+}
+
+/// STATUS of the node at `addr`.
+fn status(addr: &str) -> String {
+    match Client::connect(addr).and_then(|mut c| c.call(&["STATUS"])) {
+        Ok(Frame::Bulk(b)) => String::from_utf8_lossy(&b).into_owned(),
+        other => panic!("STATUS: {other:?}"),
+    }
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -403,6 +421,12 @@ fn an_old_backup_restored_into_a_running_cluster_brings_back_no_delete_and_loses
     std::fs::remove_dir_all(&data).unwrap();
     let out = run_restore(backup.to_str().unwrap(), data.to_str().unwrap());
     assert!(out.status.success(), "restore failed: {}", stderr(&out));
+    // First without anti-entropy on node 1 (one exchange an hour), so it
+    // stays behind its peers for the whole first phase.
+    let extra = std::mem::replace(
+        &mut c.extra,
+        vec!["--aae-interval-ms".into(), "3600000".into()],
+    );
     c.restart(1);
     c.wait_converged();
     assert!(
@@ -438,19 +462,46 @@ fn an_old_backup_restored_into_a_running_cluster_brings_back_no_delete_and_loses
         }
         wrong
     };
-    // Through the restored node at the read quorum: the cluster's newer
-    // copies win the merge at once.
-    let wrong = check(&a1, 2);
+    // While it has not compared its partitions with its peers, it answers
+    // no read from its old copies: even R=1 through it is answered by
+    // another replica, so no deleted key is back and no newer write missing.
+    assert!(status(&a1).contains("restored:"), "{}", status(&a1));
+    for r in [1, 2] {
+        let wrong = check(&a1, r);
+        assert!(
+            wrong.is_empty(),
+            "through the restored node, R={r}: {wrong:?}"
+        );
+    }
     assert!(
-        wrong.is_empty(),
-        "through the restored node, R=2: {wrong:?}"
+        status(&a1).contains("restored:"),
+        "the gate opened without anti-entropy"
     );
-    // Anti-entropy then brings the restored node itself up to date: even
-    // its own copy alone (R=1) shows no deleted key and every newer write.
+    // The gate survives a restart (the marker stays until it caught up);
+    // with anti-entropy it catches up, and then its own copies (R=1) show
+    // no deleted key and every newer write.
+    c.nodes[1].signal("TERM");
+    assert!(wait_exit(&mut c.nodes[1], Duration::from_secs(20)).success());
+    c.extra = extra;
+    c.restart(1);
+    assert_eq!(
+        c.nodes[1]
+            .log_text()
+            .matches("restored from a backup of node-")
+            .count(),
+        2,
+        "the second start did not take a new epoch again"
+    );
     wait_until(
         Duration::from_secs(30),
         "the restored node to catch up",
-        || check(&a1, 1).is_empty(),
+        || !status(&a1).contains("restored:"),
+    );
+    assert!(!data.join("store/RESTORED").exists());
+    let wrong = check(&a1, 1);
+    assert!(
+        wrong.is_empty(),
+        "the restored node's own copies: {wrong:?}"
     );
     for i in [0, 2] {
         let wrong = check(&c.nodes[i].addr(), 1);

@@ -235,6 +235,9 @@ impl Coordinator {
                 let Request::Get { key } = &*req else {
                     return (t, Err(Reason::BadAnswer("not a read".into())));
                 };
+                if me.replica.catch_up().behind(partition_of(key)) {
+                    return (t, Err(Reason::Store(RESTORED_BEHIND.into())));
+                }
                 me.local_copy(key).map_err(|e| Reason::Store(e.to_string()))
             } else {
                 ask::<Stored>(&*me.transport, t.addr, &req, me.config.timeout)
@@ -651,6 +654,10 @@ impl Coordinator {
         Ok(done)
     }
 }
+
+/// Why a restored replica does not answer a read yet.
+pub const RESTORED_BEHIND: &str =
+    "restored from a backup and not yet compared with its peers (anti-entropy)";
 
 impl Coordinator {
     /// Merges `object`, a copy with its clock (from `db load`), into the
