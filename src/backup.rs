@@ -14,11 +14,13 @@
 //! `MANIFEST` (written last) giving each file's length, CRC32 and SHA-256,
 //! and a CRC32 of the manifest itself.
 //!
-//! A restored store is an old state: [`restore`] leaves `store/RESTORED`,
-//! and the node's next start takes a new vector-clock epoch because of it
-//! ([`crate::epoch::resolve`]), so it never makes a dot it made after the
-//! backup again. Merges with the cluster's newer copies (read repair,
-//! anti-entropy, hints) then supersede what the backup holds; see
+//! A restored store is an old state: [`restore`] leaves `store/RESTORED`.
+//! While it exists each start takes a new vector-clock epoch
+//! ([`crate::epoch::resolve`]), so the node never makes a dot it made after
+//! the backup again, and the node answers no read from its copies until
+//! anti-entropy has compared each partition with a peer
+//! ([`crate::replica::CatchUp`], which then removes the marker). Merges with
+//! the cluster's newer copies supersede what the backup holds; see
 //! docs/operations.md, "Backup and restore", for the limits.
 
 use std::collections::HashMap;
