@@ -9,8 +9,8 @@
 //! its size, when recovery then finds exactly those files at exactly those
 //! sizes and skipped or truncated nothing. In every other case (a crash, a
 //! kill -9, a power loss, a damaged or missing file, a log cut short even at
-//! a record boundary, a restored backup taken while the node ran) it starts a
-//! new epoch. See docs/storage.md ("Epochs").
+//! a record boundary, a store restored by `db restore`, which leaves
+//! `store/RESTORED`) it starts a new epoch. See docs/storage.md ("Epochs").
 //!
 //! Defence in depth: if a merge ever finds one of this node's own dots
 //! carrying two different values, the node starts a new epoch at once
@@ -176,6 +176,18 @@ pub fn resolve(store_dir: &Path, report: &RecoveryReport) -> anyhow::Result<(u64
         crate::durable::remove(&marker_path)?;
     }
     let stored = read_epoch(&store_dir.join(EPOCH_FILE));
+    // A store restored from a backup is an old state: always a new epoch.
+    // The marker stays until the store has caught up with its peers
+    // (`replica::CatchUp`), so each start before that takes one more, which
+    // is always safe.
+    let restored_path = store_dir.join(crate::backup::RESTORED_MARKER);
+    if let Ok(text) = std::fs::read_to_string(&restored_path) {
+        let epoch = next_epoch(stored);
+        write_epoch(store_dir, epoch)?;
+        let why = text.trim().to_string();
+        warn!(epoch = format!("{epoch:08x}"), reason = %why, "starting a new vector-clock epoch");
+        return Ok((epoch, Some(why)));
+    }
     let fresh = marker.is_none()
         && stored.is_none()
         && report.manifest.segments.iter().all(|(_, size)| *size == 0);

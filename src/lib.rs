@@ -41,9 +41,14 @@
 //! [`fault`] (fault injection at the seams), and the REPL side:
 //! [`client`], [`repl`], [`local`], and [`bench`] (`db bench`, a closed-loop
 //! load generator for RESP servers and etcd's HTTP gateway).
+//!
+//! Data lifecycle: [`backup`] (`db backup` / `db restore` of one node's
+//! store, and the node's `BACKUP` sessions) and [`dump`] (`db dump` /
+//! `db load`: a cluster-wide export of live keys with their clocks).
 
 pub mod acl;
 pub mod api;
+pub mod backup;
 pub mod bench;
 pub mod client;
 pub mod clock;
@@ -51,6 +56,7 @@ pub mod cluster;
 pub mod config;
 pub mod config_file;
 pub mod coordinator;
+pub mod dump;
 pub mod durable;
 pub mod epoch;
 pub mod fault;

@@ -132,6 +132,72 @@ enum Cmd {
         #[arg(long, value_name = "NAME")]
         user: Option<String>,
     },
+    /// Copy a point-in-time snapshot of one running node's store into a new
+    /// directory, with a checksummed MANIFEST (needs the admin right).
+    Backup {
+        /// The node to back up.
+        #[arg(long, value_name = "HOST:PORT")]
+        connect: String,
+        /// The backup directory (must be new or empty).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[command(flatten)]
+        tls: distro_db::tls::ClientArgs,
+        /// Authenticate as this user (it needs the admin right), with the
+        /// password in DISTRO_DB_PASSWORD.
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+    },
+    /// Verify a backup and prepare a data directory from it; start a node
+    /// on that directory afterwards (it takes a new vector-clock epoch).
+    Restore {
+        /// The backup directory (made by db backup).
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
+        /// The data directory to prepare (must be new or empty).
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// Refuse a backup older than this (the cluster's --tombstone-grace-s).
+        #[arg(long, default_value_t = 86_400)]
+        tombstone_grace_s: u64,
+        /// Restore a backup older than the grace period anyway (deleted keys
+        /// may come back).
+        #[arg(long)]
+        accept_old: bool,
+    },
+    /// Export every live key of a cluster, with its clock and siblings, into
+    /// FILE; run again with the same FILE to resume (needs the admin right).
+    Dump {
+        /// A node of the cluster.
+        #[arg(long, value_name = "HOST:PORT")]
+        connect: String,
+        /// The dump file (created, or resumed).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        tls: distro_db::tls::ClientArgs,
+        /// Authenticate as this user (admin right), password in DISTRO_DB_PASSWORD.
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+    },
+    /// Merge every object of a dump file into a cluster by clock (needs the
+    /// admin right).
+    Load {
+        /// A node of the cluster.
+        #[arg(long, value_name = "HOST:PORT")]
+        connect: String,
+        /// The dump file (made by db dump).
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// Write quorum of each object (default: the node's W).
+        #[arg(long)]
+        w: Option<usize>,
+        #[command(flatten)]
+        tls: distro_db::tls::ClientArgs,
+        /// Authenticate as this user (admin right), password in DISTRO_DB_PASSWORD.
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+    },
     /// Start a local cluster (every node a background process) and open the
     /// REPL against it; EXIT leaves the cluster running, QUIT stops it.
     #[command(after_help = LOCAL_ENVIRONMENT)]
@@ -581,6 +647,55 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         } => {
             use_tls(&tls)?;
             leave(&connect, Duration::from_secs(wait_secs), user.as_deref())
+        }
+        Cmd::Backup {
+            connect,
+            out,
+            tls,
+            user,
+        } => {
+            use_tls(&tls)?;
+            let s = distro_db::backup::backup(&connect, &out, user.as_deref())?;
+            eprintln!("{}", s.backed_up(&connect, &out));
+            Ok(0)
+        }
+        Cmd::Restore {
+            from,
+            data_dir,
+            tombstone_grace_s,
+            accept_old,
+        } => {
+            let s = distro_db::backup::restore(&distro_db::backup::RestoreOptions {
+                from,
+                data_dir: data_dir.clone(),
+                max_age: Duration::from_secs(tombstone_grace_s),
+                accept_old,
+            })?;
+            eprintln!("{}", s.restored(&data_dir));
+            Ok(0)
+        }
+        Cmd::Dump {
+            connect,
+            out,
+            tls,
+            user,
+        } => {
+            use_tls(&tls)?;
+            let r = distro_db::dump::dump(&connect, &out, user.as_deref())?;
+            eprintln!("{}", r.dumped(&out));
+            Ok(0)
+        }
+        Cmd::Load {
+            connect,
+            from,
+            w,
+            tls,
+            user,
+        } => {
+            use_tls(&tls)?;
+            let r = distro_db::dump::load(&connect, &from, user.as_deref(), w)?;
+            eprintln!("{}", r.loaded(&connect));
+            Ok(0)
         }
         Cmd::Local {
             nodes,

@@ -14,8 +14,8 @@
 //! - the background [`Workers`] (hint delivery, anti-entropy).
 //!
 //! Stopping is cooperative and ordered: announce `status=stopping` through
-//! gossip so peers route around the node at once; stop accepting and end
-//! every session; let the workers finish their current unit and the
+//! gossip so peers route around the node at once; stop accepting, let every
+//! session answer the commands it is running (bounded) and close; let the workers finish their current unit and the
 //! coordinator's background work (late answers, read repair, replication
 //! past W) drain; stop gossip; close the stores (synced, writes refused) and
 //! leave the clean-stop marker that lets the next start keep the epoch.
@@ -63,6 +63,8 @@ pub struct Node {
     workers: Workers,
     /// Ends the listener and every session.
     sessions: CancellationToken,
+    /// The connections' tasks (a stop waits for them to drain).
+    connections: tokio_util::task::TaskTracker,
     /// Fires when something asks the node to stop (a command, a peer).
     stop_requested: CancellationToken,
     /// Fires once the stop sequence has finished.
@@ -103,6 +105,8 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         .map(crate::tls::NodeTls::load)
         .transpose()?
         .map(Arc::new);
+    // Set when the store was prepared by `db restore` (an old state).
+    let mut restored: Option<PathBuf> = None;
     let (store, epoch, store_dir): (Arc<dyn Store>, u64, Option<PathBuf>) = match &config.data_dir {
         Some(dir) => {
             crate::durable::create_dir_all(dir)
@@ -122,6 +126,8 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
                 config.node_id_given,
                 has_data,
             )?;
+            let marker = store_dir.join(crate::backup::RESTORED_MARKER);
+            restored = marker.exists().then_some(marker);
             let (epoch, _) = crate::epoch::resolve(&store_dir, &report)
                 .context("cannot decide the vector-clock epoch")?;
             (Arc::new(store), epoch, Some(store_dir))
@@ -215,6 +221,14 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         stop: stop_fn.clone(),
     })?;
     peers.set_layouts(membership.layouts().clone());
+    if let Some(marker) = restored {
+        // Its copies are old: no read is answered from them before
+        // anti-entropy compared them with a peer's.
+        replica.catch_up().start(Some(marker));
+        info!(
+            "restored from a backup: answering no read until anti-entropy has compared each partition with a peer"
+        );
+    }
     let workers = Workers::new();
     let transfers = Arc::new(crate::workers::transfer::TransferStats::default());
     workers.spawn(crate::workers::transfer::Transfer::new(
@@ -277,7 +291,9 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
             crate::acl::Acl::new(config.password.as_ref(), &config.users)
                 .map_err(anyhow::Error::msg)?,
         ),
+        backups: Arc::new(crate::backup::Backups::default()),
     });
+    let connections = tokio_util::task::TaskTracker::new();
     let port = crate::server::Port {
         api,
         peers: Arc::new(crate::rpc::tcp::PeerDoor {
@@ -288,6 +304,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         limits: config.limits,
         shutdown: sessions.clone(),
         tls,
+        tasks: connections.clone(),
     };
     tokio::spawn(crate::server::serve(port, listener));
     let node = Arc::new(Node {
@@ -298,6 +315,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         hints,
         workers,
         sessions,
+        connections,
         stop_requested: stop_requested.clone(),
         stopped: CancellationToken::new(),
         stopping: AtomicBool::new(false),
@@ -439,6 +457,16 @@ pub async fn stop(node: &Node) {
     // One gossip round carries the news to a few peers; don't wait longer.
     tokio::time::sleep(node.config.gossip_interval).await;
     node.sessions.cancel();
+    // Sessions answer the commands they are running (each bounded by
+    // SHUTDOWN_DRAIN), then close.
+    node.connections.close();
+    let drain = crate::api::session::SHUTDOWN_DRAIN + Duration::from_millis(500);
+    if tokio::time::timeout(drain, node.connections.wait())
+        .await
+        .is_err()
+    {
+        warn!("some connections did not close in time; stopping without them");
+    }
     node.workers.stop(DRAIN).await;
     let tasks = node.coordinator.tasks();
     tasks.close();

@@ -147,6 +147,100 @@ pub struct Replica {
     /// store, so the store's own count includes deleted keys). Kept by every
     /// write and rebuilt by the expiry worker's scan after a start.
     live: Vec<AtomicI64>,
+    /// After a restore: the partitions whose copies are not yet compared
+    /// with a peer's, whose reads this replica must not answer.
+    catch_up: CatchUp,
+}
+
+/// The read gate of a store restored from a backup (an old state): until
+/// anti-entropy has compared a partition with a peer's copy (and repaired
+/// the differences), this replica answers no read of it, so neither its
+/// own coordinator nor a peer takes its old copies for current; the other
+/// replicas answer instead. Writes and repairs are taken as usual.
+#[derive(Debug)]
+pub struct CatchUp {
+    /// The marker `db restore` left; removed once caught up, so the gate
+    /// survives a restart until then.
+    marker: std::sync::Mutex<Option<std::path::PathBuf>>,
+    active: std::sync::atomic::AtomicBool,
+    done: Vec<std::sync::atomic::AtomicBool>,
+    left: std::sync::atomic::AtomicUsize,
+}
+
+impl Default for CatchUp {
+    fn default() -> Self {
+        CatchUp {
+            marker: std::sync::Mutex::new(None),
+            active: std::sync::atomic::AtomicBool::new(false),
+            done: (0..PARTITIONS)
+                .map(|_| std::sync::atomic::AtomicBool::new(false))
+                .collect(),
+            left: std::sync::atomic::AtomicUsize::new(PARTITIONS),
+        }
+    }
+}
+
+impl CatchUp {
+    /// Closes every partition to reads until [`CatchUp::caught_up`]; the
+    /// `marker` file is removed once every partition caught up.
+    pub fn start(&self, marker: Option<std::path::PathBuf>) {
+        *self.marker.lock().unwrap_or_else(|e| e.into_inner()) = marker;
+        self.active.store(true, Ordering::Release);
+    }
+
+    /// Opens the gate for good: removes the marker.
+    fn finish(&self) {
+        self.active.store(false, Ordering::Release);
+        let marker = self.marker.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(path) = marker
+            && let Err(e) = crate::durable::remove(&path)
+        {
+            tracing::warn!(file = %path.display(), cause = %e, "cannot remove the restore marker; the next start takes a new epoch again");
+        }
+    }
+
+    /// True while reads of partition `p` must go to other replicas.
+    pub fn behind(&self, p: usize) -> bool {
+        self.active.load(Ordering::Acquire)
+            && !self.done.get(p).is_none_or(|d| d.load(Ordering::Acquire))
+    }
+
+    /// Partition `p` now holds what a peer holds (or has no peer to ask).
+    pub fn caught_up(&self, p: usize) {
+        if !self.active.load(Ordering::Acquire) {
+            return;
+        }
+        if let Some(d) = self.done.get(p)
+            && !d.swap(true, Ordering::AcqRel)
+        {
+            let left = self.left.fetch_sub(1, Ordering::AcqRel) - 1;
+            if left == 0 {
+                tracing::info!(
+                    "the restored store has caught up with its peers: it answers reads again"
+                );
+                self.finish();
+            }
+        }
+    }
+
+    /// Opens every partition (anti-entropy is off: nothing would catch up).
+    pub fn give_up(&self) {
+        if self.active.load(Ordering::Acquire) {
+            tracing::warn!(
+                "anti-entropy is off: the restored store answers reads with its old copies"
+            );
+            self.finish();
+        }
+    }
+
+    /// Partitions still closed to reads (0 when not restored).
+    pub fn behind_count(&self) -> usize {
+        if self.active.load(Ordering::Acquire) {
+            self.left.load(Ordering::Acquire)
+        } else {
+            0
+        }
+    }
 }
 
 /// Keys holding a version with a deadline, ordered by the earliest one, so
@@ -250,7 +344,13 @@ impl Replica {
             deadlines: Deadlines::new(),
             expired: AtomicU64::new(0),
             live: (0..PARTITIONS).map(|_| AtomicI64::new(0)).collect(),
+            catch_up: CatchUp::default(),
         }
+    }
+
+    /// The read gate of a restored store.
+    pub fn catch_up(&self) -> &CatchUp {
+        &self.catch_up
     }
 
     /// Wall-clock milliseconds, from this replica's clock.
@@ -595,6 +695,29 @@ pub fn load_object(
 mod tests {
     use super::*;
     use crate::storage::MemoryStore;
+
+    #[test]
+    fn a_restored_store_answers_no_read_until_every_partition_caught_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("RESTORED");
+        std::fs::write(&marker, b"restored\n").unwrap();
+        let gate = CatchUp::default();
+        assert!(!gate.behind(3), "open unless started");
+        gate.start(Some(marker.clone()));
+        assert!(gate.behind(3) && gate.behind(0));
+        assert_eq!(gate.behind_count(), PARTITIONS);
+        gate.caught_up(3);
+        gate.caught_up(3);
+        assert!(!gate.behind(3) && gate.behind(4));
+        assert_eq!(gate.behind_count(), PARTITIONS - 1);
+        for p in 0..PARTITIONS - 1 {
+            gate.caught_up(p);
+        }
+        assert!(gate.behind(PARTITIONS - 1) && marker.exists());
+        gate.caught_up(PARTITIONS - 1);
+        assert!(!gate.behind(PARTITIONS - 1) && gate.behind_count() == 0);
+        assert!(!marker.exists(), "the marker outlived the catch-up");
+    }
 
     #[test]
     fn deadlines_are_indexed_expired_and_counted_out_once() {

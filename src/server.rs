@@ -47,6 +47,8 @@ pub struct Port {
     pub shutdown: CancellationToken,
     /// TLS (none: plain text).
     pub tls: Option<Arc<NodeTls>>,
+    /// Every connection's task, so a stop can wait for sessions to drain.
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 /// Accepts connections until `port.shutdown` fires.
@@ -71,7 +73,7 @@ pub async fn serve(port: Port, listener: TcpListener) {
                     continue;
                 };
                 let (port, slots, budget) = (port.clone(), slots.clone(), budget.clone());
-                tokio::spawn(async move {
+                port.tasks.clone().spawn(async move {
                     let _ = stream.set_nodelay(true);
                     if let Err(e) = connection(port, stream, slots, budget, pending).await {
                         debug!(%peer, cause = %e, "connection closed");

@@ -58,6 +58,13 @@ pub fn status_report(api: &Api) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "node: {} at {}", c.node_id, c.advertise);
     let _ = writeln!(out, "actor: {}", api.replica.actor().get());
+    let behind = api.replica.catch_up().behind_count();
+    if behind > 0 {
+        let _ = writeln!(
+            out,
+            "restored: {behind} partitions not yet compared with a peer (their reads go to other replicas)"
+        );
+    }
     let _ = writeln!(out, "cluster: {}", c.cluster_id);
     let _ = writeln!(
         out,

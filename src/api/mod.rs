@@ -104,6 +104,8 @@ pub struct Api {
     pub context_key: crate::token::ContextKey,
     /// Client users and their rights (AUTH, ACL).
     pub acl: Arc<crate::acl::Acl>,
+    /// Backups being taken from this node (`BACKUP`).
+    pub backups: Arc<crate::backup::Backups>,
 }
 
 /// A value, or nil.

@@ -53,6 +53,10 @@ const BASE_BUFFER: usize = 4096;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Time allowed to finish sending a started command, and to write replies.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// When the node stops, how long the commands a connection is running get
+/// to finish and be answered (a write waits at most about one request
+/// timeout, 2 s by default, for its replicas).
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(3);
 /// Replies smaller than this are not charged to the budget (a connection
 /// holds at most [`MAX_RUNNING`] of them).
 const UNCHARGED_REPLY: usize = 1024;
@@ -466,7 +470,8 @@ async fn run_exec(api: Arc<Api>, user: Option<Arc<User>>, queue: Vec<Command>) -
 
 /// Serves one client connection whose first byte was `first`. Returns when
 /// the client closes, after QUIT or a protocol error, on `CLIENT KILL`, or
-/// on `shutdown`.
+/// on `shutdown` (after answering the commands already running, for at
+/// most [`SHUTDOWN_DRAIN`]).
 pub async fn serve(
     api: Arc<Api>,
     stream: crate::tls::Stream,
@@ -507,6 +512,9 @@ pub async fn serve(
     // Set by a reply after which the connection closes or the node stops:
     // nothing more starts, and it takes effect once the replies are written.
     let mut closing: Option<After> = None;
+    // Set when the node began to stop: until then, the commands already
+    // running are finished and answered.
+    let mut drain_until: Option<Instant> = None;
     loop {
         outbox.start(&mut writer, &meter)?;
         if let Some(after) = closing
@@ -546,7 +554,17 @@ pub async fn serve(
         };
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = shutdown.cancelled(), if drain_until.is_none() => {
+                // The node is stopping: read nothing more, run nothing not
+                // yet started (the client sees the connection close after
+                // the answers of what ran), finish what runs, within a bound.
+                input_done = true;
+                pending.clear();
+                drain_until = Some(Instant::now() + SHUTDOWN_DRAIN);
+            }
+            _ = async { tokio::time::sleep_until(drain_until.unwrap_or_else(Instant::now)).await }, if drain_until.is_some() => {
+                return Ok(());
+            }
             _ = client.kill.cancelled() => return Ok(()),
             r = futures::future::poll_fn(|cx| outbox.poll_send(cx, &mut writer)), if writing => {
                 outbox.written(r, &meter)?;

@@ -235,6 +235,9 @@ impl Coordinator {
                 let Request::Get { key } = &*req else {
                     return (t, Err(Reason::BadAnswer("not a read".into())));
                 };
+                if me.replica.catch_up().behind(partition_of(key)) {
+                    return (t, Err(Reason::Store(RESTORED_BEHIND.into())));
+                }
                 me.local_copy(key).map_err(|e| Reason::Store(e.to_string()))
             } else {
                 ask::<Stored>(&*me.transport, t.addr, &req, me.config.timeout)
@@ -652,7 +655,58 @@ impl Coordinator {
     }
 }
 
+/// Why a restored replica does not answer a read yet.
+pub const RESTORED_BEHIND: &str =
+    "restored from a backup and not yet compared with its peers (anti-entropy)";
+
 impl Coordinator {
+    /// Merges `object`, a copy with its clock (from `db load`), into the
+    /// key's replicas: it goes to every slot of the key's write plan (a
+    /// stand-in keeps it as a hint for an owner that is down) and is
+    /// acknowledged once W replicas merged it. Each replica merges by
+    /// clock, as for read repair: versions the object's clock covers give
+    /// way to it, versions it does not cover (newer writes, later deletes)
+    /// stay, and concurrent ones become siblings.
+    pub async fn merge_in(
+        self: &Arc<Self>,
+        key: &[u8],
+        object: &Object,
+        w: Option<usize>,
+    ) -> Result<(), CoordError> {
+        check_key(key)?;
+        let view = self.view();
+        forming(&view)?;
+        let _running = view.begin();
+        let slots = plan::write_plan(&view, partition_of(key)).slots;
+        let w = Self::quorum("W", w, self.config.w, slots.len())?;
+        let results = futures::future::join_all(
+            slots
+                .iter()
+                .map(|t| async move { (t, self.replicate_to(t, key, object).await) }),
+        )
+        .await;
+        let mut failures = Vec::new();
+        let mut got = 0;
+        for (t, r) in results {
+            match r {
+                Ok(()) => got += 1,
+                Err(e) => failures.push(NodeFailure {
+                    node: t.node.to_string(),
+                    reason: Reason::Remote(e),
+                }),
+            }
+        }
+        if got >= w {
+            Ok(())
+        } else {
+            Err(CoordError::WriteUnknown(QuorumFailure {
+                needed: w,
+                got,
+                failures,
+            }))
+        }
+    }
+
     /// The keys of partition `p` that hold a value, as the union of what up
     /// to R of its live owners hold (this node first), so a key one owner
     /// has not received yet still shows. Fails only when no owner answers.

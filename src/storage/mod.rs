@@ -262,6 +262,12 @@ pub trait Store: Send + Sync + 'static {
     fn recovery(&self) -> Option<RecoveryReport> {
         None
     }
+    /// A point-in-time snapshot of the store's files, pinned against
+    /// compaction until dropped, for a backup (`None` for a store without
+    /// files).
+    fn backup_snapshot(&self) -> Result<Option<log::Snapshot>, StoreError> {
+        Ok(None)
+    }
     /// Stops background work, makes every write durable and refuses writes
     /// from now on; returns the files as they stand (`None` for a store
     /// without files). A graceful stop calls it last.

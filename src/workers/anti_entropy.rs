@@ -97,6 +97,7 @@ impl AntiEntropy {
             .filter(|&p| view.owns(me, p) && view.owns(peer, p))
             .map(|p| p as u16)
             .collect();
+        let catch_up = self.replica.catch_up();
         if shared.is_empty() {
             return Ok(0);
         }
@@ -109,6 +110,12 @@ impl AntiEntropy {
             )
             .await?;
         let summary = self.replica.store().summary();
+        // Equal roots: this partition holds what the peer holds.
+        for (i, p) in shared.iter().enumerate() {
+            if theirs.get(i) == Some(&summary.root(usize::from(*p))) {
+                catch_up.caught_up(usize::from(*p));
+            }
+        }
         let start = rand::random::<u32>() as usize % shared.len();
         let differing: Vec<u16> = (0..shared.len())
             .map(|i| (start + i) % shared.len())
@@ -117,6 +124,8 @@ impl AntiEntropy {
             .take(MAX_PARTITIONS_PER_ROUND)
             .collect();
         let mut to_sync: BTreeSet<Vec<u8>> = BTreeSet::new();
+        // The partitions whose differing keys are all in `to_sync`.
+        let mut compared: Vec<u16> = Vec::new();
         for p in differing {
             let Hashes(their_buckets) =
                 self.ask(addr, Request::AaeBuckets { partition: p }).await?;
@@ -126,6 +135,7 @@ impl AntiEntropy {
                 .map(|b| b as u8)
                 .collect();
             if buckets.is_empty() {
+                compared.push(p);
                 continue;
             }
             let req = Request::AaeKeys {
@@ -154,14 +164,22 @@ impl AntiEntropy {
                     to_sync.insert(k.clone());
                 }
             }
-            if to_sync.len() >= MAX_KEYS_PER_ROUND {
+            if to_sync.len() > MAX_KEYS_PER_ROUND {
                 break;
             }
+            compared.push(p);
         }
+        let all = to_sync.len() <= MAX_KEYS_PER_ROUND;
         let mut synced = 0;
         for key in to_sync.into_iter().take(MAX_KEYS_PER_ROUND) {
             self.sync_key(addr, &key).await?;
             synced += 1;
+        }
+        // Every differing key of these partitions is now merged both ways.
+        if all {
+            for p in compared {
+                catch_up.caught_up(usize::from(p));
+            }
         }
         self.stats
             .keys_repaired
@@ -216,12 +234,28 @@ impl Worker for AntiEntropy {
     async fn work(&mut self) -> Next {
         if self.interval.is_zero() {
             info!("active anti-entropy is off");
+            self.replica.catch_up().give_up();
             return Next::Done;
         }
         let view = self.view.borrow().clone();
         let peers: Vec<usize> = (0..view.members().len())
             .filter(|&i| view.member(i).id != self.me && view.is_live_at(i))
             .collect();
+        // A restored store catches up from peers; a partition no other
+        // member owns (live or not) has no one to catch up from. One whose
+        // other owners are all down stays closed: its old copies are not
+        // current.
+        let catch_up = self.replica.catch_up();
+        if catch_up.behind_count() > 0
+            && let Some(me) = view.index_of(&self.me)
+        {
+            let others: Vec<usize> = (0..view.members().len()).filter(|&i| i != me).collect();
+            for p in 0..PARTITIONS {
+                if !view.owns(me, p) || !others.iter().any(|&i| view.owns(i, p)) {
+                    catch_up.caught_up(p);
+                }
+            }
+        }
         if peers.is_empty() {
             return Next::Idle(self.interval);
         }

@@ -30,6 +30,7 @@ pub mod args;
 pub mod cluster;
 pub mod connection;
 pub mod counters;
+pub mod data;
 pub mod expiry;
 pub mod keys;
 pub mod server;
@@ -66,6 +67,7 @@ pub static FAMILIES: &[&Family] = &[
     &cluster::FAMILY,
     &versioned::FAMILY,
     &admin::FAMILY,
+    &data::FAMILY,
 ];
 
 /// One family of commands, declared by its module.

@@ -159,12 +159,16 @@ pub(crate) fn compact(inner: &Inner) -> Result<u64, StoreError> {
     }
     let active = active_id(inner);
     let all = inner.segments_snapshot();
+    // A segment a backup is copying stays as it is until the backup ends.
+    let pinned = inner.pinned();
     let chosen: Vec<Arc<Segment>> = all
         .iter()
         .filter(|s| {
             let size = s.size.load(Ordering::Acquire);
             let dead = s.dead.load(Ordering::Relaxed).min(size);
-            s.id != active && (size == 0 || ((size - dead) as f64) < threshold * size as f64)
+            s.id != active
+                && !pinned.contains(&s.id)
+                && (size == 0 || ((size - dead) as f64) < threshold * size as f64)
         })
         .cloned()
         .collect();

@@ -5,7 +5,8 @@
 //! Submodules: [`record`] (byte format), [`segment`] (file naming and the
 //! recovery scanner), [`keydir`] (key → location map), [`hint`] (hint files),
 //! [`commit`] (group commit), [`fsutil`] (directory lock, format file, dir
-//! fsync), `recovery` (start-up) and `compaction` (background maintenance).
+//! fsync), `recovery` (start-up), `compaction` (background maintenance) and
+//! `snapshot` (point-in-time copies for backups, with pinned segments).
 //! The format, recovery rules and fsync policies are described in
 //! `docs/storage.md`.
 
@@ -17,6 +18,9 @@ pub mod keydir;
 pub mod record;
 mod recovery;
 pub mod segment;
+mod snapshot;
+
+pub use snapshot::Snapshot;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -225,6 +229,9 @@ pub(crate) struct Inner {
     pub(crate) kick: AtomicBool,
     /// Serialises maintenance (hint writing, compaction).
     pub(crate) maint: Mutex<()>,
+    /// Segments a backup is copying (id → number of snapshots holding it):
+    /// compaction leaves them alone.
+    pub(crate) pins: Mutex<std::collections::HashMap<u64, usize>>,
     /// What recovery found at open.
     pub(crate) recovered: super::RecoveryReport,
     /// Set by [`LogStore::close`]: writes are refused from then on.
@@ -704,6 +711,10 @@ impl Store for LogStore {
 
     fn recovery(&self) -> Option<super::RecoveryReport> {
         Some(self.inner.recovered.clone())
+    }
+
+    fn backup_snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
+        self.snapshot().map(Some)
     }
 
     fn close(&self) -> Result<Option<super::Manifest>, StoreError> {

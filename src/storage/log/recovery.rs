@@ -244,6 +244,7 @@ pub(crate) fn open(dir: &Path, opts: LogOptions) -> Result<Inner, StoreError> {
         wake: Condvar::new(),
         kick: AtomicBool::new(true),
         maint: Mutex::new(()),
+        pins: Mutex::new(std::collections::HashMap::new()),
         recovered,
         closed: AtomicBool::new(false),
         _lock: lock,
