@@ -447,10 +447,7 @@ fn expired_keys_are_gone_on_every_replica_and_stay_gone() {
     };
     assert!((1..=500).contains(&pttl), "{pttl}");
     // Every owner turns its copy into a tombstone once the deadline passed.
-    let replicas = || match c.cmd(0, &["REPLICAS", "short"]) {
-        Frame::Bulk(t) => String::from_utf8_lossy(&t).into_owned(),
-        other => panic!("{other:?}"),
-    };
+    let replicas = || c.cmd(0, &["REPLICAS", "short"]).text().expect("REPLICAS");
     wait_until(
         Duration::from_secs(20),
         "every owner to hold a tombstone",
