@@ -72,11 +72,7 @@ fn wrongpass() -> Frame {
 }
 
 fn text(f: &Frame) -> String {
-    match f {
-        other => other
-            .text()
-            .unwrap_or_else(|| panic!("not text: {other:?}")),
-    }
+    f.text().unwrap_or_else(|| panic!("not text: {f:?}"))
 }
 
 fn sha256_hex(s: &str) -> String {

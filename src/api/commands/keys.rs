@@ -27,7 +27,7 @@ pub const FAMILY: Family = Family {
         },
         Refusal {
             names: &["swapdb", "move"],
-            reason: " is not supported: distro-db has one database (0), so there is no other to swap with or move to",
+            reason: " is not supported: distro-db has one database (0), so there is no other to swap with or move to; keep data sets apart with a key prefix, or run a separate cluster (--cluster-id)",
         },
         Refusal {
             names: &["rename", "renamenx", "copy"],

@@ -22,7 +22,7 @@ pub const FAMILY: Family = Family {
     refused: &[
         Refusal {
             names: &["save", "bgsave", "bgrewriteaof"],
-            reason: " is not supported: every write is already in the node's append-only store (--data-dir, --fsync), so there is nothing to trigger",
+            reason: " is not supported: every write is already in the node's append-only store (--data-dir, --fsync), so there is nothing to trigger; --fsync chooses how often writes reach the disk",
         },
         Refusal {
             names: &["subscribe", "psubscribe", "publish"],
@@ -34,7 +34,7 @@ pub const FAMILY: Family = Family {
         },
         Refusal {
             names: &["wait"],
-            reason: " is not supported: ask for acknowledgements per write instead, with W=n (SET key value W=3)",
+            reason: " is not supported: a write is acknowledged by its own quorum, not by a later WAIT; ask for more acknowledgements per write with W=n (SET key value W=3)",
         },
         Refusal {
             names: &["monitor"],
