@@ -395,12 +395,12 @@ fn live_count(addr: &str) -> usize {
     {
         return 0;
     }
-    match c.call(&["NODES"]) {
-        Ok(crate::resp::Frame::Bulk(text)) => String::from_utf8_lossy(&text)
+    match c.call(&["NODES"]).ok().and_then(|f| f.text()) {
+        Some(text) => text
             .lines()
             .filter(|l| l.split_whitespace().nth(2) == Some("live"))
             .count(),
-        _ => 0,
+        None => 0,
     }
 }
 

@@ -50,11 +50,14 @@ pub fn format_reply(command: &str, reply: &Frame) -> String {
             }
             _ => format_generic(reply, 0),
         },
-        // Text reports print as they are, one line each.
-        (
-            "NODES" | "RING" | "OWNERS" | "REPLICAS" | "STATUS" | "INFO" | "FAULT",
-            Frame::Bulk(text),
-        ) => String::from_utf8_lossy(text).trim_end().to_string(),
+        // Text reports print as they are, one line each (NODES, RING,
+        // OWNERS, REPLICAS and STATUS come as an array of lines in RESP2).
+        ("NODES" | "RING" | "OWNERS" | "REPLICAS" | "STATUS", Frame::Array(_))
+        | ("INFO" | "FAULT", Frame::Bulk(_))
+            if reply.text().is_some() =>
+        {
+            reply.text().unwrap_or_default().trim_end().to_string()
+        }
         _ => format_generic(reply, 0),
     }
 }
@@ -69,6 +72,7 @@ fn format_generic(reply: &Frame, indent: usize) -> String {
         Frame::Boolean(b) => format!("(boolean) {b}"),
         Frame::Double(d) => format!("(double) {d}"),
         Frame::Verbatim(_, t) => String::from_utf8_lossy(t).trim_end().to_string(),
+        Frame::Text(t) => t.trim_end().to_string(),
         Frame::Array(items) | Frame::Set(items) if items.is_empty() => "(empty array)".into(),
         Frame::Array(items) | Frame::Set(items) => numbered(items.iter(), indent),
         Frame::Map(entries) if entries.is_empty() => "(empty map)".into(),
@@ -289,15 +293,12 @@ fn run_session(
 
 /// The node's id, from the first line of STATUS (`node: <id> at <addr>`).
 fn node_id(client: &mut Client) -> Option<String> {
-    match client.call(&["STATUS"]) {
-        Ok(Frame::Bulk(text)) => String::from_utf8_lossy(&text)
-            .lines()
-            .next()
-            .and_then(|l| l.strip_prefix("node: "))
-            .and_then(|l| l.split_whitespace().next())
-            .map(str::to_string),
-        _ => None,
-    }
+    let text = client.call(&["STATUS"]).ok()?.text()?;
+    text.lines()
+        .next()
+        .and_then(|l| l.strip_prefix("node: "))
+        .and_then(|l| l.split_whitespace().next())
+        .map(str::to_string)
 }
 
 /// Standard input is not a terminal: one line at a time, as bytes (so any
@@ -678,6 +679,14 @@ mod tests {
         assert_eq!(format_reply("VGET", &v), "CTX=tok (nil)");
         let arr = Frame::Array(vec![Frame::bulk("a"), Frame::Integer(2)]);
         assert_eq!(format_reply("X", &arr), "1) \"a\"\n2) (integer) 2");
+        // A report in RESP2 (an array of lines) and in RESP3 prints as lines.
+        let lines = Frame::Array(vec![
+            Frame::Simple("a b".into()),
+            Frame::Simple("  c".into()),
+        ]);
+        assert_eq!(format_reply("NODES", &lines), "a b\n  c");
+        let verbatim = Frame::Verbatim("txt".into(), b"a b\n  c\n".to_vec());
+        assert_eq!(format_reply("STATUS", &verbatim), "a b\n  c");
         assert_eq!(quote(&[0, 255]), "\"\\x00\\xff\"");
     }
 }

@@ -72,11 +72,7 @@ fn wrongpass() -> Frame {
 }
 
 fn text(f: &Frame) -> String {
-    match f {
-        Frame::Bulk(b) | Frame::Verbatim(_, b) => String::from_utf8_lossy(b).into_owned(),
-        Frame::Simple(s) => s.clone(),
-        other => panic!("not text: {other:?}"),
-    }
+    f.text().unwrap_or_else(|| panic!("not text: {f:?}"))
 }
 
 fn sha256_hex(s: &str) -> String {
@@ -178,7 +174,7 @@ fn a_read_only_user_reads_and_cannot_write() {
     );
     assert_eq!(call(&mut reader, &["EXISTS", "k"]), Frame::Integer(1));
     assert!(matches!(call(&mut reader, &["VGET", "k"]), Frame::Array(_)));
-    assert!(matches!(call(&mut reader, &["NODES"]), Frame::Bulk(_)));
+    assert!(call(&mut reader, &["NODES"]).text().is_some());
     assert!(matches!(
         call(&mut reader, &["INFO"]),
         Frame::Bulk(_) | Frame::Verbatim(..)

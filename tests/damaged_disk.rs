@@ -26,10 +26,8 @@ use distro_db::storage::log::segment;
 const KEY: &str = "damaged-key";
 
 fn text(f: Frame) -> String {
-    match f {
-        Frame::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
-        other => panic!("expected text, got {other:?}"),
-    }
+    f.text()
+        .unwrap_or_else(|| panic!("expected text, got {f:?}"))
 }
 
 fn status_line(c: &Cluster, i: usize, prefix: &str) -> String {

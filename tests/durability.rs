@@ -12,11 +12,8 @@ use common::{Cluster, bulk, db_bin};
 use distro_db::resp::Frame;
 
 fn status_line(c: &Cluster, i: usize, prefix: &str) -> String {
-    let Frame::Bulk(text) = c.cmd(i, &["STATUS"]) else {
-        panic!("STATUS")
-    };
-    String::from_utf8_lossy(&text)
-        .lines()
+    let text = c.cmd(i, &["STATUS"]).text().expect("STATUS");
+    text.lines()
         .find(|l| l.starts_with(prefix))
         .unwrap_or_default()
         .to_string()

@@ -68,9 +68,10 @@ fn partition_cuts_both_ways_and_heal_restores() {
         Duration::from_secs(30),
         "the hints to be handed off",
         || {
-            [0, 2].iter().all(|&i| match c.cmd(i, &["STATUS"]) {
-                Frame::Bulk(t) => String::from_utf8_lossy(&t).contains("hints pending: 0\n"),
-                _ => false,
+            [0, 2].iter().all(|&i| {
+                c.cmd(i, &["STATUS"])
+                    .text()
+                    .is_some_and(|t| t.contains("hints pending: 0\n"))
             })
         },
     );

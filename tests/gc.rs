@@ -12,10 +12,8 @@ use common::{Cluster, wait_until};
 use distro_db::resp::Frame;
 
 fn text(c: &Cluster, i: usize, cmd: &[&str]) -> String {
-    match c.cmd(i, cmd) {
-        Frame::Bulk(b) => String::from_utf8_lossy(&b).to_string(),
-        other => panic!("{cmd:?}: {other:?}"),
-    }
+    let reply = c.cmd(i, cmd);
+    reply.text().unwrap_or_else(|| panic!("{cmd:?}: {reply:?}"))
 }
 
 /// A figure of a STATUS line starting with `prefix` (its first number).

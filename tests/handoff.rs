@@ -13,10 +13,8 @@ use common::{Cluster, live_nodes, wait_until};
 use distro_db::resp::Frame;
 
 fn text(f: Frame) -> String {
-    match f {
-        Frame::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
-        other => panic!("expected text, got {other:?}"),
-    }
+    f.text()
+        .unwrap_or_else(|| panic!("expected text, got {f:?}"))
 }
 
 /// Owner node ids of `key`, in preference order.

@@ -20,11 +20,10 @@ use distro_db::client::Client;
 use distro_db::resp::Frame;
 
 fn text(c: &Cluster, i: usize, cmd: &[&str]) -> String {
-    match c.cmd(i, cmd) {
-        Frame::Bulk(b) => String::from_utf8_lossy(&b).to_string(),
-        Frame::Simple(s) => s,
-        other => panic!("{cmd:?} on node {i}: {other:?}"),
-    }
+    let reply = c.cmd(i, cmd);
+    reply
+        .text()
+        .unwrap_or_else(|| panic!("{cmd:?} on node {i}: {reply:?}"))
 }
 
 /// The layout version node `i` follows once it has settled.
@@ -32,10 +31,7 @@ fn settled(c: &Cluster, i: usize) -> Option<u64> {
     let Ok(mut client) = Client::connect(&c.nodes[i].addr()) else {
         return None;
     };
-    let Ok(Frame::Bulk(b)) = client.call(&["RING"]) else {
-        return None;
-    };
-    let ring = String::from_utf8_lossy(&b).to_string();
+    let ring = client.call(&["RING"]).ok()?.text()?;
     let first = ring.lines().next()?;
     if !first.contains("settled") {
         return None;
@@ -289,10 +285,7 @@ fn nodes_join_leave_and_are_removed_under_load_without_losing_a_write() {
 /// while it pulls.
 fn progress(c: &Cluster, i: usize) -> Option<(usize, usize)> {
     let mut client = Client::connect(&c.nodes[i].addr()).ok()?;
-    let Ok(Frame::Bulk(b)) = client.call(&["STATUS"]) else {
-        return None;
-    };
-    let status = String::from_utf8_lossy(&b).to_string();
+    let status = client.call(&["STATUS"]).ok()?.text()?;
     let line = status
         .lines()
         .find_map(|l| l.strip_prefix("worker.transfer: layout "))?;

@@ -256,11 +256,14 @@ impl Rig {
                     common::read(&self.dir.path().join(format!("node-{}.err", self.ports[i])));
                 panic!("{} exited ({status}) {why}: {err}", node.id);
             }
-            let Ok(Frame::Bulk(text)) = Client::connect(&addr).and_then(|mut c| c.call(&["NODES"]))
+            let Some(text) = Client::connect(&addr)
+                .and_then(|mut c| c.call(&["NODES"]))
+                .ok()
+                .and_then(|f| f.text())
             else {
                 panic!("NODES on {addr}");
             };
-            let listed: Vec<String> = String::from_utf8_lossy(&text)
+            let listed: Vec<String> = text
                 .lines()
                 .filter_map(|l| l.split_whitespace().next().map(str::to_string))
                 .collect();
@@ -297,13 +300,14 @@ impl Rig {
     }
 
     fn status_figure(&self, i: usize, prefix: &str) -> u64 {
-        let Ok(Frame::Bulk(text)) =
-            Client::connect(&self.addr(i)).and_then(|mut c| c.call(&["STATUS"]))
+        let Some(text) = Client::connect(&self.addr(i))
+            .and_then(|mut c| c.call(&["STATUS"]))
+            .ok()
+            .and_then(|f| f.text())
         else {
             return 0;
         };
-        String::from_utf8_lossy(&text)
-            .lines()
+        text.lines()
             .find_map(|l| l.strip_prefix(prefix))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap_or(0)
@@ -359,10 +363,12 @@ impl Rig {
         }
         if let Some(first) = lost.first() {
             let key = first.split(':').next().unwrap_or_default();
-            if let Ok(Frame::Bulk(t)) =
-                Client::connect(&self.addr(0)).and_then(|mut c| c.call(&["REPLICAS", key]))
+            if let Some(t) = Client::connect(&self.addr(0))
+                .and_then(|mut c| c.call(&["REPLICAS", key]))
+                .ok()
+                .and_then(|f| f.text())
             {
-                eprintln!("{label}: REPLICAS {key}:\n{}", String::from_utf8_lossy(&t));
+                eprintln!("{label}: REPLICAS {key}:\n{t}");
             }
         }
         assert!(

@@ -447,10 +447,7 @@ fn expired_keys_are_gone_on_every_replica_and_stay_gone() {
     };
     assert!((1..=500).contains(&pttl), "{pttl}");
     // Every owner turns its copy into a tombstone once the deadline passed.
-    let replicas = || match c.cmd(0, &["REPLICAS", "short"]) {
-        Frame::Bulk(t) => String::from_utf8_lossy(&t).into_owned(),
-        other => panic!("{other:?}"),
-    };
+    let replicas = || c.cmd(0, &["REPLICAS", "short"]).text().expect("REPLICAS");
     wait_until(
         Duration::from_secs(20),
         "every owner to hold a tombstone",
@@ -655,4 +652,171 @@ fn a_password_guards_every_command() {
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "v");
     }
+}
+
+/// Runs redis-cli with `args`, bounded by `timeout` (coreutils), and answers
+/// its standard output.
+fn redis_cli(args: &[&str]) -> String {
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg("redis-cli")
+        .args(args)
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The cluster view has one master with every slot and the other members
+/// as its replicas, the same in SLOTS, SHARDS and NODES on every node; so
+/// `redis-cli --cluster check`/`info` report the true key count and the
+/// replicas, redis-py's cluster-wide SCAN (every primary) sees each key
+/// once, and a plain client pinned to any node still scans every key.
+#[test]
+fn cluster_tools_see_one_master_its_replicas_and_each_key_once() {
+    if !have("redis-cli", "--version") {
+        return;
+    }
+    let c = Cluster::start(3);
+    const KEYS: usize = 300;
+    let mut con = c.client(1);
+    for i in 0..KEYS {
+        let k = format!("cs:{i}");
+        assert_eq!(con.call(&["SET", &k, "v"]).unwrap(), Frame::ok());
+    }
+    // W=2: the third copy of the last writes may still be on its way.
+    wait_until(Duration::from_secs(30), "DBSIZE to count every key", || {
+        (0..3).all(|i| c.cmd(i, &["DBSIZE"]) == Frame::Integer(KEYS as i64))
+    });
+    // Every node names the same master, the first member in id order, in
+    // every view.
+    let mut ids: Vec<&str> = c.nodes.iter().map(|n| n.id.as_str()).collect();
+    ids.sort_unstable();
+    let master_port = c
+        .nodes
+        .iter()
+        .find(|n| n.id == ids[0])
+        .map(|n| n.port)
+        .unwrap();
+    for i in 0..3 {
+        let nodes = c.cmd(i, &["CLUSTER", "NODES"]).text().expect("NODES");
+        let masters: Vec<&str> = nodes.lines().filter(|l| l.contains("master")).collect();
+        assert_eq!(masters.len(), 1, "{nodes}");
+        assert!(masters[0].contains(&format!(":{master_port}@")), "{nodes}");
+        assert!(masters[0].ends_with(" 0-16383"), "{nodes}");
+        let master_id = masters[0].split(' ').next().unwrap();
+        let replicas = nodes
+            .lines()
+            .filter(|l| l.contains(&format!("slave {master_id} ")))
+            .count();
+        assert_eq!(replicas, 2, "{nodes}");
+        let Frame::Array(slots) = c.cmd(i, &["CLUSTER", "SLOTS"]) else {
+            panic!("SLOTS")
+        };
+        for range in &slots {
+            let Frame::Array(entry) = range else {
+                panic!("a range")
+            };
+            assert_eq!(entry.len(), 2 + 3, "a master and two replicas: {entry:?}");
+            let Frame::Array(first) = &entry[2] else {
+                panic!("a node")
+            };
+            assert_eq!(first[1], Frame::Integer(i64::from(master_port)));
+            assert_eq!(first[2], bulk(master_id));
+        }
+        let shards = format!("{:?}", c.cmd(i, &["CLUSTER", "SHARDS"]));
+        assert_eq!(shards.matches("\"master\"").count(), 1, "{shards}");
+        assert_eq!(shards.matches("\"replica\"").count(), 2, "{shards}");
+    }
+    // redis-cli --cluster check and info, through a replica and the master.
+    let replica = c.nodes.iter().find(|n| n.port != master_port).unwrap();
+    let check = redis_cli(&["--cluster", "check", &replica.addr()]);
+    for want in [
+        format!("[OK] {KEYS} keys in 1 masters."),
+        format!("{KEYS} keys | 16384 slots | 2 slaves."),
+        "2 additional replica(s)".to_string(),
+        "[OK] All nodes agree about slots configuration.".to_string(),
+        "[OK] All 16384 slots covered.".to_string(),
+    ] {
+        assert!(check.contains(&want), "no '{want}' in:\n{check}");
+    }
+    assert_eq!(check.matches("replicates ").count(), 2, "{check}");
+    let info = redis_cli(&["--cluster", "info", &format!("127.0.0.1:{master_port}")]);
+    assert!(
+        info.contains(&format!("{KEYS} keys | 16384 slots | 2 slaves.")),
+        "{info}"
+    );
+    assert!(
+        info.contains(&format!("[OK] {KEYS} keys in 1 masters.")),
+        "{info}"
+    );
+    // redis-py: RedisCluster's scan_iter, keys and dbsize over every
+    // primary, and a plain client on each node.
+    let Some((python, path)) = python_with_redis() else {
+        return;
+    };
+    let ports: Vec<String> = c.nodes.iter().map(|n| n.port.to_string()).collect();
+    run_python(
+        &python,
+        path,
+        "redis_py_cluster_scan.py",
+        &[
+            ("DDB_PORTS", ports.join(",")),
+            ("DDB_KEYS", KEYS.to_string()),
+        ],
+        "redis-py cluster scan: all checks passed",
+    );
+}
+
+/// distro-db's reports come as lines redis-cli prints one per line: an
+/// array of status lines in RESP2, a verbatim string in RESP3 (not one
+/// escaped string); refused commands say why in the error.
+#[test]
+fn redis_cli_shows_reports_as_lines_and_refusals_with_their_reason() {
+    if !have("redis-cli", "--version") || !have("script", "--version") {
+        return;
+    }
+    let c = Cluster::start(3);
+    assert_eq!(c.cmd(0, &["SET", "rk", "v"]), Frame::ok());
+    let port = c.nodes[0].port.to_string();
+    // Under `script`, redis-cli's output is a terminal: the interactive
+    // formatting (quotes and escapes for bulk strings).
+    let tty = |args: &str| {
+        let out = Command::new("timeout")
+            .args(["60", "script", "-qc"])
+            .arg(format!("redis-cli -h 127.0.0.1 -p {port} {args}"))
+            .arg("/dev/null")
+            .output()
+            .expect("script runs");
+        String::from_utf8_lossy(&out.stdout).replace('\r', "")
+    };
+    for resp in ["", "-3"] {
+        let nodes = tty(&format!("{resp} NODES"));
+        for n in &c.nodes {
+            assert!(
+                nodes
+                    .lines()
+                    .any(|l| l.contains(&n.id) && l.contains("live")),
+                "{resp}: {} not on a line of its own:\n{nodes}",
+                n.id
+            );
+        }
+        assert!(!nodes.contains("\\n"), "{resp}: an escaped line:\n{nodes}");
+        let status = tty(&format!("{resp} STATUS"));
+        assert!(status.lines().count() > 5, "{resp}:\n{status}");
+        assert!(!status.contains("\\n"), "{resp}:\n{status}");
+        let replicas = tty(&format!("{resp} REPLICAS rk"));
+        assert_eq!(
+            replicas.lines().filter(|l| l.contains("(owner")).count(),
+            3,
+            "{resp}:\n{replicas}"
+        );
+        assert!(!replicas.contains("\\n"), "{resp}:\n{replicas}");
+    }
+    let refused = redis_cli(&["-p", &port, "HSET", "h", "f", "v"]);
+    assert!(
+        refused.contains("HSET is not supported: distro-db stores strings only"),
+        "{refused}"
+    );
+    let refused = redis_cli(&["-p", &port, "CLUSTER", "FAILOVER"]);
+    assert!(refused.contains("no failover to run"), "{refused}");
 }

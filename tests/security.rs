@@ -54,15 +54,12 @@ fn a_node_with_another_secret_never_joins_and_raw_peer_requests_are_refused() {
     let started = std::time::Instant::now();
     while started.elapsed() < Duration::from_secs(5) {
         for i in 0..3 {
-            let listed = match c.cmd(i, &["NODES"]) {
-                Frame::Bulk(t) => String::from_utf8_lossy(&t).contains(&stranger_id),
-                other => panic!("NODES: {other:?}"),
+            let listed = match c.cmd(i, &["NODES"]).text() {
+                Some(t) => t.contains(&stranger_id),
+                None => panic!("NODES is text"),
             };
             assert!(!listed, "node {i} lists the stranger");
-            let ring = match c.cmd(i, &["RING"]) {
-                Frame::Bulk(t) => String::from_utf8_lossy(&t).to_string(),
-                other => panic!("RING: {other:?}"),
-            };
+            let ring = c.cmd(i, &["RING"]).text().expect("RING is text");
             assert!(
                 !ring.contains(&stranger_id),
                 "the layout took the stranger in: {ring}"
@@ -312,10 +309,7 @@ fn a_second_process_under_a_live_nodes_id_is_refused_and_a_new_disk_is_not() {
             break;
         }
         for i in [0, 2] {
-            let nodes = match c.cmd(i, &["NODES"]) {
-                Frame::Bulk(t) => String::from_utf8_lossy(&t).into_owned(),
-                other => panic!("NODES: {other:?}"),
-            };
+            let nodes = c.cmd(i, &["NODES"]).text().expect("NODES is text");
             assert!(
                 !nodes.contains(&format!(":{port}")),
                 "node {i} routes to the impostor: {nodes}"

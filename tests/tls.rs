@@ -90,9 +90,9 @@ fn call(addr: &str, tls: &ClientTls, args: &[&str]) -> Option<Frame> {
 
 /// The first line of a text reply (RING's, NODES's), or "".
 fn text(f: Option<Frame>) -> String {
-    match f {
-        Some(Frame::Bulk(b)) => String::from_utf8_lossy(&b).into_owned(),
-        other => format!("{other:?}"),
+    match f.as_ref().and_then(Frame::text) {
+        Some(t) => t,
+        None => format!("{f:?}"),
     }
 }
 

@@ -1,17 +1,33 @@
 //! Redis Cluster's view of a distro-db cluster, for cluster-mode clients
-//! (`CLUSTER SLOTS`, `SHARDS`, `NODES`, `INFO`, `MYID`, `KEYSLOT`).
+//! and tools (`CLUSTER SLOTS`, `SHARDS`, `NODES`, `INFO`, `MYID`,
+//! `KEYSLOT`, and what `redis-cli --cluster check` reads).
 //!
-//! Any distro-db node can serve any key, so there is no wrong node to be at
-//! and no `MOVED` reply ever. The map still routes well: a partition is 16
-//! consecutive hash slots (see [`crate::keyspace`]), and each slot range is
-//! given to the first *live* owner of its partition as "master", with the
-//! other live owners as "replicas" (used by `READONLY` clients). A client
-//! then sends each key to a replica of it, saving the forwarding hop. Nodes
-//! the failure detector marks down are left out, and so are nodes this node
+//! Any distro-db node serves any key, so there is no wrong node to be at
+//! and no `MOVED` reply ever; the map only says where a client sends
+//! requests first. Redis Cluster's model is shards: each slot has exactly
+//! one master, and each replica follows exactly one master. distro-db's
+//! owners overlap (every node is an owner of many partitions, next to
+//! different others), so the map presents the whole cluster as **one
+//! shard**: one master, the first live member in id order (the same on
+//! every node), holding all 16384 slots, and every other member its
+//! replica. Every view says the same: `SLOTS` lists the master first for
+//! every range, then the live *owners* of the range's partitions as its
+//! replicas (so a `READONLY` client reads from a node that holds the key);
+//! `SHARDS` is that one shard; `NODES` shows one master and the others as
+//! `slave <master-id>`.
+//!
+//! One master is what makes the usual cluster-wide commands right without
+//! telling clients apart: a cluster client that runs `SCAN`, `KEYS` or
+//! `DBSIZE` "on every master" (redis-py's `scan_iter`, node-redis and
+//! ioredis loops, `redis-cli --cluster check`'s key count) asks one node,
+//! and every node's `SCAN` and `DBSIZE` cover the whole keyspace, as they
+//! do for a client pinned to one node. Each key is seen once.
+//!
+//! Nodes the failure detector marks down are left out of `SLOTS` and
+//! `SHARDS` (and flagged `fail` in `NODES`), and so are nodes this node
 //! just failed to connect to (before the failure detector has spoken), so a
 //! client that refreshes its map after a connection error (redis-py,
-//! ioredis, go-redis, redis-rs's async client do) moves to live nodes; a partition with no live owner is served by this node
-//! (it stands in, as the sloppy quorum lets any node do).
+//! ioredis, go-redis, redis-rs's async client do) moves to a live master.
 
 use std::fmt::Write as _;
 
@@ -19,7 +35,8 @@ use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
 
 use super::resp::Frame;
 use crate::cluster::ClusterView;
-use crate::keyspace::{PARTITIONS, SLOTS_PER_PARTITION};
+use crate::cluster::layout::NodeState;
+use crate::keyspace::{PARTITIONS, SLOTS, SLOTS_PER_PARTITION};
 
 /// A node id as Redis Cluster shows it: 40 hex characters, derived from the
 /// distro-db node id (stable across restarts).
@@ -31,32 +48,50 @@ pub fn cluster_id(node: &str) -> String {
     )
 }
 
+/// The master of every slot: the first live member in id order that is not
+/// leaving (then any live member), or this node when it sees none live.
+/// Members are in id order on every node, so nodes that agree on who is
+/// live agree on the master.
+pub fn master(view: &ClusterView, me: &str) -> Option<usize> {
+    let live = |i: &usize| view.is_live_at(*i);
+    let staying = |i: &usize| view.member(*i).state == NodeState::Member;
+    (0..view.members().len())
+        .filter(live)
+        .find(staying)
+        .or_else(|| (0..view.members().len()).find(live))
+        .or_else(|| view.index_of(me))
+}
+
 /// One slot range and the members that serve it (indexes into the view;
-/// the first is the "master").
+/// the first is the master).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Range {
     /// First slot.
     pub start: usize,
     /// Last slot (inclusive).
     pub end: usize,
-    /// Serving members, master first.
+    /// Serving members: the master, then the live owners of the range's
+    /// partitions other than the master, in member order.
     pub nodes: Vec<usize>,
 }
 
-/// The slot map: consecutive partitions served by the same members, merged.
+/// The slot map: for each partition, the master and the partition's other
+/// live owners; consecutive partitions with the same list merged. Empty
+/// only when this node is not a member of its own view.
 pub fn ranges(view: &ClusterView, me: &str) -> Vec<Range> {
-    let me_idx = view.index_of(me);
+    let Some(master) = master(view, me) else {
+        return Vec::new();
+    };
     let mut out: Vec<Range> = Vec::new();
     for p in 0..PARTITIONS {
-        let mut nodes: Vec<usize> = view
+        let mut replicas: Vec<usize> = view
             .owners_of_partition(p)
             .iter()
             .map(|&i| usize::from(i))
-            .filter(|&i| view.is_live_at(i))
+            .filter(|&i| i != master && view.is_live_at(i))
             .collect();
-        if nodes.is_empty() {
-            nodes.extend(me_idx);
-        }
+        replicas.sort_unstable();
+        let nodes: Vec<usize> = std::iter::once(master).chain(replicas).collect();
         let (start, end) = (p * SLOTS_PER_PARTITION, (p + 1) * SLOTS_PER_PARTITION - 1);
         match out.last_mut() {
             Some(last) if last.nodes == nodes && last.end + 1 == start => last.end = end,
@@ -90,84 +125,76 @@ pub fn slots(view: &ClusterView, me: &str) -> Frame {
     )
 }
 
-/// Members (by index) serving some slot ranges (first and last slot).
-type Shard = (Vec<usize>, Vec<(usize, usize)>);
-
-/// `CLUSTER SHARDS`: one shard per distinct set of serving members.
+/// `CLUSTER SHARDS`: the one shard, with every slot; the master, then every
+/// other member as a replica (`online`, or `failed` when down).
 pub fn shards(view: &ClusterView, me: &str) -> Frame {
-    let mut groups: Vec<Shard> = Vec::new();
-    for r in ranges(view, me) {
-        match groups.iter_mut().find(|(nodes, _)| *nodes == r.nodes) {
-            Some((_, slots)) => slots.push((r.start, r.end)),
-            None => groups.push((r.nodes, vec![(r.start, r.end)])),
-        }
-    }
-    Frame::Array(
-        groups
-            .into_iter()
-            .map(|(nodes, slots)| {
-                let slots = slots
-                    .iter()
-                    .flat_map(|&(s, e)| [Frame::Integer(s as i64), Frame::Integer(e as i64)])
-                    .collect();
-                let nodes = nodes
-                    .iter()
-                    .enumerate()
-                    .map(|(k, &i)| {
-                        let m = view.member(i);
-                        Frame::map([
-                            ("id", Frame::bulk(cluster_id(&m.id))),
-                            ("port", Frame::Integer(i64::from(m.addr.port()))),
-                            ("ip", Frame::bulk(m.addr.ip().to_string())),
-                            ("endpoint", Frame::bulk(m.addr.ip().to_string())),
-                            (
-                                "role",
-                                Frame::bulk(if k == 0 { "master" } else { "replica" }),
-                            ),
-                            ("replication-offset", Frame::Integer(0)),
-                            ("health", Frame::bulk("online")),
-                        ])
-                    })
-                    .collect();
-                Frame::map([
-                    ("slots", Frame::Array(slots)),
-                    ("nodes", Frame::Array(nodes)),
-                ])
-            })
-            .collect(),
-    )
+    let Some(master) = master(view, me) else {
+        return Frame::Array(Vec::new());
+    };
+    let others = (0..view.members().len()).filter(|&i| i != master);
+    let nodes = std::iter::once(master)
+        .chain(others)
+        .map(|i| {
+            let m = view.member(i);
+            let health = if view.is_live_at(i) {
+                "online"
+            } else {
+                "failed"
+            };
+            Frame::map([
+                ("id", Frame::bulk(cluster_id(&m.id))),
+                ("port", Frame::Integer(i64::from(m.addr.port()))),
+                ("ip", Frame::bulk(m.addr.ip().to_string())),
+                ("endpoint", Frame::bulk(m.addr.ip().to_string())),
+                (
+                    "role",
+                    Frame::bulk(if i == master { "master" } else { "replica" }),
+                ),
+                ("replication-offset", Frame::Integer(0)),
+                ("health", Frame::bulk(health)),
+            ])
+        })
+        .collect();
+    let last = SLOTS - 1;
+    Frame::Array(vec![Frame::map([
+        (
+            "slots",
+            Frame::Array(vec![Frame::Integer(0), Frame::Integer(last as i64)]),
+        ),
+        ("nodes", Frame::Array(nodes)),
+    ])])
 }
 
-/// `CLUSTER NODES`: every member as a master of the ranges it leads (live
-/// members that lead none are listed without slots; down members as failed).
+/// `CLUSTER NODES`: the master with every slot, every other member as its
+/// replica (`slave <master-id>`), down members flagged `fail`.
 pub fn nodes(view: &ClusterView, me: &str, now_ms: u64) -> String {
-    let ranges = ranges(view, me);
+    let master = master(view, me);
+    let master_id = master.map(|i| cluster_id(&view.member(i).id));
     let mut out = String::new();
     for (i, m) in view.members().iter().enumerate() {
         let mut flags = String::new();
         if *m.id == *me {
             flags.push_str("myself,");
         }
-        flags.push_str("master");
-        if !view.is_live_at(i) {
+        let is_master = master == Some(i);
+        flags.push_str(if is_master { "master" } else { "slave" });
+        let live = view.is_live_at(i);
+        if !live {
             flags.push_str(",fail");
         }
-        let mut slots = String::new();
-        for r in ranges.iter().filter(|r| r.nodes.first() == Some(&i)) {
-            if r.start == r.end {
-                let _ = write!(slots, " {}", r.start);
-            } else {
-                let _ = write!(slots, " {}-{}", r.start, r.end);
-            }
-        }
-        let link = if view.is_live_at(i) {
-            "connected"
-        } else {
-            "disconnected"
+        let follows = match (&master_id, is_master) {
+            (Some(id), false) => id.as_str(),
+            _ => "-",
         };
+        let slots = if is_master {
+            format!(" 0-{}", SLOTS - 1)
+        } else {
+            String::new()
+        };
+        let link = if live { "connected" } else { "disconnected" };
         let _ = writeln!(
             out,
-            "{} {}:{}@{} {flags} - 0 {now_ms} 1 {link}{slots}",
+            "{} {}:{}@{} {flags} {follows} 0 {now_ms} 1 {link}{slots}",
             cluster_id(&m.id),
             m.addr.ip(),
             m.addr.port(),
@@ -179,20 +206,15 @@ pub fn nodes(view: &ClusterView, me: &str, now_ms: u64) -> String {
 
 /// `CLUSTER INFO`.
 pub fn info(view: &ClusterView, me: &str) -> String {
-    let ranges = ranges(view, me);
-    let masters: std::collections::BTreeSet<usize> = ranges
-        .iter()
-        .filter_map(|r| r.nodes.first().copied())
-        .collect();
+    let size = usize::from(master(view, me).is_some());
     let state = if view.live_count() > 0 { "ok" } else { "fail" };
     format!(
         "cluster_state:{state}\r\ncluster_slots_assigned:16384\r\ncluster_slots_ok:16384\r\n\
          cluster_slots_pfail:0\r\ncluster_slots_fail:0\r\ncluster_known_nodes:{}\r\n\
-         cluster_size:{}\r\ncluster_current_epoch:1\r\ncluster_my_epoch:1\r\n\
+         cluster_size:{size}\r\ncluster_current_epoch:1\r\ncluster_my_epoch:1\r\n\
          cluster_stats_messages_sent:0\r\ncluster_stats_messages_received:0\r\n\
          total_cluster_links_buffer_limit_exceeded:0\r\n",
         view.members().len(),
-        masters.len()
     )
 }
 
@@ -201,9 +223,9 @@ pub fn help() -> Frame {
     Frame::Array(
         [
             "CLUSTER <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-            "SLOTS -- slot ranges and the nodes that serve them (any node serves any key)",
-            "SHARDS -- the same, grouped by serving nodes",
-            "NODES -- every member, its address, state and the ranges it leads",
+            "SLOTS -- slot ranges: the master (of every slot), then the live owners as replicas (any node serves any key)",
+            "SHARDS -- the one shard: every slot, the master and its replicas",
+            "NODES -- every member, its address and state: one master, the others its replicas",
             "INFO -- cluster state",
             "MYID -- this node's cluster id",
             "KEYSLOT <key> -- the hash slot of a key",
@@ -235,33 +257,98 @@ mod tests {
     }
 
     #[test]
-    fn every_slot_is_covered_by_live_nodes_only() {
+    fn one_live_master_serves_every_slot_with_the_live_owners_as_replicas() {
         for (n, down) in [(3, vec![]), (5, vec!["n2"]), (5, vec!["n0", "n3"])] {
             let v = view(n, &down);
+            let master = master(&v, "n1").expect("a master");
+            // The first live member, whichever node answers.
+            assert_eq!(Some(master), (0..n).find(|&i| v.is_live_at(i)));
+            assert_eq!(ranges(&v, "n1"), ranges(&v, "n4"));
             let rs = ranges(&v, "n1");
             assert_eq!(rs.first().map(|r| r.start), Some(0));
             assert_eq!(rs.last().map(|r| r.end), Some(16383));
             for w in rs.windows(2) {
                 assert_eq!(w[0].end + 1, w[1].start);
+                assert_ne!(w[0].nodes, w[1].nodes, "equal neighbours are merged");
             }
             for r in &rs {
-                assert!(!r.nodes.is_empty());
+                assert_eq!(r.nodes[0], master);
                 for &i in &r.nodes {
                     assert!(v.is_live_at(i), "a down node serves slots");
                 }
-                // The master is the first live owner of every partition in the range.
+                // The replicas are the partition's live owners but the master.
                 let p = r.start / SLOTS_PER_PARTITION;
-                let first_live = v
+                let mut owners: Vec<usize> = v
                     .owners_of_partition(p)
                     .iter()
                     .map(|&i| usize::from(i))
-                    .find(|&i| v.is_live_at(i));
-                assert_eq!(r.nodes.first().copied(), first_live);
+                    .filter(|&i| i != master && v.is_live_at(i))
+                    .collect();
+                owners.sort_unstable();
+                assert_eq!(r.nodes[1..], owners[..]);
             }
         }
-        // With every owner of a partition down, this node serves it.
+        // Three nodes, N=3: one range, the master and two replicas.
+        let v = view(3, &[]);
+        assert_eq!(
+            ranges(&v, "n2"),
+            vec![Range {
+                start: 0,
+                end: 16383,
+                nodes: vec![0, 1, 2]
+            }]
+        );
+        // Every other node down: this node is the master of everything.
         let v = view(3, &["n0", "n2"]);
         assert!(ranges(&v, "n1").iter().all(|r| r.nodes == vec![1]));
+    }
+
+    #[test]
+    fn nodes_shards_and_info_show_the_same_master_and_replicas() {
+        let v = view(3, &["n2"]);
+        let text = nodes(&v, "n1", 7);
+        let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(' ').collect()).collect();
+        assert_eq!(lines.len(), 3);
+        let id0 = cluster_id("n0");
+        assert_eq!(lines[0][0], id0);
+        assert_eq!(&lines[0][2..4], ["master", "-"]);
+        assert_eq!(lines[0].last(), Some(&"0-16383"));
+        assert_eq!(&lines[1][2..4], ["myself,slave", id0.as_str()]);
+        assert_eq!(&lines[2][2..4], ["slave,fail", id0.as_str()]);
+        assert_eq!(lines[2][7], "disconnected");
+        assert_eq!(lines[1].len(), 8, "a replica lists no slots");
+        assert!(info(&v, "n1").contains("cluster_size:1\r\n"));
+        let Frame::Array(shard_list) = shards(&v, "n1") else {
+            panic!("shards is an array")
+        };
+        assert_eq!(shard_list.len(), 1);
+        let Frame::Map(shard) = &shard_list[0] else {
+            panic!("a shard is a map")
+        };
+        assert_eq!(
+            shard[0].1,
+            Frame::Array(vec![Frame::Integer(0), Frame::Integer(16383)])
+        );
+        let Frame::Array(members) = &shard[1].1 else {
+            panic!("nodes")
+        };
+        let field = |m: &Frame, k: &str| match m {
+            Frame::Map(kv) => kv
+                .iter()
+                .find(|(f, _)| *f == Frame::bulk(k))
+                .map(|(_, v)| v.clone()),
+            _ => None,
+        };
+        let roles: Vec<_> = members.iter().map(|m| field(m, "role")).collect();
+        assert_eq!(
+            roles,
+            [
+                Some(Frame::bulk("master")),
+                Some(Frame::bulk("replica")),
+                Some(Frame::bulk("replica"))
+            ]
+        );
+        assert_eq!(field(&members[2], "health"), Some(Frame::bulk("failed")));
     }
 
     #[test]
@@ -280,6 +367,5 @@ mod tests {
         assert!(text.contains("myself,master"));
         assert_eq!(cluster_id("n0").len(), 40);
         assert!(info(&v, "n0").starts_with("cluster_state:ok\r\n"));
-        assert!(matches!(shards(&v, "n0"), Frame::Array(s) if !s.is_empty()));
     }
 }

@@ -50,6 +50,12 @@ pub enum Frame {
     Double(String),
     /// RESP3 `=15\r\ntxt:...` (RESP2: a bulk string): a format and the text.
     Verbatim(String, Vec<u8>),
+    /// Lines of text for a person (distro-db's reports: NODES, STATUS,
+    /// REPLICAS, ...): RESP3 a verbatim `txt` string, RESP2 an array of
+    /// status replies, one per line, so that redis-cli prints them as lines
+    /// in both (a RESP2 bulk string would print as one escaped line).
+    /// Only sent; a received one decodes as `Verbatim` or `Array`.
+    Text(String),
 }
 
 /// The protocol version a connection speaks.
@@ -79,6 +85,7 @@ impl fmt::Debug for Frame {
             Frame::Boolean(b) => write!(f, "#{b}"),
             Frame::Double(d) => write!(f, ",{d}"),
             Frame::Verbatim(fmt_, t) => write!(f, "={fmt_}:{:?}", String::from_utf8_lossy(t)),
+            Frame::Text(t) => write!(f, "text:{t:?}"),
         }
     }
 }
@@ -164,6 +171,36 @@ impl Frame {
                 bulk(out, b'=', &body);
             }
             Frame::Verbatim(_, text) => bulk(out, b'$', text),
+            Frame::Text(text) if v3 => {
+                Frame::Verbatim("txt".into(), text.as_bytes().to_vec()).encode_as(out, proto)
+            }
+            Frame::Text(text) => {
+                let lines: Vec<&str> = text_lines(text).collect();
+                line(out, b'*', lines.len().to_string().as_bytes());
+                for l in lines {
+                    line(out, b'+', l.as_bytes());
+                }
+            }
+        }
+    }
+
+    /// The text of a report as any of its shapes carries it: a bulk,
+    /// verbatim, status or [`Frame::Text`] string as it is, an array of
+    /// lines (a report in RESP2) joined with a line break after each.
+    /// `None` for other frames.
+    pub fn text(&self) -> Option<String> {
+        match self {
+            Frame::Bulk(b) | Frame::Verbatim(_, b) => Some(String::from_utf8_lossy(b).into_owned()),
+            Frame::Simple(s) | Frame::Text(s) => Some(s.clone()),
+            Frame::Array(items) => items
+                .iter()
+                .map(|f| match f {
+                    Frame::Simple(s) => Some(format!("{s}\n")),
+                    Frame::Bulk(b) => Some(format!("{}\n", String::from_utf8_lossy(b))),
+                    _ => None,
+                })
+                .collect(),
+            _ => None,
         }
     }
 
@@ -193,6 +230,11 @@ impl Frame {
             Frame::Double(d) => head(d.len()) + d.len() + 2,
             Frame::Verbatim(_, t) if v3 => head(t.len() + 4) + t.len() + 4 + 2,
             Frame::Verbatim(_, t) => head(t.len()) + t.len() + 2,
+            Frame::Text(t) if v3 => head(t.len() + 4) + t.len() + 4 + 2,
+            Frame::Text(t) => {
+                let (n, bytes) = text_lines(t).fold((0, 0), |(n, b), l| (n + 1, b + 3 + l.len()));
+                head(n) + bytes
+            }
         }
     }
 
@@ -220,6 +262,19 @@ impl Frame {
 /// Digits of `n` in decimal.
 fn decimal_len(n: u64) -> usize {
     n.checked_ilog10().map_or(1, |d| d as usize + 1)
+}
+
+/// The lines of a report, without their line breaks (a last empty line,
+/// after the final break, is not one).
+fn text_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.strip_suffix('\n')
+        .unwrap_or(text)
+        .split('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .filter({
+            let empty = text.is_empty();
+            move |_| !empty
+        })
 }
 
 /// A length-prefixed string (`$` bulk or `=` verbatim).
@@ -499,8 +554,11 @@ mod tests {
 
     proptest! {
         #[test]
-        fn encoded_len_is_the_length_encode_writes(f in frame3()) {
-            for proto in [Proto::V2, Proto::V3] {
+        fn encoded_len_is_the_length_encode_writes(
+            f in frame3(),
+            report in "[a-z \r\n]{0,40}",
+        ) {
+            for (f, proto) in [(f.clone(), Proto::V2), (f, Proto::V3), (Frame::Text(report.clone()), Proto::V2), (Frame::Text(report), Proto::V3)] {
                 let mut out = Vec::new();
                 f.encode_as(&mut out, proto);
                 prop_assert_eq!(f.encoded_len(proto), out.len());
@@ -523,6 +581,32 @@ mod tests {
         let mut d = Vec::new();
         Frame::Double("1.5".into()).encode_as(&mut d, Proto::V2);
         assert_eq!(d, b"$3\r\n1.5\r\n");
+    }
+
+    #[test]
+    fn a_report_is_lines_in_resp2_and_verbatim_text_in_resp3() {
+        let report = Frame::Text("node-1  live\n  hints: 0\n\nend\n".into());
+        let mut v2 = Vec::new();
+        report.encode_as(&mut v2, Proto::V2);
+        assert_eq!(v2, b"*4\r\n+node-1  live\r\n+  hints: 0\r\n+\r\n+end\r\n");
+        let (lines, _) = decode(&v2).unwrap();
+        assert_eq!(
+            lines.text().as_deref(),
+            Some("node-1  live\n  hints: 0\n\nend\n")
+        );
+        let mut v3 = Vec::new();
+        report.encode_as(&mut v3, Proto::V3);
+        assert_eq!(v3, b"=33\r\ntxt:node-1  live\n  hints: 0\n\nend\n\r\n");
+        let (verbatim, _) = decode(&v3).unwrap();
+        assert_eq!(verbatim.text(), report.text());
+        // No line, a line without a break, a stray CR: nothing breaks framing.
+        let mut empty = Vec::new();
+        Frame::Text(String::new()).encode_as(&mut empty, Proto::V2);
+        assert_eq!(empty, b"*0\r\n");
+        let mut one = Vec::new();
+        Frame::Text("a\rb\r\nc".into()).encode_as(&mut one, Proto::V2);
+        assert_eq!(one, b"*2\r\n+a b\r\n+c\r\n");
+        assert_eq!(Frame::Integer(1).text(), None);
     }
 
     #[test]

@@ -309,12 +309,9 @@ pub fn layout_settled_as(addr: &str, auth: Option<&(String, String)>) -> bool {
     let Ok(mut c) = connect_as(addr, auth) else {
         return false;
     };
-    match c.call(&["RING"]) {
-        Ok(Frame::Bulk(text)) => String::from_utf8_lossy(&text)
-            .lines()
-            .next()
-            .is_some_and(|l| l.contains("settled")),
-        _ => false,
+    match c.call(&["RING"]).ok().and_then(|f| f.text()) {
+        Some(text) => text.lines().next().is_some_and(|l| l.contains("settled")),
+        None => false,
     }
 }
 
@@ -328,8 +325,8 @@ pub fn live_nodes_as(addr: &str, auth: Option<&(String, String)>) -> Vec<String>
     let Ok(mut c) = connect_as(addr, auth) else {
         return Vec::new();
     };
-    match c.call(&["NODES"]) {
-        Ok(Frame::Bulk(text)) => String::from_utf8_lossy(&text)
+    match c.call(&["NODES"]).ok().and_then(|f| f.text()) {
+        Some(text) => text
             .lines()
             .filter(|l| l.split_whitespace().nth(2) == Some("live"))
             .filter_map(|l| l.split_whitespace().next().map(str::to_string))

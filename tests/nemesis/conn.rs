@@ -87,8 +87,7 @@ pub fn call_once(addr: &str, args: &[&str]) -> Result<Frame, CallError> {
 /// The text of a bulk reply, or a description of what came instead.
 pub fn bulk_text(reply: Result<Frame, CallError>) -> Result<String, String> {
     match reply {
-        Ok(Frame::Bulk(b)) => Ok(String::from_utf8_lossy(&b).into_owned()),
-        Ok(other) => Err(format!("unexpected reply {other:?}")),
+        Ok(f) => f.text().ok_or_else(|| format!("unexpected reply {f:?}")),
         Err(e) => Err(e.to_string()),
     }
 }

@@ -24,7 +24,7 @@ pub const FAMILY: Family = Family {
 const COMMANDS: &[Spec] = &[
     cmd("nodes", 1, DISTRO, DISTRO_SINCE, Access::Read, |_| {
         Ok(Action::report("nodes", |api| {
-            Frame::Bulk(admin::nodes_report(api).into_bytes())
+            Frame::Text(admin::nodes_report(api))
         }))
     })
     .doc(
@@ -60,7 +60,7 @@ const COMMANDS: &[Spec] = &[
     .free(),
     cmd("status", 1, DISTRO, DISTRO_SINCE, Access::Read, |_| {
         Ok(Action::report("status", |api| {
-            Frame::Bulk(admin::status_report(api).into_bytes())
+            Frame::Text(admin::status_report(api))
         }))
     })
     .doc(
@@ -84,7 +84,7 @@ const COMMANDS: &[Spec] = &[
     .args(&[string("node-id")]),
     cmd("ring", 1, DISTRO, DISTRO_SINCE, Access::Read, |_| {
         Ok(Action::report("ring", |api| {
-            Frame::Bulk(admin::ring_report(api).into_bytes())
+            Frame::Text(admin::ring_report(api))
         }))
     })
     .doc(
@@ -247,9 +247,7 @@ pub struct Owners(pub Vec<u8>);
 
 impl NodeCommand for Owners {
     fn run(self: Box<Self>, api: Arc<Api>) -> Reply {
-        reply(Frame::Bulk(
-            admin::owners_report(&api, &self.0).into_bytes(),
-        ))
+        reply(Frame::Text(admin::owners_report(&api, &self.0)))
     }
 }
 
@@ -259,10 +257,7 @@ pub struct Replicas(pub Vec<u8>);
 
 impl NodeCommand for Replicas {
     fn run(self: Box<Self>, api: Arc<Api>) -> Reply {
-        answer(async move {
-            let report = admin::replicas_report(&api, &self.0).await;
-            Frame::Bulk(report.into_bytes())
-        })
+        answer(async move { Frame::Text(admin::replicas_report(&api, &self.0).await) })
     }
 }
 

@@ -4,13 +4,18 @@
 //! every node serves every key).
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use super::args::{int, unknown_sub};
+use futures::future::join_all;
+
+use super::args::{int, unknown_sub, upper};
 use super::spec::*;
-use super::{Access, Action, ConnReply, ConnectionCommand, Family, NodeCommand, Reply, reply};
+use super::{Access, Action, ConnReply, ConnectionCommand, Family, NodeCommand, Reply, answer};
 use crate::api::resp::Frame;
 use crate::api::session::Conn;
 use crate::api::{Api, cluster};
+use crate::cluster::ClusterView;
+use crate::rpc::message::{Request, Response};
 
 /// The Redis Cluster family.
 pub const FAMILY: Family = Family {
@@ -29,12 +34,35 @@ const fn flag(name: &'static str, flags: &'static [&'static str], summary: &'sta
     .acl(A_CONN_FAST)
 }
 
+/// Redis Cluster's sub-commands that change the cluster: refused with the
+/// reason.
+const REFUSED: &[&str] = &[
+    "ADDSLOTS",
+    "ADDSLOTSRANGE",
+    "DELSLOTS",
+    "DELSLOTSRANGE",
+    "FLUSHSLOTS",
+    "SETSLOT",
+    "MEET",
+    "FORGET",
+    "REPLICATE",
+    "FAILOVER",
+    "RESET",
+    "SAVECONFIG",
+    "SET-CONFIG-EPOCH",
+    "BUMPEPOCH",
+];
+
 const COMMANDS: &[Spec] = &[
     cmd("cluster", -2, CLUSTER, "3.0.0", Access::Read, |c| {
-        Err(unknown_sub(
-            "CLUSTER",
-            c.args.first().map_or(&[][..], |s| s),
-        ))
+        let sub = c.args.first().map_or(&[][..], |s| s);
+        let name = upper(sub);
+        if REFUSED.contains(&name.as_str()) {
+            return Ok(Action::Refuse(format!(
+                "CLUSTER {name} is not supported: distro-db draws the slot map from its own partition layout and every node serves every key, so there are no slots to assign or move and no failover to run (nodes join with --seed and leave with LEAVE or REMOVE)"
+            )));
+        }
+        Err(unknown_sub("CLUSTER", sub))
     })
     .doc(
         "A container for the commands of Redis Cluster.",
@@ -169,39 +197,62 @@ pub enum ClusterCmd {
 
 impl NodeCommand for ClusterCmd {
     fn run(self: Box<Self>, api: Arc<Api>) -> Reply {
-        reply(run_cluster(&api, *self))
+        answer(async move { run_cluster(&api, *self).await })
     }
 }
 
-fn run_cluster(api: &Api, c: ClusterCmd) -> Frame {
-    // Members this node just failed to connect to count as down, so a
-    // client refreshing its map after a connection error does not get
-    // the dead node back before the failure detector has spoken.
+/// How long a map request waits for a member to answer its probe.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The view the map is drawn from: the failure detector's, less the members
+/// this node cannot reach right now. A client asks for the map after a
+/// connection error, often a moment after a node died and before the
+/// failure detector has spoken; naming the dead node again (as master, or
+/// as a replica) would send it straight back there. So each other live
+/// member is probed (a peer `Ping`, at most [`PROBE_TIMEOUT`], all at once)
+/// and one that does not answer, or that this node just failed to connect
+/// to, counts as down for this answer.
+async fn map_view(api: &Api) -> Arc<ClusterView> {
     let view = api.coordinator.view();
     let transport = api.coordinator.transport();
-    let me_id = api.coordinator.me();
-    let view = if view
+    let me = api.coordinator.me();
+    let probes = view
         .members()
         .iter()
-        .any(|m| *m.id != **me_id && transport.unreachable(m.addr))
-    {
-        let live = |id: &str| {
-            view.is_live(id)
-                && (id == &**me_id || view.addr(id).is_none_or(|a| !transport.unreachable(a)))
-        };
-        Arc::new(view.with_live(live))
-    } else {
-        view
-    };
+        .enumerate()
+        .filter(|(i, m)| *m.id != **me && view.is_live_at(*i))
+        .map(|(_, m)| {
+            let (id, addr) = (m.id.clone(), m.addr);
+            async move {
+                let answered = !transport.unreachable(addr)
+                    && matches!(
+                        transport.call(addr, &Request::Ping, PROBE_TIMEOUT).await,
+                        Ok(Response::Pong { .. })
+                    );
+                (!answered).then_some(id)
+            }
+        });
+    let silent: Vec<Arc<str>> = join_all(probes).await.into_iter().flatten().collect();
+    if silent.is_empty() {
+        return view;
+    }
+    let live = |id: &str| view.is_live(id) && !silent.iter().any(|s| **s == *id);
+    Arc::new(view.with_live(live))
+}
+
+async fn run_cluster(api: &Api, c: ClusterCmd) -> Frame {
     let me = api.coordinator.me();
     match c {
-        ClusterCmd::Slots => cluster::slots(&view, me),
-        ClusterCmd::Shards => cluster::shards(&view, me),
+        ClusterCmd::Slots => cluster::slots(&*map_view(api).await, me),
+        ClusterCmd::Shards => cluster::shards(&*map_view(api).await, me),
         ClusterCmd::Nodes => Frame::Verbatim(
             "txt".into(),
-            cluster::nodes(&view, me, api.replica.now_ms()).into_bytes(),
+            cluster::nodes(&*map_view(api).await, me, api.replica.now_ms()).into_bytes(),
         ),
-        ClusterCmd::Info => Frame::Verbatim("txt".into(), cluster::info(&view, me).into_bytes()),
+        ClusterCmd::Info => Frame::Verbatim(
+            "txt".into(),
+            cluster::info(&*map_view(api).await, me).into_bytes(),
+        ),
         ClusterCmd::MyId => Frame::bulk(cluster::cluster_id(me)),
         ClusterCmd::KeySlot(key) => Frame::Integer(crate::keyspace::slot_of(&key) as i64),
         ClusterCmd::CountKeysInSlot(slot) => {

@@ -863,6 +863,37 @@ mod parsing {
         assert!(p(&[]).is_err());
     }
 
+    /// A refused command says why, and what to do instead, in the error
+    /// itself: "is not supported: <reason>; <alternative>".
+    #[test]
+    fn every_refusal_names_its_reason_and_an_alternative() {
+        let refuse = |line: &[&str]| match p(line).map(|c| c.action) {
+            Ok(Action::Refuse(m)) => m,
+            other => panic!("{line:?} is not refused: {other:?}"),
+        };
+        for family in FAMILIES {
+            for r in family.refused {
+                for name in r.names {
+                    let m = refuse(&[name, "x"]);
+                    let why = m
+                        .strip_prefix(&format!("{} is not supported: ", name.to_ascii_uppercase()))
+                        .unwrap_or_else(|| panic!("{name}: {m}"));
+                    let (reason, instead) = why.split_once(';').unwrap_or_else(|| panic!("{m}"));
+                    assert!(reason.len() > 20 && instead.len() > 10, "{m}");
+                }
+            }
+        }
+        assert!(refuse(&["HSET", "h", "f", "v"]).contains("strings only"));
+        assert!(refuse(&["rename", "a", "b"]).contains("GET the value, SET the new key"));
+        let m = refuse(&["CLUSTER", "addslots", "1"]);
+        assert!(m.starts_with("CLUSTER ADDSLOTS is not supported: "), "{m}");
+        assert!(m.contains("every node serves every key"), "{m}");
+        assert!(matches!(
+            p(&["CLUSTER", "NOPE"]),
+            Err(e) if e.starts_with("unknown subcommand 'NOPE'")
+        ));
+    }
+
     /// Every command and sub-command of the table is reached by the
     /// dispatcher: a call with as many words as its arity asks for finds
     /// that very declaration (its own parser may still refuse the words).

@@ -9,7 +9,6 @@ use futures::FutureExt;
 use tracing::info;
 
 use super::args::{SYNTAX, unknown_sub, upper};
-use super::keys::NOT_SUPPORTED;
 use super::spec::*;
 use super::{Access, Action, Family, NodeCommand, Refusal, Reply, reply};
 use crate::api::catalog;
@@ -20,28 +19,32 @@ use crate::api::{After, Api, admin, info};
 pub const FAMILY: Family = Family {
     name: "server",
     commands: COMMANDS,
-    refused: &[Refusal {
-        names: &[
-            "save",
-            "bgsave",
-            "bgrewriteaof",
-            "subscribe",
-            "psubscribe",
-            "publish",
-            "eval",
-            "evalsha",
-            "script",
-            "function",
-            "fcall",
-            "wait",
-            "monitor",
-            "sync",
-            "psync",
-            "replicaof",
-            "slaveof",
-        ],
-        reason: NOT_SUPPORTED,
-    }],
+    refused: &[
+        Refusal {
+            names: &["save", "bgsave", "bgrewriteaof"],
+            reason: " is not supported: every write is already in the node's append-only store (--data-dir, --fsync), so there is nothing to trigger; --fsync chooses how often writes reach the disk",
+        },
+        Refusal {
+            names: &["subscribe", "psubscribe", "publish"],
+            reason: " is not supported: distro-db has no pub/sub; use a message broker next to it",
+        },
+        Refusal {
+            names: &["eval", "evalsha", "script", "function", "fcall"],
+            reason: " is not supported: distro-db has no scripting (a script needs atomic multi-key execution); send the commands from the client, with VGET and SET ... CTX= for a read-modify-write",
+        },
+        Refusal {
+            names: &["wait"],
+            reason: " is not supported: a write is acknowledged by its own quorum, not by a later WAIT; ask for more acknowledgements per write with W=n (SET key value W=3)",
+        },
+        Refusal {
+            names: &["monitor"],
+            reason: " is not supported: distro-db has no command feed; STATUS and INFO stats show what a node does",
+        },
+        Refusal {
+            names: &["sync", "psync", "replicaof", "slaveof"],
+            reason: " is not supported: distro-db has no master/replica replication; every node is equal and copies each key to its N owners by itself (OWNERS key names them)",
+        },
+    ],
 };
 
 const COMMANDS: &[Spec] = &[
@@ -237,7 +240,9 @@ const COMMAND_SUBS: &[Spec] = &[
             Ok(Action::reply(if c.args.is_empty() {
                 catalog::command_list()
             } else {
-                Frame::err("COMMAND LIST FILTERBY is not supported by distro-db")
+                Frame::err(
+                    "COMMAND LIST FILTERBY is not supported: COMMAND LIST (without it) names every command; filter in the client, with COMMAND INFO for a command's flags and ACL categories",
+                )
             }))
         },
     )

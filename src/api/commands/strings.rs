@@ -26,15 +26,13 @@ pub const FAMILY: Family = Family {
         },
         Refusal {
             names: &[
-                "append",
-                "setrange",
-                "getrange",
-                "substr",
-                "incrbyfloat",
-                "getbit",
-                "setbit",
+                "append", "setrange", "getrange", "substr", "getbit", "setbit",
             ],
-            reason: " is not supported by distro-db (strings are whole values; see docs/redis.md)",
+            reason: " is not supported: values are read and replaced whole (concurrent partial edits have no merge rule); GET the value, change it in the client and SET it back (VGET and SET ... CTX= detect a concurrent write)",
+        },
+        Refusal {
+            names: &["incrbyfloat"],
+            reason: " is not supported: the counter is an integer CRDT; count in integer units with INCRBY, or keep the float in a string value and SET it",
         },
     ],
 };
