@@ -363,8 +363,8 @@ fn a_backup_taken_while_writing_restores_into_a_new_node_and_a_damaged_one_is_re
 /// STATUS of the node at `addr`.
 fn status(addr: &str) -> String {
     match Client::connect(addr).and_then(|mut c| c.call(&["STATUS"])) {
-        Ok(Frame::Bulk(b)) => String::from_utf8_lossy(&b).into_owned(),
-        other => panic!("STATUS: {other:?}"),
+        Ok(f) => f.text().unwrap_or_else(|| panic!("STATUS: {f:?}")),
+        Err(e) => panic!("STATUS: {e}"),
     }
 }
 
