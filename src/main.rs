@@ -126,6 +126,10 @@ enum Cmd {
         base_port: Option<u16>,
         #[command(flatten)]
         replication: Replication,
+        /// Serve each node's metrics and status page: node i on this port
+        /// plus i (the URLs are printed at start).
+        #[arg(long, value_parser = port_arg, value_name = "PORT")]
+        metrics_port: Option<u16>,
     },
     /// Load a running cluster (or Redis, or etcd) and report throughput and latency.
     ///
@@ -295,6 +299,11 @@ struct NodeOpts {
     /// and G are powers of 1024); past it, new hints are refused.
     #[arg(long, default_value_t = distro_db::hints::DEFAULT_MAX_HINT_BYTES, value_parser = distro_db::config::parse_size, value_name = "SIZE")]
     max_hint_bytes: u64,
+    /// Serve Prometheus metrics (/metrics), /health, /ready and a status
+    /// page (/) over HTTP on this address, e.g. 127.0.0.1:9100 (port 0:
+    /// any free port, named in the log). Off by default.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
     #[command(flatten)]
     tls: distro_db::tls::ServerArgs,
 }
@@ -389,6 +398,7 @@ fn build_config(
     c.hint_limits.per_node = o.max_hints_per_node;
     c.hint_limits.bytes = o.max_hint_bytes;
     c.tls = o.tls.config();
+    c.metrics = o.metrics.as_deref().map(resolve).transpose()?;
     Ok(c)
 }
 
@@ -574,12 +584,14 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             nodes,
             base_port,
             replication: Replication { n, r, w },
+            metrics_port,
         } => distro_db::local::run(&distro_db::local::Options {
             nodes,
             base_port,
             n,
             r,
             w,
+            metrics_port,
         }),
     }
 }

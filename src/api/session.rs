@@ -154,29 +154,39 @@ struct Running {
     reply: Reply,
     scope: Option<Scope>,
     proto: Proto,
+    /// The command answered (for the request counters; `None` for a
+    /// request that named no command of the table).
+    spec: Option<&'static commands::Spec>,
 }
 
 impl Future for Running {
-    type Output = (Frame, After, Scope, Proto);
+    type Output = (Frame, After, Scope, Proto, Option<&'static commands::Spec>);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let (frame, after) = ready!(self.reply.poll_unpin(cx));
         let scope = self.scope.take().unwrap_or(Scope::Free);
-        Poll::Ready((frame, after, scope, self.proto))
+        Poll::Ready((frame, after, scope, self.proto, self.spec))
     }
 }
 
 impl Conn {
-    fn running(&self, reply: Reply, s: Scope) -> Running {
+    fn running(&self, reply: Reply, s: Scope, spec: Option<&'static commands::Spec>) -> Running {
         Running {
             reply,
             scope: Some(s),
             proto: self.proto,
+            spec,
         }
     }
 
-    fn ready(&self, frame: Frame, after: After, s: Scope) -> Running {
-        self.running(futures::future::ready((frame, after)).boxed(), s)
+    fn ready(
+        &self,
+        frame: Frame,
+        after: After,
+        s: Scope,
+        spec: Option<&'static commands::Spec>,
+    ) -> Running {
+        self.running(futures::future::ready((frame, after)).boxed(), s, spec)
     }
 
     /// Starts one request: answers connection commands at once (the
@@ -189,10 +199,11 @@ impl Conn {
                 if self.multi.is_some() {
                     self.multi_failed = true;
                 }
-                return self.ready(err, After::Continue, s);
+                return self.ready(err, After::Continue, s, None);
             }
-            Pending::Fatal(err) => return self.ready(err, After::Close, s),
+            Pending::Fatal(err) => return self.ready(err, After::Close, s, None),
         };
+        let spec = cmd.spec;
         // The one check of rights: every command of every client comes
         // through here, before it is queued in a MULTI or run. A command
         // refused here does nothing.
@@ -202,6 +213,7 @@ impl Conn {
                     Frame::Error("NOAUTH Authentication required.".into()),
                     After::Continue,
                     s,
+                    spec,
                 );
             }
             Some(user) if !user.may(cmd.access()) => {
@@ -211,7 +223,7 @@ impl Conn {
                 if self.multi.is_some() {
                     self.multi_failed = true;
                 }
-                return self.ready(err, After::Continue, s);
+                return self.ready(err, After::Continue, s, spec);
             }
             _ => {}
         }
@@ -225,6 +237,7 @@ impl Conn {
                     Frame::err(format!("MULTI holds at most {MAX_QUEUED} commands")),
                     After::Continue,
                     s,
+                    spec,
                 );
             }
             // A command refused outright is refused now, and aborts the
@@ -232,19 +245,19 @@ impl Conn {
             // queuing: nothing of it will be applied.
             if let Action::Refuse(msg) = cmd.action {
                 self.multi_failed = true;
-                return self.ready(Frame::err(msg), After::Continue, s);
+                return self.ready(Frame::err(msg), After::Continue, s, spec);
             }
             queue.push(cmd);
-            return self.ready(Frame::Simple("QUEUED".into()), After::Continue, s);
+            return self.ready(Frame::Simple("QUEUED".into()), After::Continue, s, spec);
         }
         let Action::Connection(c) = cmd.action else {
-            return self.running(self.api.execute(cmd), s);
+            return self.running(self.api.execute(cmd), s, spec);
         };
         match c.run(self) {
-            ConnReply::Now(frame, after) => self.ready(frame, after, s),
+            ConnReply::Now(frame, after) => self.ready(frame, after, s, spec),
             ConnReply::Exec(queue) => {
                 let user = self.user.clone();
-                self.running(run_exec(self.api.clone(), user, queue).boxed(), s)
+                self.running(run_exec(self.api.clone(), user, queue).boxed(), s, spec)
             }
         }
     }
@@ -365,7 +378,8 @@ pub async fn serve(
             Some(first_done) = running.next(), if !running.is_empty() => {
                 let mut done = Some(first_done);
                 let mut last = After::Continue;
-                while let Some((frame, after, s, proto)) = done.take() {
+                while let Some((frame, after, s, proto, spec)) = done.take() {
+                    api.stats.requests.record(spec, !matches!(frame, Frame::Error(_)));
                     frame.encode_as(&mut out, proto);
                     in_flight.finish(&s);
                     if after != After::Continue {

@@ -215,6 +215,15 @@ pub struct StoreStatus {
     pub details: Vec<(String, String)>,
 }
 
+/// What a store's group commit measured (`--metrics`).
+#[derive(Debug, Clone)]
+pub struct SyncHistograms {
+    /// Seconds each fsync of the syncer took.
+    pub fsync_seconds: crate::observe::histogram::Snapshot,
+    /// Writes each of those fsyncs served.
+    pub batch: crate::observe::histogram::Snapshot,
+}
+
 /// A local key-value store. See the module doc for the threading contract.
 pub trait Store: Send + Sync + 'static {
     /// Reads the value stored under `key`. Never waits for a sync: a
@@ -260,6 +269,11 @@ pub trait Store: Send + Sync + 'static {
     }
     /// What recovery found at open (`None` for a store without files).
     fn recovery(&self) -> Option<RecoveryReport> {
+        None
+    }
+    /// The group commit's fsync durations and batch sizes (`None` for a
+    /// store that does not sync).
+    fn sync_histograms(&self) -> Option<SyncHistograms> {
         None
     }
     /// Stops background work, makes every write durable and refuses writes
