@@ -316,8 +316,8 @@ fn the_status_page_shows_members_and_a_killed_one_down() {
     let mut c = Cluster::start_with(3, &["--metrics", "127.0.0.1:0"]);
     let url = format!("http://{}/", metrics_addr(&c, 0));
     let profile = tempfile::tempdir().unwrap();
-    let row =
-        |i: usize, state: &str| format!("data-node=\"{}\" data-state=\"{state}\"", c.nodes[i].id);
+    let ids: Vec<String> = c.nodes.iter().map(|n| n.id.clone()).collect();
+    let row = |i: usize, state: &str| format!("data-node=\"{}\" data-state=\"{state}\"", ids[i]);
     let dom = rendered(&url, profile.path());
     for i in 0..3 {
         assert!(
