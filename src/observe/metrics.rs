@@ -391,10 +391,8 @@ fn storage_metrics(store: &dyn crate::storage::Store, which: &'static str, m: &m
     let status = store.status();
     let detail = |k: &str| {
         status
-            .details
-            .iter()
-            .find(|(name, _)| name == k)
-            .and_then(|(_, v)| v.parse::<u64>().ok())
+            .detail(k)
+            .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0)
     };
     let l = || label("store", which);
@@ -422,12 +420,7 @@ fn storage_metrics(store: &dyn crate::storage::Store, which: &'static str, m: &m
         (
             "distro_db_storage_poisoned",
             "1 once an fsync failed: the store refuses writes until the node restarts.",
-            f64::from(u8::from(
-                status
-                    .details
-                    .iter()
-                    .any(|(k, v)| k == "poisoned" && v == "true"),
-            )),
+            f64::from(u8::from(status.poisoned())),
         ),
     ];
     for (name, help, v) in gauges {

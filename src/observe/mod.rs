@@ -109,14 +109,7 @@ impl Observer {
         let Some(s) = self.sources() else {
             return Err("starting: opening the stores (recovery may take a while)".into());
         };
-        if s.api
-            .replica
-            .store()
-            .status()
-            .details
-            .iter()
-            .any(|(k, v)| k == "poisoned" && v == "true")
-        {
+        if s.api.replica.store().status().poisoned() {
             return Err("the store failed a sync and refuses writes".into());
         }
         let view = s.api.coordinator.view();

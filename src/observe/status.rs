@@ -92,13 +92,7 @@ pub fn json(o: &Observer) -> Value {
     let counts = api.stats.requests.counts();
     let store = |st: &dyn crate::storage::Store| {
         let status = st.status();
-        let detail = |k: &str| {
-            status
-                .details
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.clone())
-        };
+        let detail = |k: &str| status.detail(k).map(str::to_string);
         json!({
             "backend": status.backend,
             "keys": status.keys,

@@ -224,6 +224,21 @@ pub struct SyncHistograms {
     pub batch: crate::observe::histogram::Snapshot,
 }
 
+impl StoreStatus {
+    /// The detail named `name`, if the backend gives it.
+    pub fn detail(&self, name: &str) -> Option<&str> {
+        self.details
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// True once the store failed a sync and refuses writes.
+    pub fn poisoned(&self) -> bool {
+        self.detail("poisoned") == Some("true")
+    }
+}
+
 /// A local key-value store. See the module doc for the threading contract.
 pub trait Store: Send + Sync + 'static {
     /// Reads the value stored under `key`. Never waits for a sync: a
