@@ -188,6 +188,9 @@ pub struct Config {
     pub hint_limits: HintLimits,
     /// TLS for clients and peers (none: plain text).
     pub tls: Option<crate::tls::TlsConfig>,
+    /// Where to serve `/metrics`, `/health`, `/ready` and the status page
+    /// (`--metrics`; none: not served). Once the node runs, the bound address.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Config {
@@ -227,6 +230,7 @@ impl Config {
             sibling_reads: SiblingReads::Pick,
             hint_limits: HintLimits::default(),
             tls: None,
+            metrics: None,
         }
     }
 

@@ -138,6 +138,9 @@ pub struct Hints {
     limits: HintLimits,
     refused_per_node: AtomicU64,
     refused_bytes: AtomicU64,
+    /// Hints removed after their owner (or, for an owner that left, the
+    /// key's owners) acknowledged them.
+    delivered: AtomicU64,
     locks: KeyLocks,
     /// owner -> (failures in a row, next attempt).
     backoff: Mutex<BTreeMap<String, (u32, Instant)>>,
@@ -164,6 +167,7 @@ impl Hints {
             limits,
             refused_per_node: AtomicU64::new(0),
             refused_bytes: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
             locks: KeyLocks::new(STRIPES),
             backoff: Mutex::new(BTreeMap::new()),
         };
@@ -455,7 +459,13 @@ impl Hints {
         }
         self.store.append_delete(&hk)?;
         self.forget(owner, key);
+        self.delivered.fetch_add(1, Ordering::Relaxed);
         Ok(true)
+    }
+
+    /// Hints delivered (acknowledged, then removed) since the node started.
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
     }
 
     /// True when deliveries to `owner` are not backing off.

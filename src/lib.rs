@@ -37,7 +37,8 @@
 //! - [`storage`]: the log-structured engine and the in-memory one.
 //!
 //! Around it: [`node`] (wires the parts, stops them in order), [`workers`]
-//! (hint delivery, anti-entropy), [`cluster::membership`] (chitchat gossip),
+//! (hint delivery, anti-entropy), [`observe`] (`--metrics`: Prometheus
+//! metrics, health and readiness, the status page), [`cluster::membership`] (chitchat gossip),
 //! [`fault`] (fault injection at the seams), and the REPL side:
 //! [`client`], [`repl`], [`local`], and [`bench`] (`db bench`, a closed-loop
 //! load generator for RESP servers and etcd's HTTP gateway).
@@ -68,6 +69,7 @@ pub mod local;
 pub mod logs;
 pub mod node;
 pub mod object;
+pub mod observe;
 pub mod random;
 pub mod repl;
 pub mod replica;

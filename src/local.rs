@@ -63,6 +63,9 @@ pub struct Options {
     pub data_dir: Option<PathBuf>,
     /// Flags passed to every node as they are (checked by the caller).
     pub node_flags: Vec<String>,
+    /// With a port, node i serves its metrics and status page on this port
+    /// plus i (`--metrics-port`).
+    pub metrics_port: Option<u16>,
 }
 
 /// One node process.
@@ -209,6 +212,25 @@ pub fn validate(opts: &Options) -> anyhow::Result<Vec<String>> {
             u32::from(u16::MAX) + 1 - u32::from(opts.nodes)
         );
     }
+    if let Some(m) = opts.metrics_port {
+        let last = u32::from(m) + u32::from(opts.nodes) - 1;
+        if m == 0 || last > u32::from(u16::MAX) {
+            anyhow::bail!(
+                "--metrics-port {m} with --nodes {} needs ports {m}-{last}: give a port from 1 to {}",
+                opts.nodes,
+                u32::from(u16::MAX) + 1 - u32::from(opts.nodes)
+            );
+        }
+        let metrics = u32::from(m)..=last;
+        let data = u32::from(base)..=u32::from(base) + u32::from(opts.nodes) - 1;
+        if metrics.start() <= data.end() && data.start() <= metrics.end() {
+            anyhow::bail!(
+                "--metrics-port {m} overlaps the nodes' ports {}-{}: pick ports apart from them",
+                data.start(),
+                data.end()
+            );
+        }
+    }
     let mut config = Config::new(std::net::SocketAddr::from(([127, 0, 0, 1], base)));
     config.n = opts.n;
     config.r = opts.r;
@@ -246,7 +268,7 @@ pub fn run(opts: &Options) -> anyhow::Result<i32> {
 
     let exe = std::env::current_exe().context("cannot find the db binary")?;
     let seeds: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    for &port in &ports {
+    for (i, &port) in ports.iter().enumerate() {
         let log = log_path(port);
         let file = std::fs::File::create(&log)
             .with_context(|| format!("cannot create {}", log.display()))?;
@@ -262,8 +284,14 @@ pub fn run(opts: &Options) -> anyhow::Result<i32> {
         cmd.arg(format!("--n={}", opts.n))
             .arg(format!("--r={}", opts.r))
             .arg(format!("--w={}", opts.w))
-            .arg("--threads=1")
-            .arg("--log-file")
+            .arg("--threads=1");
+        let metrics = opts
+            .metrics_port
+            .and_then(|m| u16::try_from(usize::from(m) + i).ok());
+        if let Some(m) = metrics {
+            cmd.arg("--metrics").arg(format!("127.0.0.1:{m}"));
+        }
+        cmd.arg("--log-file")
             .arg(&log)
             .args(&opts.node_flags)
             .stdin(Stdio::null())
@@ -286,8 +314,11 @@ pub fn run(opts: &Options) -> anyhow::Result<i32> {
                 return Err(e).context("cannot start a node process");
             }
         };
+        let status_page = metrics
+            .map(|m| format!(", status page: http://127.0.0.1:{m}/"))
+            .unwrap_or_default();
         eprintln!(
-            "node-{port} on 127.0.0.1:{port} (pid {}), logs: {}",
+            "node-{port} on 127.0.0.1:{port} (pid {}), logs: {}{status_page}",
             child.id(),
             log.display()
         );
@@ -417,6 +448,7 @@ mod tests {
             w,
             data_dir: None,
             node_flags: Vec::new(),
+            metrics_port: None,
         }
     }
 

@@ -221,6 +221,10 @@ enum Cmd {
         /// --data-dir itself.
         #[arg(last = true, value_name = "NODE FLAGS")]
         node_flags: Vec<String>,
+        /// Serve each node's metrics and status page: node i on this port
+        /// plus i (the URLs are printed at start).
+        #[arg(long, value_parser = port_arg, value_name = "PORT")]
+        metrics_port: Option<u16>,
     },
     /// Load a running cluster (or Redis, or etcd) and report throughput and latency.
     ///
@@ -390,6 +394,11 @@ struct NodeOpts {
     /// and G are powers of 1024); past it, new hints are refused.
     #[arg(long, default_value_t = distro_db::hints::DEFAULT_MAX_HINT_BYTES, value_parser = distro_db::config::parse_size, value_name = "SIZE")]
     max_hint_bytes: u64,
+    /// Serve Prometheus metrics (/metrics), /health, /ready and a status
+    /// page (/) over HTTP on this address, e.g. 127.0.0.1:9100 (port 0:
+    /// any free port, named in the log). Off by default.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
     #[command(flatten)]
     tls: distro_db::tls::ServerArgs,
     #[command(flatten)]
@@ -486,6 +495,7 @@ fn build_config(
     c.hint_limits.per_node = o.max_hints_per_node;
     c.hint_limits.bytes = o.max_hint_bytes;
     c.tls = o.tls.config();
+    c.metrics = o.metrics.as_deref().map(resolve).transpose()?;
     Ok(c)
 }
 
@@ -703,6 +713,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             replication: Replication { n, r, w },
             data_dir,
             node_flags,
+            metrics_port,
         } => {
             check_node_flags(&node_flags)?;
             distro_db::local::run(&distro_db::local::Options {
@@ -713,6 +724,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 w,
                 data_dir,
                 node_flags,
+                metrics_port,
             })
         }
     }

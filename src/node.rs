@@ -71,6 +71,10 @@ pub struct Node {
     pub stopped: CancellationToken,
     /// Set by the first call to [`stop`].
     stopping: AtomicBool,
+    /// What the metrics port serves from (with `--metrics`).
+    pub observer: Option<Arc<crate::observe::Observer>>,
+    /// Ends the metrics port (last, once the node has stopped).
+    observe_stop: CancellationToken,
 }
 
 impl Node {
@@ -98,6 +102,21 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         warn!("{w}");
     }
     config.limits = limits;
+    // The metrics port first: /health answers and /ready says why not
+    // while the stores are recovered.
+    let observe_stop = CancellationToken::new();
+    let observer = match config.metrics {
+        Some(addr) => {
+            let observer = Arc::new(crate::observe::Observer::new(&config.node_id));
+            let bound = crate::observe::start(addr, observer.clone(), observe_stop.clone()).await?;
+            info!(url = %format!("http://{bound}/"), "serving metrics, health, readiness and the status page");
+            config.metrics = Some(bound);
+            Some(observer)
+        }
+        None => None,
+    };
+    // A start that fails from here on closes the metrics port again.
+    let observe_guard = observe_stop.clone().drop_guard();
     // Before anything opens: a bad certificate or key file stops the start.
     let tls = config
         .tls
@@ -242,7 +261,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         config.request_timeout,
         config.transfer_mb_per_s,
         config.data_dir.clone(),
-        transfers,
+        transfers.clone(),
     ));
     let aae = Arc::new(AaeStats::default());
     workers.spawn(Handoff::new(
@@ -261,6 +280,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         aae.clone(),
     ));
     workers.spawn(crate::workers::expiry::Expiry::new(replica.clone()));
+    let gc = Arc::new(crate::workers::gc::GcStats::default());
     workers.spawn(crate::workers::gc::Gc::new(
         me.clone(),
         replica.clone(),
@@ -269,7 +289,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         membership.subscribe(),
         config.tombstone_grace,
         config.request_timeout,
-        Arc::new(crate::workers::gc::GcStats::default()),
+        gc.clone(),
     ));
     let api = Arc::new(Api {
         coordinator: coordinator.clone(),
@@ -294,6 +314,17 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         backups: Arc::new(crate::backup::Backups::default()),
     });
     let connections = tokio_util::task::TaskTracker::new();
+    let slots = crate::limits::Slots::new(&config.limits);
+    let budget = crate::limits::ByteBudget::new(config.limits.request_bytes);
+    if let Some(observer) = &observer {
+        observer.attach(crate::observe::Sources {
+            api: api.clone(),
+            transfers,
+            gc,
+            slots: slots.clone(),
+            budget: budget.clone(),
+        });
+    }
     let port = crate::server::Port {
         api,
         peers: Arc::new(crate::rpc::tcp::PeerDoor {
@@ -302,6 +333,8 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         }),
         faults,
         limits: config.limits,
+        slots,
+        budget,
         shutdown: sessions.clone(),
         tls,
         tasks: connections.clone(),
@@ -319,7 +352,10 @@ pub async fn start(mut config: Config) -> anyhow::Result<Arc<Node>> {
         stop_requested: stop_requested.clone(),
         stopped: CancellationToken::new(),
         stopping: AtomicBool::new(false),
+        observer,
+        observe_stop,
     });
+    observe_guard.disarm();
     info!(node = %node.id(), actor = %node.replica.actor().get(), addr = %node.config.advertise,
           seeds = node.config.seeds.len(), "node started");
     // A stop asked for by a command or a peer runs here.
@@ -453,6 +489,9 @@ pub async fn stop(node: &Node) {
         return;
     }
     info!(node = %node.id(), "stopping");
+    if let Some(o) = &node.observer {
+        o.set_stopping();
+    }
     node.membership.announce_stopping().await;
     // One gossip round carries the news to a few peers; don't wait longer.
     tokio::time::sleep(node.config.gossip_interval).await;
@@ -500,6 +539,7 @@ pub async fn stop(node: &Node) {
             warn!(cause = %e, "could not close the store cleanly; the next start takes a new epoch")
         }
     }
+    node.observe_stop.cancel();
     node.stopped.cancel();
 }
 

@@ -43,6 +43,10 @@ pub struct Port {
     pub faults: Arc<Faults>,
     /// Connection and memory limits.
     pub limits: ServerLimits,
+    /// The connection slots (made from `limits`; shared with the metrics).
+    pub slots: Slots,
+    /// The request-memory budget (made from `limits`; shared with the metrics).
+    pub budget: ByteBudget,
     /// Stops every session.
     pub shutdown: CancellationToken,
     /// TLS (none: plain text).
@@ -53,8 +57,7 @@ pub struct Port {
 
 /// Accepts connections until `port.shutdown` fires.
 pub async fn serve(port: Port, listener: TcpListener) {
-    let slots = Slots::new(&port.limits);
-    let budget = ByteBudget::new(port.limits.request_bytes);
+    let (slots, budget) = (port.slots.clone(), port.budget.clone());
     info!(
         max_clients = port.limits.max_clients,
         peer_connections = port.limits.peer_connections,

@@ -66,6 +66,9 @@ pub fn status_report(api: &Api) -> String {
         );
     }
     let _ = writeln!(out, "cluster: {}", c.cluster_id);
+    if let Some(m) = c.metrics {
+        let _ = writeln!(out, "metrics: http://{m}/ (/metrics, /health, /ready)");
+    }
     let _ = writeln!(
         out,
         "members: {} ({} live)",

@@ -14,7 +14,7 @@ use crate::text::glob_match;
 pub const REDIS_VERSION: &str = "7.0.0";
 
 /// Resident memory of this process, in bytes.
-fn rss_bytes() -> u64 {
+pub(crate) fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     let pages: u64 = statm
         .split_whitespace()
@@ -27,7 +27,7 @@ fn rss_bytes() -> u64 {
 }
 
 /// User and system CPU seconds of this process.
-fn cpu_seconds() -> (f64, f64) {
+pub(crate) fn cpu_seconds() -> (f64, f64) {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     // SAFETY: getrusage fills the struct we pass; it is read only if the
     // call succeeded.

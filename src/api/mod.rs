@@ -71,6 +71,8 @@ pub struct ApiStats {
     pub commands: AtomicU64,
     /// Plain reads of a key holding more than one value.
     pub conflicted_reads: AtomicU64,
+    /// Requests answered, by command and outcome (`--metrics`).
+    pub requests: crate::observe::requests::RequestStats,
 }
 
 /// Everything a client command may use.

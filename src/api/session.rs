@@ -322,10 +322,24 @@ struct Running {
     scope: Option<Scope>,
     proto: Proto,
     meter: Arc<ReplyMeter>,
+    /// The command answered (for the request counters; `None` for a
+    /// request that named no command of the table).
+    spec: Option<&'static commands::Spec>,
 }
 
+/// A finished reply: the frame, what follows it, the scope it held, the
+/// protocol to encode it in, the budget bytes it holds, its command.
+type Finished = (
+    Frame,
+    After,
+    Scope,
+    Proto,
+    Option<Held>,
+    Option<&'static commands::Spec>,
+);
+
 impl Future for Running {
-    type Output = (Frame, After, Scope, Proto, Option<Held>);
+    type Output = Finished;
 
     /// The finished reply is charged at once, not when its turn to be
     /// written comes: replies that finish out of order hold memory too.
@@ -333,22 +347,29 @@ impl Future for Running {
         let (frame, after) = ready!(self.reply.poll_unpin(cx));
         let scope = self.scope.take().unwrap_or(Scope::Free);
         let (frame, held) = self.meter.charge(frame, self.proto);
-        Poll::Ready((frame, after, scope, self.proto, held))
+        Poll::Ready((frame, after, scope, self.proto, held, self.spec))
     }
 }
 
 impl Conn {
-    fn running(&self, reply: Reply, s: Scope) -> Running {
+    fn running(&self, reply: Reply, s: Scope, spec: Option<&'static commands::Spec>) -> Running {
         Running {
             reply,
             scope: Some(s),
             proto: self.proto,
             meter: self.meter.clone(),
+            spec,
         }
     }
 
-    fn ready(&self, frame: Frame, after: After, s: Scope) -> Running {
-        self.running(futures::future::ready((frame, after)).boxed(), s)
+    fn ready(
+        &self,
+        frame: Frame,
+        after: After,
+        s: Scope,
+        spec: Option<&'static commands::Spec>,
+    ) -> Running {
+        self.running(futures::future::ready((frame, after)).boxed(), s, spec)
     }
 
     /// Starts one request: answers connection commands at once (the
@@ -361,10 +382,11 @@ impl Conn {
                 if self.multi.is_some() {
                     self.multi_failed = true;
                 }
-                return self.ready(err, After::Continue, s);
+                return self.ready(err, After::Continue, s, None);
             }
-            Pending::Fatal(err) => return self.ready(err, After::Close, s),
+            Pending::Fatal(err) => return self.ready(err, After::Close, s, None),
         };
+        let spec = cmd.spec;
         // The one check of rights: every command of every client comes
         // through here, before it is queued in a MULTI or run. A command
         // refused here does nothing.
@@ -374,6 +396,7 @@ impl Conn {
                     Frame::Error("NOAUTH Authentication required.".into()),
                     After::Continue,
                     s,
+                    spec,
                 );
             }
             Some(user) if !user.may(cmd.access()) => {
@@ -383,7 +406,7 @@ impl Conn {
                 if self.multi.is_some() {
                     self.multi_failed = true;
                 }
-                return self.ready(err, After::Continue, s);
+                return self.ready(err, After::Continue, s, spec);
             }
             _ => {}
         }
@@ -397,6 +420,7 @@ impl Conn {
                     Frame::err(format!("MULTI holds at most {MAX_QUEUED} commands")),
                     After::Continue,
                     s,
+                    spec,
                 );
             }
             // A command refused outright is refused now, and aborts the
@@ -404,19 +428,19 @@ impl Conn {
             // queuing: nothing of it will be applied.
             if let Action::Refuse(msg) = cmd.action {
                 self.multi_failed = true;
-                return self.ready(Frame::err(msg), After::Continue, s);
+                return self.ready(Frame::err(msg), After::Continue, s, spec);
             }
             queue.push(cmd);
-            return self.ready(Frame::Simple("QUEUED".into()), After::Continue, s);
+            return self.ready(Frame::Simple("QUEUED".into()), After::Continue, s, spec);
         }
         let Action::Connection(c) = cmd.action else {
-            return self.running(self.api.execute(cmd), s);
+            return self.running(self.api.execute(cmd), s, spec);
         };
         match c.run(self) {
-            ConnReply::Now(frame, after) => self.ready(frame, after, s),
+            ConnReply::Now(frame, after) => self.ready(frame, after, s, spec),
             ConnReply::Exec(queue) => {
                 let user = self.user.clone();
-                self.running(run_exec(self.api.clone(), user, queue).boxed(), s)
+                self.running(run_exec(self.api.clone(), user, queue).boxed(), s, spec)
             }
         }
     }
@@ -576,7 +600,8 @@ pub async fn serve(
             // (or refused) as it finishes, so none waits unaccounted.
             Some(first_done) = running.next(), if closing.is_none() && !running.is_empty() => {
                 let mut done = Some(first_done);
-                while let Some((frame, after, s, proto, bytes)) = done.take() {
+                while let Some((frame, after, s, proto, bytes, spec)) = done.take() {
+                    api.stats.requests.record(spec, !matches!(frame, Frame::Error(_)));
                     outbox.push(&frame, proto, bytes);
                     drop(frame);
                     in_flight.finish(&s);

@@ -50,6 +50,7 @@ use crate::config::{MAX_KEY_LEN, MAX_VALUE_LEN};
 use crate::hints::Hints;
 use crate::keyspace::partition_of;
 use crate::object::Object;
+use crate::observe::histogram::Histogram;
 use crate::random::Random;
 use crate::replica::{Replica, ReplicaError};
 use crate::rpc::call::{Acked, Keys, Stored};
@@ -124,6 +125,87 @@ pub struct Stats {
     pub read_repairs: AtomicU64,
     /// Writes coordinated by a stand-in (no owner reachable).
     pub stand_in_writes: AtomicU64,
+    /// Time of every quorum read this node coordinated, failed ones too.
+    pub read_latency: Histogram,
+    /// Time of every write this node coordinated (forwarded ones
+    /// included), failed ones too.
+    pub write_latency: Histogram,
+    /// Reads (`[0]`) and writes (`[1]`) that missed their quorum, by the
+    /// most common reason among the replicas that failed
+    /// ([`FAILURE_REASONS`]).
+    quorum_failures: [[AtomicU64; FAILURE_REASONS.len()]; 2],
+}
+
+/// The reasons a quorum failure is counted under (metrics labels): those
+/// of [`Reason`], and `timeout` for a quorum that ran out of time with no
+/// replica failing.
+pub const FAILURE_REASONS: [&str; 9] = [
+    "timeout",
+    "unreachable",
+    "dropped",
+    "remote_error",
+    "bad_answer",
+    "overloaded",
+    "store",
+    "no_answer",
+    "stand_in_empty",
+];
+
+fn reason_index(r: &Reason) -> usize {
+    match r {
+        Reason::Timeout => 0,
+        Reason::Unreachable(_) => 1,
+        Reason::Dropped => 2,
+        Reason::Remote(_) => 3,
+        Reason::BadAnswer(_) => 4,
+        Reason::Overloaded => 5,
+        Reason::Store(_) => 6,
+        Reason::NoAnswer => 7,
+        Reason::StandInEmpty => 8,
+    }
+}
+
+/// The reason a failed quorum is counted under: the most common one among
+/// its failed replicas (the first of equals), `timeout` when none failed.
+pub fn failure_reason(q: &QuorumFailure) -> &'static str {
+    let mut counts = [0usize; FAILURE_REASONS.len()];
+    for f in &q.failures {
+        counts[reason_index(&f.reason)] += 1;
+    }
+    let mut best = 0;
+    for f in &q.failures {
+        let i = reason_index(&f.reason);
+        if counts[i] > counts[best] {
+            best = i;
+        }
+    }
+    FAILURE_REASONS[best]
+}
+
+impl Stats {
+    fn quorum_failed(&self, write: bool, q: &QuorumFailure) {
+        let reason = failure_reason(q);
+        let i = FAILURE_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        self.quorum_failures[usize::from(write)][i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Failed quorums so far: `(op, reason, count)` for every pair counted
+    /// at least once, `op` being `read` or `write`.
+    pub fn quorum_failures(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let mut out = Vec::new();
+        for (op, row) in ["read", "write"].into_iter().zip(&self.quorum_failures) {
+            for (reason, n) in FAILURE_REASONS.iter().zip(row) {
+                let n = n.load(Ordering::Relaxed);
+                if n > 0 {
+                    out.push((op, *reason, n));
+                }
+            }
+        }
+        out
+    }
 }
 
 /// Quorum reads and writes; see the module doc.
@@ -266,6 +348,17 @@ impl Coordinator {
         key: &[u8],
         r: Option<usize>,
     ) -> Result<Option<Object>, CoordError> {
+        let started = std::time::Instant::now();
+        let out = self.quorum_read(key, r).await;
+        self.stats.read_latency.observe_duration(started.elapsed());
+        out
+    }
+
+    async fn quorum_read(
+        self: &Arc<Self>,
+        key: &[u8],
+        r: Option<usize>,
+    ) -> Result<Option<Object>, CoordError> {
         check_key(key)?;
         let view = self.view();
         forming(&view)?;
@@ -296,7 +389,9 @@ impl Coordinator {
         let out = drive(targets, spec, |t| self.read_one(t, req.clone()), |_| None).await;
         if !out.met() {
             self.stats.read_failures.fetch_add(1, Ordering::Relaxed);
-            return Err(CoordError::ReadQuorum(unmet(&out.tracker)));
+            let failure = unmet(&out.tracker);
+            self.stats.quorum_failed(false, &failure);
+            return Err(CoordError::ReadQuorum(failure));
         }
         self.stats.reads.fetch_add(1, Ordering::Relaxed);
         let merged = repair::merge_replies(&out.replies);
@@ -423,6 +518,19 @@ impl Coordinator {
     /// key (this node, or the first reachable replica it forwards to; with
     /// none reachable, this node as a stand-in), acknowledged after W copies.
     pub async fn write(
+        self: &Arc<Self>,
+        key: &[u8],
+        write: Write,
+        context: Option<VClock>,
+        w: Option<usize>,
+    ) -> Result<Done, CoordError> {
+        let started = std::time::Instant::now();
+        let out = self.quorum_write(key, write, context, w).await;
+        self.stats.write_latency.observe_duration(started.elapsed());
+        out
+    }
+
+    async fn quorum_write(
         self: &Arc<Self>,
         key: &[u8],
         write: Write,
@@ -648,7 +756,9 @@ impl Coordinator {
         }
         if !met {
             self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
-            return Err(CoordError::WriteUnknown(unmet(&tracker)));
+            let failure = unmet(&tracker);
+            self.stats.quorum_failed(true, &failure);
+            return Err(CoordError::WriteUnknown(failure));
         }
         self.stats.writes.fetch_add(1, Ordering::Relaxed);
         Ok(done)

@@ -215,6 +215,30 @@ pub struct StoreStatus {
     pub details: Vec<(String, String)>,
 }
 
+/// What a store's group commit measured (`--metrics`).
+#[derive(Debug, Clone)]
+pub struct SyncHistograms {
+    /// Seconds each fsync of the syncer took.
+    pub fsync_seconds: crate::observe::histogram::Snapshot,
+    /// Writes each of those fsyncs served.
+    pub batch: crate::observe::histogram::Snapshot,
+}
+
+impl StoreStatus {
+    /// The detail named `name`, if the backend gives it.
+    pub fn detail(&self, name: &str) -> Option<&str> {
+        self.details
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// True once the store failed a sync and refuses writes.
+    pub fn poisoned(&self) -> bool {
+        self.detail("poisoned") == Some("true")
+    }
+}
+
 /// A local key-value store. See the module doc for the threading contract.
 pub trait Store: Send + Sync + 'static {
     /// Reads the value stored under `key`. Never waits for a sync: a
@@ -267,6 +291,11 @@ pub trait Store: Send + Sync + 'static {
     /// files).
     fn backup_snapshot(&self) -> Result<Option<log::Snapshot>, StoreError> {
         Ok(None)
+    }
+    /// The group commit's fsync durations and batch sizes (`None` for a
+    /// store that does not sync).
+    fn sync_histograms(&self) -> Option<SyncHistograms> {
+        None
     }
     /// Stops background work, makes every write durable and refuses writes
     /// from now on; returns the files as they stand (`None` for a store

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::observe::histogram::{BATCH_BOUNDS, Histogram};
 use crate::storage::{Lsn, StoreError, SyncState};
 
 /// How long the syncer waits for a request before it calls its `idle`
@@ -49,6 +50,11 @@ pub struct GroupCommit {
     tx: watch::Sender<SyncState>,
     /// Syncs made by the syncer (for STATUS: appends per sync).
     syncs: AtomicU64,
+    /// How long each of the syncer's fsyncs took.
+    pub(crate) sync_latency: Histogram,
+    /// Requests each of the syncer's fsyncs served (writers that waited
+    /// for it): the group commit's batch size.
+    pub(crate) batch: Histogram,
 }
 
 impl Default for GroupCommit {
@@ -61,6 +67,8 @@ impl Default for GroupCommit {
             poisoned: AtomicBool::new(false),
             tx: watch::Sender::new(SyncState::default()),
             syncs: AtomicU64::new(0),
+            sync_latency: Histogram::latency(),
+            batch: Histogram::new(BATCH_BOUNDS),
         }
     }
 }
@@ -198,6 +206,7 @@ impl GroupCommit {
                     }
                     if st.requested > self.synced() {
                         crowded = st.requests_since_sync > 1;
+                        self.batch.observe(st.requests_since_sync as f64);
                         st.requests_since_sync = 0;
                         break;
                     }
@@ -221,7 +230,10 @@ impl GroupCommit {
             last = Instant::now();
             let (target, what) = prepare();
             self.syncs.fetch_add(1, Ordering::Relaxed);
-            match sync(what) {
+            let began = Instant::now();
+            let synced = sync(what);
+            self.sync_latency.observe_duration(began.elapsed());
+            match synced {
                 Ok(()) => self.mark_synced(target),
                 Err(e) => {
                     tracing::error!(error = %e, "fsync failed; the store is poisoned");

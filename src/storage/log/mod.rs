@@ -781,6 +781,13 @@ impl Store for LogStore {
         Ok(out)
     }
 
+    fn sync_histograms(&self) -> Option<super::SyncHistograms> {
+        Some(super::SyncHistograms {
+            fsync_seconds: self.inner.commit.sync_latency.snapshot(),
+            batch: self.inner.commit.batch.snapshot(),
+        })
+    }
+
     fn status(&self) -> StoreStatus {
         let segs = self.inner.segments_snapshot();
         let bytes: u64 = segs.iter().map(|s| s.size.load(Ordering::Relaxed)).sum();
