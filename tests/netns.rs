@@ -220,7 +220,7 @@ fn kernel_faults_between_namespaced_nodes() {
         for j in 0..NODES {
             cmd.args(["--seed", &net.addr(j)]);
         }
-        let child = cmd
+        let child = common::checked(&mut cmd)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log"))

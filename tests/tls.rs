@@ -419,19 +419,21 @@ fn bad_tls_files_stop_the_node_with_an_error_naming_them() {
     let missing = d.join("missing.pem");
     let start = |cert: &Path, key: &Path, ca: &Path| {
         let port = free_port();
-        let out = Command::new(common::db_bin())
-            .args(["node", "--listen", &format!("127.0.0.1:{port}")])
-            .args([
-                "--tls-cert",
-                &s(cert),
-                "--tls-key",
-                &s(key),
-                "--tls-ca",
-                &s(ca),
-            ])
-            .stdin(Stdio::null())
-            .output()
-            .expect("db runs");
+        let own = format!("127.0.0.1:{port}");
+        let out = common::checked(
+            Command::new(common::db_bin()).args(["node", "--listen", &own, "--seed", &own]),
+        )
+        .args([
+            "--tls-cert",
+            &s(cert),
+            "--tls-key",
+            &s(key),
+            "--tls-ca",
+            &s(ca),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("db runs");
         assert!(!out.status.success(), "the node started");
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
@@ -450,7 +452,8 @@ fn bad_tls_files_stop_the_node_with_an_error_naming_them() {
     assert!(e.contains("does not chain to the CA"), "{e}");
     // --tls-cert alone is refused by the flags.
     let out = Command::new(common::db_bin())
-        .args(["node", "--listen", "127.0.0.1:1", "--tls-cert", &s(&cert)])
+        .args(["node", "--listen", "127.0.0.1:1", "--seed", "127.0.0.1:1"])
+        .args(["--tls-cert", &s(&cert)])
         .stdin(Stdio::null())
         .output()
         .expect("db runs");
