@@ -173,13 +173,7 @@ impl Net {
             .write_all(lines.as_bytes())
             .expect("write");
         // Bounded: a REPL that hangs is killed, and the test sees no answer.
-        // Its answers (a few lines) fit in the pipe until it is read.
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let out = child.wait_with_output().expect("repl output");
+        let out = common::output_within(child, Duration::from_secs(30));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 

@@ -464,18 +464,13 @@ fn bad_tls_files_stop_the_node_with_an_error_naming_them() {
 /// Runs `cmd` to completion within 30 s (killed past that): its standard
 /// output, trimmed.
 fn bounded_output(mut cmd: Command) -> String {
-    let mut child = cmd
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("runs");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let out = child.wait_with_output().expect("output");
+    let out = common::output_within(child, Duration::from_secs(30));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -542,11 +537,15 @@ fn db_local_tls_serves_over_tls_only_and_says_how_to_connect() {
     );
 
     // db local printed the redis-cli line; it works as printed.
-    let text = common::read(&err);
-    let line = text
-        .lines()
-        .find_map(|l| l.strip_prefix("redis-cli: "))
-        .unwrap_or_else(|| panic!("no redis-cli line:\n{text}"));
+    // The line of db local's standard error that starts with `prefix`.
+    let printed = |prefix: &str| {
+        let text = common::read(&err);
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no line starting {prefix:?}:\n{text}"))
+    };
+    let line = printed("redis-cli: ");
     assert_eq!(
         line,
         format!("redis-cli --tls --cacert {} -p {base}", ca.display())
@@ -561,11 +560,7 @@ fn db_local_tls_serves_over_tls_only_and_says_how_to_connect() {
     // EXIT leaves the cluster running and says how to reconnect, over TLS.
     repl.send("EXIT");
     assert!(repl.wait_exit(Duration::from_secs(10)).success());
-    let text = common::read(&err);
-    let reconnect = text
-        .lines()
-        .find_map(|l| l.strip_prefix("reconnect: "))
-        .unwrap_or_else(|| panic!("no reconnect line:\n{text}"));
+    let reconnect = printed("reconnect: ");
     assert!(
         reconnect.ends_with(&format!(
             "repl --connect 127.0.0.1:{} --tls-ca {}",

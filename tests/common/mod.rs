@@ -495,6 +495,19 @@ impl Drop for ReplProc {
     }
 }
 
+/// Waits for `child` to exit, killing it after `within`, and collects its
+/// output (what a short-lived tool writes fits in the pipe meanwhile).
+pub fn output_within(mut child: Child, within: Duration) -> std::process::Output {
+    let deadline = Instant::now() + within;
+    while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child
+        .wait_with_output()
+        .expect("the output of a child process")
+}
+
 /// Reads a file if it exists.
 pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
