@@ -14,6 +14,10 @@
 //! - Nodes that exit while the REPL runs are reaped at once (no zombies).
 //! - `--data-dir DIR` gives each node DIR/node-PORT; flags after `--` go to
 //!   every node as they are.
+//! - `--tls` makes a throwaway CA and a node certificate ([`tls`]) in
+//!   `<data-dir>/tls` or `$TMPDIR/distro-db-local-PORT-tls`, starts every
+//!   node with them, connects the REPL over TLS and prints how to point
+//!   `redis-cli --tls` at the cluster.
 //! - `QUIT` stops every node (SHUTDOWN CLUSTER); `db local` waits (bounded)
 //!   for its children to exit.
 //! - SIGTERM, SIGHUP or SIGINT sent to `db local` restores the terminal, stops
@@ -22,6 +26,7 @@
 
 pub mod ports;
 pub mod signals;
+pub mod tls;
 
 use std::io::Write as _;
 use std::net::Ipv4Addr;
@@ -66,6 +71,8 @@ pub struct Options {
     /// With a port, node i serves its metrics and status page on this port
     /// plus i (`--metrics-port`).
     pub metrics_port: Option<u16>,
+    /// Serve TLS only, with a throwaway CA made at start.
+    pub tls: bool,
 }
 
 /// One node process.
@@ -189,11 +196,15 @@ pub fn program() -> String {
     if on_path.as_ref() == Some(&me) {
         return "db".into();
     }
-    let text = me.display().to_string();
+    shell_word(&me.display().to_string())
+}
+
+/// `text` as one word of a shell command line (single-quoted if needed).
+pub fn shell_word(text: &str) -> String {
     if text.contains(|c: char| c.is_whitespace() || "'\"$`\\".contains(c)) {
         format!("'{}'", text.replace('\'', "'\\''"))
     } else {
-        text
+        text.to_string()
     }
 }
 
@@ -266,6 +277,25 @@ pub fn run(opts: &Options) -> anyhow::Result<i32> {
     })
     .context("cannot install signal handlers")?;
 
+    let certs = match opts.tls {
+        false => None,
+        true => {
+            let dir = match &opts.data_dir {
+                Some(d) => d.join("tls"),
+                None => std::env::temp_dir().join(format!("distro-db-local-{}-tls", ports[0])),
+            };
+            let certs = tls::make(&dir)?;
+            crate::client::use_tls(certs.client()?);
+            let ca = shell_word(&certs.ca.display().to_string());
+            eprintln!(
+                "TLS only (no plain text), certificates from a throwaway CA in {}\n\
+                 redis-cli: redis-cli --tls --cacert {ca} -p {}",
+                dir.display(),
+                ports[0]
+            );
+            Some(certs)
+        }
+    };
     let exe = std::env::current_exe().context("cannot find the db binary")?;
     let seeds: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     for (i, &port) in ports.iter().enumerate() {
@@ -293,6 +323,7 @@ pub fn run(opts: &Options) -> anyhow::Result<i32> {
         }
         cmd.arg("--log-file")
             .arg(&log)
+            .args(certs.iter().flat_map(tls::LocalCerts::node_flags))
             .args(&opts.node_flags)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -363,9 +394,12 @@ pub fn run(opts: &Options) -> anyhow::Result<i32> {
     match running.last() {
         None => eprintln!("every node has stopped"),
         Some(port) => {
+            let tls = certs.as_ref().map_or(String::new(), |c| {
+                format!(" --tls-ca {}", shell_word(&c.ca.display().to_string()))
+            });
             eprintln!(
                 "the cluster keeps running ({} of {} nodes, logs in {}).\n\
-                 reconnect: {} repl --connect 127.0.0.1:{port}\n\
+                 reconnect: {} repl --connect 127.0.0.1:{port}{tls}\n\
                  stop it:   QUIT in that REPL",
                 running.len(),
                 ports.len(),
@@ -449,6 +483,7 @@ mod tests {
             data_dir: None,
             node_flags: Vec::new(),
             metrics_port: None,
+            tls: false,
         }
     }
 

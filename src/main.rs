@@ -215,10 +215,16 @@ enum Cmd {
         /// that a node restarted on it comes back with its data.
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
+        /// TLS only, for clients and peers: makes a throwaway CA and a node
+        /// certificate (in <data-dir>/tls, or $TMPDIR/distro-db-local-PORT-tls),
+        /// starts every node with them, connects the REPL over TLS, and
+        /// prints the `redis-cli --tls --cacert` line that reaches the cluster.
+        #[arg(long)]
+        tls: bool,
         /// Flags passed to every node, after `--` (`db local -- --fsync never
         /// --sibling-reads error`); see `db slave --help`. `db local` sets
-        /// --seed, --node-id, --log-file, --threads, --n, --r, --w and
-        /// --data-dir itself.
+        /// --seed, --node-id, --log-file, --threads, --n, --r, --w,
+        /// --data-dir and (with --tls) --tls-cert, --tls-key, --tls-ca itself.
         #[arg(last = true, value_name = "NODE FLAGS")]
         node_flags: Vec<String>,
         /// Serve each node's metrics and status page: node i on this port
@@ -712,6 +718,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             base_port,
             replication: Replication { n, r, w },
             data_dir,
+            tls,
             node_flags,
             metrics_port,
         } => {
@@ -725,6 +732,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 data_dir,
                 node_flags,
                 metrics_port,
+                tls,
             })
         }
     }
@@ -751,7 +759,7 @@ Environment:
 /// they must parse as `db slave`'s, and not be ones `db local` sets.
 fn check_node_flags(flags: &[String]) -> anyhow::Result<()> {
     use clap::CommandFactory as _;
-    const SET_BY_LOCAL: [&str; 10] = [
+    const SET_BY_LOCAL: [&str; 13] = [
         "seeds",
         "node_id",
         "log_file",
@@ -762,6 +770,9 @@ fn check_node_flags(flags: &[String]) -> anyhow::Result<()> {
         "data_dir",
         "host",
         "advertise",
+        "tls_cert",
+        "tls_key",
+        "tls_ca",
     ];
     if flags
         .iter()
@@ -792,6 +803,7 @@ fn check_node_flags(flags: &[String]) -> anyhow::Result<()> {
                     id.replace('_', "-").replace("seeds", "seed"),
                     match id {
                         "n" | "r" | "w" | "data_dir" => " (give it before the --)",
+                        "tls_cert" | "tls_key" | "tls_ca" => " (with --tls, before the --)",
                         _ => "",
                     }
                 );

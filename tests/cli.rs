@@ -13,8 +13,7 @@ use common::{
 
 /// Runs `db` with `args` to completion (bounded: these commands fail at once).
 fn db(args: &[&str]) -> Output {
-    let mut child = Command::new(db_bin())
-        .args(args)
+    let mut child = common::checked(Command::new(db_bin()).args(args))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -217,7 +216,15 @@ fn port_zero_is_refused_everywhere() {
 #[test]
 fn slave_on_every_interface_asks_for_advertise_and_accepts_it() {
     let port = common::free_port();
-    let o = db(&["slave", &port.to_string(), "--host", "0.0.0.0"]);
+    let own = format!("127.0.0.1:{port}");
+    let o = db(&[
+        "slave",
+        &port.to_string(),
+        "--host",
+        "0.0.0.0",
+        "--seed",
+        &own,
+    ]);
     assert!(!o.status.success());
     let text = stderr(&o);
     assert!(
@@ -228,15 +235,17 @@ fn slave_on_every_interface_asks_for_advertise_and_accepts_it() {
     // With --advertise the same command starts, under the advertised id.
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
-    let mut child = Command::new(db_bin())
-        .args(["slave", &port.to_string(), "--host", "0.0.0.0"])
-        .args(["--advertise", &format!("127.0.0.1:{port}")])
-        // Every interface without a cluster secret: only when told so.
-        .arg("--insecure-peers")
-        .stdin(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = common::checked(
+        Command::new(db_bin())
+            .args(["slave", &port.to_string(), "--host", "0.0.0.0"])
+            .args(["--advertise", &own, "--seed", &own]),
+    )
+    // Every interface without a cluster secret: only when told so.
+    .arg("--insecure-peers")
+    .stdin(Stdio::null())
+    .stderr(std::fs::File::create(&log).unwrap())
+    .spawn()
+    .unwrap();
     let _guard = ShutdownOnDrop(vec![port]);
     wait_until(Duration::from_secs(20), "the node to answer", || {
         live_nodes(&format!("127.0.0.1:{port}")) == [format!("node-{port}")]
@@ -251,13 +260,14 @@ fn node_logs_have_no_colour_codes_off_a_terminal() {
     let port = common::free_port();
     // stderr redirected to a file: logs go there, without ANSI codes.
     let err = dir.path().join("stderr");
-    let mut child = Command::new(db_bin())
-        .args(["slave", &port.to_string()])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .spawn()
-        .unwrap();
+    let own = format!("127.0.0.1:{port}");
+    let mut child =
+        common::checked(Command::new(db_bin()).args(["slave", &port.to_string(), "--seed", &own]))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
     let _guard = ShutdownOnDrop(vec![port]);
     wait_until(Duration::from_secs(20), "logs on stderr", || {
         common::read(&err).contains("node started")
@@ -268,18 +278,16 @@ fn node_logs_have_no_colour_codes_off_a_terminal() {
     // --log-file: the same, in that file.
     let port = common::free_port();
     let log = dir.path().join("node.log");
-    let mut child = Command::new(db_bin())
-        .args([
-            "node",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--log-file",
-        ])
-        .arg(&log)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let own = format!("127.0.0.1:{port}");
+    let mut child = common::checked(
+        Command::new(db_bin())
+            .args(["node", "--listen", &own, "--seed", &own, "--log-file"])
+            .arg(&log),
+    )
+    .stdin(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
     let _guard2 = ShutdownOnDrop(vec![port]);
     wait_until(Duration::from_secs(20), "logs in the file", || {
         common::read(&log).contains("node started")
@@ -295,6 +303,7 @@ fn slave_on_a_terminal_prints_one_line_and_logs_to_a_file() {
     let port = common::free_port();
     let mut cmd = Command::new(db_bin());
     cmd.args(["slave", &port.to_string()])
+        .args(["--seed", &format!("127.0.0.1:{port}")])
         .env("TMPDIR", dir.path());
     let mut term = PtyProc::spawn(cmd);
     let _guard = ShutdownOnDrop(vec![port]);
@@ -348,18 +357,28 @@ fn master_help_says_exit_stops_its_node_and_it_does() {
 fn a_node_whose_port_is_taken_names_the_holder() {
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
-    let mut first = Command::new(db_bin())
-        .args(["slave", &port.to_string(), "--log-file"])
-        .arg(dir.path().join("first.log"))
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let own = format!("127.0.0.1:{port}");
+    let mut first = common::checked(
+        Command::new(db_bin())
+            .args(["slave", &port.to_string(), "--seed", &own, "--log-file"])
+            .arg(dir.path().join("first.log")),
+    )
+    .stdin(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
     let _guard = ShutdownOnDrop(vec![port]);
     wait_until(Duration::from_secs(20), "the first node", || {
         listening(port)
     });
-    let o = db(&["slave", &port.to_string(), "--log-file", "-"]);
+    let o = db(&[
+        "slave",
+        &port.to_string(),
+        "--seed",
+        &own,
+        "--log-file",
+        "-",
+    ]);
     assert!(!o.status.success());
     let text = stderr(&o);
     assert!(
@@ -386,7 +405,7 @@ fn node_with(args: &[&str], envs: &[(&str, &str)], err: &Path) -> std::process::
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    cmd.spawn().expect("db node runs")
+    common::checked(&mut cmd).spawn().expect("db node runs")
 }
 
 /// `CONFIG GET name` on `addr`, authenticated with `password`.
@@ -567,18 +586,21 @@ fn bad_config_files_are_refused_naming_the_file_and_the_key() {
     let file = dir.path().join("bad.toml");
     for (text, want) in [
         (
-            "listen = \"127.0.0.1:1\"\ndata_dir = \"/x\"\n",
+            "listen = \"127.0.0.1:1\"\nseed = [\"127.0.0.1:1\"]\ndata_dir = \"/x\"\n",
             "unknown key `data_dir` (did you mean `data-dir`?)",
         ),
         (
-            "listen = \"127.0.0.1:1\"\nsegment-size = \"12 parsecs\"\n",
+            "listen = \"127.0.0.1:1\"\nseed = [\"127.0.0.1:1\"]\nsegment-size = \"12 parsecs\"\n",
             "`segment-size`: invalid value '12 parsecs'",
         ),
         (
-            "listen = \"127.0.0.1:1\"\nlog-format = \"xml\"\n",
+            "listen = \"127.0.0.1:1\"\nseed = [\"127.0.0.1:1\"]\nlog-format = \"xml\"\n",
             "`log-format`: invalid value 'xml'",
         ),
-        ("listen = \"127.0.0.1:1\"\n[node]\n", "unknown key `node`"),
+        (
+            "listen = \"127.0.0.1:1\"\nseed = [\"127.0.0.1:1\"]\n[node]\n",
+            "unknown key `node`",
+        ),
     ] {
         std::fs::write(&file, text).unwrap();
         let o = db(&["node", "--config", file.to_str().unwrap()]);
@@ -594,6 +616,8 @@ fn bad_config_files_are_refused_naming_the_file_and_the_key() {
         "node",
         "--config",
         dir.path().join("none.toml").to_str().unwrap(),
+        "--seed",
+        "127.0.0.1:1",
     ]);
     assert!(
         stderr(&o).contains("cannot read config file"),
@@ -816,4 +840,25 @@ fn the_deployment_files_use_flags_and_keys_that_parse() {
     // The Dockerfile's default command is the unit's.
     let docker = std::fs::read_to_string(root.join("deploy/Dockerfile")).unwrap();
     assert!(docker.contains(r#"CMD ["node", "--config", "/etc/distro-db/node.toml"]"#));
+}
+
+#[test]
+fn the_test_harness_refuses_commands_that_would_touch_the_reserved_ports() {
+    let refused = |args: &[&str]| {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        std::panic::catch_unwind(move || {
+            common::checked(Command::new(db_bin()).args(&args));
+        })
+        .is_err()
+    };
+    assert!(refused(&["slave", "20001"]));
+    assert!(refused(&["master", "20001", "--log-file", "x"]));
+    assert!(refused(&["node", "--listen", "127.0.0.1:20001"]));
+    assert!(refused(&["local"]));
+    assert!(refused(&["repl"]));
+    assert!(refused(&["slave", "55553", "--seed", "127.0.0.1:55553"]));
+    assert!(refused(&["slave", "20001", "--seed", "127.0.0.1:55560"]));
+    assert!(!refused(&["slave", "20001", "--seed", "127.0.0.1:20001"]));
+    assert!(!refused(&["node", "--listen", "127.0.0.1:0"]));
+    assert!(!refused(&["local", "--base-port", "20001"]));
 }

@@ -201,42 +201,32 @@ fn repl_exits_at_end_of_input_without_stopping_the_cluster() {
 }
 
 #[test]
-fn master_with_two_slaves_on_the_default_local_ports() {
-    // The original project's start, as written: no seeds, default ports.
-    // Those ports must be free (stop any local cluster before the tests).
-    // "Free" as the node binds: a listening or bound socket makes a port
-    // taken, a TIME-WAIT remnant of an earlier node does not. These ports
-    // lie in the ephemeral range, so an outgoing connection of another
-    // program may hold one in TIME-WAIT, which no bind can take over: wait
-    // for the kernel to free it (60 s).
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let busy = (55551..=55553u16).find_map(|port| {
-            distro_db::local::ports::check(std::net::Ipv4Addr::LOCALHOST, port)
-                .err()
-                .map(|b| b.explained())
-        });
-        match busy {
-            None => break,
-            Some(b) if !b.transient => panic!("{b}: stop it (a `db local`?) and rerun"),
-            Some(b) if std::time::Instant::now() >= deadline => {
-                panic!("still after 90 s, {b}: this machine keeps reusing the port")
-            }
-            Some(_) => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
+fn master_with_two_slaves() {
+    // The README's start (`db slave 55551 & db slave 55552 & db master
+    // 55553`), on a free block of ports instead of the reserved ones, each
+    // node told the others as seeds (the default seeds of a node given none
+    // are the reserved ports: a unit test of src/config.rs covers that rule).
+    let base = common::free_block(3);
+    let ports = [base, base + 1, base + 2];
+    let seeds: Vec<String> = ports
+        .iter()
+        .flat_map(|p| ["--seed".to_string(), format!("127.0.0.1:{p}")])
+        .collect();
     let dir = tempfile::tempdir().unwrap();
-    let mut slaves: Vec<common::NodeProc> = [55551u16, 55552]
+    let mut slaves: Vec<common::NodeProc> = ports[..2]
         .iter()
         .map(|&port| {
             let log = dir.path().join(format!("{port}.log"));
-            let child = Command::new(db_bin())
-                .arg("slave")
-                .arg(port.to_string())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .unwrap();
+            let child = common::checked(
+                Command::new(db_bin())
+                    .arg("slave")
+                    .arg(port.to_string())
+                    .args(&seeds),
+            )
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
             common::NodeProc {
                 port,
                 id: format!("node-{port}"),
@@ -247,24 +237,27 @@ fn master_with_two_slaves_on_the_default_local_ports() {
         .collect();
     let mut cmd = Command::new(db_bin());
     cmd.arg("master")
-        .arg("55553")
+        .arg(ports[2].to_string())
+        .args(&seeds)
         .arg("--log-file")
         .arg(dir.path().join("master.log"));
     let mut master = ReplProc::spawn(cmd);
+    let _guard = common::ShutdownOnDrop(vec![ports[2]]);
+    let at = format!("127.0.0.1:{}", ports[2]);
     wait_until(Duration::from_secs(20), "three live nodes", || {
-        live_nodes("127.0.0.1:55553").len() == 3
+        live_nodes(&at).len() == 3
     });
     assert_eq!(master.ask("SET user:1 alice"), "OK");
     assert_eq!(master.ask("GET user:1"), "\"alice\"");
-    assert_eq!(master.ask("KILL node-55551"), "OK");
-    wait_until(Duration::from_secs(2), "node-55551 to exit", || {
+    assert_eq!(master.ask(&format!("KILL node-{}", ports[0])), "OK");
+    wait_until(Duration::from_secs(10), "the killed slave to exit", || {
         !slaves[0].running()
     });
     assert_eq!(master.ask("GET user:1"), "\"alice\"");
     assert_eq!(master.ask("SET user:2 bob"), "OK");
     assert!(master.ask("QUIT").starts_with("OK"));
     master.wait_exit(Duration::from_secs(10));
-    wait_until(Duration::from_secs(10), "node-55552 to exit", || {
+    wait_until(Duration::from_secs(10), "the other slave to exit", || {
         !slaves[1].running()
     });
 }

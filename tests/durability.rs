@@ -65,18 +65,17 @@ fn a_second_process_on_a_data_directory_is_refused() {
     let c = Cluster::start_durable(1, &[]);
     let dir = c.data_dir(c.nodes[0].port);
     let err_file = c.dir.path().join("second.err");
-    let child = Command::new(db_bin())
-        .args([
-            "node",
-            "--listen",
-            &format!("127.0.0.1:{}", common::free_port()),
-        ])
-        .arg("--data-dir")
-        .arg(&dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&err_file).unwrap())
-        .spawn()
-        .expect("db runs");
+    let own = format!("127.0.0.1:{}", common::free_port());
+    let child = common::checked(
+        Command::new(db_bin())
+            .args(["node", "--listen", &own, "--seed", &own])
+            .arg("--data-dir")
+            .arg(&dir),
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::fs::File::create(&err_file).unwrap())
+    .spawn()
+    .expect("db runs");
     // Killed when the test ends, whatever happens.
     let mut second = common::NodeProc {
         port: 0,

@@ -393,7 +393,7 @@ fn a_member_restarted_at_another_address_is_followed_there() {
     for p in &ports {
         cmd.arg("--seed").arg(format!("127.0.0.1:{p}"));
     }
-    let child = cmd
+    let child = common::checked(&mut cmd)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())

@@ -9,6 +9,7 @@
 mod common;
 
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -36,7 +37,11 @@ fn sh(args: &[&str]) -> Result<(), String> {
 /// Namespaces, veths and the bridge of one test; removed on drop.
 struct Net {
     tag: String,
-    subnet: u8,
+    /// The first three octets of the nodes' addresses (`10.213.7`): node
+    /// `i` is `PREFIX.(i+1)`.
+    prefix: String,
+    /// Node namespaces.
+    count: usize,
 }
 
 impl Net {
@@ -51,25 +56,35 @@ impl Net {
         format!("{}p{i}", self.tag)
     }
     fn ip(&self, i: usize) -> String {
-        format!("10.213.{}.{}", self.subnet, i + 1)
+        format!("{}.{}", self.prefix, i + 1)
     }
     fn addr(&self, i: usize) -> String {
         format!("{}:{PORT}", self.ip(i))
     }
 
-    fn create() -> Result<Net, String> {
-        let pid = std::process::id();
+    /// `count` namespaces on one bridge, node `i` at `prefix.(i+1)/24`;
+    /// `test` (one letter) tells apart the names of tests run at once.
+    fn create(test: char, prefix: &str, count: usize) -> Result<Net, String> {
         let net = Net {
-            tag: format!("ddb{}", pid % 100_000),
-            subnet: (pid % 250) as u8,
+            tag: format!("ddb{}{test}", std::process::id() % 100_000),
+            prefix: prefix.to_string(),
+            count,
         };
+        // Built after `net` exists, so that a step failing half-way drops
+        // it, which removes what was made.
+        net.build()?;
+        Ok(net)
+    }
+
+    fn build(&self) -> Result<(), String> {
+        let (net, count) = (self, self.count);
         let sw = net.switch();
         sh(&["ip", "netns", "add", &sw])?;
         sh(&[
             "ip", "netns", "exec", &sw, "ip", "link", "add", "br0", "type", "bridge",
         ])?;
         sh(&["ip", "netns", "exec", &sw, "ip", "link", "set", "br0", "up"])?;
-        for i in 0..NODES {
+        for i in 0..count {
             let (ns, port) = (net.ns(i), net.port(i));
             sh(&["ip", "netns", "add", &ns])?;
             sh(&["ip", "netns", "exec", &ns, "ip", "link", "set", "lo", "up"])?;
@@ -100,7 +115,7 @@ impl Net {
             ])?;
             sh(&["ip", "netns", "exec", &sw, "ip", "link", "set", &port, "up"])?;
         }
-        Ok(net)
+        Ok(())
     }
 
     fn link(&self, i: usize, up: bool) {
@@ -157,7 +172,8 @@ impl Net {
             .expect("stdin")
             .write_all(lines.as_bytes())
             .expect("write");
-        let out = child.wait_with_output().expect("repl output");
+        // Bounded: a REPL that hangs is killed, and the test sees no answer.
+        let out = common::output_within(child, Duration::from_secs(30));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -171,15 +187,15 @@ impl Net {
 
 impl Drop for Net {
     fn drop(&mut self) {
-        for i in 0..NODES {
+        for i in 0..self.count {
             let _ = sh(&["ip", "netns", "del", &self.ns(i)]);
         }
         let _ = sh(&["ip", "netns", "del", &self.switch()]);
     }
 }
 
-fn netns_usable() -> Result<(), String> {
-    let probe = format!("ddbprobe{}", std::process::id() % 100_000);
+fn netns_usable(test: char) -> Result<(), String> {
+    let probe = format!("ddbprobe{}{test}", std::process::id() % 100_000);
     sh(&["ip", "netns", "add", &probe])?;
     let r = sh(&[
         "ip", "netns", "exec", &probe, "ip", "link", "set", "lo", "up",
@@ -188,17 +204,29 @@ fn netns_usable() -> Result<(), String> {
     r
 }
 
+/// False (the test skips, saying why) when network namespaces do not work
+/// here; under `DDB_REQUIRE_NETNS` that is a failure instead.
+fn namespaces_work(test: char) -> bool {
+    match netns_usable(test) {
+        Ok(()) => true,
+        Err(why) => {
+            assert!(
+                std::env::var_os("DDB_REQUIRE_NETNS").is_none(),
+                "network namespaces were expected to work: {why}"
+            );
+            eprintln!("network namespaces unavailable here ({why}): skipped");
+            false
+        }
+    }
+}
+
 #[test]
 fn kernel_faults_between_namespaced_nodes() {
-    if let Err(why) = netns_usable() {
-        assert!(
-            std::env::var_os("DDB_REQUIRE_NETNS").is_none(),
-            "network namespaces were expected to work: {why}"
-        );
-        eprintln!("network namespaces unavailable here ({why}): skipped");
+    if !namespaces_work('k') {
         return;
     }
-    let net = Net::create().expect("namespaces");
+    let pid = std::process::id();
+    let net = Net::create('k', &format!("10.213.{}", pid % 250), NODES).expect("namespaces");
     let dir = tempfile::tempdir().expect("temp dir");
     let cluster_id = format!("netns-{}", std::process::id());
     let mut nodes: Vec<NodeProc> = Vec::new();
@@ -220,7 +248,7 @@ fn kernel_faults_between_namespaced_nodes() {
         for j in 0..NODES {
             cmd.args(["--seed", &net.addr(j)]);
         }
-        let child = cmd
+        let child = common::checked(&mut cmd)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log"))
@@ -291,6 +319,162 @@ fn kernel_faults_between_namespaced_nodes() {
             assert_eq!(a, &format!("\"v{k}\""), "nk{k}");
         }
     }
+    for n in &nodes {
+        assert!(!n.log_text().contains("panicked"), "a node panicked");
+    }
+}
+
+/// The example config file, docs/distro-db.example.toml, made into host
+/// `host`'s (0-based) file: only what differs between hosts or between
+/// this machine and the example's is replaced, each key checked to be
+/// there once, so that a change of the example's shape fails here instead
+/// of being papered over. The addresses 10.0.0.1-3 and the seeds stay the
+/// example's: the namespaces have those addresses.
+fn host_config(example: &str, host: usize, data_dir: &Path, secret_file: &Path) -> String {
+    let mine = [
+        ("advertise", format!("10.0.0.{}:{PORT}", host + 1)),
+        ("data-dir", data_dir.display().to_string()),
+        ("cluster-secret-file", secret_file.display().to_string()),
+    ];
+    let mut replaced = [0; 3];
+    let text: Vec<String> = example
+        .lines()
+        .map(|line| {
+            let key = line.split('=').next().unwrap_or_default().trim();
+            match mine.iter().position(|(k, _)| *k == key) {
+                Some(i) => {
+                    replaced[i] += 1;
+                    format!("{key} = {:?}", mine[i].1)
+                }
+                None => line.to_string(),
+            }
+        })
+        .collect();
+    for (i, (key, _)) in mine.iter().enumerate() {
+        assert_eq!(
+            replaced[i], 1,
+            "docs/distro-db.example.toml should set `{key}` once, uncommented"
+        );
+    }
+    text.join("\n") + "\n"
+}
+
+/// Starts `db node --config FILE` in node `i`'s namespace, logging to
+/// `log` (the example logs to standard error).
+fn node_from_file(net: &Net, i: usize, file: &Path, log: &Path) -> NodeProc {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &net.ns(i), db_bin(), "node", "--config"])
+        .arg(file)
+        .env_remove("DISTRO_DB_CLUSTER_SECRET")
+        .env_remove("DISTRO_DB_PASSWORD")
+        .env_remove("RUST_LOG");
+    let child = common::checked(&mut cmd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log"))
+        .spawn()
+        .expect("db in a namespace");
+    NodeProc {
+        port: PORT,
+        id: format!("node-{}-{PORT}", net.ip(i)),
+        child,
+        log: log.to_path_buf(),
+    }
+}
+
+/// Issue 15's multi-host path: three hosts, 10.0.0.1-3 as in
+/// docs/operations.md's walk through, each node started from the example
+/// config file with the cluster secret in a file; they find each other,
+/// a write through one reads back through another, and a fourth host with
+/// another secret, seeded with the three, is never listed.
+#[test]
+fn three_hosts_from_the_example_config_file() {
+    if !namespaces_work('c') {
+        return;
+    }
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/distro-db.example.toml"),
+    )
+    .expect("the example config file");
+    assert!(
+        example.contains(&format!("listen = \"0.0.0.0:{PORT}\"")),
+        "the example listens on port {PORT}"
+    );
+    let net = Net::create('c', "10.0.0", 4).expect("namespaces");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let secret = |name: &str, text: &str| {
+        let f = dir.path().join(name);
+        std::fs::write(&f, text).expect("secret file");
+        f
+    };
+    let ours = secret("cluster-secret", "netns example secret\n");
+    let theirs = secret("other-secret", "another cluster's secret\n");
+    let mut nodes: Vec<NodeProc> = Vec::new();
+    for i in 0..4 {
+        let (key, name) = if i < 3 {
+            (&ours, format!("host{}", i + 1))
+        } else {
+            (&theirs, "stranger".to_string())
+        };
+        let file = dir.path().join(format!("{name}.toml"));
+        let text = host_config(&example, i, &dir.path().join(format!("{name}-data")), key);
+        std::fs::write(&file, text).expect("config file");
+        let log = dir.path().join(format!("{name}.log"));
+        nodes.push(node_from_file(&net, i, &file, &log));
+    }
+    let ids: Vec<String> = (0..3)
+        .map(|i| format!("node-10.0.0.{}-{PORT}", i + 1))
+        .collect();
+    let stranger = format!("node-10.0.0.4-{PORT}");
+    let listed = |via: usize| net.repl(via, "NODES\n");
+    let live_ids = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.split_whitespace().nth(2) == Some("live"))
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect()
+    };
+    wait_until(
+        Duration::from_secs(60),
+        "each of the three hosts to list all three live",
+        || {
+            (0..3).all(|i| {
+                let live = live_ids(&listed(i));
+                ids.iter().all(|id| live.contains(id))
+            })
+        },
+    );
+    // The stranger runs and answers on its own address all along.
+    wait_until(Duration::from_secs(20), "the stranger to answer", || {
+        net.repl(3, "PING\n").lines().any(|l| l == "PONG")
+    });
+
+    // A write through host 1 reads back through hosts 3 and 2.
+    let sets: String = (0..10).map(|k| format!("SET host-key{k} v{k}\n")).collect();
+    let acks = net.repl(0, &sets);
+    assert_eq!(acks.lines().filter(|l| *l == "OK").count(), 10, "{acks}");
+    for via in [2, 1] {
+        let gets: String = (0..10).map(|k| format!("GET host-key{k}\n")).collect();
+        let answers: Vec<String> = net.repl(via, &gets).lines().map(str::to_string).collect();
+        let want: Vec<String> = (0..10).map(|k| format!("\"v{k}\"")).collect();
+        assert_eq!(answers, want, "reads through host {}", via + 1);
+    }
+
+    // Several gossip rounds (200 ms) and join attempts later, no host of
+    // the cluster lists the stranger, though it seeds from all three, and
+    // each still lists the three.
+    let since = std::time::Instant::now();
+    while since.elapsed() < Duration::from_secs(5) {
+        for i in 0..3 {
+            let text = listed(i);
+            assert!(
+                !text.contains(&stranger),
+                "host {} lists the node with the wrong secret:\n{text}",
+                i + 1
+            );
+            assert_eq!(live_ids(&text).len(), 3, "host {}:\n{text}", i + 1);
+        }
+    }
+    assert!(nodes[3].running(), "the stranger should still run");
     for n in &nodes {
         assert!(!n.log_text().contains("panicked"), "a node panicked");
     }

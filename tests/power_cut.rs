@@ -208,7 +208,7 @@ impl Rig {
         for p in &self.ports {
             cmd.arg("--seed").arg(format!("127.0.0.1:{p}"));
         }
-        let child = cmd
+        let child = common::checked(&mut cmd)
             .env("RUST_LOG", "info,chitchat=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -577,18 +577,21 @@ fn a_password_guards_every_command() {
     let port = common::free_port();
     let dir = tempfile::tempdir().unwrap();
     let log = std::fs::File::create(dir.path().join("node.log")).unwrap();
-    // Its own cluster id: with the default one and the default loopback
-    // seeds it would join any local cluster (and other tests').
+    // Its own cluster id and itself as its seed: with the default seeds it
+    // would gossip towards the README's ports (and any local cluster there).
     let cluster_id = format!("auth-{port}");
-    let child = Command::new(common::db_bin())
-        .args(["node", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--cluster-id", &cluster_id])
-        .env("DISTRO_DB_PASSWORD", "s3cret pass")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("db starts");
+    let own = format!("127.0.0.1:{port}");
+    let child = common::checked(
+        Command::new(common::db_bin())
+            .args(["node", "--listen", &own, "--seed", &own])
+            .args(["--cluster-id", &cluster_id]),
+    )
+    .env("DISTRO_DB_PASSWORD", "s3cret pass")
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(log)
+    .spawn()
+    .expect("db starts");
     // Killed when the test ends, even if it fails.
     let _node = common::NodeProc {
         port,

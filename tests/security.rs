@@ -38,16 +38,18 @@ fn a_node_with_another_secret_never_joins_and_raw_peer_requests_are_refused() {
     let theirs = secret_file(keys.path(), "theirs", "another secret");
     let port = free_port();
     let log = c.dir.path().join("stranger.log");
-    let mut stranger = Command::new(db_bin())
-        .args(["node", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--cluster-id", &c.cluster_id])
-        .args(["--seed", &c.nodes[0].addr()])
-        .args(["--cluster-secret-file", &theirs])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("db starts");
+    let mut stranger = common::checked(
+        Command::new(db_bin())
+            .args(["node", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--cluster-id", &c.cluster_id])
+            .args(["--seed", &c.nodes[0].addr()])
+            .args(["--cluster-secret-file", &theirs]),
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(&log).unwrap())
+    .spawn()
+    .expect("db starts");
     let stranger_id = format!("node-{port}");
     // It runs, but for a while (several gossip rounds and join retries) no
     // member lists it, and the layout never takes it in.
@@ -104,12 +106,15 @@ fn a_node_with_another_secret_never_joins_and_raw_peer_requests_are_refused() {
 #[test]
 fn without_a_secret_a_node_serves_peers_on_loopback_only() {
     let port = free_port();
-    let out = Command::new(db_bin())
-        .args(["node", "--listen", &format!("0.0.0.0:{port}")])
-        .args(["--advertise", &format!("127.0.0.1:{port}")])
-        .stdin(Stdio::null())
-        .output()
-        .expect("db runs");
+    let own = format!("127.0.0.1:{port}");
+    let out = common::checked(
+        Command::new(db_bin())
+            .args(["node", "--listen", &format!("0.0.0.0:{port}")])
+            .args(["--advertise", &own, "--seed", &own]),
+    )
+    .stdin(Stdio::null())
+    .output()
+    .expect("db runs");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -119,12 +124,14 @@ fn without_a_secret_a_node_serves_peers_on_loopback_only() {
     // An empty secret file is refused too, naming the problem.
     let dir = tempfile::tempdir().unwrap();
     let empty = secret_file(dir.path(), "empty", "");
-    let out = Command::new(db_bin())
-        .args(["node", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--cluster-secret-file", &empty])
-        .stdin(Stdio::null())
-        .output()
-        .expect("db runs");
+    let out = common::checked(
+        Command::new(db_bin())
+            .args(["node", "--listen", &own, "--seed", &own])
+            .args(["--cluster-secret-file", &empty]),
+    )
+    .stdin(Stdio::null())
+    .output()
+    .expect("db runs");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("empty"));
 }
@@ -283,21 +290,23 @@ fn a_second_process_under_a_live_nodes_id_is_refused_and_a_new_disk_is_not() {
     let port = free_port();
     let log = c.dir.path().join("impostor.log");
     let mut impostor = Reaped(
-        Command::new(db_bin())
-            .args(["node", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--node-id", &victim])
-            .args(["--cluster-id", &c.cluster_id])
-            .args(["--seed", &c.nodes[0].addr()])
-            .args([
-                "--data-dir",
-                &c.dir.path().join("impostor").display().to_string(),
-            ])
-            .env("RUST_LOG", "info,chitchat=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("db starts"),
+        common::checked(
+            Command::new(db_bin())
+                .args(["node", "--listen", &format!("127.0.0.1:{port}")])
+                .args(["--node-id", &victim])
+                .args(["--cluster-id", &c.cluster_id])
+                .args(["--seed", &c.nodes[0].addr()])
+                .args([
+                    "--data-dir",
+                    &c.dir.path().join("impostor").display().to_string(),
+                ]),
+        )
+        .env("RUST_LOG", "info,chitchat=warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("db starts"),
     );
     // While it runs, nothing is routed to it: writes that need every
     // owner reach the real node 1, and NODES shows node 1 where it is.

@@ -419,19 +419,21 @@ fn bad_tls_files_stop_the_node_with_an_error_naming_them() {
     let missing = d.join("missing.pem");
     let start = |cert: &Path, key: &Path, ca: &Path| {
         let port = free_port();
-        let out = Command::new(common::db_bin())
-            .args(["node", "--listen", &format!("127.0.0.1:{port}")])
-            .args([
-                "--tls-cert",
-                &s(cert),
-                "--tls-key",
-                &s(key),
-                "--tls-ca",
-                &s(ca),
-            ])
-            .stdin(Stdio::null())
-            .output()
-            .expect("db runs");
+        let own = format!("127.0.0.1:{port}");
+        let out = common::checked(
+            Command::new(common::db_bin()).args(["node", "--listen", &own, "--seed", &own]),
+        )
+        .args([
+            "--tls-cert",
+            &s(cert),
+            "--tls-key",
+            &s(key),
+            "--tls-ca",
+            &s(ca),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("db runs");
         assert!(!out.status.success(), "the node started");
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
@@ -450,10 +452,132 @@ fn bad_tls_files_stop_the_node_with_an_error_naming_them() {
     assert!(e.contains("does not chain to the CA"), "{e}");
     // --tls-cert alone is refused by the flags.
     let out = Command::new(common::db_bin())
-        .args(["node", "--listen", "127.0.0.1:1", "--tls-cert", &s(&cert)])
+        .args(["node", "--listen", "127.0.0.1:1", "--seed", "127.0.0.1:1"])
+        .args(["--tls-cert", &s(&cert)])
         .stdin(Stdio::null())
         .output()
         .expect("db runs");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-key"));
+}
+
+/// Runs `cmd` to completion within 30 s (killed past that): its standard
+/// output, trimmed.
+fn bounded_output(mut cmd: Command) -> String {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("runs");
+    let out = common::output_within(child, Duration::from_secs(30));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Stops, if still running, the TLS nodes on `ports` with SHUTDOWN over
+/// TLS when dropped (the CA file `.1` exists once `db local` made it).
+struct TlsShutdownOnDrop(Vec<u16>, PathBuf);
+
+impl Drop for TlsShutdownOnDrop {
+    fn drop(&mut self) {
+        let Ok(Some(tls)) = (ClientArgs {
+            tls: true,
+            tls_ca: Some(self.1.clone()),
+            tls_cert: None,
+            tls_key: None,
+        })
+        .load() else {
+            return;
+        };
+        for &p in &self.0 {
+            let _ = call(&format!("127.0.0.1:{p}"), &tls, &["SHUTDOWN"]);
+        }
+    }
+}
+
+#[test]
+fn db_local_tls_serves_over_tls_only_and_says_how_to_connect() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = common::free_block(2);
+    let ports = [base, base + 1];
+    let ca = dir
+        .path()
+        .join(format!("distro-db-local-{base}-tls"))
+        .join("ca.pem");
+    let err = dir.path().join("stderr");
+    let mut cmd = Command::new(common::db_bin());
+    cmd.args(["local", "--tls", "--nodes", "2", "--base-port"])
+        .arg(base.to_string())
+        .env("TMPDIR", dir.path())
+        .env_remove("DISTRO_DB_USER")
+        .env_remove("DISTRO_DB_PASSWORD")
+        .stderr(std::fs::File::create(&err).unwrap());
+    let mut repl = common::ReplProc::spawn(cmd);
+    let _guard = TlsShutdownOnDrop(ports.to_vec(), ca.clone());
+    // The REPL talks TLS to its node, which replicates to the other over TLS.
+    assert_eq!(repl.ask("SET greeting \"over tls\""), "OK");
+    assert_eq!(repl.ask("GET greeting"), "\"over tls\"");
+    let tls = client_tls(&ca, None);
+    for p in ports {
+        let addr = format!("127.0.0.1:{p}");
+        assert_eq!(
+            call(&addr, &tls, &["GET", "greeting"]),
+            Some(bulk("over tls"))
+        );
+        // A plain-text client is refused, and nothing it sent runs.
+        let mut plain = Client::connect_via(&addr, Duration::from_secs(10), None).expect("tcp");
+        match plain.call(&["SET", "greeting", "plain"]) {
+            Ok(Frame::Error(e)) => assert!(e.contains("TLS connections only"), "{e}"),
+            other => panic!("a plain-text client was answered {other:?}"),
+        }
+    }
+    assert_eq!(
+        call(&format!("127.0.0.1:{base}"), &tls, &["GET", "greeting"]),
+        Some(bulk("over tls"))
+    );
+
+    // db local printed the redis-cli line; it works as printed.
+    // The line of db local's standard error that starts with `prefix`.
+    let printed = |prefix: &str| {
+        let text = common::read(&err);
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no line starting {prefix:?}:\n{text}"))
+    };
+    let line = printed("redis-cli: ");
+    assert_eq!(
+        line,
+        format!("redis-cli --tls --cacert {} -p {base}", ca.display())
+    );
+    if have("redis-cli", "--version") {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let mut cli = Command::new(words[0]);
+        cli.args(&words[1..]).args(["GET", "greeting"]);
+        assert_eq!(bounded_output(cli), "over tls");
+    }
+
+    // EXIT leaves the cluster running and says how to reconnect, over TLS.
+    repl.send("EXIT");
+    assert!(repl.wait_exit(Duration::from_secs(10)).success());
+    let reconnect = printed("reconnect: ");
+    assert!(
+        reconnect.ends_with(&format!(
+            "repl --connect 127.0.0.1:{} --tls-ca {}",
+            base + 1,
+            ca.display()
+        )),
+        "{reconnect}"
+    );
+    let mut cmd = Command::new(common::db_bin());
+    cmd.args(["repl", "--connect", &format!("127.0.0.1:{}", base + 1)])
+        .arg("--tls-ca")
+        .arg(&ca);
+    let mut again = common::ReplProc::spawn(cmd);
+    assert_eq!(again.ask("GET greeting"), "\"over tls\"");
+    assert!(again.ask("QUIT").starts_with("OK"));
+    again.wait_exit(Duration::from_secs(10));
+    wait_until(Duration::from_secs(20), "both nodes to stop", || {
+        ports.iter().all(|&p| !common::listening(p))
+    });
 }

@@ -32,6 +32,79 @@ pub fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) 
     panic!("timed out after {within:?} waiting for {what}");
 }
 
+/// The ports the README's own start uses (`db slave 55551 & ...`, `db
+/// local`, the default seeds of a loopback node given none): no test may
+/// bind them or gossip towards them.
+pub const RESERVED_PORTS: std::ops::RangeInclusive<u16> = 55551..=55560;
+
+/// Panics unless `cmd`, if it runs `db` (directly or after a wrapper such as
+/// `ip netns exec NS`), stays off [`RESERVED_PORTS`]: a node (`node`,
+/// `slave`, `master`) must be told where to gossip, with `--seed` or a
+/// `--config` file holding `seed` (else a loopback node seeds itself from
+/// 55551-55560), `db local` needs `--base-port` and `db repl`/`db leave`
+/// `--connect`, and no argument may name a reserved port. A node on port 0
+/// is exempt: `db` refuses it before anything starts. Returns `cmd`, so
+/// that `checked(&mut cmd).spawn()` reads as one step.
+pub fn checked(cmd: &mut Command) -> &mut Command {
+    let mut argv: Vec<String> = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let Some(at) = argv.iter().position(|a| a == db_bin()) else {
+        return cmd;
+    };
+    argv.drain(..=at);
+    let shown = argv.join(" ");
+    for a in &argv {
+        let port = a.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+        assert!(
+            !port.is_some_and(|p| RESERVED_PORTS.contains(&p)),
+            "`db {shown}` names a port of {RESERVED_PORTS:?}, reserved for the README's start"
+        );
+    }
+    let has = |flag: &str| {
+        argv.iter()
+            .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+    };
+    let value = |flag: &str| {
+        argv.iter()
+            .position(|a| a == flag)
+            .and_then(|i| argv.get(i + 1))
+            .cloned()
+    };
+    let sub = argv.first().map(String::as_str).unwrap_or_default();
+    if has("--help") || has("-h") {
+        return cmd;
+    }
+    match sub {
+        "node" | "slave" | "master" => {
+            let port_zero = argv.get(1).is_some_and(|p| p == "0")
+                || value("--listen").is_some_and(|l| l.ends_with(":0"));
+            let file_seeds = value("--config").is_some_and(|f| {
+                std::fs::read_to_string(f).is_ok_and(|t| {
+                    t.lines()
+                        .any(|l| l.split('=').next().is_some_and(|k| k.trim() == "seed"))
+                })
+            });
+            assert!(
+                port_zero || has("--seed") || file_seeds,
+                "`db {shown}` starts a node without --seed: it would gossip towards \
+                 {RESERVED_PORTS:?}, reserved for the README's start"
+            );
+        }
+        "local" => assert!(
+            has("--base-port"),
+            "`db {shown}` without --base-port starts on {RESERVED_PORTS:?}"
+        ),
+        "repl" | "leave" => assert!(
+            has("--connect"),
+            "`db {shown}` without --connect talks to 127.0.0.1:55551"
+        ),
+        _ => {}
+    }
+    cmd
+}
+
 /// A port free for both TCP and UDP, outside the ephemeral range so that
 /// outgoing connections of other tests cannot take it.
 pub fn free_port() -> u16 {
@@ -192,7 +265,7 @@ impl Cluster {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(file));
-        let child = cmd.spawn().expect("db starts");
+        let child = checked(&mut cmd).spawn().expect("db starts");
         let node = NodeProc {
             port,
             id: format!("node-{port}"),
@@ -348,6 +421,7 @@ pub struct ReplProc {
 
 impl ReplProc {
     pub fn spawn(mut cmd: Command) -> ReplProc {
+        checked(&mut cmd);
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
         let mut child = cmd.spawn().expect("repl starts");
         let stdout = child.stdout.take().expect("stdout");
@@ -416,6 +490,19 @@ impl Drop for ReplProc {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Waits for `child` to exit, killing it after `within`, and collects its
+/// output (what a short-lived tool writes fits in the pipe meanwhile).
+pub fn output_within(mut child: Child, within: Duration) -> std::process::Output {
+    let deadline = Instant::now() + within;
+    while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child
+        .wait_with_output()
+        .expect("the output of a child process")
 }
 
 /// Reads a file if it exists.
@@ -515,7 +602,7 @@ impl PtyProc {
                 Ok(())
             });
         }
-        let child = cmd.spawn().expect("process starts on a pty");
+        let child = checked(&mut cmd).spawn().expect("process starts on a pty");
         let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (out, mut reader) = (output.clone(), master.try_clone().expect("dup"));
         std::thread::spawn(move || {
