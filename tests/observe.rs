@@ -35,10 +35,10 @@ fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
 /// The metrics address node `i` reports in STATUS (it was started with
 /// `--metrics 127.0.0.1:0`).
 fn metrics_addr(c: &Cluster, i: usize) -> String {
-    let Frame::Bulk(text) = c.cmd(i, &["STATUS"]) else {
-        panic!("STATUS is not text");
-    };
-    let text = String::from_utf8_lossy(&text).into_owned();
+    let reply = c.cmd(i, &["STATUS"]);
+    let text = reply
+        .text()
+        .unwrap_or_else(|| panic!("STATUS is not text: {reply:?}"));
     text.lines()
         .find_map(|l| l.strip_prefix("metrics: http://"))
         .and_then(|rest| rest.split('/').next())
