@@ -109,6 +109,15 @@ fn relaxed(cmd: &Command) -> Command {
 /// Parses `argv` with `cmd`, merging the config file if one is named.
 fn config_matches(cmd: &Command, argv: Vec<OsString>) -> Result<ArgMatches, Error> {
     let strict = |argv: &[OsString]| cmd.clone().try_get_matches_from(argv).map_err(Error::Clap);
+    // Without a file, one parse: building the relaxed copies of the whole
+    // command tree costs every node hundreds of KiB of heap it keeps.
+    let prefix = format!("--{CONFIG_FLAG}");
+    if !argv.iter().any(|a| {
+        a.to_str()
+            .is_some_and(|a| a == prefix || a.starts_with(&format!("{prefix}=")))
+    }) {
+        return strict(&argv);
+    }
     let loose = relaxed(cmd);
     let Ok(first) = loose.clone().try_get_matches_from(&argv) else {
         // Help, version and usage errors come from the real command.
