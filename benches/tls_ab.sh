@@ -25,17 +25,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-work=$(mktemp -d)
-pids=()
-stop_nodes() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do
-    for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null || true
-  done
-  pids=()
-}
-trap 'stop_nodes; rm -rf "$work"' EXIT
+source benches/ab_lib.sh
 
 # A CA and one certificate for the three nodes (and the clients), as
 # docs/security.md shows.
@@ -49,72 +39,18 @@ printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,c
 openssl x509 -req -in "$pki/node.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" -CAcreateserial \
   -days 30 -extfile "$pki/ext" -out "$pki/node.crt" 2>/dev/null
 
-ports=("$base" "$((base + 1))" "$((base + 2))")
-
-cpu_ticks() {
-  local sum=0
-  for p in "${pids[@]}"; do
-    # Fields 14 and 15 (utime, stime), after the command name in parentheses.
-    read -r ut st < <(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12, $13}')
-    sum=$((sum + ut + st))
-  done
-  echo "$sum"
-}
-
-run() {
-  local round=$1 mode=$2
-  local dir=$work/$mode-$round
-  mkdir -p "$dir"
-  local node_tls=() client_tls=()
-  if [ "$mode" = tls ]; then
-    node_tls=(--tls-cert "$pki/node.crt" --tls-key "$pki/node.key" --tls-ca "$pki/ca.pem")
-    client_tls=(--tls --tls-ca "$pki/ca.pem")
-  fi
-  local seeds=()
-  for p in "${ports[@]}"; do seeds+=(--seed "127.0.0.1:$p"); done
-  for p in "${ports[@]}"; do
-    "$db" node --listen "127.0.0.1:$p" "${seeds[@]}" --cluster-id "tlsab-$mode-$round" \
-      --data-dir "$dir/d$p" --threads 1 --fsync always "${node_tls[@]}" \
-      --log-file "$dir/node-$p.log" 2>>"$dir/stderr" &
-    pids+=($!)
-  done
-  # Wait (bounded) until the first node's layout is settled with 3 members.
-  local ok=0
-  for _ in $(seq 120); do
-    if printf 'RING\n' | "$db" repl --connect "127.0.0.1:${ports[0]}" "${client_tls[@]}" 2>/dev/null \
-      | grep -q settled \
-      && [ "$(printf 'NODES\n' | "$db" repl --connect "127.0.0.1:${ports[0]}" "${client_tls[@]}" 2>/dev/null | grep -c ' live')" -ge 3 ]; then
-      ok=1
-      break
-    fi
-    sleep 0.5
-  done
-  [ "$ok" = 1 ] || { echo "cluster $mode-$round did not form" >&2; exit 1; }
-  local targets
-  targets=$(printf '127.0.0.1:%s,' "${ports[@]}")
-  targets=${targets%,}
-  for phase in set get; do
-    local before after tck
-    before=$(cpu_ticks)
-    "$db" bench --target "$targets" "${client_tls[@]}" --workload "$phase" -c 50 -d 100 -r 100000 \
-      --duration "$secs" --warmup 0 --quiet --json "$dir/$phase.json" >/dev/null 2>>"$dir/stderr"
-    after=$(cpu_ticks)
-    tck=$(getconf CLK_TCK)
-    python3 - "$dir/$phase.json" "$round" "$mode" "$phase" "$((after - before))" "$tck" <<'EOF'
-import json, sys
-r = json.load(open(sys.argv[1]))
-ticks, tck = int(sys.argv[5]), int(sys.argv[6])
-cpu_us = ticks / tck * 1e6 / max(r["requests"], 1)
-lat = r["latency_ms"]
-print("\t".join([sys.argv[2], sys.argv[3], sys.argv[4], f'{r["throughput_rps"]:.0f}',
-                 f"{cpu_us:.1f}", f'{lat["p50"]:.2f}', f'{lat["p99"]:.2f}']))
-EOF
-  done
-  stop_nodes
-}
-
-printf 'round\tmode\tphase\trps\tcpu_us_per_req\tp50_ms\tp99_ms\n'
+node_db=$db
+client_db=$db
+ab_header
 for round in $(seq "$rounds"); do
   if [ $((round % 2)) = 1 ]; then order="plain tls"; else order="tls plain"; fi
-  for mode in $order; do run "$round" "$mode"; done
+  for mode in $order; do
+    node_extra=()
+    client_extra=()
+    if [ "$mode" = tls ]; then
+      node_extra=(--tls-cert "$pki/node.crt" --tls-key "$pki/node.key" --tls-ca "$pki/ca.pem")
+      client_extra=(--tls --tls-ca "$pki/ca.pem")
+    fi
+    ab_run "$round" "$mode"
+  done
 done
