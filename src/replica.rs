@@ -46,6 +46,10 @@ pub enum ReplicaError {
     /// The stored copy of the key does not decode.
     #[error("the local copy of this key is corrupt ({0}); it is repaired from other replicas")]
     Corrupt(String),
+    /// A read of a partition this store, restored from a backup, has not
+    /// yet compared with its peers ([`CatchUp`]): other replicas answer.
+    #[error("restored from a backup and not yet compared with its peers (anti-entropy)")]
+    Behind,
 }
 
 /// Which cap refused a hint.

@@ -305,6 +305,16 @@ impl Coordinator {
         Ok(Object::merge_opt(own.as_ref(), hinted.as_ref()))
     }
 
+    /// This replica's answer to a read of `key`, its own or a peer's: its
+    /// copy, unless the store was restored from a backup and has not caught
+    /// up on the key's partition yet.
+    pub fn read_copy(&self, key: &[u8]) -> Result<Option<Object>, ReplicaError> {
+        if self.replica.catch_up().behind(partition_of(key)) {
+            return Err(ReplicaError::Behind);
+        }
+        self.local_copy(key)
+    }
+
     /// One replica's copy, for a read.
     fn read_one(
         self: &Arc<Self>,
@@ -317,10 +327,7 @@ impl Coordinator {
                 let Request::Get { key } = &*req else {
                     return (t, Err(Reason::BadAnswer("not a read".into())));
                 };
-                if me.replica.catch_up().behind(partition_of(key)) {
-                    return (t, Err(Reason::Store(RESTORED_BEHIND.into())));
-                }
-                me.local_copy(key).map_err(|e| Reason::Store(e.to_string()))
+                me.read_copy(key).map_err(|e| Reason::Store(e.to_string()))
             } else {
                 ask::<Stored>(&*me.transport, t.addr, &req, me.config.timeout)
                     .await
@@ -764,10 +771,6 @@ impl Coordinator {
         Ok(done)
     }
 }
-
-/// Why a restored replica does not answer a read yet.
-pub const RESTORED_BEHIND: &str =
-    "restored from a backup and not yet compared with its peers (anti-entropy)";
 
 impl Coordinator {
     /// Merges `object`, a copy with its clock (from `db load`), into the

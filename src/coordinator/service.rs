@@ -69,15 +69,7 @@ impl PeerService {
             Request::Ping => Response::Pong {
                 node_id: self.me.to_string(),
             },
-            Request::Get { key }
-                if self
-                    .replica
-                    .catch_up()
-                    .behind(crate::keyspace::partition_of(&key)) =>
-            {
-                Response::Error(RemoteError::Store(super::RESTORED_BEHIND.into()))
-            }
-            Request::Get { key } => match self.local_copy(&key) {
+            Request::Get { key } => match self.coordinator.read_copy(&key) {
                 Ok(o) => Response::Object(o),
                 Err(e) => error(e),
             },
