@@ -337,8 +337,11 @@ struct NodeOpts {
     group_commit_us: u64,
     /// Worker threads of the node's runtime (0: one per core). 1 runs the
     /// node on one thread, which suits several nodes sharing a machine.
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
+    /// Default: one per core for `db node`, which is meant to have a
+    /// machine of its own; 1 for `db slave` and `db master`, which start
+    /// several nodes on one machine (as `db local` does).
+    #[arg(long)]
+    threads: Option<usize>,
     /// Client connections accepted at once (peers have a reserved share on top).
     #[arg(long, default_value_t = distro_db::limits::defaults::MAX_CLIENTS)]
     max_clients: usize,
@@ -451,7 +454,7 @@ fn build_config(
     c.tombstone_grace = Duration::from_secs(o.tombstone_grace_s);
     c.compaction_interval = Duration::from_millis(o.compaction_interval_ms.max(10));
     c.read_repair_chance = o.read_repair_chance.clamp(0.0, 1.0);
-    c.threads = o.threads;
+    c.threads = o.threads.unwrap_or(0);
     c.group_commit_window = Duration::from_micros(o.group_commit_us);
     c.rng_seed = o.rng_seed;
     c.limits.max_clients = o.max_clients.max(1);
@@ -572,6 +575,14 @@ fn main() {
     }
 }
 
+/// Runtime threads of a node started by `db slave` or `db master` when
+/// `--threads` is not given: those commands start several nodes on one
+/// machine, and a multi-thread runtime per node then has more workers than
+/// the machine has cores. Measured on 2 cores, three nodes, 50 clients,
+/// durable SET: one thread each gave 15.8k/s at p99 6.7 ms, one per core
+/// 11.7k/s at p99 20 ms (docs/benchmarks.md).
+const SHARED_MACHINE_THREADS: usize = 1;
+
 /// The async runtime a node runs on: one thread (tokio's current-thread
 /// scheduler: no work stealing, no cross-thread wake-ups) when `threads` is
 /// 1, else a multi-thread scheduler with `threads` workers (0: one per core).
@@ -616,7 +627,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         } => {
             let listen = resolve(&format!("{host}:{port}"))?;
             let advertise = advertise.map(|a| resolve(&a)).transpose()?;
-            let config = build_config(listen, advertise, &opts)?;
+            let mut config = build_config(listen, advertise, &opts)?;
+            config.threads = opts.threads.unwrap_or(SHARED_MACHINE_THREADS);
             check_config(&config, "--host")?;
             start_logs(&node_log(log_file.as_deref(), &config), &config, &opts.log)?;
             run_node(config)
@@ -630,7 +642,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         } => {
             let listen = resolve(&format!("{host}:{port}"))?;
             let advertise = advertise.map(|a| resolve(&a)).transpose()?;
-            let config = build_config(listen, advertise, &opts)?;
+            let mut config = build_config(listen, advertise, &opts)?;
+            config.threads = opts.threads.unwrap_or(SHARED_MACHINE_THREADS);
             check_config(&config, "--host")?;
             // The REPL owns this terminal: logs go to a file unless asked.
             let to = match log_file.as_deref() {

@@ -443,7 +443,7 @@ impl Replica {
 
     /// The digest of `key`'s stored copy (`None`: no copy).
     pub fn stored_digest(&self, key: &[u8]) -> Result<Option<u64>, ReplicaError> {
-        Ok(self.store.get(key)?.map(|b| crate::keyspace::digest(&b)))
+        Ok(self.store.digest(key)?)
     }
 
     /// Drops this node's copy of every key of partition `p` (it no longer
@@ -489,6 +489,13 @@ impl Replica {
     /// Reads the local copy of `key`.
     pub fn get(&self, key: &[u8]) -> Result<Option<Object>, ReplicaError> {
         load_object(&*self.store, key).map(|o| o.map(|(_, o)| o))
+    }
+
+    /// Reads the local copy of `key` with the digest of its stored bytes
+    /// (what [`Replica::stored_digest`] answers for it).
+    pub fn get_with_digest(&self, key: &[u8]) -> Result<Option<(u64, Object)>, ReplicaError> {
+        load_object(&*self.store, key)
+            .map(|o| o.map(|(bytes, o)| (crate::keyspace::digest(&bytes), o)))
     }
 
     /// Merges `incoming` into the local copy. An incoming copy that breaks

@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use distro_db::clock::{Clock, ManualClock};
@@ -419,6 +420,61 @@ async fn read_repair_refills_a_stale_replica_with_late_answers_included() {
     assert_eq!(got.values(), vec![b"v".as_slice()]);
     c.settle().await;
     assert_eq!(c.values(2, b"k"), vec![b"v".to_vec()]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_read_whose_replicas_agree_fetches_one_copy_and_digests() {
+    let c = TestCluster::new(3, 0.0);
+    c.nodes[0]
+        .coord
+        .put(b"k", value("v"), None, Some(3))
+        .await
+        .unwrap();
+    for (i, node) in c.nodes.iter().enumerate() {
+        let got = node.coord.get(b"k", None).await.unwrap().unwrap();
+        assert_eq!(got.values(), vec![b"v".as_slice()], "read from n{i}");
+        assert!(node.coord.get(b"absent", None).await.unwrap().is_none());
+        let stats = node.coord.stats();
+        assert_eq!(stats.digest_reads.load(Ordering::Relaxed), 2, "n{i}");
+        assert_eq!(stats.digest_mismatches.load(Ordering::Relaxed), 0, "n{i}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_digest_read_that_disagrees_reads_full_copies_and_repairs() {
+    let c = TestCluster::new(3, 0.0);
+    // n0 misses the write: its copy is stale, the others' digests differ.
+    c.net.cut(c.nodes[0].addr, c.nodes[1].addr);
+    c.net.cut(c.nodes[0].addr, c.nodes[2].addr);
+    c.nodes[1]
+        .coord
+        .put(b"k", value("v"), None, None)
+        .await
+        .unwrap();
+    c.settle().await;
+    assert!(c.values(0, b"k").is_empty());
+    c.net.heal();
+    let got = c.nodes[0].coord.get(b"k", None).await.unwrap().unwrap();
+    assert_eq!(got.values(), vec![b"v".as_slice()]);
+    let stats = c.nodes[0].coord.stats();
+    assert_eq!(stats.digest_mismatches.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.digest_reads.load(Ordering::Relaxed), 0);
+    c.settle().await;
+    // The full read repaired n0. Once n1 has handed off the hint it kept
+    // for n0 (a replica holding hints answers a digest read with its
+    // merged copy), every digest agrees.
+    assert_eq!(c.values(0, b"k"), vec![b"v".to_vec()]);
+    let mut handoff = Handoff::new(
+        c.nodes[1].hints.clone(),
+        c.nodes[1].transport.clone(),
+        c.nodes[1].view.subscribe(),
+        TIMEOUT,
+    );
+    handoff.work().await;
+    assert!(c.nodes[1].hints.is_empty());
+    let got = c.nodes[0].coord.get(b"k", None).await.unwrap().unwrap();
+    assert_eq!(got.values(), vec![b"v".as_slice()]);
+    assert_eq!(stats.digest_reads.load(Ordering::Relaxed), 1);
 }
 
 #[tokio::test(start_paused = true)]

@@ -135,6 +135,12 @@ pub fn status_report(api: &Api) -> String {
         stats.write_failures.load(Ordering::Relaxed),
         stats.read_repairs.load(Ordering::Relaxed)
     );
+    let _ = writeln!(
+        out,
+        "digest reads: {} answered, {} read again in full (digests disagreed or no quorum)",
+        stats.digest_reads.load(Ordering::Relaxed),
+        stats.digest_mismatches.load(Ordering::Relaxed)
+    );
     let _ = writeln!(out, "dot conflicts: {}", api.replica.conflicts());
     let _ = writeln!(out, "clock entries pruned: {}", api.replica.pruned());
     let _ = writeln!(

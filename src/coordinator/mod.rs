@@ -53,7 +53,7 @@ use crate::object::Object;
 use crate::observe::histogram::Histogram;
 use crate::random::Random;
 use crate::replica::{Replica, ReplicaError};
-use crate::rpc::call::{Acked, Keys, Stored};
+use crate::rpc::call::{Acked, Fingerprint, Keys, Stored};
 use crate::rpc::message::{NodeFailure, QuorumFailure, Reason, RemoteError};
 use crate::rpc::{CallError, Request, Transport, ask};
 use crate::vclock::{Dot, VClock};
@@ -110,6 +110,15 @@ impl From<&crate::config::Config> for CoordConfig {
     }
 }
 
+/// One answer to a digest read ([`Coordinator::digest_read`]).
+enum Versioned {
+    /// This node's copy, with the digest of its stored encoding (`None`
+    /// when it is a merge with hints; `Some(None)`: no copy).
+    Full(Option<Object>, Option<Option<u64>>),
+    /// A peer's digest (or its copy, when it holds hints for the key).
+    Remote(Fingerprint),
+}
+
 /// Counters shown by STATUS and INFO.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -123,6 +132,11 @@ pub struct Stats {
     pub write_failures: AtomicU64,
     /// Replica copies sent by read repair.
     pub read_repairs: AtomicU64,
+    /// Digest reads answered from this node's copy and the others' digests.
+    pub digest_reads: AtomicU64,
+    /// Digest reads whose digests disagreed (or could not be compared),
+    /// so that the read was made again with full copies.
+    pub digest_mismatches: AtomicU64,
     /// Writes coordinated by a stand-in (no owner reachable).
     pub stand_in_writes: AtomicU64,
     /// Time of every quorum read this node coordinated, failed ones too.
@@ -315,6 +329,118 @@ impl Coordinator {
         self.local_copy(key)
     }
 
+    /// This replica's answer to a peer's digest read of `key`: the digest
+    /// of its stored copy, or the copy itself when hints it holds for the
+    /// key make the answer a merge (a digest could then match no one's).
+    pub fn read_digest(&self, key: &[u8]) -> Result<Fingerprint, ReplicaError> {
+        if self.replica.catch_up().behind(partition_of(key)) {
+            return Err(ReplicaError::Behind);
+        }
+        if !self.hints.is_empty() && self.hints.for_key(key)?.is_some() {
+            return self.local_copy(key).map(Fingerprint::Copy);
+        }
+        Ok(Fingerprint::Digest(self.replica.stored_digest(key)?))
+    }
+
+    /// This node's copy for a digest read it coordinates, with the digest
+    /// its peers' answers must equal (`None` when hints make the copy a
+    /// merge, which no peer's digest can match).
+    fn read_copy_fingerprinted(&self, key: &[u8]) -> Result<Versioned, ReplicaError> {
+        if self.replica.catch_up().behind(partition_of(key)) {
+            return Err(ReplicaError::Behind);
+        }
+        let own = self.replica.get_with_digest(key)?;
+        if !self.hints.is_empty()
+            && let Some(hinted) = self.hints.for_key(key)?
+        {
+            let own = own.map(|(_, o)| o);
+            return Ok(Versioned::Full(
+                Object::merge_opt(own.as_ref(), Some(&hinted)),
+                None,
+            ));
+        }
+        Ok(match own {
+            Some((digest, o)) => Versioned::Full(Some(o), Some(Some(digest))),
+            None => Versioned::Full(None, Some(None)),
+        })
+    }
+
+    /// One replica's answer to a digest read: this node's full copy, or a
+    /// peer's digest.
+    fn digest_one(
+        self: &Arc<Self>,
+        t: Target,
+        req: Arc<Request>,
+    ) -> Call<'static, Target, Versioned> {
+        let me = self.clone();
+        async move {
+            let r = if t.node == me.me {
+                let Request::Digest { key } = &*req else {
+                    return (t, Err(Reason::BadAnswer("not a digest read".into())));
+                };
+                me.read_copy_fingerprinted(key)
+                    .map_err(|e| Reason::Store(e.to_string()))
+            } else {
+                ask::<Fingerprint>(&*me.transport, t.addr, &req, me.config.timeout)
+                    .await
+                    .map(Versioned::Remote)
+                    .map_err(|e| e.reason())
+            };
+            // As in `read_one`: a stand-in's "none" is not a vote.
+            let r = match r {
+                Ok(
+                    Versioned::Full(None, _)
+                    | Versioned::Remote(Fingerprint::Digest(None) | Fingerprint::Copy(None)),
+                ) if t.hint.is_some() => Err(Reason::StandInEmpty),
+                r => r,
+            };
+            (t, r)
+        }
+        .boxed()
+    }
+
+    /// A quorum read of `key` that fetches the full copy from this node
+    /// only and a digest from the others (Cassandra's digest read): one
+    /// object read, decoded and merged instead of R. `Some` with the answer
+    /// when R replicas answered and every digest equals this node's copy's;
+    /// `None` when they disagree or the quorum was not met, and the caller
+    /// reads full copies (which merges them and repairs the stale ones).
+    async fn digest_read(
+        self: &Arc<Self>,
+        key: &[u8],
+        targets: Vec<Target>,
+        r: usize,
+    ) -> Option<Option<Object>> {
+        let req = Arc::new(Request::Digest { key: key.to_vec() });
+        let spec = Spec {
+            needed: r,
+            sets: None,
+            strategy: Strategy::Quorum,
+            deadline: tokio::time::Instant::now() + self.config.timeout,
+            hedge_after: Some(self.config.hedge_after),
+        };
+        let out = drive(targets, spec, |t| self.digest_one(t, req.clone()), |_| None).await;
+        if !out.met() {
+            return None;
+        }
+        let mut full = None;
+        let mut agree = true;
+        let mut digests = Vec::with_capacity(out.replies.len());
+        for (_, v) in out.replies {
+            match v {
+                Versioned::Full(object, digest) => full = Some((object, digest)),
+                Versioned::Remote(Fingerprint::Digest(d)) => digests.push(d),
+                Versioned::Remote(Fingerprint::Copy(_)) => agree = false,
+            }
+        }
+        match full {
+            Some((object, Some(mine))) if agree && digests.iter().all(|d| *d == mine) => {
+                Some(object)
+            }
+            _ => None,
+        }
+    }
+
     /// One replica's copy, for a read.
     fn read_one(
         self: &Arc<Self>,
@@ -386,6 +512,26 @@ impl Coordinator {
         } else {
             Strategy::Quorum
         };
+        // A quorum read this node is the first live owner of fetches its
+        // own copy and only digests from the others; a disagreement falls
+        // through to the full read below, which merges and repairs.
+        if strategy == Strategy::Quorum
+            && r >= 2
+            && targets
+                .first()
+                .is_some_and(|t| t.node == self.me && t.live && t.hint.is_none())
+        {
+            match self.digest_read(key, targets.clone(), r).await {
+                Some(object) => {
+                    self.stats.reads.fetch_add(1, Ordering::Relaxed);
+                    self.stats.digest_reads.fetch_add(1, Ordering::Relaxed);
+                    return Ok(object);
+                }
+                None => {
+                    self.stats.digest_mismatches.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
         let spec = Spec {
             needed: r,
             sets: None,

@@ -13,7 +13,7 @@ use crate::coordinator::{CoordError, Coordinator};
 use crate::hints::Hints;
 use crate::object::Object;
 use crate::replica::{Replica, ReplicaError};
-use crate::rpc::call::Inspection;
+use crate::rpc::call::{Fingerprint, Inspection};
 use crate::rpc::message::RemoteError;
 use crate::rpc::{Handler, Request, Response};
 
@@ -71,6 +71,11 @@ impl PeerService {
             },
             Request::Get { key } => match self.coordinator.read_copy(&key) {
                 Ok(o) => Response::Object(o),
+                Err(e) => error(e),
+            },
+            Request::Digest { key } => match self.coordinator.read_digest(&key) {
+                Ok(Fingerprint::Digest(d)) => Response::Digest(d),
+                Ok(Fingerprint::Copy(o)) => Response::Object(o),
                 Err(e) => error(e),
             },
             Request::Replicate { key, object, hint } => match hint.as_deref() {

@@ -90,6 +90,26 @@ impl Answer for Stored {
     }
 }
 
+/// Answer to [`Request::Digest`]: the digest of a replica's copy, or (when
+/// it holds hints for the key) the merged copy itself, checked before use.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fingerprint {
+    /// The digest of the stored copy's encoding; `None`: no copy.
+    Digest(Option<u64>),
+    /// The copy, as [`Request::Get`] answers it.
+    Copy(Option<Object>),
+}
+
+impl Answer for Fingerprint {
+    fn decode(r: Response) -> Result<Self, String> {
+        match r {
+            Response::Digest(d) => Ok(Fingerprint::Digest(d)),
+            r @ Response::Object(_) => Stored::decode(r).map(|Stored(o)| Fingerprint::Copy(o)),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
 /// Answer to [`Request::Replicate`] and [`Request::Shutdown`]: done, with
 /// the dots a merge found carrying two different values.
 #[derive(Debug, Clone, PartialEq)]

@@ -136,6 +136,7 @@ mod tests {
             Just(Request::Ping),
             Just(Request::Shutdown),
             bytes().prop_map(|key| Request::Get { key }),
+            bytes().prop_map(|key| Request::Digest { key }),
             (bytes(), proptest::option::of(bytes()), 1usize..5).prop_map(|(key, value, w)| {
                 Request::Write {
                     key,

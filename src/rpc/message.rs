@@ -113,6 +113,14 @@ pub enum Request {
         /// The digest of the tombstone's encoding.
         digest: u64,
     },
+    /// A digest read: the digest of the replica's stored copy of a key
+    /// ([`Response::Digest`]), or the copy itself ([`Response::Object`])
+    /// when hints held for the key make the answer a merge.
+    Digest {
+        /// The key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+    },
 }
 
 /// Keys one [`Request::FetchMany`] may ask for.
@@ -162,6 +170,9 @@ pub enum Response {
     GcDeleted(bool),
     /// The request failed.
     Error(RemoteError),
+    /// Answer to [`Request::Digest`]: [`crate::keyspace::digest`] of the
+    /// stored copy's encoding (`None`: no copy).
+    Digest(Option<u64>),
 }
 
 impl Response {
@@ -336,7 +347,9 @@ impl Request {
                 }
                 keys.iter().try_for_each(|k| key_ok(k))
             }
-            Request::Get { key } | Request::Inspect { key } => key_ok(key),
+            Request::Get { key } | Request::Inspect { key } | Request::Digest { key } => {
+                key_ok(key)
+            }
             Request::Replicate { key, object, hint } => {
                 key_ok(key)?;
                 if let Some(owner) = hint

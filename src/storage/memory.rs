@@ -52,6 +52,10 @@ impl Store for MemoryStore {
             .map(|(v, _)| v.clone()))
     }
 
+    fn digest(&self, key: &[u8]) -> Result<Option<u64>, StoreError> {
+        Ok(self.shard(partition_of(key)).get(key).map(|(_, d)| *d))
+    }
+
     fn append(&self, key: &[u8], value: &[u8]) -> Result<Lsn, StoreError> {
         let d = digest(value);
         let mut shard = self.shard(partition_of(key));

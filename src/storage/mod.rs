@@ -12,6 +12,7 @@
 
 pub mod log;
 pub mod memory;
+pub mod relay;
 pub mod summary;
 
 pub use log::{FsyncPolicy, LogOptions, LogStore, ParseFsyncPolicyError};
@@ -26,7 +27,18 @@ pub type Lsn = u64;
 /// durable under the store's policy: nothing, or a group commit covering
 /// its [`Lsn`].
 #[derive(Debug)]
-pub struct Durable(Option<(tokio::sync::watch::Receiver<SyncState>, Lsn)>);
+pub struct Durable(Option<Pending>);
+
+/// A write not yet known durable: the LSN to wait for, the channel that
+/// says how far the log is synced, and (when that channel is a
+/// [`relay::SyncRelay`]'s) the syncer's own channel in case the relay goes
+/// away meanwhile.
+#[derive(Debug)]
+struct Pending {
+    rx: tokio::sync::watch::Receiver<SyncState>,
+    lsn: Lsn,
+    source: Option<tokio::sync::watch::Receiver<SyncState>>,
+}
 
 /// How far a store's log is synced, as published by its group commit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -45,26 +57,59 @@ impl Durable {
 
     /// Durable once `rx` reports `lsn` synced.
     pub fn after(rx: tokio::sync::watch::Receiver<SyncState>, lsn: Lsn) -> Durable {
-        Durable(Some((rx, lsn)))
+        Durable(Some(Pending {
+            rx,
+            lsn,
+            source: None,
+        }))
+    }
+
+    /// Durable once `local` (a [`relay::SyncRelay`]'s channel) reports `lsn`
+    /// synced; `source` (the syncer's own channel) answers if the relay
+    /// ends first.
+    pub fn relayed(
+        local: tokio::sync::watch::Receiver<SyncState>,
+        source: tokio::sync::watch::Receiver<SyncState>,
+        lsn: Lsn,
+    ) -> Durable {
+        Durable(Some(Pending {
+            rx: local,
+            lsn,
+            source: Some(source),
+        }))
     }
 
     /// True when there is nothing to wait for.
     pub fn is_ready(&self) -> bool {
         match &self.0 {
             None => true,
-            Some((rx, lsn)) => rx.borrow().synced >= *lsn,
+            Some(p) => p.rx.borrow().synced >= p.lsn,
         }
     }
 
     /// Waits until the write is durable; an error when the store failed a sync.
     pub async fn wait(self) -> Result<(), StoreError> {
-        let Some((mut rx, lsn)) = self.0 else {
+        let Some(Pending {
+            mut rx,
+            lsn,
+            source,
+        }) = self.0
+        else {
             return Ok(());
         };
-        let state = rx
+        let relayed = rx
             .wait_for(|s| s.synced >= lsn || s.poisoned)
             .await
-            .map_err(|_| StoreError::Closed)?;
+            .map(|s| *s);
+        let state = match (relayed, source) {
+            (Ok(state), _) => state,
+            (Err(_), Some(mut source)) => source
+                .wait_for(|s| s.synced >= lsn || s.poisoned)
+                .await
+                .map(|s| *s)
+                .map_err(|_| StoreError::Closed)?,
+            (Err(_), None) => return Err(StoreError::Closed),
+        };
         if state.synced >= lsn {
             Ok(())
         } else {
@@ -244,6 +289,11 @@ pub trait Store: Send + Sync + 'static {
     /// Reads the value stored under `key`. Never waits for a sync: a
     /// key-directory look-up and a read from the page cache.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// [`crate::keyspace::digest`] of the value stored under `key`, without
+    /// reading the value where the backend keeps digests (a digest read).
+    fn digest(&self, key: &[u8]) -> Result<Option<u64>, StoreError> {
+        Ok(self.get(key)?.map(|v| crate::keyspace::digest(&v)))
+    }
     /// Appends `value` under `key`: visible to [`Store::get`] when this
     /// returns, durable once [`Store::durable`] of the returned LSN resolves.
     /// Never waits for a sync.

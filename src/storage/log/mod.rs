@@ -221,6 +221,8 @@ pub(crate) struct Inner {
     pub(crate) segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
     pub(crate) writer: Mutex<Writer>,
     pub(crate) commit: GroupCommit,
+    /// Wakes this store's async writers after each sync, from inside their runtime.
+    relay: super::relay::SyncRelay,
     pub(crate) stats: Stats,
     /// Background threads stop when this becomes true.
     pub(crate) stop: Mutex<bool>,
@@ -344,7 +346,8 @@ impl Inner {
         match self.opts.fsync {
             FsyncPolicy::Always if lsn > 0 => {
                 self.commit.request(lsn);
-                super::Durable::after(self.commit.subscribe(), lsn)
+                let local = self.relay.receiver(|| self.commit.subscribe());
+                super::Durable::relayed(local, self.commit.subscribe(), lsn)
             }
             _ => super::Durable::ready(),
         }
@@ -730,6 +733,11 @@ impl Store for LogStore {
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.inner.get(key)
+    }
+
+    fn digest(&self, key: &[u8]) -> Result<Option<u64>, StoreError> {
+        // The key directory keeps each live value's digest: no record read.
+        Ok(self.inner.keydir.get(key).map(|loc| loc.digest))
     }
 
     fn append(&self, key: &[u8], value: &[u8]) -> Result<super::Lsn, StoreError> {

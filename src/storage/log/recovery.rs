@@ -239,6 +239,7 @@ pub(crate) fn open(dir: &Path, opts: LogOptions) -> Result<Inner, StoreError> {
             pending: Vec::new(),
         }),
         commit: GroupCommit::default(),
+        relay: Default::default(),
         stats,
         stop: Mutex::new(false),
         wake: Condvar::new(),
