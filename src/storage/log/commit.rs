@@ -35,6 +35,9 @@ struct State {
     stop: bool,
     /// Requests made since the syncer last took the sync point.
     requests_since_sync: u64,
+    /// Threads blocked in [`GroupCommit::wait`] (a sync wakes them only
+    /// when there are some: a wake is a system call even with no waiter).
+    blocked: usize,
 }
 
 /// Shared group-commit state. See the module doc.
@@ -107,7 +110,10 @@ impl GroupCommit {
         st.requests_since_sync += 1;
         if lsn > st.requested {
             st.requested = lsn;
-            if st.syncer_waiting {
+            // One wake-up per sleep of the syncer, made after the lock is
+            // released so that the syncer does not wake only to block on it.
+            if std::mem::take(&mut st.syncer_waiting) {
+                drop(st);
                 self.wake_syncer.notify_one();
             }
         }
@@ -129,14 +135,16 @@ impl GroupCommit {
             st.requests_since_sync += 1;
             if lsn > st.requested {
                 st.requested = lsn;
-                if st.syncer_waiting {
+                if std::mem::take(&mut st.syncer_waiting) {
                     self.wake_syncer.notify_one();
                 }
             }
             if st.stop {
                 return Err(StoreError::Closed);
             }
-            drop(self.done.wait(st).unwrap_or_else(|e| e.into_inner()));
+            st.blocked += 1;
+            let mut st = self.done.wait(st).unwrap_or_else(|e| e.into_inner());
+            st.blocked -= 1;
         }
     }
 
@@ -161,8 +169,10 @@ impl GroupCommit {
             synced: self.synced(),
             poisoned: self.is_poisoned(),
         });
-        let _st = self.lock();
-        self.done.notify_all();
+        let st = self.lock();
+        if st.blocked > 0 {
+            self.done.notify_all();
+        }
     }
 
     /// Makes the syncer exit once every request so far is served.
