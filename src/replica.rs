@@ -579,6 +579,24 @@ impl Replica {
         }
     }
 
+    /// [`Replica::live_keys`] on tokio's blocking pool: it reads every
+    /// object of the partition, which must not stall the runtime's threads
+    /// (SCAN, KEYS and the peer request behind them).
+    pub async fn live_keys_off_runtime(
+        self: &Arc<Self>,
+        p: usize,
+        now_ms: u64,
+    ) -> Result<Vec<Vec<u8>>, ReplicaError> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.live_keys(p, now_ms))
+            .await
+            .unwrap_or_else(|e| {
+                Err(ReplicaError::Store(StoreError::Io(std::io::Error::other(
+                    e,
+                ))))
+            })
+    }
+
     /// The keys of partition `p` that hold a value at `now_ms`.
     pub fn live_keys(&self, p: usize, now_ms: u64) -> Result<Vec<Vec<u8>>, ReplicaError> {
         let mut out = Vec::new();

@@ -983,7 +983,8 @@ impl Coordinator {
             async move {
                 let r = if t.node == me.me {
                     me.replica
-                        .live_keys(p, me.replica.now_ms())
+                        .live_keys_off_runtime(p, me.replica.now_ms())
+                        .await
                         .map_err(|e| Reason::Store(e.to_string()))
                 } else {
                     ask::<Keys>(&*me.transport, t.addr, &req, me.config.timeout)

@@ -120,7 +120,8 @@ impl PeerService {
             Request::ScanPartition { partition } => {
                 match self
                     .replica
-                    .live_keys(usize::from(partition), self.replica.now_ms())
+                    .live_keys_off_runtime(usize::from(partition), self.replica.now_ms())
+                    .await
                 {
                     Ok(keys) => {
                         Response::Keys(keys.into_iter().map(serde_bytes::ByteBuf::from).collect())

@@ -57,8 +57,11 @@ impl Worker for Expiry {
             self.scanning = Some(0);
         }
         if let Some(p) = self.scanning {
-            match self.replica.index_partition(p) {
-                Ok(n) => self.expired += n as u64,
+            // It reads every object of the partition: off the runtime's threads.
+            let replica = self.replica.clone();
+            match tokio::task::spawn_blocking(move || replica.index_partition(p)).await {
+                Ok(Ok(n)) => self.expired += n as u64,
+                Ok(Err(e)) => warn!(partition = p, cause = %e, "expiry scan failed; moving on"),
                 Err(e) => warn!(partition = p, cause = %e, "expiry scan failed; moving on"),
             }
             self.scanning = (p + 1 < PARTITIONS).then_some(p + 1);

@@ -259,7 +259,8 @@ async fn run_cluster(api: &Api, c: ClusterCmd) -> Frame {
             let p = crate::keyspace::partition_of_slot(slot);
             let n = api
                 .replica
-                .live_keys(p, api.replica.now_ms())
+                .live_keys_off_runtime(p, api.replica.now_ms())
+                .await
                 .unwrap_or_default()
                 .iter()
                 .filter(|k| crate::keyspace::slot_of(k) == slot)
