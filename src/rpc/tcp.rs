@@ -399,7 +399,7 @@ impl TcpTransport {
             .await
             .map_err(|_| RpcError::Timeout(timeout))??;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut bytes = Vec::new();
+        let mut bytes = Vec::with_capacity(req.encoded_size_hint());
         frame::encode_into(&mut bytes, Some(self.from), id, req)?;
         let (tx, rx) = oneshot::channel();
         conn.pending
