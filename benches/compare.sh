@@ -3,11 +3,18 @@
 #
 # Measures, in interleaved rounds (each round starts every system afresh,
 # in a rotated order): distro-db (3 nodes, N=3 R=2 W=2) durable and in
-# memory, redis-server without persistence and with appendfsync always, and
-# a 3-member etcd cluster. Workloads: SET, GET (after a fill), 90/10 mix with
-# 50 clients and 100-byte values over 100k keys; for the RESP systems also
-# -P 16 and a 1-client latency run, each through redis-benchmark and through
-# `db bench`; redis-cli --pipe of 100k SETs. For every run: throughput,
+# memory (each node --threads 1), durable with the default --threads (as
+# `db local` starts nodes), the same for a second distro-db binary (--db2,
+# for before/after figures), redis-server without persistence and with
+# appendfsync always, a replicated Redis (primary + 2 replicas, all
+# appendfsync always, each write SET + WAITAOF 1 1 0: Valkey >= 7.2 or
+# Redis >= 7.2), and a 3-member etcd cluster. Workloads: SET, GET (after a
+# fill), 90/10 mix with 50 clients and 100-byte values over 100k keys; for
+# the RESP systems also -P 16 and a 1-client latency run, each through
+# redis-benchmark and through db-bench; for distro-db also the load spread
+# over the 3 nodes and a cluster-mode client (db-bench --cluster: distro-db's
+# one-shard view sends it all to one node); redis-cli --pipe of 100k SETs.
+# For every run: throughput,
 # p50/p99 and the servers' CPU time per request (utime+stime of every server
 # process, from /proc/PID/stat, before and after the run). Also TIME-WAIT
 # sockets after the distro-db runs and resident memory per key.
@@ -27,10 +34,20 @@ usage: benches/compare.sh [options]
   --keyspace N       distinct keys of the runs (default 100000)
   --pipe-keys N      SETs in the redis-cli --pipe file (default 100000)
   --keys-for-rss N   keys loaded for the memory-per-key figures (default 1000000; 0: skip)
-  --db-bin PATH      distro-db binary to measure (default: target/release/db, built if missing)
-  --bench-bin PATH   binary whose `db bench` drives the load (default: --db-bin if it has
-                     `bench`, else this checkout's target/release/db, built if missing)
-  --systems LIST     comma-separated subset of ddb-durable,ddb-mem,redis,redis-aof,etcd
+  --db PATH          distro-db binary to measure (alias --db-bin; default: target/release/db,
+                     built if missing)
+  --db2 PATH         a second distro-db binary measured in the same rounds, interleaved
+                     (alias --db2-bin): systems ddb2-durable, ddb2-mem, ddb2-default. With
+                     --db2 and no --systems: ddb-durable,ddb2-durable,ddb-default,ddb2-default
+  --bench-bin PATH   the db-bench load generator (default: target/release/db-bench of this
+                     checkout, built if missing); the same one drives every system
+  --repl-server PATH server of the replicated Redis (default: valkey-server, else a
+                     redis-server >= 7.2; installed from Debian (backports) if missing)
+  --secs S           every db-bench run lasts S seconds instead of a request count
+                     (redis-benchmark and --pipe runs keep theirs, under the same cap)
+  --systems LIST     comma-separated subset of ddb-durable,ddb-mem,ddb-default,
+                     ddb2-durable,ddb2-mem,ddb2-default,redis,redis-aof,redis-repl,etcd
+                     (default: ddb-durable,ddb-mem,ddb-default,redis,redis-aof,redis-repl,etcd)
   --quick            smoke run of a few minutes: 1 round, 2000 requests, 5000 keys,
                      output under target/compare-quick/ unless --out/--png say otherwise
   --out FILE         markdown report (default docs/benchmarks-compare.md)
@@ -45,8 +62,11 @@ KEYSPACE=100000
 PIPE_KEYS=100000
 KEYS_RSS=1000000
 DB_BIN=""
+DB2_BIN=""
 BENCH_BIN=""
-SYSTEMS="ddb-durable,ddb-mem,redis,redis-aof,etcd"
+REPL_SERVER=""
+SECS=""
+SYSTEMS=""
 QUICK=0
 OUT=""
 PNG_DIR=""
@@ -57,8 +77,11 @@ while [ $# -gt 0 ]; do
     --keyspace) KEYSPACE="$2"; shift 2 ;;
     --pipe-keys) PIPE_KEYS="$2"; shift 2 ;;
     --keys-for-rss) KEYS_RSS="$2"; shift 2 ;;
-    --db-bin) DB_BIN="$2"; shift 2 ;;
+    --db-bin|--db) DB_BIN="$2"; shift 2 ;;
+    --db2-bin|--db2) DB2_BIN="$2"; shift 2 ;;
     --bench-bin) BENCH_BIN="$2"; shift 2 ;;
+    --repl-server) REPL_SERVER="$2"; shift 2 ;;
+    --secs) SECS="$2"; shift 2 ;;
     --systems) SYSTEMS="$2"; shift 2 ;;
     --quick) QUICK=1; shift ;;
     --out) OUT="$2"; shift 2 ;;
@@ -69,6 +92,20 @@ while [ $# -gt 0 ]; do
 done
 for v in ROUNDS REQUESTS KEYSPACE PIPE_KEYS KEYS_RSS; do
   if ! [[ "${!v}" =~ ^[0-9]+$ ]]; then echo "--${v,,} must be a whole number" >&2; exit 2; fi
+done
+if [ -n "$SECS" ] && ! [[ "$SECS" =~ ^[0-9]+$ && "$SECS" -ge 1 && "$SECS" -le 600 ]]; then
+  echo "--secs must be a whole number of seconds from 1 to 600" >&2; exit 2
+fi
+if [ -z "$SYSTEMS" ]; then
+  if [ -n "$DB2_BIN" ]; then SYSTEMS="ddb-durable,ddb2-durable,ddb-default,ddb2-default"
+  else SYSTEMS="ddb-durable,ddb-mem,ddb-default,redis,redis-aof,redis-repl,etcd"; fi
+fi
+for s in ${SYSTEMS//,/ }; do
+  case "$s" in
+    ddb-durable|ddb-mem|ddb-default|redis|redis-aof|redis-repl|etcd) ;;
+    ddb2-durable|ddb2-mem|ddb2-default) [ -n "$DB2_BIN" ] || { echo "system $s needs --db2 PATH" >&2; exit 2; } ;;
+    *) echo "unknown system in --systems: $s" >&2; exit 2 ;;
+  esac
 done
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
@@ -87,9 +124,10 @@ PNG_DIR="${PNG_DIR:-docs/img}"
 C1_REQUESTS=$(( REQUESTS / 10 )); [ "$C1_REQUESTS" -ge 100 ] || C1_REQUESTS=100
 CLIENTS=50
 VALUE=100
-# A run is cut at this many seconds (db bench --duration) or killed a minute later.
+# A run is cut at this many seconds (db-bench --duration) or killed a minute later.
 RUN_CAP=180
 [ "$QUICK" = 1 ] && RUN_CAP=30
+[ -n "$SECS" ] && RUN_CAP=$SECS
 
 log() { printf '[compare %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 want() { [[ ",$SYSTEMS," == *",$1,"* ]]; }
@@ -122,24 +160,61 @@ if ! have etcd || ! have etcdctl; then
 fi
 [ "$HAVE_RB" = 1 ] || NOTES+=("redis-benchmark is not installed: only db bench figures")
 
-build_release() {
-  log "building target/release/db (cargo build --release)"
-  cargo build --release --quiet || { echo "cargo build --release failed" >&2; exit 1; }
+# The replicated Redis needs WAITAOF (Redis >= 7.2): Debian bookworm's
+# redis-server is 7.0, so Valkey (a fork of Redis 7.2 with WAITAOF) from
+# Debian: in main from trixie on, in bookworm-backports before.
+server_version_ok() { # binary: true when its version is >= 7.2
+  local v
+  v=$("$1" --version 2>/dev/null | sed -n 's/.* v=\([0-9]*\.[0-9]*\).*/\1/p' | head -1)
+  [ -n "$v" ] && python3 -c "import sys; a, b = map(int, sys.argv[1].split('.')); sys.exit(0 if (a, b) >= (7, 2) else 1)" "$v"
+}
+find_repl_server() {
+  local c
+  for c in "${REPL_SERVER:-}" valkey-server redis-server; do
+    [ -n "$c" ] && have "$c" && server_version_ok "$c" && { command -v "$c"; return 0; }
+  done
+  return 1
+}
+if want redis-repl; then
+  if [ -n "$REPL_SERVER" ] && ! { have "$REPL_SERVER" && server_version_ok "$REPL_SERVER"; }; then
+    echo "--repl-server $REPL_SERVER: not a runnable Redis or Valkey >= 7.2 (WAITAOF)" >&2; exit 1
+  fi
+  if ! find_repl_server >/dev/null; then
+    log "installing valkey-server (Debian; bookworm-backports on bookworm) for the replicated Redis"
+    codename=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
+    {
+      timeout 600 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq valkey-server
+    } >"${TMPDIR:-/tmp}/compare-apt-valkey.log" 2>&1 || {
+      [ -n "$codename" ] && echo "deb http://deb.debian.org/debian $codename-backports main" \
+        >"/etc/apt/sources.list.d/$codename-backports.list" \
+      && timeout 600 apt-get update -qq \
+      && DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq -t "$codename-backports" valkey-server
+    } >>"${TMPDIR:-/tmp}/compare-apt-valkey.log" 2>&1
+  fi
+  REPL_SERVER=$(find_repl_server) || {
+    echo "the replicated Redis (redis-repl) needs valkey-server or redis-server >= 7.2 (WAITAOF), and neither" >&2
+    echo "is installed nor could be (see ${TMPDIR:-/tmp}/compare-apt-valkey.log); pass --repl-server PATH," >&2
+    echo "or leave redis-repl out of --systems" >&2
+    exit 1
+  }
+fi
+
+build_release() { # package
+  log "building $1 (cargo build --release -p $1)"
+  cargo build --release --quiet -p "$1" || { echo "cargo build --release -p $1 failed" >&2; exit 1; }
 }
 if [ -z "$DB_BIN" ]; then
   DB_BIN="$TARGET_DIR/release/db"
-  [ -x "$DB_BIN" ] || build_release
+  [ -x "$DB_BIN" ] || build_release distro-db
 fi
 [ -x "$DB_BIN" ] || { echo "no distro-db binary at $DB_BIN" >&2; exit 1; }
+if [ -n "$DB2_BIN" ] && [ ! -x "$DB2_BIN" ]; then echo "no distro-db binary at $DB2_BIN (--db2)" >&2; exit 1; fi
 if [ -z "$BENCH_BIN" ]; then
-  if "$DB_BIN" help bench >/dev/null 2>&1; then
-    BENCH_BIN="$DB_BIN"
-  else
-    BENCH_BIN="$TARGET_DIR/release/db"
-    [ -x "$BENCH_BIN" ] || build_release
-  fi
+  BENCH_BIN="$TARGET_DIR/release/db-bench"
+  [ -x "$BENCH_BIN" ] || build_release distro-db-bench
 fi
-"$BENCH_BIN" help bench >/dev/null 2>&1 || { echo "$BENCH_BIN has no 'bench' subcommand" >&2; exit 1; }
+"$BENCH_BIN" --help 2>/dev/null | grep -q -- '--wait-aof' \
+  || { echo "$BENCH_BIN is not db-bench (benches/loadgen; cargo build --release -p distro-db-bench)" >&2; exit 1; }
 have python3 || { echo "python3 is required (JSON parsing and the report)" >&2; exit 1; }
 
 # ---------------------------------------------------------------------------
@@ -222,27 +297,28 @@ ddb_ready() {
     [ "$n" = 3 ] || return 1
   done
 }
-# The three nodes share this machine with each other and the load: when the
-# binary has it, each runs on one runtime thread (--threads 1), as redis-server
-# does; an older binary runs with its defaults.
-DDB_NODE_FLAGS=()
-if "$DB_BIN" node --help 2>/dev/null | grep -q -- '--threads'; then
-  DDB_NODE_FLAGS=(--threads 1)
-fi
-start_ddb() { # durable|mem base_port
-  local kind=$1 base=$2 i dir seeds=() ports=() id
+# The three nodes share this machine with each other and the load: for the
+# ddb-durable and ddb-mem systems, when the binary has it, each runs on one
+# runtime thread (--threads 1), as redis-server does; ddb-default runs with
+# the binary's default --threads, as `db local` starts nodes.
+start_ddb() { # bin durable|mem|default base_port
+  local bin=$1 kind=$2 base=$3 i dir seeds=() ports=() id flags=()
   id="bench-$RANDOM$RANDOM"
+  if [ "$kind" != default ] && "$bin" node --help 2>/dev/null | grep -q -- '--threads'; then
+    flags=(--threads 1)
+  fi
   for i in 1 2 3; do ports+=($(( base + i ))); seeds+=(--seed "127.0.0.1:$(( base + i ))"); done
   SYS_PIDS=()
   for i in 0 1 2; do
-    local args=(node --listen "127.0.0.1:${ports[$i]}" "${seeds[@]}" --cluster-id "$id" --n 3 --r 2 --w 2 "${DDB_NODE_FLAGS[@]}")
-    if [ "$kind" = durable ]; then
+    local args=(node --listen "127.0.0.1:${ports[$i]}" "${seeds[@]}" --cluster-id "$id" --n 3 --r 2 --w 2 "${flags[@]}")
+    if [ "$kind" != mem ]; then
       dir="$TMP/data/ddb-$base-$i"; mkdir -p "$dir"; args+=(--data-dir "$dir" --fsync always)
     fi
-    "$DB_BIN" "${args[@]}" >"$TMP/logs/ddb-$kind-${ports[$i]}.log" 2>&1 &
+    "$bin" "${args[@]}" >"$TMP/logs/ddb-$kind-${ports[$i]}.log" 2>&1 &
     SYS_PIDS+=($!); ALL_PIDS+=($!)
   done
   PORT=${ports[0]}; PORT_LO=${ports[0]}; PORT_HI=${ports[2]}
+  ALL_TARGETS="127.0.0.1:${ports[0]},127.0.0.1:${ports[1]},127.0.0.1:${ports[2]}"
   wait_until 30 ddb_ready "${ports[@]}"
 }
 redis_ready() { [ "$(timeout 2 redis-cli -p "$1" PING 2>/dev/null)" = PONG ]; }
@@ -255,6 +331,29 @@ start_redis() { # none|always port
   SYS_PIDS=($!); ALL_PIDS+=($!)
   PORT=$port; PORT_LO=$port; PORT_HI=$port
   wait_until 20 redis_ready "$port"
+}
+# A primary and two replicas, each `appendonly yes` + `appendfsync always`.
+repl_ready() { # primary replica replica
+  local info
+  info=$(timeout 2 redis-cli -p "$1" INFO replication 2>/dev/null) || return 1
+  [[ "$info" == *"connected_slaves:2"* ]] || return 1
+  for p in "$2" "$3"; do
+    [[ "$(timeout 2 redis-cli -p "$p" INFO replication 2>/dev/null)" == *"master_link_status:up"* ]] || return 1
+  done
+}
+start_redis_repl() { # base_port: primary base, replicas base+1, base+2
+  local base=$1 i port dir
+  SYS_PIDS=()
+  for i in 0 1 2; do
+    port=$(( base + i )); dir="$TMP/data/repl-$port"; mkdir -p "$dir"
+    local args=(--port "$port" --bind 127.0.0.1 --dir "$dir" --save '' --daemonize no --protected-mode no
+                --appendonly yes --appendfsync always)
+    [ "$i" -gt 0 ] && args+=(--replicaof 127.0.0.1 "$base")
+    "$REPL_SERVER" "${args[@]}" >"$TMP/logs/repl-$port.log" 2>&1 &
+    SYS_PIDS+=($!); ALL_PIDS+=($!)
+  done
+  PORT=$base; PORT_LO=$base; PORT_HI=$(( base + 2 ))
+  wait_until 30 repl_ready "$base" $(( base + 1 )) $(( base + 2 ))
 }
 etcd_ready() { ETCDCTL_API=3 timeout 5 etcdctl --command-timeout=2s --endpoints="$1" endpoint health >/dev/null 2>&1; }
 start_etcd() { # base_port: clients base+1..3, peers base+11..13
@@ -282,8 +381,14 @@ start_system() { # system round: each system and round has its own ports;
   local r=$2 try base lo hi
   for try in 0 1 2 3; do
     case "$1" in
-      ddb-durable) base=$(( 17000 + 20 * r + 400 * try )); lo=$(( base + 1 )); hi=$(( base + 3 )) ;;
-      ddb-mem) base=$(( 17010 + 20 * r + 400 * try )); lo=$(( base + 1 )); hi=$(( base + 3 )) ;;
+      ddb-durable|ddb-mem|ddb-default|ddb2-durable|ddb2-mem|ddb2-default)
+        local k
+        case "$1" in
+          ddb-durable) k=0 ;; ddb-mem) k=1 ;; ddb-default) k=2 ;;
+          ddb2-durable) k=3 ;; ddb2-mem) k=4 ;; ddb2-default) k=5 ;;
+        esac
+        base=$(( 17000 + 40 * r + 5 * k + 500 * try )); lo=$(( base + 1 )); hi=$(( base + 3 )) ;;
+      redis-repl) base=$(( 18800 + 4 * r + 40 * try )); lo=$base; hi=$(( base + 2 )) ;;
       redis) base=$(( 18600 + 2 * r + 40 * try )); lo=$base; hi=$base ;;
       redis-aof) base=$(( 18601 + 2 * r + 40 * try )); lo=$base; hi=$base ;;
       etcd) base=$(( 18000 + 20 * r + 100 * try )); lo=$(( base + 1 )); hi=$(( base + 13 )) ;;
@@ -292,8 +397,13 @@ start_system() { # system round: each system and round has its own ports;
     log "  ports $lo-$hi are in use; trying others"
   done
   case "$1" in
-    ddb-durable) start_ddb durable "$base" ;;
-    ddb-mem) start_ddb mem "$base" ;;
+    ddb-durable) start_ddb "$DB_BIN" durable "$base" ;;
+    ddb-mem) start_ddb "$DB_BIN" mem "$base" ;;
+    ddb-default) start_ddb "$DB_BIN" default "$base" ;;
+    ddb2-durable) start_ddb "$DB2_BIN" durable "$base" ;;
+    ddb2-mem) start_ddb "$DB2_BIN" mem "$base" ;;
+    ddb2-default) start_ddb "$DB2_BIN" default "$base" ;;
+    redis-repl) start_redis_repl "$base" ;;
     redis) start_redis none "$base" ;;
     redis-aof) start_redis always "$base" ;;
     etcd) start_etcd "$base" ;;
@@ -336,19 +446,24 @@ run_rb() { # round system workload(set|get) label clients requests [extra...]
 }
 
 run_db() { # round system workload label clients pipeline requests [extra...]
+  # (extra: more db-bench flags; --target given there replaces the first node)
   local r=$1 sys=$2 w=$3 label=$4 c=$5 p=$6 n=$7; shift 7
   local json="$TMP/json/$r-$sys-$label.json" t0 t1 fields
   local proto=resp; [ "$sys" = etcd ] && proto=etcd
+  local target=(--target "127.0.0.1:$PORT") limit=(-n "$n")
+  [[ " $* " == *" --target "* ]] && target=()
+  # --secs: a run lasts that long (a fill keeps its count: each key once).
+  [ -n "$SECS" ] && [ "$w" != fill ] && limit=()
   rm -f "$json"
   t0=$(cpu_ticks "${SYS_PIDS[@]}")
-  bounded $(( RUN_CAP + 60 )) "$BENCH_BIN" bench --protocol "$proto" --target "127.0.0.1:$PORT" \
-    --workload "$w" -c "$c" -P "$p" -n "$n" -d "$VALUE" -r "$KEYSPACE" --key-width 12 \
+  bounded $(( RUN_CAP + 60 )) "$BENCH_BIN" --protocol "$proto" "${target[@]}" \
+    --workload "$w" -c "$c" -P "$p" "${limit[@]}" -d "$VALUE" -r "$KEYSPACE" --key-width 12 \
     --duration "$RUN_CAP" --warmup 0 --quiet --seed $(( 1000 + r )) --json "$json" "$@" \
     >"$TMP/logs/db-$r-$sys-$label.txt" 2>"$TMP/logs/db-$r-$sys-$label.err"
   local rc=$?
   t1=$(cpu_ticks "${SYS_PIDS[@]}")
   if [ ! -s "$json" ]; then
-    log "  db bench $label on $sys failed (exit $rc): $(tail -1 "$TMP/logs/db-$r-$sys-$label.err")"
+    log "  db-bench $label on $sys failed (exit $rc): $(tail -1 "$TMP/logs/db-$r-$sys-$label.err")"
     record "$r" "$sys" "db bench" "$label" 0 nan nan nan nan 0 nan "failed (exit $rc)"
     return 0
   fi
@@ -370,7 +485,7 @@ PY
   IFS=$'\t' read -r req el rps p50 p99 errs note <<<"$fields"
   [ "$note" = "-" ] && note=""
   record "$r" "$sys" "db bench" "$label" "$req" "$el" "$rps" "$p50" "$p99" $(( t1 - t0 )) "$errs" "$note"
-  log "  db bench $label: $rps req/s p50 $p50 ms p99 $p99 ms errors $errs ${note:+($note)}"
+  log "  db-bench $label: $rps req/s p50 $p50 ms p99 $p99 ms errors $errs ${note:+($note)}"
 }
 
 PIPE_FILE="$TMP/pipe.resp"
@@ -416,6 +531,28 @@ timewait() { # round system
 
 run_resp_system() { # round system
   local r=$1 sys=$2 n=$REQUESTS n1=$C1_REQUESTS
+  case "$sys" in
+    ddb-default|ddb2-default)
+      # The defaults a user gets from `db local`: the durable write and read figures.
+      run_db "$r" "$sys" fill "fill" "$CLIENTS" 16 "$KEYSPACE"
+      run_db "$r" "$sys" set "SET c50" "$CLIENTS" 1 "$n"
+      run_db "$r" "$sys" get "GET c50" "$CLIENTS" 1 "$n"
+      run_db "$r" "$sys" set "SET c1" 1 1 "$n1"
+      return ;;
+    redis-repl)
+      # Every write is SET + WAITAOF 1 1 0 (db-bench --wait-aof; redis-benchmark
+      # cannot send it). No 1-client SET: an idle primary learns of its
+      # replicas' fsyncs from their once-a-second ACK, so it is ~1 write/s.
+      run_db "$r" "$sys" fill "fill" "$CLIENTS" 16 "$KEYSPACE"
+      run_db "$r" "$sys" set "SET c50" "$CLIENTS" 1 "$n" --wait-aof 1,1,0
+      run_rb "$r" "$sys" get "GET c50" "$CLIENTS" "$n"
+      run_db "$r" "$sys" get "GET c50" "$CLIENTS" 1 "$n"
+      run_db "$r" "$sys" set "SET c50 P16" "$CLIENTS" 16 "$n" --wait-aof 1,1,0
+      run_rb "$r" "$sys" get "GET c50 P16" "$CLIENTS" "$n" -P 16
+      run_db "$r" "$sys" get "GET c50 P16" "$CLIENTS" 16 "$n"
+      run_db "$r" "$sys" get "GET c1" 1 1 "$n1"
+      return ;;
+  esac
   if [ "$sys" = ddb-durable ] || [ "$sys" = redis ]; then run_pipe "$r" "$sys"; fi
   run_db "$r" "$sys" fill "fill" "$CLIENTS" 16 "$KEYSPACE"
   run_rb "$r" "$sys" set "SET c50" "$CLIENTS" "$n"
@@ -431,6 +568,15 @@ run_resp_system() { # round system
   run_db "$r" "$sys" set "SET c1" 1 1 "$n1"
   run_rb "$r" "$sys" get "GET c1" 1 "$n1"
   run_db "$r" "$sys" get "GET c1" 1 1 "$n1"
+  case "$sys" in
+    ddb-durable|ddb2-durable|ddb-mem|ddb2-mem)
+      # Clients spread over the three nodes, and a Redis Cluster client,
+      # which distro-db's one-shard view sends all to the first live node.
+      run_db "$r" "$sys" set "SET c50 3 nodes" "$CLIENTS" 1 "$n" --target "$ALL_TARGETS"
+      run_db "$r" "$sys" get "GET c50 3 nodes" "$CLIENTS" 1 "$n" --target "$ALL_TARGETS"
+      run_db "$r" "$sys" set "SET c50 cluster" "$CLIENTS" 1 "$n" --target "$ALL_TARGETS" --cluster
+      run_db "$r" "$sys" get "GET c50 cluster" "$CLIENTS" 1 "$n" --target "$ALL_TARGETS" --cluster ;;
+  esac
 }
 run_etcd_system() { # round
   local r=$1 n=$REQUESTS n1=$C1_REQUESTS
@@ -447,10 +593,11 @@ run_etcd_system() { # round
 
 IFS=, read -r -a SYSTEM_LIST <<<"$SYSTEMS"
 [ ${#SYSTEM_LIST[@]} -gt 0 ] || { echo "no system left to measure" >&2; exit 1; }
-log "db binary: $DB_BIN; load from: $BENCH_BIN; systems: ${SYSTEM_LIST[*]}"
+log "db binary: $DB_BIN${DB2_BIN:+; --db2: $DB2_BIN}; load from: $BENCH_BIN; systems: ${SYSTEM_LIST[*]}"
 log "rounds $ROUNDS, $REQUESTS requests per run ($C1_REQUESTS with 1 client), keyspace $KEYSPACE, temp $TMP"
 make_pipe_file
 START=$(date +%s)
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)
 for r in $(seq 1 "$ROUNDS"); do
   # Rotate the order each round so no system always runs first or last.
   count=${#SYSTEM_LIST[@]}
@@ -485,7 +632,7 @@ if [ "$KEYS_RSS" -gt 0 ]; then
     # fsync-always loading is slow: it gets the normal cap, and the figures
     # are per key actually loaded.
     cap=$(( RUN_CAP * 2 )); [ "$sys" = ddb-durable ] && cap=$RUN_CAP
-    bounded $(( cap + 60 )) "$BENCH_BIN" bench --target "127.0.0.1:$PORT" \
+    bounded $(( cap + 60 )) "$BENCH_BIN" --target "127.0.0.1:$PORT" \
       --workload fill -c "$CLIENTS" -P 16 -d "$VALUE" -r "$KEYS_RSS" --key-width 12 \
       --duration "$cap" --quiet --json "$json" >"$TMP/logs/rss-$sys.txt" 2>&1
     loaded=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['ok'])" "$json" 2>/dev/null || echo 0)
@@ -500,6 +647,7 @@ if [ "$KEYS_RSS" -gt 0 ]; then
   done
 fi
 ELAPSED=$(( $(date +%s) - START ))
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)
 
 # ---------------------------------------------------------------------------
 # The report.
@@ -510,6 +658,11 @@ NOTES_FILE="$TMP/notes.txt"; printf '%s\n' "${NOTES[@]+"${NOTES[@]}"}" >"$NOTES_
   echo "db_bin=$DB_BIN"
   echo "db_bin_sha256=$(sha256sum "$DB_BIN" | cut -c1-16)"
   echo "db_version=$("$DB_BIN" --version 2>/dev/null | head -1)"
+  echo "db2_bin=$DB2_BIN"
+  [ -n "$DB2_BIN" ] && echo "db2_bin_sha256=$(sha256sum "$DB2_BIN" | cut -c1-16)"
+  echo "repl_server=${REPL_SERVER:+$("$REPL_SERVER" --version 2>/dev/null | head -1)}"
+  echo "secs=$SECS"
+  echo "load_start=$LOAD_START"; echo "load_end=$LOAD_END"
   echo "bench_bin=$BENCH_BIN"
   echo "git=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)"
   echo "redis=$(redis-server --version 2>/dev/null | head -1)"
@@ -536,10 +689,16 @@ tw = list(csv.DictReader(open(f"{tmp}/timewait.tsv"), delimiter="\t"))
 rss = list(csv.DictReader(open(f"{tmp}/rss.tsv"), delimiter="\t"))
 notes = [l.strip() for l in open(f"{tmp}/notes.txt") if l.strip()]
 
-SYSTEMS = [s for s in ["ddb-durable", "ddb-mem", "redis", "redis-aof", "etcd"] if s in meta["systems"].split(",")]
-NAMES = {"ddb-durable": "distro-db durable", "ddb-mem": "distro-db memory", "redis": "redis",
-         "redis-aof": "redis AOF always", "etcd": "etcd"}
-WORKLOADS = ["fill", "SET c50", "GET c50", "MIX90 c50", "SET c50 P16", "GET c50 P16", "SET c1", "GET c1"]
+ORDER = ["ddb-durable", "ddb2-durable", "ddb-default", "ddb2-default", "ddb-mem", "ddb2-mem",
+         "redis", "redis-aof", "redis-repl", "etcd"]
+SYSTEMS = [s for s in ORDER if s in meta["systems"].split(",")]
+NAMES = {"ddb-durable": "distro-db durable", "ddb-mem": "distro-db memory",
+         "ddb-default": "distro-db durable, default --threads",
+         "ddb2-durable": "db2 durable", "ddb2-mem": "db2 memory",
+         "ddb2-default": "db2 durable, default --threads", "redis": "redis",
+         "redis-aof": "redis AOF always", "redis-repl": "replicated redis (SET+WAITAOF)", "etcd": "etcd"}
+WORKLOADS = ["fill", "SET c50", "GET c50", "MIX90 c50", "SET c50 P16", "GET c50 P16", "SET c1", "GET c1",
+             "SET c50 3 nodes", "GET c50 3 nodes", "SET c50 cluster", "GET c50 cluster"]
 TOOLS = ["redis-benchmark", "db bench"]
 
 def num(x):
@@ -568,27 +727,98 @@ def fmt(v, digits=0):
 
 lines = []
 w = lines.append
-w("# distro-db, Redis and etcd side by side")
+w("# distro-db side by side with " + ("another build, " if meta.get("db2_bin") else "") + "Redis and etcd")
 w("")
 w(f"Generated by `benches/compare.sh` on {meta['date']} ({meta['elapsed_s']} s); "
   f"{meta['rounds']} interleaved round(s), figures are **medians over the rounds**. "
-  f"Machine: {meta['cpus']} CPUs (shared), Linux {meta['kernel']}. See "
+  f"Machine: {meta['cpus']} CPUs (shared), Linux {meta['kernel']}; load average (1, 5, 15 min) {meta.get('load_start', '?')} at the start, "
+  f"{meta.get('load_end', '?')} at the end. See "
   "[benchmarks.md](benchmarks.md#side-by-side-comparison-benchescomparesh) for how to run it and the caveats.")
 w("")
-w(f"- distro-db binary: `{meta['db_bin']}` (sha256 {meta['db_bin_sha256']}…, {meta['db_version']}); checkout `{meta['git']}`; load from `{meta['bench_bin']}`")
-w(f"- {meta['redis']}; {meta['redis_benchmark']}; {meta['etcd']}")
+w(f"- distro-db binary: `{meta['db_bin']}` (sha256 {meta['db_bin_sha256']}…, {meta['db_version']}); checkout `{meta['git']}`; load from `{meta['bench_bin']}` (db-bench; \"db bench\" in the tables)")
+if meta.get("db2_bin"):
+    w(f"- db2 (second distro-db binary, same rounds): `{meta['db2_bin']}` (sha256 {meta.get('db2_bin_sha256', '?')}…)")
+w(f"- {meta['redis']}; {meta['redis_benchmark']}; {meta['etcd']}"
+  + (f"; replicated redis: {meta['repl_server']}" if meta.get("repl_server") else ""))
+if meta.get("secs"):
+    w(f"- `--secs {meta['secs']}`: each db-bench run lasted {meta['secs']} s (no request count)")
 w(f"- Each run: {meta['requests']} requests with 50 clients ({meta['c1_requests']} with 1 client), 100-byte values, "
   f"keys `key:%012d` over {meta['keyspace']} keys (both tools use the same names), every client on the first node/member; "
   "GETs follow a fill of the whole keyspace; db bench runs have no warm-up, like redis-benchmark.")
-w("- Systems: distro-db 3 nodes N=3 R=2 W=2, durable = `--data-dir` + `--fsync always`, memory = no `--data-dir`; "
+w("- Systems: distro-db 3 nodes N=3 R=2 W=2, durable = `--data-dir` + `--fsync always`, memory = no `--data-dir`, "
+  "each node `--threads 1` except \"default --threads\" (what `db local` gives); "
   "redis-server `--save '' --appendonly no`; redis-server `--appendonly yes --appendfsync always`; "
-  "etcd 3 members (each its own data dir), driven through its v3 HTTP/JSON gateway (put / linearizable range).")
+  "replicated redis = a primary and 2 replicas, all `--appendonly yes --appendfsync always`, every SET sent with "
+  "`WAITAOF 1 1 0` in the same write and counted once its reply shows 1 local and >= 1 replica fsync (db-bench `--wait-aof 1,1,0`), "
+  "CPU summed over the 3 processes; "
+  "etcd 3 members (each its own data dir), driven through its v3 HTTP/JSON gateway (put / linearizable range). "
+  "\"3 nodes\": the clients spread over the 3 nodes; \"cluster\": db-bench `--cluster` (a Redis Cluster client: "
+  "slot map from CLUSTER SLOTS, each key to its slot's master; distro-db's one-shard view names the first live node master of every slot).")
 w("")
 if notes:
     w("**Notes from this run:**")
     w("")
     for n in notes:
         w(f"- {n}")
+    w("")
+
+# The figures of issue 16's targets, for each distro-db binary measured.
+def rnd_ratio(a, b, key):
+    """Median over rounds of a/b, each pair measured in the same round; a, b: (system, tool, workload)."""
+    rs = []
+    for rnd in sorted({r["round"] for r in rows}):
+        va = med([num(r[key]) for r in pick(*a) if r["round"] == rnd and num(r["requests"])])
+        vb = med([num(r[key]) for r in pick(*b) if r["round"] == rnd and num(r["requests"])])
+        if va is not None and vb:
+            rs.append(va / vb)
+    return med(rs)
+
+def figure(sys_, tool, wl, key):
+    return cell(pick(sys_, tool, wl), key)
+
+DB = "db bench"
+RB = "redis-benchmark"
+for d, dflt in [("ddb-durable", "ddb-default"), ("ddb2-durable", "ddb2-default")]:
+    if d not in SYSTEMS and dflt not in SYSTEMS:
+        continue
+    label = NAMES[d].replace(" durable", "")
+    w(f"## Issue 16 targets: {label}")
+    w("")
+    w("Medians over the rounds; ratios are same-round ratios (median over rounds). `–`: not measured in this run.")
+    w("")
+    w("| figure | distro-db | peer | ratio | target |")
+    w("|---|---:|---:|---:|---|")
+    def rps_p99(s, tool, wl):
+        v, p = figure(s, tool, wl, "rps"), figure(s, tool, wl, "p99_ms")
+        return "–" if v is None else f"{fmt(v)}/s, p99 {fmt(p, 2)} ms"
+    def ratio(v):
+        return "–" if v is None else f"{v:.2f}x"
+    w(f"| durable acknowledged write, c50 (db-bench) | {rps_p99(d, DB, 'SET c50')} | replicated redis SET+WAITAOF: {rps_p99('redis-repl', DB, 'SET c50')} "
+      f"| {ratio(rnd_ratio((d, DB, 'SET c50'), ('redis-repl', DB, 'SET c50'), 'rps'))} | >= 1.5x |")
+    for tool in (DB, RB):
+        w(f"| GET c50, R=2 vs one redis-server ({tool}) | {fmt(figure(d, tool, 'GET c50', 'rps'))}/s | {fmt(figure('redis', tool, 'GET c50', 'rps'))}/s "
+          f"| {ratio(rnd_ratio((d, tool, 'GET c50'), ('redis', tool, 'GET c50'), 'rps'))} | >= 0.7x |")
+    for op in ("SET", "GET"):
+        for tool in (RB, DB):
+            mine = rnd_ratio((d, tool, f"{op} c50 P16"), (d, tool, f"{op} c50"), "rps")
+            peer = rnd_ratio(("redis", tool, f"{op} c50 P16"), ("redis", tool, f"{op} c50"), "rps")
+            w(f"| {op} -P 16 over -P 1, c50 ({tool}) | {ratio(mine)} | redis: {ratio(peer)} | | >= 3x |")
+    w(f"| server CPU per durable SET, c50, 3 nodes (db-bench) | {fmt(figure(d, DB, 'SET c50', 'cpu_us_per_req'), 1)} µs "
+      f"| replicated redis, 3 processes: {fmt(figure('redis-repl', DB, 'SET c50', 'cpu_us_per_req'), 1)} µs | | <= 35 µs |")
+    w(f"| server CPU per GET, c50, 3 nodes (db-bench) | {fmt(figure(d, DB, 'GET c50', 'cpu_us_per_req'), 1)} µs "
+      f"| redis: {fmt(figure('redis', DB, 'GET c50', 'cpu_us_per_req'), 1)} µs | | <= 15 µs |")
+    w(f"| server CPU per durable SET, 1 client (db-bench) | {fmt(figure(d, DB, 'SET c1', 'cpu_us_per_req'), 1)} µs "
+      f"| redis AOF always: {fmt(figure('redis-aof', DB, 'SET c1', 'cpu_us_per_req'), 1)} µs | | <= 150 µs |")
+    w(f"| server CPU per GET, 1 client (db-bench) | {fmt(figure(d, DB, 'GET c1', 'cpu_us_per_req'), 1)} µs "
+      f"| redis: {fmt(figure('redis', DB, 'GET c1', 'cpu_us_per_req'), 1)} µs | | |")
+    w(f"| durable SET p50, 1 client (db-bench) | {fmt(figure(d, DB, 'SET c1', 'p50_ms'), 3)} ms "
+      f"| redis AOF always: {fmt(figure('redis-aof', DB, 'SET c1', 'p50_ms'), 3)} ms | | <= 0.5 ms |")
+    w(f"| durable SET c50 with the default --threads (`db local`) (db-bench) | {rps_p99(dflt, DB, 'SET c50')}, "
+      f"{fmt(figure(dflt, DB, 'SET c50', 'cpu_us_per_req'), 1)} µs CPU | | | p99 <= 3 ms |")
+    for op in ("SET", "GET"):
+        w(f"| {op} c50 as a Redis Cluster client (db-bench --cluster) | {rps_p99(d, DB, f'{op} c50 cluster')} "
+          f"| clients spread over the 3 nodes: {rps_p99(d, DB, f'{op} c50 3 nodes')} "
+          f"| {ratio(rnd_ratio((d, DB, f'{op} c50 cluster'), (d, DB, f'{op} c50 3 nodes'), 'rps'))} | |")
     w("")
 
 def table(title, key, digits, tools=TOOLS, workloads=WORKLOADS, explain=None):
@@ -616,7 +846,9 @@ table("Server CPU time per request (µs)", "cpu_us_per_req", 1,
       explain=f"utime+stime of every server process of the system (fields 14 and 15 of /proc/PID/stat, {meta['clk_tck']} ticks/s) just after the run minus just before, divided by the requests of the run. It includes background work (gossip, anti-entropy, fsync threads) during the run.")
 
 # Same-round ratios.
-PAIRS = [("ddb-mem", "redis"), ("ddb-durable", "redis-aof"), ("ddb-durable", "redis"), ("ddb-durable", "etcd"), ("ddb-mem", "etcd")]
+PAIRS = [("ddb2-durable", "ddb-durable"), ("ddb2-default", "ddb-default"), ("ddb2-mem", "ddb-mem"),
+         ("ddb-durable", "redis-repl"), ("ddb2-durable", "redis-repl"),
+         ("ddb-mem", "redis"), ("ddb-durable", "redis-aof"), ("ddb-durable", "redis"), ("ddb-durable", "etcd"), ("ddb-mem", "etcd")]
 PAIRS = [p for p in PAIRS if p[0] in SYSTEMS and p[1] in SYSTEMS]
 def ratio_cell(a, b, tool, wl, key):
     rs = []

@@ -40,8 +40,8 @@
 //! (hint delivery, anti-entropy), [`observe`] (`--metrics`: Prometheus
 //! metrics, health and readiness, the status page), [`cluster::membership`] (chitchat gossip),
 //! [`fault`] (fault injection at the seams), and the REPL side:
-//! [`client`], [`repl`], [`local`], and [`bench`] (`db bench`, a closed-loop
-//! load generator for RESP servers and etcd's HTTP gateway).
+//! [`client`], [`repl`] and [`local`]. The load generator `db-bench` is a
+//! crate of its own (benches/loadgen), built on [`resp`] and [`tls`].
 //!
 //! Data lifecycle: [`backup`] (`db backup` / `db restore` of one node's
 //! store, and the node's `BACKUP` sessions) and [`dump`] (`db dump` /
@@ -50,7 +50,6 @@
 pub mod acl;
 pub mod api;
 pub mod backup;
-pub mod bench;
 pub mod client;
 pub mod clock;
 pub mod cluster;

@@ -37,9 +37,9 @@ their long flags (docs/distro-db.example.toml). A flag on the command line wins 
 variable, which wins over the file, which wins over the default.
 
 Environment:
-  DISTRO_DB_PASSWORD        a node's --password; for `db repl`, `db leave`, `db local` and `db bench`,
-                            the password to AUTH with
-  DISTRO_DB_USER            the user `db repl`, `db leave`, `db local` and `db bench` AUTH as
+  DISTRO_DB_PASSWORD        a node's --password; for `db repl`, `db leave` and `db local`, the
+                            password to AUTH with (`db bench` takes --password)
+  DISTRO_DB_USER            the user `db repl`, `db leave` and `db local` AUTH as
   DISTRO_DB_USERS           a node's client users (NAME:PASSWORD:RIGHTS separated by white space)
   DISTRO_DB_CLUSTER_SECRET  a node's --cluster-secret
   RUST_LOG                  a node's --log filter (and the log filter of every other command)
@@ -232,14 +232,21 @@ enum Cmd {
         #[arg(long, value_parser = port_arg, value_name = "PORT")]
         metrics_port: Option<u16>,
     },
-    /// Load a running cluster (or Redis, or etcd) and report throughput and latency.
+    /// Load a running cluster (or Redis, or etcd): runs the `db-bench` load
+    /// generator with these arguments (`db bench --help` shows its options).
     ///
-    /// A closed loop: each of --connections keeps exactly --pipeline requests in
-    /// flight. Prints a table on standard output (and JSON with --json FILE),
-    /// a progress line on standard error while it runs (when that is a terminal).
-    /// Examples: `db bench --target 127.0.0.1:55551,127.0.0.1:55552 --workload mix`;
-    /// `db bench --protocol etcd --target 127.0.0.1:2379 --workload get`.
-    Bench(distro_db::bench::BenchArgs),
+    /// `db-bench` is built next to `db` (`cargo build --release` builds both);
+    /// `db bench` runs the one in this binary's directory, else the one on PATH.
+    #[command(disable_help_flag = true, disable_version_flag = true)]
+    Bench {
+        /// Arguments passed to `db-bench` unchanged.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 /// A port argument: 1-65535. Port 0 would make the node listen on a random
@@ -531,13 +538,6 @@ fn node_log(log_file: Option<&str>, config: &Config) -> LogTo {
     }
 }
 
-/// Sets up tracing with the default filter (`RUST_LOG` or
-/// [`distro_db::logs::DEFAULT_FILTER`]) and format, for commands that are
-/// not nodes.
-fn init_logs(to: &LogTo) -> anyhow::Result<()> {
-    distro_db::logs::init(to, &distro_db::logs::LogArgs::default())
-}
-
 /// Checks a node's configuration before anything starts; prints warnings
 /// on standard error (they matter to whoever starts the node) and names the
 /// flag to fix for an unspecified address.
@@ -667,7 +667,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Bench(args) => run_bench(&args).map(|()| 0),
+        Cmd::Bench { args } => run_bench(&args),
         Cmd::Leave {
             connect,
             wait_secs,
@@ -851,21 +851,27 @@ fn start_logs(to: &LogTo, config: &Config, log: &distro_db::logs::LogArgs) -> an
     Ok(())
 }
 
-/// Runs `db bench`: the report goes to standard output (it is the tool's
-/// output), and to the --json file if given.
-fn run_bench(args: &distro_db::bench::BenchArgs) -> anyhow::Result<()> {
-    init_logs(&LogTo::Stderr)?;
-    let config = args.validate()?;
-    let report = runtime(0)?.block_on(distro_db::bench::run(config))?;
-    print!("{}", report.text());
-    if let Some(path) = &args.json {
-        std::fs::write(path, report.json() + "\n")
-            .with_context(|| format!("cannot write {}", path.display()))?;
+/// Runs `db bench ARGS`: replaces this process with `db-bench ARGS` (from
+/// this binary's directory, else PATH), so its output, signals and exit
+/// status are the load generator's own. Returns only on failure.
+fn run_bench(args: &[std::ffi::OsString]) -> anyhow::Result<i32> {
+    use std::os::unix::process::CommandExt as _;
+    let sibling = std::env::current_exe()
+        .ok()
+        .map(|exe| exe.with_file_name("db-bench"))
+        .filter(|p| p.is_file());
+    let program = sibling
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from("db-bench"));
+    let err = std::process::Command::new(&program).args(args).exec();
+    if err.kind() == std::io::ErrorKind::NotFound && sibling.is_none() {
+        anyhow::bail!(
+            "db bench runs the load generator db-bench, which is neither next to this binary nor on PATH: \
+             build it with `cargo build --release` (it builds both; `-p distro-db-bench` for it alone) \
+             or install it with `cargo install --path benches/loadgen`"
+        );
     }
-    if report.ok == 0 {
-        anyhow::bail!("no request succeeded");
-    }
-    Ok(())
+    Err(anyhow::Error::new(err).context(format!("cannot run {}", program.display())))
 }
 
 /// Starts a node; if that fails because its port is taken, says by what.

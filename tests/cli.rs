@@ -862,3 +862,22 @@ fn the_test_harness_refuses_commands_that_would_touch_the_reserved_ports() {
     assert!(!refused(&["node", "--listen", "127.0.0.1:0"]));
     assert!(!refused(&["local", "--base-port", "20001"]));
 }
+
+#[test]
+fn db_bench_without_db_bench_beside_it_names_the_build_command() {
+    // `db bench` runs the db-bench binary beside `db`, else on PATH: a copy
+    // of `db` alone in a directory, with an empty PATH, has neither.
+    let dir = tempfile::tempdir().unwrap();
+    let lone = dir.path().join("db");
+    std::fs::copy(common::db_bin(), &lone).unwrap();
+    let out = Command::new(&lone)
+        .args(["bench", "--target", "127.0.0.1:1", "-n", "1"])
+        .env("PATH", dir.path().join("nothing-here"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("db runs");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("db-bench"), "{err}");
+    assert!(err.contains("cargo build --release"), "{err}");
+}

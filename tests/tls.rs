@@ -250,7 +250,7 @@ print("redis-py over TLS: ok")
         assert_eq!(call(&addr, &tls, &["GET", "py:tls"]), Some(bulk("v")));
     }
 
-    // The node's own tools: db repl and db bench.
+    // The node's own REPL (db-bench's --tls: benches/loadgen/tests/db_bench.rs).
     let out = Command::new(common::db_bin())
         .args(["repl", "--connect", &addr, "--tls-ca", &s(&ca.pem)])
         .stdin(Stdio::piped())
@@ -275,26 +275,6 @@ print("redis-py over TLS: ok")
     );
     assert!(stdout.contains("v1"), "{stdout}");
     assert_eq!(call(&addr, &tls, &["GET", "repl"]), Some(bulk("yes")));
-    let out = Command::new(common::db_bin())
-        .args(["bench", "--target", &addr, "--tls", "--tls-ca", &s(&ca.pem)])
-        .args(["-c", "2", "-n", "200", "--warmup", "0", "--quiet"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("db bench runs");
-    assert!(
-        out.status.success(),
-        "db bench --tls: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // Without --tls, db bench gets the refusal and says so.
-    let out = Command::new(common::db_bin())
-        .args([
-            "bench", "--target", &addr, "-c", "1", "-n", "10", "--warmup", "0", "--quiet",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .expect("db bench runs");
-    assert!(!out.status.success());
 }
 
 #[test]

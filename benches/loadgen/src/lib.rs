@@ -1,5 +1,8 @@
-//! `db bench`: a closed-loop load generator for distro-db, for Redis (both
-//! speak RESP) and for etcd (through its v3 HTTP/JSON gateway).
+//! `db-bench` (also run as `db bench`): a closed-loop load generator for
+//! distro-db, for Redis (both speak RESP) and for etcd (through its v3
+//! HTTP/JSON gateway). A crate of its own, so that what only the generator
+//! needs stays out of the server; it uses the server's RESP limits and TLS
+//! client.
 //!
 //! This module owns the generator: its options ([`BenchArgs`], validated into
 //! a [`BenchConfig`]), the connection tasks, the request encoders, a
@@ -36,7 +39,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use crate::resp::{DecodeError, MAX_ARRAY_LEN, MAX_BULK_LEN, MAX_DEPTH, MAX_LINE_LEN};
+use distro_db::resp::{DecodeError, MAX_ARRAY_LEN, MAX_BULK_LEN, MAX_DEPTH, MAX_LINE_LEN};
 
 /// Where the load goes when no `--target` is given: the first node of `db local`.
 pub const DEFAULT_TARGET: &str = "127.0.0.1:55551";
@@ -147,9 +150,62 @@ pub struct BenchArgs {
     /// Protocol: `resp` (SET/GET) or `etcd` (the v3 HTTP/JSON gateway: put/range; pipeline must be 1).
     #[arg(long, value_enum, default_value_t = Protocol::Resp)]
     pub protocol: Protocol,
+    /// Follow each SET with `WAITAOF LOCAL REPLICAS TIMEOUT_MS` in the same
+    /// write (Redis >= 7.2, Valkey): the pair is one request, acknowledged
+    /// when the WAITAOF reply counts at least LOCAL local and REPLICAS replica
+    /// AOF fsyncs (fewer is an error reply). TIMEOUT_MS defaults to 0: wait
+    /// as long as it takes, up to the batch timeout.
+    #[arg(long, value_name = "LOCAL,REPLICAS[,TIMEOUT_MS]", value_parser = parse_wait_aof)]
+    pub wait_aof: Option<WaitAof>,
+    /// Act as a Redis Cluster client: read the slot map (CLUSTER SLOTS) from
+    /// the first target once, and send each key to the master of its slot
+    /// (each connection holds one socket per master; MOVED and ASK replies
+    /// count as errors).
+    #[arg(long)]
+    pub cluster: bool,
     /// TLS to the targets (`--tls --tls-ca FILE`).
     #[command(flatten)]
-    pub tls: crate::tls::ClientArgs,
+    pub tls: distro_db::tls::ClientArgs,
+}
+
+/// `--wait-aof`: what each SET's WAITAOF asks for.
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitAof {
+    /// Local AOF fsyncs to wait for (0 or 1).
+    pub local: u64,
+    /// Replicas whose AOF fsync to wait for.
+    pub replicas: u64,
+    /// WAITAOF's own timeout in milliseconds (0: none).
+    pub timeout_ms: u64,
+}
+
+/// Parses `LOCAL,REPLICAS[,TIMEOUT_MS]`.
+pub fn parse_wait_aof(text: &str) -> Result<WaitAof, String> {
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    let num = |s: &str, what: &str| {
+        s.parse::<u64>()
+            .map_err(|_| format!("{what} must be a whole number, got '{s}'"))
+    };
+    let (local, replicas, timeout_ms) = match parts.as_slice() {
+        [l, r] => (num(l, "LOCAL")?, num(r, "REPLICAS")?, 0),
+        [l, r, t] => (num(l, "LOCAL")?, num(r, "REPLICAS")?, num(t, "TIMEOUT_MS")?),
+        _ => {
+            return Err(format!(
+                "expected LOCAL,REPLICAS[,TIMEOUT_MS], got '{text}'"
+            ));
+        }
+    };
+    if local > 1 {
+        return Err(format!("LOCAL is 0 or 1 (WAITAOF's numlocal), got {local}"));
+    }
+    if replicas > 1000 {
+        return Err(format!("REPLICAS must be at most 1000, got {replicas}"));
+    }
+    Ok(WaitAof {
+        local,
+        replicas,
+        timeout_ms,
+    })
 }
 
 /// Why options were refused.
@@ -178,6 +234,9 @@ pub enum ConfigError {
     /// AUTH is a RESP command.
     #[error("--password is only supported with --protocol resp")]
     EtcdPassword,
+    /// WAITAOF and CLUSTER SLOTS are RESP commands.
+    #[error("--{0} is only supported with --protocol resp")]
+    RespOnly(&'static str),
     /// A TLS file that cannot be used.
     #[error("{0}")]
     Tls(String),
@@ -221,7 +280,11 @@ pub struct BenchConfig {
     /// Wire protocol.
     pub protocol: Protocol,
     /// TLS to the targets (none: plain text).
-    pub tls: Option<crate::tls::ClientTls>,
+    pub tls: Option<distro_db::tls::ClientTls>,
+    /// Each SET is followed by this WAITAOF.
+    pub wait_aof: Option<WaitAof>,
+    /// Route keys by the slot map of the first target ([`run`] reads it).
+    pub cluster: bool,
 }
 
 fn out_of_range(name: &'static str, range: &str, value: impl ToString) -> ConfigError {
@@ -319,6 +382,12 @@ impl BenchArgs {
             if self.password.is_some() {
                 return Err(ConfigError::EtcdPassword);
             }
+            if self.wait_aof.is_some() {
+                return Err(ConfigError::RespOnly("wait-aof"));
+            }
+            if self.cluster {
+                return Err(ConfigError::RespOnly("cluster"));
+            }
         }
         Ok(BenchConfig {
             targets,
@@ -342,6 +411,8 @@ impl BenchArgs {
                 .tls
                 .load()
                 .map_err(|e| ConfigError::Tls(format!("{e:#}")))?,
+            wait_aof: self.wait_aof,
+            cluster: self.cluster,
         })
     }
 }
@@ -385,6 +456,8 @@ struct Generator {
     /// `Host` header value (etcd).
     host: String,
     protocol: Protocol,
+    /// The WAITAOF command written after each SET (empty: none).
+    wait_aof: Vec<u8>,
 }
 
 impl Generator {
@@ -407,6 +480,16 @@ impl Generator {
             body: Vec::with_capacity(64),
             host,
             protocol: config.protocol,
+            wait_aof: config.wait_aof.map(encode_wait_aof).unwrap_or_default(),
+        }
+    }
+
+    /// What the reply (or replies) to `op` will be.
+    fn expect(&self, op: Op) -> Expect {
+        match (self.protocol, op) {
+            (Protocol::Etcd, Op::Get) => Expect::Range,
+            (Protocol::Resp, Op::Set) if !self.wait_aof.is_empty() => Expect::SetWaitAof,
+            _ => Expect::One,
         }
     }
 
@@ -430,7 +513,12 @@ impl Generator {
     fn encode(&mut self, op: Op, index: u64, out: &mut Vec<u8>) {
         write_key(index, self.key_width, &mut self.key);
         match self.protocol {
-            Protocol::Resp => encode_resp(op, &self.key, &self.value, out),
+            Protocol::Resp => {
+                encode_resp(op, &self.key, &self.value, out);
+                if op == Op::Set {
+                    out.extend_from_slice(&self.wait_aof);
+                }
+            }
             Protocol::Etcd => {
                 self.key_b64.clear();
                 base64::engine::general_purpose::STANDARD
@@ -493,8 +581,57 @@ fn encode_resp(op: Op, key: &[u8], value: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// `WAITAOF numlocal numreplicas timeout` as a RESP array.
+fn encode_wait_aof(w: WaitAof) -> Vec<u8> {
+    let mut out = b"*4\r\n$7\r\nWAITAOF\r\n".to_vec();
+    for n in [w.local, w.replicas, w.timeout_ms] {
+        push_bulk(&mut out, n.to_string().as_bytes());
+    }
+    out
+}
+
 // ---------------------------------------------------------------------------
 // Reply parsing.
+
+/// What one request of a batch gets back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// One reply (RESP, or an etcd put).
+    One,
+    /// One etcd range reply (no `kvs`: a nil).
+    Range,
+    /// The SET's reply, then the WAITAOF's.
+    SetWaitAof,
+}
+
+/// Checks a WAITAOF reply (`*2 :local :replicas`) against what was asked:
+/// `Ok` when both counts are reached, else the reason.
+pub fn check_wait_aof(reply: &[u8], want: WaitAof) -> Result<(), String> {
+    let frame = match distro_db::resp::decode(reply) {
+        Ok((frame, used)) if used == reply.len() => frame,
+        _ => return Err("WAITAOF: not one RESP reply".into()),
+    };
+    match frame {
+        distro_db::resp::Frame::Array(items) => match items.as_slice() {
+            [
+                distro_db::resp::Frame::Integer(local),
+                distro_db::resp::Frame::Integer(replicas),
+            ] => {
+                if *local < want.local as i64 || *replicas < want.replicas as i64 {
+                    Err(format!(
+                        "WAITAOF acknowledged by {local} local and {replicas} replica fsyncs, asked {} and {}",
+                        want.local, want.replicas
+                    ))
+                } else {
+                    Ok(())
+                }
+            }
+            _ => Err("WAITAOF: expected an array of two integers".into()),
+        },
+        distro_db::resp::Frame::Error(e) => Err(e),
+        other => Err(format!("WAITAOF: unexpected reply {other:?}")),
+    }
+}
 
 /// What one reply was, as far as the generator cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -508,7 +645,7 @@ pub enum ReplyKind {
 }
 
 /// Finds the end of the RESP reply at the front of `buf` without building
-/// it: returns its kind and length. Accepts what [`crate::resp::decode`]
+/// it: returns its kind and length. Accepts what [`distro_db::resp::decode`]
 /// accepts (minus inline commands, which are not replies), with the same limits.
 pub fn scan_reply(buf: &[u8]) -> Result<(ReplyKind, usize), DecodeError> {
     let mut pos = 0;
@@ -817,9 +954,10 @@ struct BatchOutcome {
 
 /// One open connection with its reused reply buffer.
 struct Conn {
-    stream: crate::tls::Stream,
+    stream: distro_db::tls::Stream,
     rbuf: Vec<u8>,
     protocol: Protocol,
+    wait_aof: Option<WaitAof>,
 }
 
 impl Conn {
@@ -830,7 +968,7 @@ impl Conn {
             .map_err(ConnError::Connect)?;
         tcp.set_nodelay(true)?;
         let stream = match &config.tls {
-            None => crate::tls::Stream::Plain(tcp),
+            None => distro_db::tls::Stream::Plain(tcp),
             Some(tls) => {
                 let name = tls.server_name(name, addr).map_err(ConnError::Connect)?;
                 tls.connect(tcp, name).await.map_err(ConnError::Connect)?
@@ -840,6 +978,7 @@ impl Conn {
             stream,
             rbuf: Vec::with_capacity(64 * 1024),
             protocol: config.protocol,
+            wait_aof: config.wait_aof,
         };
         if let Some(pw) = &config.password {
             let mut out = Vec::new();
@@ -851,7 +990,7 @@ impl Conn {
                 None => out.extend_from_slice(b"*2\r\n$4\r\nAUTH\r\n"),
             }
             push_bulk(&mut out, pw.as_bytes());
-            let outcome = conn.round_trip(&out, 1, false, &mut |_| {}).await?;
+            let outcome = conn.round_trip(&out, &[Expect::One], &mut |_| {}).await?;
             if outcome.errors > 0 {
                 return Err(ConnError::Auth("the server answered an error".into()));
             }
@@ -859,32 +998,55 @@ impl Conn {
         Ok(conn)
     }
 
-    /// Writes `request` (holding `count` requests), reads `count` replies;
-    /// `on_error` sees the text of each error reply. `range` says the
-    /// request was an etcd range (a reply without `kvs` is then a nil).
+    /// Writes `request` (holding one request per entry of `expect`), reads
+    /// their replies; `on_error` sees the text of each error reply.
     async fn round_trip(
         &mut self,
         request: &[u8],
-        count: usize,
-        range: bool,
+        expect: &[Expect],
         on_error: &mut (dyn FnMut(&[u8]) + Send),
     ) -> Result<BatchOutcome, ConnError> {
-        match tokio::time::timeout(
-            BATCH_TIMEOUT,
-            self.exchange(request, count, range, on_error),
-        )
-        .await
-        {
+        match tokio::time::timeout(BATCH_TIMEOUT, self.exchange(request, expect, on_error)).await {
             Ok(r) => r,
             Err(_) => Err(ConnError::Timeout(BATCH_TIMEOUT)),
+        }
+    }
+
+    /// The next reply in `rest`: its kind, length and whether the server
+    /// will close the connection after it; `None` when incomplete.
+    fn next_reply(
+        &self,
+        rest: &[u8],
+        range: bool,
+    ) -> Result<Option<(ReplyKind, usize, bool)>, ConnError> {
+        match self.protocol {
+            Protocol::Resp => match scan_reply(rest) {
+                Ok((kind, used)) => Ok(Some((kind, used, false))),
+                Err(DecodeError::Incomplete) => Ok(None),
+                Err(DecodeError::Invalid(msg)) => Err(ConnError::Protocol(msg)),
+            },
+            Protocol::Etcd => match parse_http_response(rest) {
+                Ok(r) => {
+                    let kind = if r.status != 200 {
+                        ReplyKind::Error
+                    } else if range && find(&rest[r.body.clone()], b"\"kvs\"").is_none() {
+                        // A range that found nothing answers only its header.
+                        ReplyKind::Nil
+                    } else {
+                        ReplyKind::Value
+                    };
+                    Ok(Some((kind, r.len, r.close)))
+                }
+                Err(HttpError::Incomplete) => Ok(None),
+                Err(HttpError::Invalid(msg)) => Err(ConnError::Protocol(msg.to_string())),
+            },
         }
     }
 
     async fn exchange(
         &mut self,
         request: &[u8],
-        count: usize,
-        range: bool,
+        expect: &[Expect],
         on_error: &mut (dyn FnMut(&[u8]) + Send),
     ) -> Result<BatchOutcome, ConnError> {
         self.stream.write_all(request).await?;
@@ -893,35 +1055,46 @@ impl Conn {
         let mut outcome = BatchOutcome::default();
         let mut got = 0;
         let mut start = 0;
+        // The SET reply of a SET+WAITAOF pair whose WAITAOF reply is still to come.
+        let mut set_reply: Option<(ReplyKind, Range<usize>)> = None;
         // Bounded by the batch timeout around this call.
-        while got < count {
+        while got < expect.len() {
             // Parse every complete reply in the buffer.
-            while got < count {
+            while got < expect.len() {
+                let e = expect[got];
                 let rest = &self.rbuf[start..];
-                let (kind, used, close) = match self.protocol {
-                    Protocol::Resp => match scan_reply(rest) {
-                        Ok((kind, used)) => (kind, used, false),
-                        Err(DecodeError::Incomplete) => break,
-                        Err(DecodeError::Invalid(msg)) => return Err(ConnError::Protocol(msg)),
-                    },
-                    Protocol::Etcd => match parse_http_response(rest) {
-                        Ok(r) => {
-                            let kind = if r.status != 200 {
-                                ReplyKind::Error
-                            } else if range && find(&rest[r.body.clone()], b"\"kvs\"").is_none() {
-                                // A range that found nothing answers only its header.
-                                ReplyKind::Nil
-                            } else {
-                                ReplyKind::Value
-                            };
-                            (kind, r.len, r.close)
-                        }
-                        Err(HttpError::Incomplete) => break,
-                        Err(HttpError::Invalid(msg)) => {
-                            return Err(ConnError::Protocol(msg.to_string()));
-                        }
-                    },
+                let Some((mut kind, used, close)) = self.next_reply(rest, e == Expect::Range)?
+                else {
+                    break;
                 };
+                let mut error_text: Option<Vec<u8>> = None;
+                if e == Expect::SetWaitAof {
+                    match set_reply.take() {
+                        None => {
+                            // The SET's own reply: the request completes with the WAITAOF's.
+                            set_reply = Some((kind, start..start + used));
+                            start += used;
+                            continue;
+                        }
+                        Some((set_kind, set_range)) => {
+                            let want = self.wait_aof.unwrap_or(WaitAof {
+                                local: 0,
+                                replicas: 0,
+                                timeout_ms: 0,
+                            });
+                            if set_kind == ReplyKind::Error {
+                                kind = ReplyKind::Error;
+                                error_text = Some(self.rbuf[set_range].to_vec());
+                            } else if let Err(why) = check_wait_aof(&rest[..used], want) {
+                                kind = ReplyKind::Error;
+                                error_text = Some(why.into_bytes());
+                            } else {
+                                kind = ReplyKind::Value;
+                            }
+                        }
+                    }
+                }
+                let rest = &self.rbuf[start..];
                 match kind {
                     ReplyKind::Value => outcome.ok += 1,
                     ReplyKind::Nil => {
@@ -930,14 +1103,14 @@ impl Conn {
                     }
                     ReplyKind::Error => {
                         outcome.errors += 1;
-                        on_error(&rest[..used]);
+                        on_error(error_text.as_deref().unwrap_or(&rest[..used]));
                     }
                 }
                 outcome.close |= close;
                 start += used;
                 got += 1;
             }
-            if got == count {
+            if got == expect.len() {
                 break;
             }
             if self.rbuf.capacity() - self.rbuf.len() < 16 * 1024 {
@@ -955,6 +1128,133 @@ impl Conn {
         self.rbuf.clear();
         Ok(outcome)
     }
+
+    /// Sends one command and decodes its whole reply (CLUSTER SLOTS).
+    async fn call(&mut self, request: &[u8]) -> Result<distro_db::resp::Frame, ConnError> {
+        let exchange = async {
+            self.stream.write_all(request).await?;
+            self.stream.flush().await?;
+            self.rbuf.clear();
+            // Bounded by the batch timeout around this block.
+            loop {
+                match distro_db::resp::decode(&self.rbuf) {
+                    Ok((frame, used)) => {
+                        let extra = used < self.rbuf.len();
+                        self.rbuf.clear();
+                        if extra {
+                            return Err(ConnError::Protocol("more replies than requests".into()));
+                        }
+                        return Ok(frame);
+                    }
+                    Err(DecodeError::Incomplete) => {}
+                    Err(DecodeError::Invalid(msg)) => return Err(ConnError::Protocol(msg)),
+                }
+                if self.rbuf.capacity() - self.rbuf.len() < 16 * 1024 {
+                    self.rbuf.reserve(64 * 1024);
+                }
+                if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+                    return Err(ConnError::Closed);
+                }
+            }
+        };
+        match tokio::time::timeout(BATCH_TIMEOUT, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(ConnError::Timeout(BATCH_TIMEOUT)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Cluster routing.
+
+/// Slots of Redis Cluster.
+const SLOTS: usize = 16384;
+
+/// The masters of a Redis Cluster and which of them serves each slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotMap {
+    /// Each master's address, and its name as `host:port`.
+    pub masters: Vec<(SocketAddr, String)>,
+    /// For each slot, the index in `masters` of its master.
+    pub owner: Vec<u16>,
+}
+
+impl SlotMap {
+    /// The map of a `CLUSTER SLOTS` reply: each entry is
+    /// `[first, last, [host, port, ...master], [replica]...]`. Every slot must be served.
+    pub fn from_cluster_slots(reply: &distro_db::resp::Frame) -> Result<SlotMap, String> {
+        use distro_db::resp::Frame;
+        let Frame::Array(ranges) = reply else {
+            return Err(format!("CLUSTER SLOTS: expected an array, got {reply:?}"));
+        };
+        let mut masters: Vec<(SocketAddr, String)> = Vec::new();
+        let mut owner = vec![u16::MAX; SLOTS];
+        for range in ranges {
+            let bad = || format!("CLUSTER SLOTS: malformed entry {range:?}");
+            let Frame::Array(items) = range else {
+                return Err(bad());
+            };
+            let (Some(Frame::Integer(first)), Some(Frame::Integer(last)), Some(Frame::Array(node))) =
+                (items.first(), items.get(1), items.get(2))
+            else {
+                return Err(bad());
+            };
+            let (Some(host), Some(Frame::Integer(port))) = (node.first(), node.get(1)) else {
+                return Err(bad());
+            };
+            let host = match host {
+                Frame::Bulk(b) => String::from_utf8_lossy(b).into_owned(),
+                Frame::Simple(s) => s.clone(),
+                _ => return Err(bad()),
+            };
+            let port = u16::try_from(*port).map_err(|_| bad())?;
+            let first = usize::try_from(*first).map_err(|_| bad())?;
+            let last = usize::try_from(*last).map_err(|_| bad())?;
+            if first > last || last >= SLOTS {
+                return Err(bad());
+            }
+            let name = format!("{host}:{port}");
+            let index = match masters.iter().position(|(_, n)| *n == name) {
+                Some(i) => i,
+                None => {
+                    let addr = name
+                        .to_socket_addrs()
+                        .ok()
+                        .and_then(|mut a| a.next())
+                        .ok_or_else(|| format!("CLUSTER SLOTS: master {name} does not resolve"))?;
+                    masters.push((addr, name));
+                    masters.len() - 1
+                }
+            };
+            owner[first..=last].fill(index as u16);
+        }
+        if let Some(slot) = owner.iter().position(|&o| o == u16::MAX) {
+            return Err(format!("CLUSTER SLOTS: slot {slot} has no master"));
+        }
+        Ok(SlotMap { masters, owner })
+    }
+
+    /// The index of the master of `key`'s slot.
+    pub fn route(&self, key: &[u8]) -> usize {
+        usize::from(self.owner[distro_db::keyspace::slot_of(key) % SLOTS])
+    }
+}
+
+/// Reads the slot map from the first target.
+async fn discover_slots(config: &BenchConfig) -> Result<SlotMap, BenchError> {
+    let name = &config.target_names[0];
+    let fail = |reason: String| BenchError::Target {
+        target: name.clone(),
+        reason,
+    };
+    let mut conn = Conn::open(config.targets[0], name, config)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let reply = conn
+        .call(b"*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n")
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    SlotMap::from_cluster_slots(&reply).map_err(fail)
 }
 
 // ---------------------------------------------------------------------------
@@ -1007,6 +1307,8 @@ struct Shared {
     errors_seen: AtomicU64,
     /// The first error reply's text.
     first_error: Mutex<Option<String>>,
+    /// `--cluster`: the masters and the slot map.
+    slots: Option<Arc<SlotMap>>,
 }
 
 impl Shared {
@@ -1050,111 +1352,155 @@ fn lock(stats: &Mutex<ConnStats>) -> std::sync::MutexGuard<'_, ConnStats> {
     stats.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// One connection's closed loop, until the deadline, the request budget or
-/// too many connection errors.
+/// One client's closed loop, until the deadline, the request budget or
+/// too many connection errors. A client has one socket per route: its
+/// target, or (`--cluster`) each master, opened when first needed.
 async fn connection_task(shared: Arc<Shared>, conn_id: usize, stats: Arc<Mutex<ConnStats>>) {
     let config = &shared.config;
-    let addr = config.targets[conn_id % config.targets.len()];
-    let name = &config.target_names[conn_id % config.targets.len()];
+    let routes: Vec<(SocketAddr, String)> = match &shared.slots {
+        Some(map) => map.masters.clone(),
+        None => {
+            let i = conn_id % config.targets.len();
+            vec![(config.targets[i], config.target_names[i].clone())]
+        }
+    };
     let mut generator = Generator::new(config, conn_id);
     let depth = config.pipeline as u64;
-    let mut request: Vec<u8> = Vec::with_capacity(config.pipeline * (config.value_size + 64) + 256);
+    let per_request = config.value_size + 64 + if config.wait_aof.is_some() { 64 } else { 0 };
+    let mut requests: Vec<Vec<u8>> = (0..routes.len())
+        .map(|_| Vec::with_capacity(config.pipeline * per_request + 256))
+        .collect();
+    let mut expects: Vec<Vec<Expect>> = (0..routes.len())
+        .map(|_| Vec::with_capacity(config.pipeline))
+        .collect();
+    let mut conns: Vec<Option<Conn>> = (0..routes.len()).map(|_| None).collect();
+    let mut key = Vec::with_capacity(32);
     let mut failures = 0u32;
     let mut on_error = |reply: &[u8]| shared.note_error(reply);
-    'connect: loop {
-        if Instant::now() >= shared.deadline || shared.stop.load(Ordering::Relaxed) {
+    // Counts a connection failure; false when this client gives up.
+    let fail = |failures: &mut u32, lost: u64, opened: bool, e: &ConnError, addr: SocketAddr| {
+        *failures += 1;
+        let give_up = *failures > MAX_RECONNECTS;
+        {
+            let mut s = lock(&stats);
+            s.connection_errors += 1;
+            s.lost += lost;
+            s.gave_up = give_up;
+            s.reconnects += u64::from(!give_up && opened);
+        }
+        match (give_up, opened) {
+            (true, _) => {
+                warn!(conn = conn_id, target = %addr, cause = %e, "giving up on this connection")
+            }
+            (false, true) => {
+                warn!(conn = conn_id, target = %addr, cause = %e, "connection failed; reconnecting")
+            }
+            (false, false) => {
+                warn!(conn = conn_id, target = %addr, cause = %e, "cannot connect; retrying")
+            }
+        }
+        !give_up
+    };
+    // Bounded by the deadline, the request budget and MAX_RECONNECTS.
+    'batch: loop {
+        let t0 = Instant::now();
+        if t0 >= shared.deadline || shared.stop.load(Ordering::Relaxed) {
             return;
         }
-        let mut conn = match Conn::open(addr, name, config).await {
-            Ok(c) => c,
-            Err(e) => {
-                failures += 1;
-                let give_up = failures > MAX_RECONNECTS;
-                {
-                    let mut s = lock(&stats);
-                    s.connection_errors += 1;
-                    s.gave_up = give_up;
+        let measuring = t0 >= shared.measure_start;
+        for r in requests.iter_mut() {
+            r.clear();
+        }
+        for e in expects.iter_mut() {
+            e.clear();
+        }
+        let mut add = |generator: &mut Generator, op: Op, index: u64| {
+            let route = match &shared.slots {
+                Some(map) => {
+                    write_key(index, config.key_width, &mut key);
+                    map.route(&key)
                 }
-                if give_up {
-                    warn!(conn = conn_id, target = %addr, cause = %e, "giving up on this connection");
-                    return;
-                }
-                warn!(conn = conn_id, target = %addr, cause = %e, "cannot connect; retrying");
-                tokio::time::sleep(Duration::from_millis(100 * u64::from(failures))).await;
-                continue 'connect;
-            }
-        };
-        // Bounded by the deadline and the request budget.
-        loop {
-            let t0 = Instant::now();
-            if t0 >= shared.deadline || shared.stop.load(Ordering::Relaxed) {
-                return;
-            }
-            let measuring = t0 >= shared.measure_start;
-            request.clear();
-            let mut range = false;
-            let count = if config.workload == Workload::Fill {
-                let (n, before) = shared.claim(depth);
-                let first = config.keyspace - before.min(config.keyspace);
-                for i in 0..n {
-                    generator.encode(Op::Set, first + i, &mut request);
-                }
-                n
-            } else {
-                let n = if measuring {
-                    shared.claim(depth).0
-                } else {
-                    depth
-                };
-                for _ in 0..n {
-                    let (op, index) = generator.next_random();
-                    range = op == Op::Get;
-                    generator.encode(op, index, &mut request);
-                }
-                n
+                None => 0,
             };
-            if count == 0 {
-                return;
+            expects[route].push(generator.expect(op));
+            generator.encode(op, index, &mut requests[route]);
+        };
+        let count = if config.workload == Workload::Fill {
+            let (n, before) = shared.claim(depth);
+            let first = config.keyspace - before.min(config.keyspace);
+            for i in 0..n {
+                add(&mut generator, Op::Set, first + i);
             }
+            n
+        } else {
+            let n = if measuring {
+                shared.claim(depth).0
+            } else {
+                depth
+            };
+            for _ in 0..n {
+                let (op, index) = generator.next_random();
+                add(&mut generator, op, index);
+            }
+            n
+        };
+        if count == 0 {
+            return;
+        }
+        let mut total = BatchOutcome::default();
+        let mut sent = 0u64;
+        for route in 0..routes.len() {
+            if expects[route].is_empty() {
+                continue;
+            }
+            let (addr, name) = &routes[route];
+            let conn = match &mut conns[route] {
+                Some(c) => c,
+                slot => match Conn::open(*addr, name, config).await {
+                    Ok(c) => slot.insert(c),
+                    Err(e) => {
+                        // Nothing of this batch was answered.
+                        let lost = if measuring { count - sent } else { 0 };
+                        if !fail(&mut failures, lost, false, &e, *addr) {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100 * u64::from(failures))).await;
+                        continue 'batch;
+                    }
+                },
+            };
             match conn
-                .round_trip(&request, count as usize, range, &mut on_error)
+                .round_trip(&requests[route], &expects[route], &mut on_error)
                 .await
             {
                 Ok(outcome) => {
-                    let us = t0.elapsed().as_micros() as u64;
-                    if measuring {
-                        let mut s = lock(&stats);
-                        s.hist.saturating_record_n(us, count);
-                        s.ok += outcome.ok;
-                        s.nil += outcome.nil;
-                        s.errors += outcome.errors;
-                    }
+                    total.ok += outcome.ok;
+                    total.nil += outcome.nil;
+                    total.errors += outcome.errors;
+                    sent += expects[route].len() as u64;
                     if outcome.close {
+                        conns[route] = None;
                         lock(&stats).reconnects += 1;
-                        continue 'connect;
                     }
                 }
                 Err(e) => {
-                    failures += 1;
-                    let give_up = failures > MAX_RECONNECTS;
-                    {
-                        let mut s = lock(&stats);
-                        s.connection_errors += 1;
-                        if measuring {
-                            s.lost += count;
-                        }
-                        s.gave_up = give_up;
-                        s.reconnects += u64::from(!give_up);
-                    }
-                    if give_up {
-                        warn!(conn = conn_id, target = %addr, cause = %e, "connection failed; giving up on it");
+                    conns[route] = None;
+                    let lost = if measuring { count - sent } else { 0 };
+                    if !fail(&mut failures, lost, true, &e, *addr) {
                         return;
                     }
-                    warn!(conn = conn_id, target = %addr, cause = %e, "connection failed; reconnecting");
                     tokio::time::sleep(Duration::from_millis(100 * u64::from(failures))).await;
-                    continue 'connect;
+                    continue 'batch;
                 }
             }
+        }
+        if measuring {
+            let us = t0.elapsed().as_micros() as u64;
+            let mut s = lock(&stats);
+            s.hist.saturating_record_n(us, count);
+            s.ok += total.ok;
+            s.nil += total.nil;
+            s.errors += total.errors;
         }
     }
 }
@@ -1204,8 +1550,12 @@ async fn preflight(config: &BenchConfig) -> Result<(), BenchError> {
             Protocol::Etcd => Generator::new(config, i).encode(Op::Get, 0, &mut request),
         }
         let mut error_text = String::new();
+        let expect = match config.protocol {
+            Protocol::Resp => Expect::One,
+            Protocol::Etcd => Expect::Range,
+        };
         let outcome = conn
-            .round_trip(&request, 1, true, &mut |r| {
+            .round_trip(&request, &[expect], &mut |r| {
                 error_text = String::from_utf8_lossy(r).into_owned()
             })
             .await
@@ -1220,7 +1570,22 @@ async fn preflight(config: &BenchConfig) -> Result<(), BenchError> {
 
 /// Runs the load and returns its report.
 pub async fn run(config: BenchConfig) -> Result<Report, BenchError> {
-    preflight(&config).await?;
+    let slots = if config.cluster {
+        let map = discover_slots(&config).await?;
+        info!(masters = ?map.masters.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>(), "cluster slot map read");
+        Some(Arc::new(map))
+    } else {
+        None
+    };
+    match &slots {
+        Some(map) => {
+            let mut masters = config.clone();
+            masters.targets = map.masters.iter().map(|(a, _)| *a).collect();
+            masters.target_names = map.masters.iter().map(|(_, n)| n.clone()).collect();
+            preflight(&masters).await?;
+        }
+        None => preflight(&config).await?,
+    }
     info!(
         seed = config.seed,
         connections = config.connections,
@@ -1241,6 +1606,7 @@ pub async fn run(config: BenchConfig) -> Result<Report, BenchError> {
         stop: AtomicBool::new(false),
         errors_seen: AtomicU64::new(0),
         first_error: Mutex::new(None),
+        slots: slots.clone(),
     });
     let stats: Vec<Arc<Mutex<ConnStats>>> = (0..shared.config.connections)
         .map(|_| Arc::new(Mutex::new(ConnStats::new())))
@@ -1340,7 +1706,7 @@ pub async fn run(config: BenchConfig) -> Result<Report, BenchError> {
     }
     let elapsed = end.saturating_duration_since(measure_start);
     let first_error = shared.first_error.lock().ok().and_then(|f| f.clone());
-    Ok(Report::build(
+    let mut report = Report::build(
         &shared.config,
         &total,
         elapsed,
@@ -1349,7 +1715,11 @@ pub async fn run(config: BenchConfig) -> Result<Report, BenchError> {
             cpu_end.1.saturating_sub(cpu_start.1),
         ),
         first_error,
-    ))
+    );
+    if let Some(map) = &shared.slots {
+        report.params.cluster_masters = map.masters.iter().map(|(_, n)| n.clone()).collect();
+    }
+    Ok(report)
 }
 
 /// Sums over all connections.
@@ -1413,6 +1783,10 @@ pub struct Params {
     pub seed: u64,
     /// AUTH was sent.
     pub auth: bool,
+    /// Each SET was followed by this WAITAOF (null: none).
+    pub wait_aof: Option<WaitAof>,
+    /// `--cluster`: the masters the slot map named (empty: no cluster routing).
+    pub cluster_masters: Vec<String>,
 }
 
 /// Latency figures in milliseconds.
@@ -1517,6 +1891,8 @@ impl Report {
                 warmup_s: config.warmup.as_secs_f64(),
                 seed: config.seed,
                 auth: config.password.is_some(),
+                wait_aof: config.wait_aof,
+                cluster_masters: Vec::new(),
             },
             requests,
             ok: t.ok,
@@ -1573,6 +1949,16 @@ impl Report {
             ("pipeline", p.pipeline.to_string()),
             ("value size", format!("{} B", p.value_size)),
             ("keyspace", p.keyspace.to_string()),
+            (
+                "wait-aof",
+                match p.wait_aof {
+                    Some(w) => format!(
+                        "WAITAOF {} {} {} after each SET",
+                        w.local, w.replicas, w.timeout_ms
+                    ),
+                    None => "no".into(),
+                },
+            ),
             ("seed", p.seed.to_string()),
             ("elapsed", format!("{:.3} s", self.elapsed_s)),
             ("requests", self.requests.to_string()),
@@ -1594,6 +1980,9 @@ impl Report {
                 ),
             ),
         ];
+        if !p.cluster_masters.is_empty() {
+            rows.push(("cluster masters", p.cluster_masters.join(",")));
+        }
         if self.connection_errors > 0 || self.lost > 0 {
             rows.push(("connection errors", self.connection_errors.to_string()));
             rows.push(("lost in flight", self.lost.to_string()));
@@ -1624,8 +2013,8 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resp::Frame;
     use clap::Parser;
+    use distro_db::resp::Frame;
     use proptest::prelude::*;
 
     #[derive(Parser)]
@@ -1754,9 +2143,9 @@ mod tests {
         let mut out = Vec::new();
         g.encode(Op::Set, 12, &mut out);
         g.encode(Op::Get, 7, &mut out);
-        let (set, used) = crate::resp::decode(&out).unwrap();
+        let (set, used) = distro_db::resp::decode(&out).unwrap();
         assert_eq!(set, Frame::command(["SET", "key:12", "abcde"]));
-        let (get, rest) = crate::resp::decode(&out[used..]).unwrap();
+        let (get, rest) = distro_db::resp::decode(&out[used..]).unwrap();
         assert_eq!(get, Frame::command(["GET", "key:7"]));
         assert_eq!(used + rest, out.len());
         let mut key = Vec::new();
@@ -1888,6 +2277,133 @@ mod tests {
     }
 
     #[test]
+    fn wait_aof_option_parses_and_refuses_bad_values() {
+        assert_eq!(
+            parse_wait_aof("1,1").unwrap(),
+            WaitAof {
+                local: 1,
+                replicas: 1,
+                timeout_ms: 0
+            }
+        );
+        assert_eq!(parse_wait_aof("0, 2, 50").unwrap().timeout_ms, 50);
+        for bad in ["", "1", "1,x", "2,1", "1,1,1,1", "1,-1"] {
+            assert!(parse_wait_aof(bad).is_err(), "{bad:?} accepted");
+        }
+        let err = args(&["--protocol", "etcd", "--wait-aof", "1,1"])
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("--wait-aof"), "{err}");
+        let err = args(&["--protocol", "etcd", "--cluster"])
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("--cluster"), "{err}");
+    }
+
+    #[test]
+    fn a_set_with_wait_aof_is_the_set_then_the_waitaof() {
+        let c = config(&["--wait-aof", "1,1", "--workload", "mix"]);
+        let mut g = Generator::new(&c, 0);
+        let mut out = Vec::new();
+        g.encode(Op::Set, 5, &mut out);
+        let (set, used) = distro_db::resp::decode(&out).unwrap();
+        assert_eq!(
+            set,
+            Frame::Array(vec![
+                Frame::Bulk(b"SET".to_vec()),
+                Frame::Bulk(b"key:5".to_vec()),
+                Frame::Bulk(g.value.clone()),
+            ])
+        );
+        let (wait, rest) = distro_db::resp::decode(&out[used..]).unwrap();
+        assert_eq!(
+            wait,
+            Frame::Array(
+                ["WAITAOF", "1", "1", "0"]
+                    .iter()
+                    .map(|s| Frame::Bulk(s.as_bytes().to_vec()))
+                    .collect()
+            )
+        );
+        assert_eq!(used + rest, out.len());
+        assert_eq!(g.expect(Op::Set), Expect::SetWaitAof);
+        // A GET is sent alone.
+        out.clear();
+        g.encode(Op::Get, 5, &mut out);
+        assert_eq!(distro_db::resp::decode(&out).unwrap().1, out.len());
+        assert_eq!(g.expect(Op::Get), Expect::One);
+    }
+
+    #[test]
+    fn wait_aof_replies_are_checked_against_what_was_asked() {
+        let want = parse_wait_aof("1,1").unwrap();
+        assert_eq!(check_wait_aof(b"*2\r\n:1\r\n:2\r\n", want), Ok(()));
+        let short = check_wait_aof(b"*2\r\n:1\r\n:0\r\n", want).unwrap_err();
+        assert!(short.contains("0 replica"), "{short}");
+        assert!(check_wait_aof(b"*2\r\n:0\r\n:1\r\n", want).is_err());
+        let err = check_wait_aof(
+            b"-ERR WAITAOF cannot be used when numlocal is set but appendonly is disabled.\r\n",
+            want,
+        )
+        .unwrap_err();
+        assert!(err.contains("appendonly"), "{err}");
+        for bad in [
+            &b"+OK\r\n"[..],
+            b"*1\r\n:1\r\n",
+            b"*2\r\n:1\r\n",
+            b"*2\r\n$1\r\n1\r\n:1\r\n",
+        ] {
+            assert!(check_wait_aof(bad, want).is_err(), "{bad:?}");
+        }
+    }
+
+    fn slot_entry(first: i64, last: i64, port: i64) -> Frame {
+        Frame::Array(vec![
+            Frame::Integer(first),
+            Frame::Integer(last),
+            Frame::Array(vec![
+                Frame::Bulk(b"127.0.0.1".to_vec()),
+                Frame::Integer(port),
+                Frame::Bulk(b"id".to_vec()),
+            ]),
+        ])
+    }
+
+    #[test]
+    fn slot_maps_route_keys_to_the_master_of_their_slot() {
+        // distro-db's view: one master with every slot.
+        let one =
+            SlotMap::from_cluster_slots(&Frame::Array(vec![slot_entry(0, 16383, 21001)])).unwrap();
+        assert_eq!(one.masters.len(), 1);
+        assert_eq!(one.route(b"key:1"), 0);
+        // Two masters: keys go by slot (`CLUSTER KEYSLOT foo` is 12182 in
+        // Redis's documentation; a hash tag routes by the tag alone).
+        let two = SlotMap::from_cluster_slots(&Frame::Array(vec![
+            slot_entry(0, 8191, 21001),
+            slot_entry(8192, 16383, 21002),
+        ]))
+        .unwrap();
+        assert_eq!(two.masters[1].1, "127.0.0.1:21002");
+        assert_eq!(distro_db::keyspace::slot_of(b"foo"), 12182);
+        assert_eq!(two.route(b"foo"), 1);
+        assert_eq!(two.route(b"{foo}.other"), 1);
+        assert_eq!(two.route(b"key:1"), 0);
+        // Uncovered slots and malformed entries are refused.
+        let gap = SlotMap::from_cluster_slots(&Frame::Array(vec![slot_entry(0, 100, 21001)]))
+            .unwrap_err();
+        assert!(gap.contains("slot 101"), "{gap}");
+        for bad in [
+            Frame::Error("ERR unknown command".into()),
+            Frame::Array(vec![slot_entry(0, 16384, 21001)]),
+            Frame::Array(vec![slot_entry(10, 5, 21001)]),
+            Frame::Array(vec![slot_entry(0, 16383, 70000)]),
+            Frame::Array(vec![Frame::Integer(1)]),
+        ] {
+            assert!(SlotMap::from_cluster_slots(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn budget_claims_never_exceed_the_limit() {
         let c = config(&["-n", "10"]);
         let shared = Shared {
@@ -1898,6 +2414,7 @@ mod tests {
             stop: AtomicBool::new(false),
             errors_seen: AtomicU64::new(0),
             first_error: Mutex::new(None),
+            slots: None,
         };
         assert_eq!(shared.claim(4), (4, 10));
         assert_eq!(shared.claim(4), (4, 6));
@@ -2039,7 +2556,7 @@ mod tests {
         fn scan_agrees_with_the_decoder(f in frame()) {
             let bytes = f.to_bytes();
             let (kind, used) = scan_reply(&bytes).unwrap();
-            prop_assert_eq!(used, crate::resp::decode(&bytes).unwrap().1);
+            prop_assert_eq!(used, distro_db::resp::decode(&bytes).unwrap().1);
             let expected = match f {
                 Frame::Error(_) => ReplyKind::Error,
                 Frame::Null => ReplyKind::Nil,
