@@ -7,6 +7,9 @@
 # MODE`, set `node_db` (the binary the nodes run; its REPL checks that the
 # cluster formed, as each build renders its own reports), `client_db` (the
 # bench binary), `node_extra` and `client_extra` (arrays of extra flags).
+# `ab_memory=1` runs the nodes without a data directory (in memory) instead.
+# `ab_start ROUND MODE` alone starts such a cluster and waits for it, for a
+# script that drives its own load (benches/build_ab.sh: redis-benchmark).
 
 work=$(mktemp -d)
 pids=()
@@ -36,16 +39,21 @@ ab_header() {
   printf 'round\tmode\tphase\trps\tcpu_us_per_req\tp50_ms\tp99_ms\n'
 }
 
-# One run: a fresh cluster of `node_db`, SET then GET from `client_db`.
-ab_run() {
+ab_memory=0
+
+# Starts a fresh cluster of `node_db` for run ROUND of MODE (its files in
+# $work/MODE-ROUND) and waits until it formed.
+ab_start() {
   local round=$1 mode=$2
   local dir=$work/$mode-$round
   mkdir -p "$dir"
   local seeds=()
   for p in "${ports[@]}"; do seeds+=(--seed "127.0.0.1:$p"); done
   for p in "${ports[@]}"; do
+    local store=(--data-dir "$dir/d$p" --fsync always)
+    if [ "$ab_memory" = 1 ]; then store=(); fi
     "$node_db" node --listen "127.0.0.1:$p" "${seeds[@]}" --cluster-id "ab-$mode-$round" \
-      --data-dir "$dir/d$p" --threads 1 --fsync always "${node_extra[@]}" \
+      "${store[@]}" --threads 1 "${node_extra[@]}" \
       --log-file "$dir/node-$p.log" 2>>"$dir/stderr" &
     pids+=($!)
   done
@@ -61,6 +69,17 @@ ab_run() {
     sleep 0.5
   done
   [ "$ok" = 1 ] || { echo "cluster $mode-$round did not form" >&2; exit 1; }
+  # Our nodes, not another cluster that answered on these ports.
+  for p in "${pids[@]}"; do
+    kill -0 "$p" 2>/dev/null || { echo "a node of $mode-$round exited (ports ${ports[*]} in use?)" >&2; exit 1; }
+  done
+}
+
+# One run: a fresh cluster of `node_db`, SET then GET from `client_db`.
+ab_run() {
+  local round=$1 mode=$2
+  local dir=$work/$mode-$round
+  ab_start "$round" "$mode"
   local targets
   targets=$(printf '127.0.0.1:%s,' "${ports[@]}")
   targets=${targets%,}
