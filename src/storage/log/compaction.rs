@@ -10,7 +10,6 @@
 //! tombstone is dropped only when every segment older than it is among the
 //! inputs (so no older value it hides can survive); otherwise it is copied.
 
-use std::fs::OpenOptions;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -18,11 +17,12 @@ use super::hint::{self, HintEntry};
 use super::keydir::Location;
 use super::recovery::read_all;
 use super::segment::{self, MINOR_BITS};
+use super::vfs::Fs;
 use super::{Inner, Segment};
 use crate::storage::StoreError;
 
 /// The maintenance thread: runs until the store is dropped.
-pub(crate) fn maintenance_loop(inner: &Inner) {
+pub(crate) fn maintenance_loop<F: Fs>(inner: &Inner<F>) {
     tracing::debug!(dir = %inner.dir.display(), "storage maintenance thread started");
     let mut last_compaction = std::time::Instant::now();
     loop {
@@ -58,12 +58,12 @@ pub(crate) fn maintenance_loop(inner: &Inner) {
     }
 }
 
-fn active_id(inner: &Inner) -> u64 {
+fn active_id<F: Fs>(inner: &Inner<F>) -> u64 {
     inner.writer().active.id
 }
 
 /// Scans a closed segment and writes its hint file.
-fn write_hint(inner: &Inner, seg: &Segment) -> Result<(), StoreError> {
+fn write_hint<F: Fs>(inner: &Inner<F>, seg: &Segment<F>) -> Result<(), StoreError> {
     let len = seg.size.load(Ordering::Acquire);
     let buf = read_all(&seg.file, len)?;
     let mut entries = Vec::new();
@@ -81,13 +81,18 @@ fn write_hint(inner: &Inner, seg: &Segment) -> Result<(), StoreError> {
         })
     })
     .map_err(|e| StoreError::UnsupportedFormat(e.to_string()))?;
-    hint::write(&segment::hint_path(&inner.dir, seg.id), len, &entries)?;
+    hint::write(
+        &inner.fs,
+        &segment::hint_path(&inner.dir, seg.id),
+        len,
+        &entries,
+    )?;
     seg.has_hint.store(true, Ordering::Release);
     Ok(())
 }
 
 /// Writes hints for every closed segment that lacks one.
-pub(crate) fn write_missing_hints(inner: &Inner) -> Result<(), StoreError> {
+pub(crate) fn write_missing_hints<F: Fs>(inner: &Inner<F>) -> Result<(), StoreError> {
     let active = active_id(inner);
     for seg in inner.segments_snapshot() {
         if seg.id != active && !seg.has_hint.load(Ordering::Acquire) {
@@ -111,7 +116,7 @@ struct Output {
 }
 
 /// Makes an output durable and visible, then re-points the keys it holds.
-fn publish(inner: &Inner, out: Output) -> Result<(), StoreError> {
+fn publish<F: Fs>(inner: &Inner<F>, out: Output) -> Result<(), StoreError> {
     let Output {
         id,
         data,
@@ -119,7 +124,7 @@ fn publish(inner: &Inner, out: Output) -> Result<(), StoreError> {
         moved,
     } = out;
     let path = segment::seg_path(&inner.dir, id);
-    crate::durable::write_atomic(&path, &data)?;
+    crate::durable::write_atomic_in(&inner.fs, &path, &data)?;
     let entries: Vec<HintEntry> = moved
         .iter()
         .map(|(k, _, to, flags)| HintEntry {
@@ -130,8 +135,13 @@ fn publish(inner: &Inner, out: Output) -> Result<(), StoreError> {
             key: k.clone(),
         })
         .collect();
-    hint::write(&segment::hint_path(&inner.dir, id), len, &entries)?;
-    let file = OpenOptions::new().read(true).write(true).open(&path)?;
+    hint::write(
+        &inner.fs,
+        &segment::hint_path(&inner.dir, id),
+        len,
+        &entries,
+    )?;
+    let file = inner.fs.open(&path)?;
     let seg = Arc::new(Segment::new(id, file, len, 0, true, len));
     inner
         .segments
@@ -152,7 +162,7 @@ fn publish(inner: &Inner, out: Output) -> Result<(), StoreError> {
 }
 
 /// One compaction pass; returns the bytes reclaimed.
-pub(crate) fn compact(inner: &Inner) -> Result<u64, StoreError> {
+pub(crate) fn compact<F: Fs>(inner: &Inner<F>) -> Result<u64, StoreError> {
     let threshold = inner.opts.compaction_threshold;
     if threshold <= 0.0 {
         return Ok(0);
@@ -161,7 +171,7 @@ pub(crate) fn compact(inner: &Inner) -> Result<u64, StoreError> {
     let all = inner.segments_snapshot();
     // A segment a backup is copying stays as it is until the backup ends.
     let pinned = inner.pinned();
-    let chosen: Vec<Arc<Segment>> = all
+    let chosen: Vec<Arc<Segment<F>>> = all
         .iter()
         .filter(|s| {
             let size = s.size.load(Ordering::Acquire);
@@ -274,8 +284,8 @@ pub(crate) fn compact(inner: &Inner) -> Result<u64, StoreError> {
     // Each removal is made durable before the next one: the file system may
     // otherwise persist a later removal without an earlier one.
     for id in &chosen_ids {
-        crate::durable::remove(&segment::seg_path(&inner.dir, *id))?;
-        crate::durable::remove(&segment::hint_path(&inner.dir, *id))?;
+        crate::durable::remove_in(&inner.fs, &segment::seg_path(&inner.dir, *id))?;
+        crate::durable::remove_in(&inner.fs, &segment::hint_path(&inner.dir, *id))?;
     }
     let reclaimed = before.saturating_sub(after);
     inner

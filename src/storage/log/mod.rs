@@ -4,8 +4,9 @@
 //!
 //! Submodules: [`record`] (byte format), [`segment`] (file naming and the
 //! recovery scanner), [`keydir`] (key → location map), [`hint`] (hint files),
-//! [`commit`] (group commit), [`fsutil`] (directory lock, format file, dir
-//! fsync), `recovery` (start-up), `compaction` (background maintenance) and
+//! [`commit`] (group commit), [`vfs`] (the file-system seam every file
+//! operation goes through, and the power-cut rules), [`fsutil`] (format
+//! file), `recovery` (start-up), `compaction` (background maintenance) and
 //! `snapshot` (point-in-time copies for backups, with pinned segments).
 //! The format, recovery rules and fsync policies are described in
 //! `docs/storage.md`.
@@ -18,14 +19,15 @@ pub mod keydir;
 pub mod record;
 mod recovery;
 pub mod segment;
+#[cfg(test)]
+pub(crate) mod simfs;
 mod snapshot;
+pub mod vfs;
 
 pub use snapshot::Snapshot;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,6 +37,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use self::commit::GroupCommit;
 use self::keydir::{KeyDir, Location};
+use self::vfs::{Fs, FsFile, RealFs};
 use super::{Store, StoreError, StoreStatus};
 
 /// When appended records are fsynced. See `docs/storage.md` for what each
@@ -120,10 +123,9 @@ impl Default for LogOptions {
 }
 
 /// One segment file.
-#[derive(Debug)]
-pub(crate) struct Segment {
+pub(crate) struct Segment<F: Fs> {
     pub(crate) id: u64,
-    pub(crate) file: File,
+    pub(crate) file: F::File,
     /// Bytes of records in the segment (grows while the segment is active),
     /// including any still in the writer's buffer.
     pub(crate) size: AtomicU64,
@@ -142,35 +144,21 @@ pub(crate) struct Segment {
     map: Option<memmap2::Mmap>,
 }
 
-impl Segment {
+impl<F: Fs> Segment<F> {
     /// A segment over `file`, mapped for reads up to `map_len` bytes (at
     /// least its size; more for a segment that will grow).
     pub(crate) fn new(
         id: u64,
-        file: File,
+        file: F::File,
         size: u64,
         dead: u64,
         has_hint: bool,
         map_len: u64,
     ) -> Self {
         let map_len = map_len.max(size);
-        let map = (map_len > 0)
-            .then(|| {
-                // SAFETY: the mapping is read-only and only bytes below
-                // `flushed` are read through it; the store never truncates a
-                // segment below `flushed` while it is open, and the directory
-                // lock keeps other stores out. A file shortened behind the
-                // store's back would fault (SIGBUS) instead of failing a read;
-                // docs/storage.md states this.
-                unsafe {
-                    memmap2::MmapOptions::new()
-                        .len(map_len as usize)
-                        .map(&file)
-                }
-                .map_err(|e| tracing::warn!(segment = id, error = %e, "cannot map segment; reads use pread"))
-                .ok()
-            })
-            .flatten();
+        // Only bytes below `flushed` are read through the mapping (see
+        // `FsFile::map` for why that is sound).
+        let map = if map_len > 0 { file.map(map_len) } else { None };
         Self {
             id,
             map,
@@ -183,8 +171,8 @@ impl Segment {
     }
 }
 
-pub(crate) struct Writer {
-    pub(crate) active: Arc<Segment>,
+pub(crate) struct Writer<F: Fs> {
+    pub(crate) active: Arc<Segment<F>>,
     /// Bytes appended since open (the log sequence number of the last write).
     pub(crate) lsn: u64,
     /// With `fsync always`: records appended to the active segment that are
@@ -212,14 +200,16 @@ pub(crate) struct Stats {
     pub(crate) torn_bytes_at_recovery: AtomicU64,
 }
 
-pub(crate) struct Inner {
+pub(crate) struct Inner<F: Fs> {
+    /// The file system every file operation goes through.
+    pub(crate) fs: F,
     pub(crate) dir: PathBuf,
     pub(crate) opts: LogOptions,
     pub(crate) keydir: KeyDir,
     /// Content summary, kept exact by every append (under the writer lock).
     pub(crate) summary: super::Summary,
-    pub(crate) segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
-    pub(crate) writer: Mutex<Writer>,
+    pub(crate) segments: RwLock<BTreeMap<u64, Arc<Segment<F>>>>,
+    pub(crate) writer: Mutex<Writer<F>>,
     pub(crate) commit: GroupCommit,
     pub(crate) stats: Stats,
     /// Background threads stop when this becomes true.
@@ -236,18 +226,20 @@ pub(crate) struct Inner {
     pub(crate) recovered: super::RecoveryReport,
     /// Set by [`LogStore::close`]: writes are refused from then on.
     pub(crate) closed: AtomicBool,
-    pub(crate) _lock: File,
+    pub(crate) _lock: F::Lock,
 }
 
 /// A durable, log-structured [`Store`] in one directory. Open it with
 /// [`LogStore::open`]; the directory stays locked until the store is dropped.
 /// Dropping stops the background threads and fsyncs the active segment.
-pub struct LogStore {
-    inner: Arc<Inner>,
+/// Generic over the file system ([`vfs::Fs`]); [`RealFs`] unless a test
+/// simulates power cuts.
+pub struct LogStore<F: Fs = RealFs> {
+    inner: Arc<Inner<F>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
-impl fmt::Debug for LogStore {
+impl<F: Fs> fmt::Debug for LogStore<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LogStore")
             .field("dir", &self.inner.dir)
@@ -263,17 +255,17 @@ fn now_micros() -> u64 {
         .unwrap_or(0)
 }
 
-impl Inner {
-    pub(crate) fn writer(&self) -> MutexGuard<'_, Writer> {
+impl<F: Fs> Inner<F> {
+    pub(crate) fn writer(&self) -> MutexGuard<'_, Writer<F>> {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn segments_snapshot(&self) -> Vec<Arc<Segment>> {
+    pub(crate) fn segments_snapshot(&self) -> Vec<Arc<Segment<F>>> {
         let segs = self.segments.read().unwrap_or_else(|e| e.into_inner());
         segs.values().cloned().collect()
     }
 
-    pub(crate) fn segment(&self, id: u64) -> Option<Arc<Segment>> {
+    pub(crate) fn segment(&self, id: u64) -> Option<Arc<Segment<F>>> {
         let segs = self.segments.read().unwrap_or_else(|e| e.into_inner());
         segs.get(&id).cloned()
     }
@@ -291,7 +283,7 @@ impl Inner {
     /// Writes the buffered records of the active segment to its file.
     /// Called with the writer lock held. A failed write poisons the store:
     /// the records are in the key directory but not in the file.
-    fn flush_pending(&self, w: &mut Writer) -> std::io::Result<()> {
+    fn flush_pending(&self, w: &mut Writer<F>) -> std::io::Result<()> {
         if w.pending.is_empty() {
             return Ok(());
         }
@@ -314,7 +306,7 @@ impl Inner {
     /// Writes out the buffered records; returns the LSN appended so far and
     /// the segment to fsync to make it durable (every earlier segment was
     /// fsynced when it was closed).
-    fn prepare_sync(&self) -> (u64, std::io::Result<Arc<Segment>>) {
+    fn prepare_sync(&self) -> (u64, std::io::Result<Arc<Segment<F>>>) {
         let mut w = self.writer();
         let flushed = self.flush_pending(&mut w);
         (w.lsn, flushed.map(|()| w.active.clone()))
@@ -358,7 +350,7 @@ impl Inner {
     }
 
     /// Closes the active segment and starts a new one. Called with the writer lock held.
-    fn roll(&self, w: &mut Writer) -> Result<(), StoreError> {
+    fn roll(&self, w: &mut Writer<F>) -> Result<(), StoreError> {
         self.flush_pending(w)?;
         if self.opts.fsync != FsyncPolicy::Never {
             if let Err(e) = w.active.file.sync_data() {
@@ -368,7 +360,7 @@ impl Inner {
         }
         let id = segment::next_major(w.active.id);
         let path = segment::seg_path(&self.dir, id);
-        let file = crate::durable::create_new(&path)?;
+        let file = crate::durable::create_new_in(&self.fs, &path)?;
         let seg = Arc::new(Segment::new(id, file, 0, 0, false, self.opts.segment_size));
         self.segments
             .write()
@@ -478,7 +470,7 @@ impl Inner {
 
     /// The bytes of the record at `loc` in `seg`: from the file, or from
     /// the writer's buffer while the record has not been written out yet.
-    fn read_record(&self, seg: &Segment, loc: Location) -> std::io::Result<Vec<u8>> {
+    fn read_record(&self, seg: &Segment<F>, loc: Location) -> std::io::Result<Vec<u8>> {
         let (off, len) = (u64::from(loc.offset), loc.len as usize);
         let end = off + len as u64;
         let mut flushed = seg.flushed.load(Ordering::Acquire);
@@ -540,7 +532,7 @@ impl Inner {
     }
 }
 
-impl LogStore {
+impl LogStore<RealFs> {
     /// Opens (creating if needed) the store in `dir`: takes the directory
     /// lock, checks the format version, recovers the key directory from hint
     /// files or segment scans, truncates a torn tail of the last segment and
@@ -548,6 +540,25 @@ impl LogStore {
     /// another process (or another `LogStore`) has the directory open, and
     /// with [`StoreError::UnsupportedFormat`] for an unknown format.
     pub fn open(dir: &Path, opts: LogOptions) -> Result<LogStore, StoreError> {
+        Self::open_in(RealFs, dir, opts)
+    }
+}
+
+impl<F: Fs> LogStore<F> {
+    /// [`LogStore::open`] on the file system `fs`.
+    pub fn open_in(fs: F, dir: &Path, opts: LogOptions) -> Result<LogStore<F>, StoreError> {
+        Self::open_with(fs, dir, opts, true)
+    }
+
+    /// Opens the store; without `maintenance` no background thread writes
+    /// hints or compacts (a test then calls [`LogStore::compact_now`], so
+    /// the order of file operations depends on the test alone).
+    pub(crate) fn open_with(
+        fs: F,
+        dir: &Path,
+        opts: LogOptions,
+        maintenance: bool,
+    ) -> Result<LogStore<F>, StoreError> {
         if !(1024..=(1 << 30)).contains(&opts.segment_size) {
             return Err(StoreError::InvalidConfig(format!(
                 "segment size {} is outside 1 KiB ..= 1 GiB",
@@ -560,7 +571,7 @@ impl LogStore {
                 opts.compaction_threshold
             )));
         }
-        let inner = Arc::new(recovery::open(dir, opts)?);
+        let inner = Arc::new(recovery::open(fs, dir, opts)?);
         let mut threads = Vec::new();
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
@@ -568,7 +579,7 @@ impl LogStore {
                 .spawn(f)
                 .map_err(StoreError::Io)
         };
-        {
+        if maintenance {
             let inner = inner.clone();
             threads.push(spawn(
                 "store-maint",
@@ -673,7 +684,7 @@ impl LogStore {
     }
 }
 
-fn interval_sync_loop(inner: &Inner, every: Duration) {
+fn interval_sync_loop<F: Fs>(inner: &Inner<F>, every: Duration) {
     let mut stop = inner.stop.lock().unwrap_or_else(|e| e.into_inner());
     loop {
         stop = inner
@@ -693,7 +704,7 @@ fn interval_sync_loop(inner: &Inner, every: Duration) {
     }
 }
 
-impl Drop for LogStore {
+impl<F: Fs> Drop for LogStore<F> {
     fn drop(&mut self) {
         self.stop_threads();
         if !self.inner.commit.is_poisoned() {
@@ -704,7 +715,7 @@ impl Drop for LogStore {
     }
 }
 
-impl Store for LogStore {
+impl<F: Fs> Store for LogStore<F> {
     fn flush(&self) -> Result<(), StoreError> {
         self.sync()
     }

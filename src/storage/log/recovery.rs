@@ -6,8 +6,6 @@
 //! record of each key wins.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
@@ -17,6 +15,7 @@ use super::commit::GroupCommit;
 use super::keydir::{KeyDir, Location};
 use super::record::FLAG_TOMBSTONE;
 use super::segment::{self, HINT_EXT, SEG_EXT, TMP_EXT};
+use super::vfs::{Fs, FsFile};
 use super::{Inner, LogOptions, Segment, Stats, Writer, fsutil, hint};
 use crate::keyspace::digest;
 use crate::storage::{StoreError, Summary};
@@ -56,25 +55,23 @@ impl Rebuild {
 }
 
 /// Reads a whole file region into memory.
-pub(crate) fn read_all(file: &fs::File, len: u64) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_all(file: &impl FsFile, len: u64) -> std::io::Result<Vec<u8>> {
     let mut buf = vec![0u8; len as usize];
     file.read_exact_at(&mut buf, 0)?;
     Ok(buf)
 }
 
-pub(crate) fn open(dir: &Path, opts: LogOptions) -> Result<Inner, StoreError> {
+pub(crate) fn open<F: Fs>(fs: F, dir: &Path, opts: LogOptions) -> Result<Inner<F>, StoreError> {
     let started = Instant::now();
-    crate::durable::create_dir_all(dir)?;
-    let lock = fsutil::lock_dir(dir)?;
+    crate::durable::create_dir_all_in(&fs, dir)?;
+    let lock = fs.lock_dir(dir)?;
     let mut seg_ids = Vec::new();
     let mut hint_ids = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+    for name in fs.list_dir(dir)? {
+        let name = name.as_str();
         if name.ends_with(&format!(".{TMP_EXT}")) {
             tracing::info!(file = name, "removing leftover temporary file");
-            crate::durable::remove(&entry.path())?;
+            crate::durable::remove_in(&fs, &dir.join(name))?;
             continue;
         }
         match segment::parse_name(name) {
@@ -83,12 +80,12 @@ pub(crate) fn open(dir: &Path, opts: LogOptions) -> Result<Inner, StoreError> {
             _ => {}
         }
     }
-    fsutil::check_format(dir, !seg_ids.is_empty())?;
+    fsutil::check_format(&fs, dir, !seg_ids.is_empty())?;
     seg_ids.sort_unstable();
     for id in &hint_ids {
         if seg_ids.binary_search(id).is_err() {
             tracing::info!(segment = id, "removing hint file without a segment");
-            crate::durable::remove(&segment::hint_path(dir, *id))?;
+            crate::durable::remove_in(&fs, &segment::hint_path(dir, *id))?;
         }
     }
 
@@ -98,14 +95,14 @@ pub(crate) fn open(dir: &Path, opts: LogOptions) -> Result<Inner, StoreError> {
         dead: HashMap::new(),
     };
     let stats = Stats::default();
-    let mut segs: BTreeMap<u64, Arc<Segment>> = BTreeMap::new();
+    let mut segs: BTreeMap<u64, Arc<Segment<F>>> = BTreeMap::new();
     let (mut from_hints, mut scanned) = (0u32, 0u32);
     let mut last_has_hint = false;
     for (i, &id) in seg_ids.iter().enumerate() {
         let is_last = i + 1 == seg_ids.len();
         let path = segment::seg_path(dir, id);
-        let file = OpenOptions::new().read(true).write(true).open(&path)?;
-        let mut len = file.metadata()?.len();
+        let file = fs.open(&path)?;
+        let mut len = file.len()?;
         if len > u64::from(u32::MAX) {
             return Err(StoreError::Corrupt {
                 file: path.display().to_string(),
@@ -115,7 +112,7 @@ pub(crate) fn open(dir: &Path, opts: LogOptions) -> Result<Inner, StoreError> {
         }
         let hint_file = segment::hint_path(dir, id);
         let mut has_hint = false;
-        match fs::read(&hint_file) {
+        match fs.read(&hint_file) {
             Ok(bytes) => {
                 match hint::decode(&bytes, len, |flags, off, rlen, digest, key| {
                     rb.apply(id, off, rlen, flags, digest, key)
@@ -200,7 +197,7 @@ pub(crate) fn open(dir: &Path, opts: LogOptions) -> Result<Inner, StoreError> {
         Some(last) if !last_has_hint => last.clone(),
         last => {
             let id = last.map_or(1 << segment::MINOR_BITS, |s| segment::next_major(s.id));
-            let file = crate::durable::create_new(&segment::seg_path(dir, id))?;
+            let file = crate::durable::create_new_in(&fs, &segment::seg_path(dir, id))?;
             let seg = Arc::new(Segment::new(id, file, 0, 0, false, opts.segment_size));
             segs.insert(id, seg.clone());
             seg
@@ -228,6 +225,7 @@ pub(crate) fn open(dir: &Path, opts: LogOptions) -> Result<Inner, StoreError> {
         "storage recovered"
     );
     Ok(Inner {
+        fs,
         dir: dir.to_path_buf(),
         opts,
         keydir,

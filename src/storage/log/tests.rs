@@ -309,7 +309,7 @@ fn buffered_records_are_readable_at_once_and_reach_the_file_unasked() {
         if w.pending.is_empty() {
             let seg = w.active.clone();
             drop(w);
-            let on_disk = seg.file.metadata().unwrap().len();
+            let on_disk = seg.file.len().unwrap();
             assert_eq!(on_disk, seg.size.load(Ordering::Acquire));
             break;
         }
