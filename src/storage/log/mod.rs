@@ -847,4 +847,6 @@ impl<F: Fs> Store for LogStore<F> {
 }
 
 #[cfg(test)]
+mod crash_tests;
+#[cfg(test)]
 mod tests;
