@@ -17,7 +17,7 @@ use super::hint::{self, HintEntry};
 use super::keydir::Location;
 use super::recovery::read_all;
 use super::segment::{self, MINOR_BITS};
-use super::vfs::Fs;
+use super::vfs::{Fs, FsFile};
 use super::{Inner, Segment};
 use crate::storage::StoreError;
 
@@ -44,6 +44,9 @@ pub(crate) fn maintenance_loop<F: Fs>(inner: &Inner<F>) {
             }
         }
         let _guard = inner.maint.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = inner.prepare_spare() {
+            tracing::warn!(error = %e, "creating the next segment ahead of time failed");
+        }
         // A rollover only asks for the closed segment's hint; compaction
         // runs once per interval.
         if let Err(e) = write_missing_hints(inner) {
@@ -65,6 +68,9 @@ fn active_id<F: Fs>(inner: &Inner<F>) -> u64 {
 /// Scans a closed segment and writes its hint file.
 fn write_hint<F: Fs>(inner: &Inner<F>, seg: &Segment<F>) -> Result<(), StoreError> {
     let len = seg.size.load(Ordering::Acquire);
+    // The hint must never describe bytes a power cut could still take from
+    // the segment (its fsync may be pending in the syncer).
+    seg.file.sync_data()?;
     let buf = read_all(&seg.file, len)?;
     let mut entries = Vec::new();
     segment::scan(&buf, |off, rlen, rec| {
@@ -272,6 +278,17 @@ pub(crate) fn compact<F: Fs>(inner: &Inner<F>) -> Result<u64, StoreError> {
     if let Some(o) = out.take() {
         after += o.len;
         publish(inner, o)?;
+    }
+    // A record was left out as dead because a newer one of its key exists;
+    // that newer one may not be durable yet (buffered, or written and not
+    // synced). Sync the log before the inputs go, or a power cut could
+    // take both versions.
+    match inner.sync_active() {
+        Ok(lsn) => inner.commit.mark_synced(lsn),
+        Err(e) => {
+            inner.commit.poison();
+            return Err(e.into());
+        }
     }
     {
         let mut segs = inner.segments.write().unwrap_or_else(|e| e.into_inner());

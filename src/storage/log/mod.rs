@@ -184,6 +184,11 @@ pub(crate) struct Writer<F: Fs> {
     /// The buffer starts at the active segment's `flushed` offset (both
     /// change only under the writer lock).
     pub(crate) pending: Vec<u8>,
+    /// Segments closed by a roll and not yet fsynced, with the LSN at their
+    /// close (not under `never`). The syncer (or the interval thread) syncs
+    /// them before the active segment; with `always`, no record of a later
+    /// segment reaches its file before they are synced (see `flush_pending`).
+    pub(crate) closed: Vec<(Arc<Segment<F>>, u64)>,
 }
 
 /// Past this many buffered bytes an append writes the buffer itself rather
@@ -226,6 +231,13 @@ pub(crate) struct Inner<F: Fs> {
     pub(crate) recovered: super::RecoveryReport,
     /// Set by [`LogStore::close`]: writes are refused from then on.
     pub(crate) closed: AtomicBool,
+    /// The next segment, created (and its directory entry fsynced) ahead of
+    /// time by the maintenance thread so that a roll makes no system call
+    /// that waits for the disk. Its id is `next_major(active_id)`.
+    pub(crate) spare: Mutex<Option<(u64, F::File)>>,
+    /// Id of the active segment (changes only in a roll, under the writer
+    /// and `spare` locks).
+    pub(crate) active_id: AtomicU64,
     pub(crate) _lock: F::Lock,
 }
 
@@ -287,6 +299,14 @@ impl<F: Fs> Inner<F> {
         if w.pending.is_empty() {
             return Ok(());
         }
+        // Records of the active segment reach its file only once every
+        // closed segment is synced, so a power cut leaves a torn tail in the
+        // newest non-empty segment only. The syncer syncs closed segments
+        // first (`prepare_sync`), so only a snapshot, or an append past
+        // `MAX_PENDING` right after a roll, gets here with some.
+        if !w.closed.is_empty() {
+            self.sync_closed(w)?;
+        }
         let at = w.active.flushed.load(Ordering::Acquire);
         if let Err(e) = w.active.file.write_all_at(&w.pending, at) {
             let _ = w.active.file.set_len(at);
@@ -303,13 +323,30 @@ impl<F: Fs> Inner<F> {
         Ok(())
     }
 
-    /// Writes out the buffered records; returns the LSN appended so far and
-    /// the segment to fsync to make it durable (every earlier segment was
-    /// fsynced when it was closed).
-    fn prepare_sync(&self) -> (u64, std::io::Result<Arc<Segment<F>>>) {
+    /// Fsyncs the closed, unsynced segments (writer lock held).
+    fn sync_closed(&self, w: &mut Writer<F>) -> std::io::Result<()> {
+        for (seg, lsn) in std::mem::take(&mut w.closed) {
+            if let Err(e) = seg.file.sync_data() {
+                self.commit.poison();
+                return Err(e);
+            }
+            self.commit.mark_synced(lsn);
+        }
+        Ok(())
+    }
+
+    /// What the next sync covers: the segments closed since the last sync
+    /// if there are any (with the LSN at the last close), else the active
+    /// segment with its buffered records written out (with the LSN appended
+    /// so far). The third value is true in the second case.
+    fn prepare_sync(&self) -> (u64, std::io::Result<Vec<Arc<Segment<F>>>>, bool) {
         let mut w = self.writer();
+        if let Some(&(_, lsn)) = w.closed.last() {
+            let segs = w.closed.drain(..).map(|(s, _)| s).collect();
+            return (lsn, Ok(segs), false);
+        }
         let flushed = self.flush_pending(&mut w);
-        (w.lsn, flushed.map(|()| w.active.clone()))
+        (w.lsn, flushed.map(|()| vec![w.active.clone()]), true)
     }
 
     /// Writes out the buffered records without syncing (the syncer does
@@ -342,33 +379,65 @@ impl<F: Fs> Inner<F> {
         }
     }
 
-    /// Fsyncs the active segment; returns the LSN that is now durable.
-    fn sync_active(&self) -> std::io::Result<u64> {
-        let (lsn, seg) = self.prepare_sync();
-        seg?.file.sync_data()?;
-        Ok(lsn)
-    }
-
-    /// Closes the active segment and starts a new one. Called with the writer lock held.
-    fn roll(&self, w: &mut Writer<F>) -> Result<(), StoreError> {
-        self.flush_pending(w)?;
-        if self.opts.fsync != FsyncPolicy::Never {
-            if let Err(e) = w.active.file.sync_data() {
-                self.commit.poison();
-                return Err(e.into());
+    /// Fsyncs the closed segments and then the active one; returns the LSN
+    /// that is now durable.
+    pub(crate) fn sync_active(&self) -> std::io::Result<u64> {
+        // Writers may roll meanwhile; each round syncs what was closed, and
+        // every round's LSN is durable when it returns.
+        let mut synced = 0;
+        for _ in 0..64 {
+            let (lsn, segs, active) = self.prepare_sync();
+            for seg in segs? {
+                seg.file.sync_data()?;
+            }
+            synced = lsn;
+            if active {
+                break;
             }
         }
+        Ok(synced)
+    }
+
+    /// Creates the next segment ahead of a roll, if it does not exist yet
+    /// (the maintenance thread calls this; it takes no writer lock).
+    pub(crate) fn prepare_spare(&self) -> std::io::Result<()> {
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        if spare.is_some() || self.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let id = segment::next_major(self.active_id.load(Ordering::Acquire));
+        let file = crate::durable::create_new_in(&self.fs, &segment::seg_path(&self.dir, id))?;
+        *spare = Some((id, file));
+        Ok(())
+    }
+
+    /// Closes the active segment and starts the next one. Called with the
+    /// writer lock held, on the writer's thread (often an async runtime
+    /// worker), so it makes no system call that waits for the disk when the
+    /// spare segment is ready: the closed segment is fsynced later by the
+    /// syncer (or the interval thread), before any record of the new one
+    /// reaches its file and before any write in either is acknowledged.
+    fn roll(&self, w: &mut Writer<F>) -> Result<(), StoreError> {
+        self.flush_pending(w)?;
         let id = segment::next_major(w.active.id);
-        let path = segment::seg_path(&self.dir, id);
-        let file = crate::durable::create_new_in(&self.fs, &path)?;
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        let file = match spare.take() {
+            Some((sid, file)) if sid == id => file,
+            _ => {
+                tracing::debug!(segment = id, "no spare segment ready; creating it now");
+                crate::durable::create_new_in(&self.fs, &segment::seg_path(&self.dir, id))?
+            }
+        };
         let seg = Arc::new(Segment::new(id, file, 0, 0, false, self.opts.segment_size));
         self.segments
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, seg.clone());
         let old = std::mem::replace(&mut w.active, seg);
+        self.active_id.store(id, Ordering::Release);
+        drop(spare);
         if self.opts.fsync != FsyncPolicy::Never {
-            self.commit.mark_synced(w.lsn);
+            w.closed.push((old.clone(), w.lsn));
         }
         tracing::debug!(closed = old.id, opened = id, "segment rolled over");
         self.kick.store(true, Ordering::Release);
@@ -601,8 +670,11 @@ impl<F: Fs> LogStore<F> {
                     Box::new(move || {
                         inner.commit.run_syncer(
                             inner.opts.group_commit_window,
-                            || inner.prepare_sync(),
-                            |seg| seg?.file.sync_data(),
+                            || {
+                                let (lsn, segs, _) = inner.prepare_sync();
+                                (lsn, segs)
+                            },
+                            |segs| segs?.iter().try_for_each(|s| s.file.sync_data()),
                             || inner.flush_idle(),
                         )
                     }),
@@ -657,6 +729,7 @@ impl<F: Fs> LogStore<F> {
     /// this every `compaction_interval`). Returns the bytes reclaimed.
     pub fn compact_now(&self) -> Result<u64, StoreError> {
         let _guard = self.inner.maint.lock().unwrap_or_else(|e| e.into_inner());
+        self.inner.prepare_spare()?;
         compaction::write_missing_hints(&self.inner)?;
         compaction::compact(&self.inner)
     }

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Instant;
 
@@ -98,11 +98,21 @@ pub(crate) fn open<F: Fs>(fs: F, dir: &Path, opts: LogOptions) -> Result<Inner<F
     let mut segs: BTreeMap<u64, Arc<Segment<F>>> = BTreeMap::new();
     let (mut from_hints, mut scanned) = (0u32, 0u32);
     let mut last_has_hint = false;
-    for (i, &id) in seg_ids.iter().enumerate() {
+    let mut files = Vec::with_capacity(seg_ids.len());
+    for &id in &seg_ids {
+        let file = fs.open(&segment::seg_path(dir, id))?;
+        let len = file.size()?;
+        files.push((file, len));
+    }
+    // The newest segment with bytes is the one a power cut can have left a
+    // torn tail in (empty ones after it are spares made ahead of a roll:
+    // a closed segment is synced before any record of a later one reaches
+    // its file, under `fsync always`).
+    let tail = files.iter().rposition(|(_, len)| *len > 0).unwrap_or(0);
+    for (i, ((file, mut len), &id)) in files.into_iter().zip(&seg_ids).enumerate() {
         let is_last = i + 1 == seg_ids.len();
+        let is_tail = i >= tail;
         let path = segment::seg_path(dir, id);
-        let file = fs.open(&path)?;
-        let mut len = file.len()?;
         if len > u64::from(u32::MAX) {
             return Err(StoreError::Corrupt {
                 file: path.display().to_string(),
@@ -152,10 +162,10 @@ pub(crate) fn open<F: Fs>(fs: F, dir: &Path, opts: LogOptions) -> Result<Inner<F
                 .corrupt_at_recovery
                 .fetch_add(sum.corrupt.len() as u64, Ordering::Relaxed);
             if let Some(t) = &sum.torn_tail {
-                if is_last {
+                if is_tail {
                     tracing::warn!(
                         file = %path.display(), offset = t.offset, bytes = t.len, reason = %t.reason,
-                        "truncating torn tail of the last segment"
+                        "truncating torn tail of the newest segment"
                     );
                     file.set_len(sum.valid_end)?;
                     file.sync_all()?;
@@ -203,6 +213,7 @@ pub(crate) fn open<F: Fs>(fs: F, dir: &Path, opts: LogOptions) -> Result<Inner<F
             seg
         }
     };
+    let active_id = active.id;
     let mut opened: Vec<(u64, u64)> = segs
         .values()
         .map(|s| (s.id, s.size.load(Ordering::Relaxed)))
@@ -235,6 +246,7 @@ pub(crate) fn open<F: Fs>(fs: F, dir: &Path, opts: LogOptions) -> Result<Inner<F
             active,
             lsn: 0,
             pending: Vec::new(),
+            closed: Vec::new(),
         }),
         commit: GroupCommit::default(),
         stats,
@@ -245,6 +257,8 @@ pub(crate) fn open<F: Fs>(fs: F, dir: &Path, opts: LogOptions) -> Result<Inner<F
         pins: Mutex::new(std::collections::HashMap::new()),
         recovered,
         closed: AtomicBool::new(false),
+        spare: Mutex::new(None),
+        active_id: AtomicU64::new(active_id),
         _lock: lock,
     })
 }

@@ -428,7 +428,7 @@ impl FsFile for SimFile {
             Ok(())
         })
     }
-    fn len(&self) -> std::io::Result<u64> {
+    fn size(&self) -> std::io::Result<u64> {
         self.with(false, |i| Ok(i.data.len() as u64))
     }
     fn set_len(&self, len: u64) -> std::io::Result<()> {
@@ -610,7 +610,7 @@ mod tests {
         // The entry of `a` was never made durable: the file is gone.
         let after = fs.power_cut(&mut rng(), Cut::Clean);
         assert!(after.open(&d.join("a")).is_err());
-        assert!(f.len().is_err(), "old handles fail after the cut");
+        assert!(f.size().is_err(), "old handles fail after the cut");
 
         let f = after.create_new(&d.join("b")).unwrap();
         after.sync_dir(d).unwrap();

@@ -354,7 +354,7 @@ fn buffered_records_are_readable_at_once_and_reach_the_file_unasked() {
         if w.pending.is_empty() {
             let seg = w.active.clone();
             drop(w);
-            let on_disk = seg.file.len().unwrap();
+            let on_disk = seg.file.size().unwrap();
             assert_eq!(on_disk, seg.size.load(Ordering::Acquire));
             break;
         }

@@ -51,8 +51,8 @@ pub trait FsFile: Send + Sync + 'static {
     fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()>;
     /// Fills `buf` from `offset` (`pread`); an error if the file is shorter.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
-    /// The file's current length.
-    fn len(&self) -> std::io::Result<u64>;
+    /// The file's current length in bytes.
+    fn size(&self) -> std::io::Result<u64>;
     /// Truncates or extends the file (not durable until a sync).
     fn set_len(&self, len: u64) -> std::io::Result<()>;
     /// `fdatasync`: the contents and size written so far are durable.
@@ -115,7 +115,7 @@ impl FsFile for File {
         FileExt::read_exact_at(self, buf, offset)
     }
     #[inline]
-    fn len(&self) -> std::io::Result<u64> {
+    fn size(&self) -> std::io::Result<u64> {
         Ok(self.metadata()?.len())
     }
     #[inline]
