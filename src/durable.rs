@@ -18,9 +18,9 @@
 //! Every function here does its fsyncs before it returns; a caller that got
 //! `Ok` may rely on the change surviving a power cut.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
+
+use crate::storage::log::vfs::{Fs, FsFile, RealFs};
 
 /// Extension of the temporary file [`write_atomic`] writes before renaming.
 /// Leftovers of it (a crash before the rename) are ignored by readers and
@@ -30,7 +30,7 @@ pub const TMP_SUFFIX: &str = "tmp";
 /// Fsyncs a directory so that creations, renames and deletions of its
 /// entries are durable.
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
+    RealFs.sync_dir(dir)
 }
 
 /// The directory holding `path` (`.` for a bare file name).
@@ -56,38 +56,49 @@ pub fn tmp_path(path: &Path) -> PathBuf {
 /// cut `path` holds either its old content or `bytes`, never a mix and
 /// never nothing (if it existed before).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic_in(&RealFs, path, bytes)
+}
+
+/// [`write_atomic`] through the file system `fs`.
+pub fn write_atomic_in<F: Fs>(fs: &F, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = tmp_path(path);
     let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
+        let f = fs.create(&tmp)?;
+        f.write_all_at(bytes, 0)?;
         f.sync_all()?;
         drop(f);
-        fs::rename(&tmp, path)?;
-        sync_dir(&parent_of(path))
+        fs.rename(&tmp, path)?;
+        fs.sync_dir(&parent_of(path))
     })();
     if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        let _ = fs.remove_file(&tmp);
     }
     result
 }
 
 /// Creates `path`, which must not exist, for reading and appending, and
 /// makes its directory entry durable before returning it.
-pub fn create_new(path: &Path) -> std::io::Result<File> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(path)?;
-    sync_dir(&parent_of(path))?;
+pub fn create_new(path: &Path) -> std::io::Result<std::fs::File> {
+    create_new_in(&RealFs, path)
+}
+
+/// [`create_new`] through the file system `fs`.
+pub fn create_new_in<F: Fs>(fs: &F, path: &Path) -> std::io::Result<F::File> {
+    let file = fs.create_new(path)?;
+    fs.sync_dir(&parent_of(path))?;
     Ok(file)
 }
 
 /// Deletes `path` durably; a file that is already gone is fine.
 pub fn remove(path: &Path) -> std::io::Result<()> {
-    match fs::remove_file(path) {
-        Ok(()) => sync_dir(&parent_of(path)),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+    remove_in(&RealFs, path)
+}
+
+/// [`remove`] through the file system `fs`.
+pub fn remove_in<F: Fs>(fs: &F, path: &Path) -> std::io::Result<()> {
+    match fs.remove_file(path) {
+        Ok(()) => fs.sync_dir(&parent_of(path)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }
 }
@@ -95,26 +106,31 @@ pub fn remove(path: &Path) -> std::io::Result<()> {
 /// Creates `dir` and any missing parents, fsyncing the parent of each
 /// directory it creates, so the whole path survives a power cut.
 pub fn create_dir_all(dir: &Path) -> std::io::Result<()> {
-    if dir.is_dir() {
+    create_dir_all_in(&RealFs, dir)
+}
+
+/// [`create_dir_all`] through the file system `fs`.
+pub fn create_dir_all_in<F: Fs>(fs: &F, dir: &Path) -> std::io::Result<()> {
+    if fs.is_dir(dir) {
         return Ok(());
     }
     let mut missing = Vec::new();
     let mut cur = Some(dir);
     while let Some(d) = cur {
-        if d.as_os_str().is_empty() || d.is_dir() {
+        if d.as_os_str().is_empty() || fs.is_dir(d) {
             break;
         }
         missing.push(d.to_path_buf());
         cur = d.parent();
     }
     for d in missing.iter().rev() {
-        match fs::create_dir(d) {
+        match fs.create_dir(d) {
             Ok(()) => {}
             // Made meanwhile by another process: its creator syncs it.
-            Err(e) if e.kind() == ErrorKind::AlreadyExists && d.is_dir() => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && fs.is_dir(d) => continue,
             Err(e) => return Err(e),
         }
-        sync_dir(&parent_of(d))?;
+        fs.sync_dir(&parent_of(d))?;
     }
     Ok(())
 }
@@ -122,6 +138,7 @@ pub fn create_dir_all(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn atomic_write_replaces_and_leaves_no_temporary_file() {

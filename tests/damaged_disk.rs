@@ -38,11 +38,14 @@ fn status_line(c: &Cluster, i: usize, prefix: &str) -> String {
         .to_string()
 }
 
+/// The newest segment with records (an empty newer one is the spare the
+/// store creates ahead of a roll).
 fn newest_segment(data_dir: &Path) -> PathBuf {
     let mut segs: Vec<PathBuf> = std::fs::read_dir(data_dir.join("store"))
         .expect("store dir")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0))
         .collect();
     segs.sort();
     segs.pop().expect("a segment")

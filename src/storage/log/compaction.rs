@@ -10,7 +10,6 @@
 //! tombstone is dropped only when every segment older than it is among the
 //! inputs (so no older value it hides can survive); otherwise it is copied.
 
-use std::fs::OpenOptions;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -18,11 +17,12 @@ use super::hint::{self, HintEntry};
 use super::keydir::Location;
 use super::recovery::read_all;
 use super::segment::{self, MINOR_BITS};
+use super::vfs::{Fs, FsFile};
 use super::{Inner, Segment};
 use crate::storage::StoreError;
 
 /// The maintenance thread: runs until the store is dropped.
-pub(crate) fn maintenance_loop(inner: &Inner) {
+pub(crate) fn maintenance_loop<F: Fs>(inner: &Inner<F>) {
     tracing::debug!(dir = %inner.dir.display(), "storage maintenance thread started");
     let mut last_compaction = std::time::Instant::now();
     loop {
@@ -44,6 +44,9 @@ pub(crate) fn maintenance_loop(inner: &Inner) {
             }
         }
         let _guard = inner.maint.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = inner.prepare_spare() {
+            tracing::warn!(error = %e, "creating the next segment ahead of time failed");
+        }
         // A rollover only asks for the closed segment's hint; compaction
         // runs once per interval.
         if let Err(e) = write_missing_hints(inner) {
@@ -58,13 +61,16 @@ pub(crate) fn maintenance_loop(inner: &Inner) {
     }
 }
 
-fn active_id(inner: &Inner) -> u64 {
+fn active_id<F: Fs>(inner: &Inner<F>) -> u64 {
     inner.writer().active.id
 }
 
 /// Scans a closed segment and writes its hint file.
-fn write_hint(inner: &Inner, seg: &Segment) -> Result<(), StoreError> {
+fn write_hint<F: Fs>(inner: &Inner<F>, seg: &Segment<F>) -> Result<(), StoreError> {
     let len = seg.size.load(Ordering::Acquire);
+    // The hint must never describe bytes a power cut could still take from
+    // the segment (its fsync may be pending in the syncer).
+    seg.file.sync_data()?;
     let buf = read_all(&seg.file, len)?;
     let mut entries = Vec::new();
     segment::scan(&buf, |off, rlen, rec| {
@@ -81,13 +87,18 @@ fn write_hint(inner: &Inner, seg: &Segment) -> Result<(), StoreError> {
         })
     })
     .map_err(|e| StoreError::UnsupportedFormat(e.to_string()))?;
-    hint::write(&segment::hint_path(&inner.dir, seg.id), len, &entries)?;
+    hint::write(
+        &inner.fs,
+        &segment::hint_path(&inner.dir, seg.id),
+        len,
+        &entries,
+    )?;
     seg.has_hint.store(true, Ordering::Release);
     Ok(())
 }
 
 /// Writes hints for every closed segment that lacks one.
-pub(crate) fn write_missing_hints(inner: &Inner) -> Result<(), StoreError> {
+pub(crate) fn write_missing_hints<F: Fs>(inner: &Inner<F>) -> Result<(), StoreError> {
     let active = active_id(inner);
     for seg in inner.segments_snapshot() {
         if seg.id != active && !seg.has_hint.load(Ordering::Acquire) {
@@ -111,7 +122,7 @@ struct Output {
 }
 
 /// Makes an output durable and visible, then re-points the keys it holds.
-fn publish(inner: &Inner, out: Output) -> Result<(), StoreError> {
+fn publish<F: Fs>(inner: &Inner<F>, out: Output) -> Result<(), StoreError> {
     let Output {
         id,
         data,
@@ -119,7 +130,7 @@ fn publish(inner: &Inner, out: Output) -> Result<(), StoreError> {
         moved,
     } = out;
     let path = segment::seg_path(&inner.dir, id);
-    crate::durable::write_atomic(&path, &data)?;
+    crate::durable::write_atomic_in(&inner.fs, &path, &data)?;
     let entries: Vec<HintEntry> = moved
         .iter()
         .map(|(k, _, to, flags)| HintEntry {
@@ -130,8 +141,13 @@ fn publish(inner: &Inner, out: Output) -> Result<(), StoreError> {
             key: k.clone(),
         })
         .collect();
-    hint::write(&segment::hint_path(&inner.dir, id), len, &entries)?;
-    let file = OpenOptions::new().read(true).write(true).open(&path)?;
+    hint::write(
+        &inner.fs,
+        &segment::hint_path(&inner.dir, id),
+        len,
+        &entries,
+    )?;
+    let file = inner.fs.open(&path)?;
     let seg = Arc::new(Segment::new(id, file, len, 0, true, len));
     inner
         .segments
@@ -152,7 +168,7 @@ fn publish(inner: &Inner, out: Output) -> Result<(), StoreError> {
 }
 
 /// One compaction pass; returns the bytes reclaimed.
-pub(crate) fn compact(inner: &Inner) -> Result<u64, StoreError> {
+pub(crate) fn compact<F: Fs>(inner: &Inner<F>) -> Result<u64, StoreError> {
     let threshold = inner.opts.compaction_threshold;
     if threshold <= 0.0 {
         return Ok(0);
@@ -161,7 +177,7 @@ pub(crate) fn compact(inner: &Inner) -> Result<u64, StoreError> {
     let all = inner.segments_snapshot();
     // A segment a backup is copying stays as it is until the backup ends.
     let pinned = inner.pinned();
-    let chosen: Vec<Arc<Segment>> = all
+    let chosen: Vec<Arc<Segment<F>>> = all
         .iter()
         .filter(|s| {
             let size = s.size.load(Ordering::Acquire);
@@ -263,6 +279,17 @@ pub(crate) fn compact(inner: &Inner) -> Result<u64, StoreError> {
         after += o.len;
         publish(inner, o)?;
     }
+    // A record was left out as dead because a newer one of its key exists;
+    // that newer one may not be durable yet (buffered, or written and not
+    // synced). Sync the log before the inputs go, or a power cut could
+    // take both versions.
+    match inner.sync_active() {
+        Ok(lsn) => inner.commit.mark_synced(lsn),
+        Err(e) => {
+            inner.commit.poison();
+            return Err(e.into());
+        }
+    }
     {
         let mut segs = inner.segments.write().unwrap_or_else(|e| e.into_inner());
         for id in &chosen_ids {
@@ -274,8 +301,8 @@ pub(crate) fn compact(inner: &Inner) -> Result<u64, StoreError> {
     // Each removal is made durable before the next one: the file system may
     // otherwise persist a later removal without an earlier one.
     for id in &chosen_ids {
-        crate::durable::remove(&segment::seg_path(&inner.dir, *id))?;
-        crate::durable::remove(&segment::hint_path(&inner.dir, *id))?;
+        crate::durable::remove_in(&inner.fs, &segment::seg_path(&inner.dir, *id))?;
+        crate::durable::remove_in(&inner.fs, &segment::hint_path(&inner.dir, *id))?;
     }
     let reclaimed = before.saturating_sub(after);
     inner

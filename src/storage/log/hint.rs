@@ -128,8 +128,13 @@ pub fn decode(
 }
 
 /// Writes a hint durably: temp file, fsync, rename, fsync the directory.
-pub fn write(path: &Path, seg_len: u64, entries: &[HintEntry]) -> std::io::Result<()> {
-    crate::durable::write_atomic(path, &encode(seg_len, entries))
+pub fn write<F: super::vfs::Fs>(
+    fs: &F,
+    path: &Path,
+    seg_len: u64,
+    entries: &[HintEntry],
+) -> std::io::Result<()> {
+    crate::durable::write_atomic_in(fs, path, &encode(seg_len, entries))
 }
 
 #[cfg(test)]

@@ -4,8 +4,9 @@
 //!
 //! Submodules: [`record`] (byte format), [`segment`] (file naming and the
 //! recovery scanner), [`keydir`] (key → location map), [`hint`] (hint files),
-//! [`commit`] (group commit), [`fsutil`] (directory lock, format file, dir
-//! fsync), `recovery` (start-up), `compaction` (background maintenance) and
+//! [`commit`] (group commit), [`vfs`] (the file-system seam every file
+//! operation goes through, and the power-cut rules), [`fsutil`] (format
+//! file), `recovery` (start-up), `compaction` (background maintenance) and
 //! `snapshot` (point-in-time copies for backups, with pinned segments).
 //! The format, recovery rules and fsync policies are described in
 //! `docs/storage.md`.
@@ -18,14 +19,15 @@ pub mod keydir;
 pub mod record;
 mod recovery;
 pub mod segment;
+#[cfg(test)]
+pub(crate) mod simfs;
 mod snapshot;
+pub mod vfs;
 
 pub use snapshot::Snapshot;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,6 +37,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use self::commit::GroupCommit;
 use self::keydir::{KeyDir, Location};
+use self::vfs::{Fs, FsFile, RealFs};
 use super::{Store, StoreError, StoreStatus};
 
 /// When appended records are fsynced. See `docs/storage.md` for what each
@@ -120,10 +123,9 @@ impl Default for LogOptions {
 }
 
 /// One segment file.
-#[derive(Debug)]
-pub(crate) struct Segment {
+pub(crate) struct Segment<F: Fs> {
     pub(crate) id: u64,
-    pub(crate) file: File,
+    pub(crate) file: F::File,
     /// Bytes of records in the segment (grows while the segment is active),
     /// including any still in the writer's buffer.
     pub(crate) size: AtomicU64,
@@ -142,35 +144,21 @@ pub(crate) struct Segment {
     map: Option<memmap2::Mmap>,
 }
 
-impl Segment {
+impl<F: Fs> Segment<F> {
     /// A segment over `file`, mapped for reads up to `map_len` bytes (at
     /// least its size; more for a segment that will grow).
     pub(crate) fn new(
         id: u64,
-        file: File,
+        file: F::File,
         size: u64,
         dead: u64,
         has_hint: bool,
         map_len: u64,
     ) -> Self {
         let map_len = map_len.max(size);
-        let map = (map_len > 0)
-            .then(|| {
-                // SAFETY: the mapping is read-only and only bytes below
-                // `flushed` are read through it; the store never truncates a
-                // segment below `flushed` while it is open, and the directory
-                // lock keeps other stores out. A file shortened behind the
-                // store's back would fault (SIGBUS) instead of failing a read;
-                // docs/storage.md states this.
-                unsafe {
-                    memmap2::MmapOptions::new()
-                        .len(map_len as usize)
-                        .map(&file)
-                }
-                .map_err(|e| tracing::warn!(segment = id, error = %e, "cannot map segment; reads use pread"))
-                .ok()
-            })
-            .flatten();
+        // Only bytes below `flushed` are read through the mapping (see
+        // `FsFile::map` for why that is sound).
+        let map = if map_len > 0 { file.map(map_len) } else { None };
         Self {
             id,
             map,
@@ -183,8 +171,8 @@ impl Segment {
     }
 }
 
-pub(crate) struct Writer {
-    pub(crate) active: Arc<Segment>,
+pub(crate) struct Writer<F: Fs> {
+    pub(crate) active: Arc<Segment<F>>,
     /// Bytes appended since open (the log sequence number of the last write).
     pub(crate) lsn: u64,
     /// With `fsync always`: records appended to the active segment that are
@@ -196,6 +184,11 @@ pub(crate) struct Writer {
     /// The buffer starts at the active segment's `flushed` offset (both
     /// change only under the writer lock).
     pub(crate) pending: Vec<u8>,
+    /// Segments closed by a roll and not yet fsynced, with the LSN at their
+    /// close (not under `never`). The syncer (or the interval thread) syncs
+    /// them before the active segment; with `always`, no record of a later
+    /// segment reaches its file before they are synced (see `flush_pending`).
+    pub(crate) closed: Vec<(Arc<Segment<F>>, u64)>,
 }
 
 /// Past this many buffered bytes an append writes the buffer itself rather
@@ -212,14 +205,16 @@ pub(crate) struct Stats {
     pub(crate) torn_bytes_at_recovery: AtomicU64,
 }
 
-pub(crate) struct Inner {
+pub(crate) struct Inner<F: Fs> {
+    /// The file system every file operation goes through.
+    pub(crate) fs: F,
     pub(crate) dir: PathBuf,
     pub(crate) opts: LogOptions,
     pub(crate) keydir: KeyDir,
     /// Content summary, kept exact by every append (under the writer lock).
     pub(crate) summary: super::Summary,
-    pub(crate) segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
-    pub(crate) writer: Mutex<Writer>,
+    pub(crate) segments: RwLock<BTreeMap<u64, Arc<Segment<F>>>>,
+    pub(crate) writer: Mutex<Writer<F>>,
     pub(crate) commit: GroupCommit,
     /// Wakes this store's async writers after each sync, from inside their runtime.
     relay: super::relay::SyncRelay,
@@ -238,18 +233,27 @@ pub(crate) struct Inner {
     pub(crate) recovered: super::RecoveryReport,
     /// Set by [`LogStore::close`]: writes are refused from then on.
     pub(crate) closed: AtomicBool,
-    pub(crate) _lock: File,
+    /// The next segment, created (and its directory entry fsynced) ahead of
+    /// time by the maintenance thread so that a roll makes no system call
+    /// that waits for the disk. Its id is `next_major(active_id)`.
+    pub(crate) spare: Mutex<Option<(u64, F::File)>>,
+    /// Id of the active segment (changes only in a roll, under the writer
+    /// and `spare` locks).
+    pub(crate) active_id: AtomicU64,
+    pub(crate) _lock: F::Lock,
 }
 
 /// A durable, log-structured [`Store`] in one directory. Open it with
 /// [`LogStore::open`]; the directory stays locked until the store is dropped.
 /// Dropping stops the background threads and fsyncs the active segment.
-pub struct LogStore {
-    inner: Arc<Inner>,
+/// Generic over the file system ([`vfs::Fs`]); [`RealFs`] unless a test
+/// simulates power cuts.
+pub struct LogStore<F: Fs = RealFs> {
+    inner: Arc<Inner<F>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
-impl fmt::Debug for LogStore {
+impl<F: Fs> fmt::Debug for LogStore<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LogStore")
             .field("dir", &self.inner.dir)
@@ -265,17 +269,17 @@ fn now_micros() -> u64 {
         .unwrap_or(0)
 }
 
-impl Inner {
-    pub(crate) fn writer(&self) -> MutexGuard<'_, Writer> {
+impl<F: Fs> Inner<F> {
+    pub(crate) fn writer(&self) -> MutexGuard<'_, Writer<F>> {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn segments_snapshot(&self) -> Vec<Arc<Segment>> {
+    pub(crate) fn segments_snapshot(&self) -> Vec<Arc<Segment<F>>> {
         let segs = self.segments.read().unwrap_or_else(|e| e.into_inner());
         segs.values().cloned().collect()
     }
 
-    pub(crate) fn segment(&self, id: u64) -> Option<Arc<Segment>> {
+    pub(crate) fn segment(&self, id: u64) -> Option<Arc<Segment<F>>> {
         let segs = self.segments.read().unwrap_or_else(|e| e.into_inner());
         segs.get(&id).cloned()
     }
@@ -293,9 +297,17 @@ impl Inner {
     /// Writes the buffered records of the active segment to its file.
     /// Called with the writer lock held. A failed write poisons the store:
     /// the records are in the key directory but not in the file.
-    fn flush_pending(&self, w: &mut Writer) -> std::io::Result<()> {
+    fn flush_pending(&self, w: &mut Writer<F>) -> std::io::Result<()> {
         if w.pending.is_empty() {
             return Ok(());
+        }
+        // Records of the active segment reach its file only once every
+        // closed segment is synced, so a power cut leaves a torn tail in the
+        // newest non-empty segment only. The syncer syncs closed segments
+        // first (`prepare_sync`), so only a snapshot, or an append past
+        // `MAX_PENDING` right after a roll, gets here with some.
+        if !w.closed.is_empty() {
+            self.sync_closed(w)?;
         }
         let at = w.active.flushed.load(Ordering::Acquire);
         if let Err(e) = w.active.file.write_all_at(&w.pending, at) {
@@ -313,13 +325,30 @@ impl Inner {
         Ok(())
     }
 
-    /// Writes out the buffered records; returns the LSN appended so far and
-    /// the segment to fsync to make it durable (every earlier segment was
-    /// fsynced when it was closed).
-    fn prepare_sync(&self) -> (u64, std::io::Result<Arc<Segment>>) {
+    /// Fsyncs the closed, unsynced segments (writer lock held).
+    fn sync_closed(&self, w: &mut Writer<F>) -> std::io::Result<()> {
+        for (seg, lsn) in std::mem::take(&mut w.closed) {
+            if let Err(e) = seg.file.sync_data() {
+                self.commit.poison();
+                return Err(e);
+            }
+            self.commit.mark_synced(lsn);
+        }
+        Ok(())
+    }
+
+    /// What the next sync covers: the segments closed since the last sync
+    /// if there are any (with the LSN at the last close), else the active
+    /// segment with its buffered records written out (with the LSN appended
+    /// so far). The third value is true in the second case.
+    fn prepare_sync(&self) -> (u64, std::io::Result<Vec<Arc<Segment<F>>>>, bool) {
         let mut w = self.writer();
+        if let Some(&(_, lsn)) = w.closed.last() {
+            let segs = w.closed.drain(..).map(|(s, _)| s).collect();
+            return (lsn, Ok(segs), false);
+        }
         let flushed = self.flush_pending(&mut w);
-        (w.lsn, flushed.map(|()| w.active.clone()))
+        (w.lsn, flushed.map(|()| vec![w.active.clone()]), true)
     }
 
     /// Writes out the buffered records without syncing (the syncer does
@@ -353,33 +382,65 @@ impl Inner {
         }
     }
 
-    /// Fsyncs the active segment; returns the LSN that is now durable.
-    fn sync_active(&self) -> std::io::Result<u64> {
-        let (lsn, seg) = self.prepare_sync();
-        seg?.file.sync_data()?;
-        Ok(lsn)
-    }
-
-    /// Closes the active segment and starts a new one. Called with the writer lock held.
-    fn roll(&self, w: &mut Writer) -> Result<(), StoreError> {
-        self.flush_pending(w)?;
-        if self.opts.fsync != FsyncPolicy::Never {
-            if let Err(e) = w.active.file.sync_data() {
-                self.commit.poison();
-                return Err(e.into());
+    /// Fsyncs the closed segments and then the active one; returns the LSN
+    /// that is now durable.
+    pub(crate) fn sync_active(&self) -> std::io::Result<u64> {
+        // Writers may roll meanwhile; each round syncs what was closed, and
+        // every round's LSN is durable when it returns.
+        let mut synced = 0;
+        for _ in 0..64 {
+            let (lsn, segs, active) = self.prepare_sync();
+            for seg in segs? {
+                seg.file.sync_data()?;
+            }
+            synced = lsn;
+            if active {
+                break;
             }
         }
+        Ok(synced)
+    }
+
+    /// Creates the next segment ahead of a roll, if it does not exist yet
+    /// (the maintenance thread calls this; it takes no writer lock).
+    pub(crate) fn prepare_spare(&self) -> std::io::Result<()> {
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        if spare.is_some() || self.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let id = segment::next_major(self.active_id.load(Ordering::Acquire));
+        let file = crate::durable::create_new_in(&self.fs, &segment::seg_path(&self.dir, id))?;
+        *spare = Some((id, file));
+        Ok(())
+    }
+
+    /// Closes the active segment and starts the next one. Called with the
+    /// writer lock held, on the writer's thread (often an async runtime
+    /// worker), so it makes no system call that waits for the disk when the
+    /// spare segment is ready: the closed segment is fsynced later by the
+    /// syncer (or the interval thread), before any record of the new one
+    /// reaches its file and before any write in either is acknowledged.
+    fn roll(&self, w: &mut Writer<F>) -> Result<(), StoreError> {
+        self.flush_pending(w)?;
         let id = segment::next_major(w.active.id);
-        let path = segment::seg_path(&self.dir, id);
-        let file = crate::durable::create_new(&path)?;
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        let file = match spare.take() {
+            Some((sid, file)) if sid == id => file,
+            _ => {
+                tracing::debug!(segment = id, "no spare segment ready; creating it now");
+                crate::durable::create_new_in(&self.fs, &segment::seg_path(&self.dir, id))?
+            }
+        };
         let seg = Arc::new(Segment::new(id, file, 0, 0, false, self.opts.segment_size));
         self.segments
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, seg.clone());
         let old = std::mem::replace(&mut w.active, seg);
+        self.active_id.store(id, Ordering::Release);
+        drop(spare);
         if self.opts.fsync != FsyncPolicy::Never {
-            self.commit.mark_synced(w.lsn);
+            w.closed.push((old.clone(), w.lsn));
         }
         tracing::debug!(closed = old.id, opened = id, "segment rolled over");
         self.kick.store(true, Ordering::Release);
@@ -481,7 +542,7 @@ impl Inner {
 
     /// The bytes of the record at `loc` in `seg`: from the file, or from
     /// the writer's buffer while the record has not been written out yet.
-    fn read_record(&self, seg: &Segment, loc: Location) -> std::io::Result<Vec<u8>> {
+    fn read_record(&self, seg: &Segment<F>, loc: Location) -> std::io::Result<Vec<u8>> {
         let (off, len) = (u64::from(loc.offset), loc.len as usize);
         let end = off + len as u64;
         let mut flushed = seg.flushed.load(Ordering::Acquire);
@@ -543,7 +604,7 @@ impl Inner {
     }
 }
 
-impl LogStore {
+impl LogStore<RealFs> {
     /// Opens (creating if needed) the store in `dir`: takes the directory
     /// lock, checks the format version, recovers the key directory from hint
     /// files or segment scans, truncates a torn tail of the last segment and
@@ -551,6 +612,25 @@ impl LogStore {
     /// another process (or another `LogStore`) has the directory open, and
     /// with [`StoreError::UnsupportedFormat`] for an unknown format.
     pub fn open(dir: &Path, opts: LogOptions) -> Result<LogStore, StoreError> {
+        Self::open_in(RealFs, dir, opts)
+    }
+}
+
+impl<F: Fs> LogStore<F> {
+    /// [`LogStore::open`] on the file system `fs`.
+    pub fn open_in(fs: F, dir: &Path, opts: LogOptions) -> Result<LogStore<F>, StoreError> {
+        Self::open_with(fs, dir, opts, true)
+    }
+
+    /// Opens the store; without `maintenance` no background thread writes
+    /// hints or compacts (a test then calls [`LogStore::compact_now`], so
+    /// the order of file operations depends on the test alone).
+    pub(crate) fn open_with(
+        fs: F,
+        dir: &Path,
+        opts: LogOptions,
+        maintenance: bool,
+    ) -> Result<LogStore<F>, StoreError> {
         if !(1024..=(1 << 30)).contains(&opts.segment_size) {
             return Err(StoreError::InvalidConfig(format!(
                 "segment size {} is outside 1 KiB ..= 1 GiB",
@@ -563,7 +643,7 @@ impl LogStore {
                 opts.compaction_threshold
             )));
         }
-        let inner = Arc::new(recovery::open(dir, opts)?);
+        let inner = Arc::new(recovery::open(fs, dir, opts)?);
         let mut threads = Vec::new();
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
@@ -571,7 +651,7 @@ impl LogStore {
                 .spawn(f)
                 .map_err(StoreError::Io)
         };
-        {
+        if maintenance {
             let inner = inner.clone();
             threads.push(spawn(
                 "store-maint",
@@ -593,8 +673,11 @@ impl LogStore {
                     Box::new(move || {
                         inner.commit.run_syncer(
                             inner.opts.group_commit_window,
-                            || inner.prepare_sync(),
-                            |seg| seg?.file.sync_data(),
+                            || {
+                                let (lsn, segs, _) = inner.prepare_sync();
+                                (lsn, segs)
+                            },
+                            |segs| segs?.iter().try_for_each(|s| s.file.sync_data()),
                             || inner.flush_idle(),
                         )
                     }),
@@ -649,6 +732,7 @@ impl LogStore {
     /// this every `compaction_interval`). Returns the bytes reclaimed.
     pub fn compact_now(&self) -> Result<u64, StoreError> {
         let _guard = self.inner.maint.lock().unwrap_or_else(|e| e.into_inner());
+        self.inner.prepare_spare()?;
         compaction::write_missing_hints(&self.inner)?;
         compaction::compact(&self.inner)
     }
@@ -676,7 +760,7 @@ impl LogStore {
     }
 }
 
-fn interval_sync_loop(inner: &Inner, every: Duration) {
+fn interval_sync_loop<F: Fs>(inner: &Inner<F>, every: Duration) {
     let mut stop = inner.stop.lock().unwrap_or_else(|e| e.into_inner());
     loop {
         stop = inner
@@ -696,7 +780,7 @@ fn interval_sync_loop(inner: &Inner, every: Duration) {
     }
 }
 
-impl Drop for LogStore {
+impl<F: Fs> Drop for LogStore<F> {
     fn drop(&mut self) {
         self.stop_threads();
         if !self.inner.commit.is_poisoned() {
@@ -707,7 +791,7 @@ impl Drop for LogStore {
     }
 }
 
-impl Store for LogStore {
+impl<F: Fs> Store for LogStore<F> {
     fn flush(&self) -> Result<(), StoreError> {
         self.sync()
     }
@@ -843,5 +927,7 @@ impl Store for LogStore {
     }
 }
 
+#[cfg(test)]
+mod crash_tests;
 #[cfg(test)]
 mod tests;

@@ -6,10 +6,8 @@
 //! record of each key wins.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Instant;
 
@@ -17,6 +15,7 @@ use super::commit::GroupCommit;
 use super::keydir::{KeyDir, Location};
 use super::record::FLAG_TOMBSTONE;
 use super::segment::{self, HINT_EXT, SEG_EXT, TMP_EXT};
+use super::vfs::{Fs, FsFile};
 use super::{Inner, LogOptions, Segment, Stats, Writer, fsutil, hint};
 use crate::keyspace::digest;
 use crate::storage::{StoreError, Summary};
@@ -56,25 +55,23 @@ impl Rebuild {
 }
 
 /// Reads a whole file region into memory.
-pub(crate) fn read_all(file: &fs::File, len: u64) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_all(file: &impl FsFile, len: u64) -> std::io::Result<Vec<u8>> {
     let mut buf = vec![0u8; len as usize];
     file.read_exact_at(&mut buf, 0)?;
     Ok(buf)
 }
 
-pub(crate) fn open(dir: &Path, opts: LogOptions) -> Result<Inner, StoreError> {
+pub(crate) fn open<F: Fs>(fs: F, dir: &Path, opts: LogOptions) -> Result<Inner<F>, StoreError> {
     let started = Instant::now();
-    crate::durable::create_dir_all(dir)?;
-    let lock = fsutil::lock_dir(dir)?;
+    crate::durable::create_dir_all_in(&fs, dir)?;
+    let lock = fs.lock_dir(dir)?;
     let mut seg_ids = Vec::new();
     let mut hint_ids = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+    for name in fs.list_dir(dir)? {
+        let name = name.as_str();
         if name.ends_with(&format!(".{TMP_EXT}")) {
             tracing::info!(file = name, "removing leftover temporary file");
-            crate::durable::remove(&entry.path())?;
+            crate::durable::remove_in(&fs, &dir.join(name))?;
             continue;
         }
         match segment::parse_name(name) {
@@ -83,12 +80,12 @@ pub(crate) fn open(dir: &Path, opts: LogOptions) -> Result<Inner, StoreError> {
             _ => {}
         }
     }
-    fsutil::check_format(dir, !seg_ids.is_empty())?;
+    fsutil::check_format(&fs, dir, !seg_ids.is_empty())?;
     seg_ids.sort_unstable();
     for id in &hint_ids {
         if seg_ids.binary_search(id).is_err() {
             tracing::info!(segment = id, "removing hint file without a segment");
-            crate::durable::remove(&segment::hint_path(dir, *id))?;
+            crate::durable::remove_in(&fs, &segment::hint_path(dir, *id))?;
         }
     }
 
@@ -98,14 +95,24 @@ pub(crate) fn open(dir: &Path, opts: LogOptions) -> Result<Inner, StoreError> {
         dead: HashMap::new(),
     };
     let stats = Stats::default();
-    let mut segs: BTreeMap<u64, Arc<Segment>> = BTreeMap::new();
+    let mut segs: BTreeMap<u64, Arc<Segment<F>>> = BTreeMap::new();
     let (mut from_hints, mut scanned) = (0u32, 0u32);
     let mut last_has_hint = false;
-    for (i, &id) in seg_ids.iter().enumerate() {
+    let mut files = Vec::with_capacity(seg_ids.len());
+    for &id in &seg_ids {
+        let file = fs.open(&segment::seg_path(dir, id))?;
+        let len = file.size()?;
+        files.push((file, len));
+    }
+    // The newest segment with bytes is the one a power cut can have left a
+    // torn tail in (empty ones after it are spares made ahead of a roll:
+    // a closed segment is synced before any record of a later one reaches
+    // its file, under `fsync always`).
+    let tail = files.iter().rposition(|(_, len)| *len > 0).unwrap_or(0);
+    for (i, ((file, mut len), &id)) in files.into_iter().zip(&seg_ids).enumerate() {
         let is_last = i + 1 == seg_ids.len();
+        let is_tail = i >= tail;
         let path = segment::seg_path(dir, id);
-        let file = OpenOptions::new().read(true).write(true).open(&path)?;
-        let mut len = file.metadata()?.len();
         if len > u64::from(u32::MAX) {
             return Err(StoreError::Corrupt {
                 file: path.display().to_string(),
@@ -115,7 +122,7 @@ pub(crate) fn open(dir: &Path, opts: LogOptions) -> Result<Inner, StoreError> {
         }
         let hint_file = segment::hint_path(dir, id);
         let mut has_hint = false;
-        match fs::read(&hint_file) {
+        match fs.read(&hint_file) {
             Ok(bytes) => {
                 match hint::decode(&bytes, len, |flags, off, rlen, digest, key| {
                     rb.apply(id, off, rlen, flags, digest, key)
@@ -155,10 +162,10 @@ pub(crate) fn open(dir: &Path, opts: LogOptions) -> Result<Inner, StoreError> {
                 .corrupt_at_recovery
                 .fetch_add(sum.corrupt.len() as u64, Ordering::Relaxed);
             if let Some(t) = &sum.torn_tail {
-                if is_last {
+                if is_tail {
                     tracing::warn!(
                         file = %path.display(), offset = t.offset, bytes = t.len, reason = %t.reason,
-                        "truncating torn tail of the last segment"
+                        "truncating torn tail of the newest segment"
                     );
                     file.set_len(sum.valid_end)?;
                     file.sync_all()?;
@@ -200,12 +207,13 @@ pub(crate) fn open(dir: &Path, opts: LogOptions) -> Result<Inner, StoreError> {
         Some(last) if !last_has_hint => last.clone(),
         last => {
             let id = last.map_or(1 << segment::MINOR_BITS, |s| segment::next_major(s.id));
-            let file = crate::durable::create_new(&segment::seg_path(dir, id))?;
+            let file = crate::durable::create_new_in(&fs, &segment::seg_path(dir, id))?;
             let seg = Arc::new(Segment::new(id, file, 0, 0, false, opts.segment_size));
             segs.insert(id, seg.clone());
             seg
         }
     };
+    let active_id = active.id;
     let mut opened: Vec<(u64, u64)> = segs
         .values()
         .map(|s| (s.id, s.size.load(Ordering::Relaxed)))
@@ -228,6 +236,7 @@ pub(crate) fn open(dir: &Path, opts: LogOptions) -> Result<Inner, StoreError> {
         "storage recovered"
     );
     Ok(Inner {
+        fs,
         dir: dir.to_path_buf(),
         opts,
         keydir,
@@ -237,6 +246,7 @@ pub(crate) fn open(dir: &Path, opts: LogOptions) -> Result<Inner, StoreError> {
             active,
             lsn: 0,
             pending: Vec::new(),
+            closed: Vec::new(),
         }),
         commit: GroupCommit::default(),
         relay: Default::default(),
@@ -248,6 +258,8 @@ pub(crate) fn open(dir: &Path, opts: LogOptions) -> Result<Inner, StoreError> {
         pins: Mutex::new(std::collections::HashMap::new()),
         recovered,
         closed: AtomicBool::new(false),
+        spare: Mutex::new(None),
+        active_id: AtomicU64::new(active_id),
         _lock: lock,
     })
 }

@@ -14,13 +14,43 @@
 //! binding) are read into memory when the snapshot is taken.
 
 use std::collections::HashSet;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::segment::seg_path;
+use super::vfs::{Fs, FsFile};
 use super::{Inner, LogStore, Segment};
 use crate::storage::StoreError;
+
+/// What a snapshot needs of its store, whatever its file system: to read a
+/// pinned segment and to unpin it.
+trait Pinned: Send + Sync {
+    fn read_segment(&self, seg: u64, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+    fn unpin(&self, seg: u64);
+}
+
+impl<F: Fs> Pinned for Inner<F> {
+    fn read_segment(&self, seg: u64, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        // A pinned segment is never removed from the map (compaction
+        // leaves it alone).
+        match self.segment(seg) {
+            Some(s) => s.file.read_exact_at(buf, offset),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("segment {seg:016x} is gone"),
+            )),
+        }
+    }
+    fn unpin(&self, seg: u64) {
+        let mut pins = self.pins.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = pins.get_mut(&seg) {
+            *n -= 1;
+            if *n == 0 {
+                pins.remove(&seg);
+            }
+        }
+    }
+}
 
 /// The store's metadata files a backup carries besides the segments.
 const METADATA: &[&str] = &[
@@ -32,9 +62,9 @@ const METADATA: &[&str] = &[
 
 /// A point-in-time copy of a log store's files, pinned until dropped.
 pub struct Snapshot {
-    inner: Arc<Inner>,
-    /// Each segment with the length that belongs to the snapshot.
-    segments: Vec<(String, Arc<Segment>, u64)>,
+    inner: Arc<dyn Pinned>,
+    /// Each segment (name, id) with the length that belongs to the snapshot.
+    segments: Vec<(String, u64, u64)>,
     /// Metadata files: name and content.
     small: Vec<(String, Vec<u8>)>,
 }
@@ -47,7 +77,7 @@ impl std::fmt::Debug for Snapshot {
     }
 }
 
-impl Inner {
+impl<F: Fs> Inner<F> {
     /// The ids of the segments some snapshot pins.
     pub(crate) fn pinned(&self) -> HashSet<u64> {
         let pins = self.pins.lock().unwrap_or_else(|e| e.into_inner());
@@ -55,7 +85,7 @@ impl Inner {
     }
 }
 
-impl LogStore {
+impl<F: Fs> LogStore<F> {
     /// Takes a snapshot (see the module doc). Fails when the store is
     /// closed or its writer buffer cannot be written out.
     pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
@@ -68,7 +98,7 @@ impl LogStore {
             }
             inner.flush_pending(&mut w)?;
             let active = w.active.id;
-            let mut list: Vec<(String, Arc<Segment>, u64)> = inner
+            let mut list: Vec<(String, Arc<Segment<F>>, u64)> = inner
                 .segments_snapshot()
                 .into_iter()
                 .map(|s| {
@@ -89,7 +119,7 @@ impl LogStore {
             for (_, s, _) in &list {
                 *pins.entry(s.id).or_insert(0) += 1;
             }
-            list
+            list.into_iter().map(|(n, s, len)| (n, s.id, len)).collect()
         };
         let mut snap = Snapshot {
             inner: inner.clone(),
@@ -97,7 +127,7 @@ impl LogStore {
             small: Vec::new(),
         };
         for name in METADATA {
-            match std::fs::read(inner.dir.join(name)) {
+            match inner.fs.read(&inner.dir.join(name)) {
                 Ok(bytes) => snap.small.push((name.to_string(), bytes)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e.into()),
@@ -128,28 +158,22 @@ impl Snapshot {
             let end = start.saturating_add(max).min(bytes.len());
             return Ok(bytes[start..end].to_vec());
         }
-        let Some((_, seg, len)) = self.segments.iter().find(|(n, _, _)| n == name) else {
+        let Some(&(_, seg, len)) = self.segments.iter().find(|(n, _, _)| n == name) else {
             return Err(StoreError::InvalidConfig(format!(
                 "{name} is not a file of this snapshot"
             )));
         };
         let want = len.saturating_sub(offset).min(max as u64) as usize;
         let mut buf = vec![0u8; want];
-        seg.file.read_exact_at(&mut buf, offset)?;
+        self.inner.read_segment(seg, &mut buf, offset)?;
         Ok(buf)
     }
 }
 
 impl Drop for Snapshot {
     fn drop(&mut self) {
-        let mut pins = self.inner.pins.lock().unwrap_or_else(|e| e.into_inner());
-        for (_, s, _) in &self.segments {
-            if let Some(n) = pins.get_mut(&s.id) {
-                *n -= 1;
-                if *n == 0 {
-                    pins.remove(&s.id);
-                }
-            }
+        for &(_, seg, _) in &self.segments {
+            self.inner.unpin(seg);
         }
     }
 }

@@ -198,14 +198,40 @@ fn concurrent_writers_group_commit() {
     }
 }
 
+/// Polls `cond` every few milliseconds for up to 10 s.
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 #[test]
 fn interval_policy_syncs_in_background() {
-    let dir = tempfile::tempdir().unwrap();
+    // On the simulated disk: the record is acknowledged before it is
+    // durable, and only the interval thread can make it durable (the test
+    // never syncs); a power cut after that keeps it.
+    use super::simfs::{Cut, SimFs};
+    use rand::SeedableRng;
+    let fs = SimFs::new();
+    let dir = Path::new("/data/store");
     let mut o = opts(4096);
     o.fsync = FsyncPolicy::Interval(Duration::from_millis(5));
-    let s = LogStore::open(dir.path(), o).unwrap();
+    let s = LogStore::open_in(fs.clone(), dir, o.clone()).unwrap();
+    let seg = segment::seg_path(dir, 1 << segment::MINOR_BITS);
+    let syncs = fs.stats().file_syncs;
     s.put(b"k", b"v").unwrap();
-    s.sync().unwrap();
+    let (_, len) = fs.durable_len(&seg).unwrap();
+    assert!(len > 0, "the record is written at once under `interval`");
+    eventually("the interval thread syncs the active segment", || {
+        fs.durable_len(&seg)
+            .is_some_and(|(durable, _)| durable == len)
+    });
+    assert!(fs.stats().file_syncs > syncs);
+    let fs = fs.power_cut(&mut rand::rngs::StdRng::seed_from_u64(1), Cut::Clean);
+    drop(s);
+    let s = LogStore::open_in(fs, dir, o).unwrap();
     assert_eq!(s.get(b"k").unwrap(), Some(b"v".to_vec()));
 }
 
@@ -262,18 +288,37 @@ fn content_summary_survives_reopen_from_hints_and_scans() {
 
 #[tokio::test]
 async fn async_writers_wait_for_one_shared_sync() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = LogStore::open(dir.path(), opts(1 << 20)).unwrap();
+    // The simulated disk counts the fdatasyncs and holds the first one
+    // until 199 more writers have appended and wait: those must all be
+    // served by one more sync, 2 in all for 200 writes.
+    use super::simfs::SimFs;
+    let fs = SimFs::new();
+    let s = LogStore::open_in(fs.clone(), Path::new("/data/store"), opts(1 << 20)).unwrap();
+    fs.hold_syncs(true);
+    let before = fs.stats().file_syncs;
     let mut waits = Vec::new();
     for i in 0..200u32 {
         let lsn = s.append(&i.to_le_bytes(), b"v").unwrap();
         // Visible before it is durable.
         assert_eq!(s.get(&i.to_le_bytes()).unwrap(), Some(b"v".to_vec()));
         waits.push(s.durable(lsn));
+        if i == 0 {
+            eventually("the syncer starts the first sync", || fs.syncs_held() == 1);
+        }
     }
+    assert!(
+        waits.iter().all(|w| !w.is_ready()),
+        "acknowledged before any sync"
+    );
+    fs.hold_syncs(false);
     for w in waits {
         w.wait().await.unwrap();
     }
+    assert_eq!(
+        fs.stats().file_syncs - before,
+        2,
+        "200 writers, one shared sync after the first"
+    );
     // Closing refuses later writes.
     assert!(s.close().unwrap().is_some());
     assert!(matches!(s.append(b"x", b"y"), Err(StoreError::Closed)));
@@ -309,7 +354,7 @@ fn buffered_records_are_readable_at_once_and_reach_the_file_unasked() {
         if w.pending.is_empty() {
             let seg = w.active.clone();
             drop(w);
-            let on_disk = seg.file.metadata().unwrap().len();
+            let on_disk = seg.file.size().unwrap();
             assert_eq!(on_disk, seg.size.load(Ordering::Acquire));
             break;
         }
