@@ -76,6 +76,10 @@ mod tests {
         let (tx, rx) = watch::channel(SyncState::default());
         let relay = SyncRelay::default();
         let mut local = relay.receiver(|| rx.clone());
+        assert!(
+            !local.same_channel(&rx),
+            "inside a runtime the relay's channel is handed out"
+        );
         let waiter = tokio::spawn(async move {
             local
                 .wait_for(|s| s.synced >= 7)
