@@ -576,9 +576,7 @@ impl Object {
         // Serialising plain structs of strings, integers and byte vectors
         // into a Vec cannot fail. Sized up front: growing it field by field
         // took several reallocations per stored write.
-        let mut out = Vec::with_capacity(
-            32 + self.value_bytes() + 48 * self.siblings.len() + 24 * self.clock.len(),
-        );
+        let mut out = Vec::with_capacity(self.encoded_size_hint());
         match rmp_serde::encode::write(&mut out, self) {
             Ok(()) => out,
             Err(_) => Vec::new(),
@@ -588,6 +586,13 @@ impl Object {
     /// Decodes bytes written by [`Object::to_bytes`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Object, rmp_serde::decode::Error> {
         rmp_serde::from_slice(bytes)
+    }
+
+    /// About how many bytes [`Object::to_bytes`] gives (values, plus a
+    /// dot and a timestamp per sibling and an actor and counter per clock
+    /// entry), for sizing encode buffers.
+    pub fn encoded_size_hint(&self) -> usize {
+        32 + self.value_bytes() + 48 * self.siblings.len() + 24 * self.clock.len()
     }
 
     /// Bytes of values held (for size limits).

@@ -579,16 +579,16 @@ impl Replica {
         }
     }
 
-    /// [`Replica::live_keys`] on tokio's blocking pool: it reads every
-    /// object of the partition, which must not stall the runtime's threads
-    /// (SCAN, KEYS and the peer request behind them).
-    pub async fn live_keys_off_runtime(
+    /// Runs `f` on this replica on tokio's blocking pool: for work that
+    /// reads every object of a partition (SCAN, KEYS and the peer request
+    /// behind them, the expiry index's start-up scan), which must not stall
+    /// the runtime's threads.
+    pub async fn off_runtime<T: Send + 'static>(
         self: &Arc<Self>,
-        p: usize,
-        now_ms: u64,
-    ) -> Result<Vec<Vec<u8>>, ReplicaError> {
+        f: impl FnOnce(&Replica) -> Result<T, ReplicaError> + Send + 'static,
+    ) -> Result<T, ReplicaError> {
         let me = self.clone();
-        tokio::task::spawn_blocking(move || me.live_keys(p, now_ms))
+        tokio::task::spawn_blocking(move || f(&me))
             .await
             .unwrap_or_else(|e| {
                 Err(ReplicaError::Store(StoreError::Io(std::io::Error::other(

@@ -323,20 +323,30 @@ impl Coordinator {
     /// copy, unless the store was restored from a backup and has not caught
     /// up on the key's partition yet.
     pub fn read_copy(&self, key: &[u8]) -> Result<Option<Object>, ReplicaError> {
-        if self.replica.catch_up().behind(partition_of(key)) {
-            return Err(ReplicaError::Behind);
-        }
+        self.readable(key)?;
         self.local_copy(key)
     }
 
-    /// This replica's answer to a peer's digest read of `key`: the digest
-    /// of its stored copy, or the copy itself when hints it holds for the
-    /// key make the answer a merge (a digest could then match no one's).
-    pub fn read_digest(&self, key: &[u8]) -> Result<Fingerprint, ReplicaError> {
+    /// Refuses reads of a partition a restored store has not caught up on.
+    fn readable(&self, key: &[u8]) -> Result<(), ReplicaError> {
         if self.replica.catch_up().behind(partition_of(key)) {
             return Err(ReplicaError::Behind);
         }
-        if !self.hints.is_empty() && self.hints.for_key(key)?.is_some() {
+        Ok(())
+    }
+
+    /// True when this node keeps hints for `key`: its answer to a read is
+    /// then a merge, whose digest no other replica's can match.
+    fn holds_hints_for(&self, key: &[u8]) -> bool {
+        !self.hints.owners_of(key).is_empty()
+    }
+
+    /// This replica's answer to a peer's digest read of `key`: the digest
+    /// of its stored copy, or the copy itself when it holds hints for the
+    /// key.
+    pub fn read_digest(&self, key: &[u8]) -> Result<Fingerprint, ReplicaError> {
+        self.readable(key)?;
+        if self.holds_hints_for(key) {
             return self.local_copy(key).map(Fingerprint::Copy);
         }
         Ok(Fingerprint::Digest(self.replica.stored_digest(key)?))
@@ -346,20 +356,11 @@ impl Coordinator {
     /// its peers' answers must equal (`None` when hints make the copy a
     /// merge, which no peer's digest can match).
     fn read_copy_fingerprinted(&self, key: &[u8]) -> Result<Versioned, ReplicaError> {
-        if self.replica.catch_up().behind(partition_of(key)) {
-            return Err(ReplicaError::Behind);
+        self.readable(key)?;
+        if self.holds_hints_for(key) {
+            return self.local_copy(key).map(|o| Versioned::Full(o, None));
         }
-        let own = self.replica.get_with_digest(key)?;
-        if !self.hints.is_empty()
-            && let Some(hinted) = self.hints.for_key(key)?
-        {
-            let own = own.map(|(_, o)| o);
-            return Ok(Versioned::Full(
-                Object::merge_opt(own.as_ref(), Some(&hinted)),
-                None,
-            ));
-        }
-        Ok(match own {
+        Ok(match self.replica.get_with_digest(key)? {
             Some((digest, o)) => Versioned::Full(Some(o), Some(Some(digest))),
             None => Versioned::Full(None, Some(None)),
         })
@@ -982,8 +983,9 @@ impl Coordinator {
             let (me, req) = (self.clone(), req.clone());
             async move {
                 let r = if t.node == me.me {
+                    let now = me.replica.now_ms();
                     me.replica
-                        .live_keys_off_runtime(p, me.replica.now_ms())
+                        .off_runtime(move |r| r.live_keys(p, now))
                         .await
                         .map_err(|e| Reason::Store(e.to_string()))
                 } else {

@@ -120,7 +120,10 @@ impl PeerService {
             Request::ScanPartition { partition } => {
                 match self
                     .replica
-                    .live_keys_off_runtime(usize::from(partition), self.replica.now_ms())
+                    .off_runtime({
+                        let now = self.replica.now_ms();
+                        move |r| r.live_keys(usize::from(partition), now)
+                    })
                     .await
                 {
                     Ok(keys) => {

@@ -135,11 +135,7 @@ impl Request {
                     key.len()
                 }
                 Request::Replicate { key, object, hint } => {
-                    key.len()
-                        + object.value_bytes()
-                        + 64 * object.siblings.len()
-                        + 32 * object.clock.len()
-                        + hint.as_ref().map_or(0, String::len)
+                    key.len() + object.encoded_size_hint() + hint.as_ref().map_or(0, String::len)
                 }
                 Request::Write { key, write, .. } => key.len() + write.value_len() + 64,
                 _ => 64,

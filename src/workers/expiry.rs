@@ -58,10 +58,12 @@ impl Worker for Expiry {
         }
         if let Some(p) = self.scanning {
             // It reads every object of the partition: off the runtime's threads.
-            let replica = self.replica.clone();
-            match tokio::task::spawn_blocking(move || replica.index_partition(p)).await {
-                Ok(Ok(n)) => self.expired += n as u64,
-                Ok(Err(e)) => warn!(partition = p, cause = %e, "expiry scan failed; moving on"),
+            match self
+                .replica
+                .off_runtime(move |r| r.index_partition(p))
+                .await
+            {
+                Ok(n) => self.expired += n as u64,
                 Err(e) => warn!(partition = p, cause = %e, "expiry scan failed; moving on"),
             }
             self.scanning = (p + 1 < PARTITIONS).then_some(p + 1);

@@ -259,7 +259,10 @@ async fn run_cluster(api: &Api, c: ClusterCmd) -> Frame {
             let p = crate::keyspace::partition_of_slot(slot);
             let n = api
                 .replica
-                .live_keys_off_runtime(p, api.replica.now_ms())
+                .off_runtime({
+                    let now = api.replica.now_ms();
+                    move |r| r.live_keys(p, now)
+                })
                 .await
                 .unwrap_or_default()
                 .iter()
