@@ -56,10 +56,22 @@ struct Routes {
     /// Previous owners per partition while a change is carried out (nodes
     /// removed meanwhile left out).
     previous: Option<Vec<Vec<u16>>>,
-    /// Every member, per partition, in the order stand-ins are taken
-    /// (owners first, then a hash order of the partition and the id).
+    /// Per partition, its current owners and then up to [`STAND_INS`]
+    /// other members, in the order stand-ins are taken (a hash order of
+    /// the partition and the id): `PARTITIONS * walk_len` indexes.
     walks: Vec<u16>,
+    /// Entries per partition in `walks`: `min(members, n + STAND_INS)`.
+    walk_len: usize,
 }
+
+/// How many members beyond a partition's owners may stand in for them
+/// (hinted handoff) or replace a replica that fails during a request. A
+/// partition whose owners are down and whose next 16 members are all down
+/// too gets no stand-in: its writes fail unless a quorum of owners answers.
+/// Without the bound every view held every member for every partition
+/// (200 KB at 100 nodes) and every request built a spare list as long as
+/// the cluster.
+pub const STAND_INS: usize = 16;
 
 /// Requests begun under one layout phase and not finished yet: the layout
 /// steward waits for them to drain before it tells the cluster that this
@@ -152,16 +164,25 @@ impl ClusterView {
             .previous
             .as_ref()
             .map(|a| (0..PARTITIONS).map(|p| map(a, p)).collect::<Vec<_>>());
-        let mut walks = Vec::with_capacity(PARTITIONS * members.len());
+        let walk_len = members.len().min(n + STAND_INS);
+        let mut walks = Vec::with_capacity(PARTITIONS * walk_len);
+        let mut rest: Vec<(u64, u16)> = Vec::with_capacity(members.len());
         for p in 0..PARTITIONS {
             let owners = &current[p * n..(p + 1) * n];
-            let mut rest: Vec<(u64, u16)> = (0..members.len() as u16)
-                .filter(|i| !owners.contains(i))
-                .map(|i| (fallback_rank(p, &members[usize::from(i)].id), i))
-                .collect();
+            rest.clear();
+            rest.extend(
+                (0..members.len() as u16)
+                    .filter(|i| !owners.contains(i))
+                    .map(|i| (fallback_rank(p, &members[usize::from(i)].id), i)),
+            );
+            let keep = walk_len.saturating_sub(owners.len()).min(rest.len());
+            if keep < rest.len() {
+                rest.select_nth_unstable(keep);
+                rest.truncate(keep);
+            }
             rest.sort_unstable();
             walks.extend_from_slice(owners);
-            walks.extend(rest.into_iter().map(|(_, i)| i));
+            walks.extend(rest.iter().map(|&(_, i)| i));
         }
         let live = members.iter().map(|m| live(&m.id)).collect();
         ClusterView {
@@ -172,6 +193,7 @@ impl ClusterView {
                 current,
                 previous,
                 walks,
+                walk_len,
             }),
             reads_current: reads_current || layout.previous.is_none(),
             layout,
@@ -285,11 +307,11 @@ impl ClusterView {
         }
     }
 
-    /// Every member for partition `p`: the current owners, then the others
-    /// in the order stand-ins are taken.
+    /// The members of partition `p` a request may use: the current owners,
+    /// then up to [`STAND_INS`] others in the order stand-ins are taken.
     pub fn walk(&self, p: usize) -> &[u16] {
-        let m = self.members.len();
-        self.routes.walks.get(p * m..(p + 1) * m).unwrap_or(&[])
+        let w = self.routes.walk_len;
+        self.routes.walks.get(p * w..(p + 1) * w).unwrap_or(&[])
     }
 
     /// The read owners of `key` (indexes).
@@ -348,5 +370,44 @@ mod tests {
         let small = ClusterView::new([("a", addr(1))], |_| true, 3);
         assert_eq!(small.n(), 1);
         assert_eq!(small.owners(b"k"), &[0]);
+    }
+
+    #[test]
+    fn walks_hold_the_owners_then_a_bounded_spread_of_stand_ins() {
+        // Small clusters: every member, owners first.
+        let ids: Vec<String> = (0..5).map(|i| format!("n{i:02}")).collect();
+        let v = ClusterView::new(ids.iter().map(|id| (id.as_str(), addr(1))), |_| true, 3);
+        for p in 0..PARTITIONS {
+            let w = v.walk(p);
+            assert_eq!(w.len(), 5);
+            assert_eq!(&w[..3], v.owners_of_partition(p));
+            let mut sorted = w.to_vec();
+            sorted.sort_unstable();
+            assert_eq!(sorted, [0, 1, 2, 3, 4]);
+        }
+        // 100 members: N + STAND_INS distinct entries per partition, the
+        // same first stand-ins as the full hash order, and every member a
+        // stand-in of some partitions (the load of hints spreads).
+        let ids: Vec<String> = (0..100).map(|i| format!("n{i:03}")).collect();
+        let v = ClusterView::new(ids.iter().map(|id| (id.as_str(), addr(1))), |_| true, 3);
+        let mut stand_in_of = vec![0usize; 100];
+        for p in 0..PARTITIONS {
+            let w = v.walk(p);
+            assert_eq!(w.len(), 3 + STAND_INS, "partition {p}");
+            assert_eq!(&w[..3], v.owners_of_partition(p));
+            let mut distinct = w.to_vec();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert_eq!(distinct.len(), w.len(), "partition {p}");
+            let mut full: Vec<(u64, u16)> = (0..100u16)
+                .filter(|i| !w[..3].contains(i))
+                .map(|i| (fallback_rank(p, &ids[usize::from(i)]), i))
+                .collect();
+            full.sort_unstable();
+            let expected: Vec<u16> = full.iter().take(STAND_INS).map(|&(_, i)| i).collect();
+            assert_eq!(&w[3..], &expected[..], "partition {p}");
+            stand_in_of[usize::from(w[3])] += 1;
+        }
+        assert!(stand_in_of.iter().all(|&c| c > 0), "{stand_in_of:?}");
     }
 }

@@ -147,6 +147,32 @@ mod tests {
     }
 
     #[test]
+    fn a_large_clusters_plans_stay_short() {
+        let names: Vec<String> = (0..100).map(|i| format!("n{i:03}")).collect();
+        let all = ClusterView::new(
+            names
+                .iter()
+                .map(|id| (id.as_str(), SocketAddr::from(([127, 0, 0, 1], 1000)))),
+            |_| true,
+            3,
+        );
+        for p in (0..PARTITIONS).step_by(13) {
+            let plan = plan(&all, p);
+            assert_eq!(plan.slots, owners(&all, p));
+            assert_eq!(plan.spares.len(), crate::cluster::STAND_INS);
+            // Every owner down: each gets a live stand-in with its hint.
+            let own: Vec<Arc<str>> = plan.slots.iter().map(|t| t.node.clone()).collect();
+            let down = all.with_live(|id| !own.iter().any(|o| &**o == id));
+            let plan = super::plan(&down, p);
+            for (slot, owner) in plan.slots.iter().zip(&own) {
+                assert!(slot.live && slot.node != *owner);
+                assert_eq!(slot.hint.as_ref(), Some(owner));
+            }
+            assert_eq!(plan.spares.len(), crate::cluster::STAND_INS - 3);
+        }
+    }
+
+    #[test]
     fn down_owners_get_live_stand_ins_with_hints() {
         let v = view(3, &["n1", "n3"]);
         for p in (0..PARTITIONS).step_by(11) {
