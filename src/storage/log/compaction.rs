@@ -68,6 +68,12 @@ fn active_id<F: Fs>(inner: &Inner<F>) -> u64 {
 /// Scans a closed segment and writes its hint file.
 fn write_hint<F: Fs>(inner: &Inner<F>, seg: &Segment<F>) -> Result<(), StoreError> {
     let len = seg.size.load(Ordering::Acquire);
+    // A closed segment keeps the zeros filled ahead of its records
+    // (`PREALLOCATE`) until here: the hint names the file's length, so cut
+    // them first (the sync below makes the new length durable with it).
+    if seg.file.size()? > len {
+        seg.file.set_len(len)?;
+    }
     // The hint must never describe bytes a power cut could still take from
     // the segment (its fsync may be pending in the syncer).
     seg.file.sync_data()?;

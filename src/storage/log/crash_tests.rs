@@ -124,6 +124,9 @@ fn workload(
                 }
             }
             45..57 => match store.append_delete(&k) {
+                // The key is absent: nothing was written (LSN 0), so the
+                // wait covers no earlier write.
+                Ok(0) => model.writes.push((k, None)),
                 Ok(lsn) => {
                     model.writes.push((k, None));
                     if let Err(e) = store.wait_durable(lsn) {

@@ -189,7 +189,21 @@ pub(crate) struct Writer<F: Fs> {
     /// them before the active segment; with `always`, no record of a later
     /// segment reaches its file before they are synced (see `flush_pending`).
     pub(crate) closed: Vec<(Arc<Segment<F>>, u64)>,
+    /// With `fsync always`: the active segment's file length, zero-filled
+    /// ahead of its records (see [`PREALLOCATE`]); `u64::MAX` after a
+    /// zero-fill failed (no more tries in this segment).
+    pub(crate) alloc: u64,
 }
+
+/// With `fsync always`, the active segment's file is extended with zeros
+/// this far ahead of its records, once per this many bytes of records, and
+/// records then overwrite the zeros. An `fdatasync` after a write that
+/// grows a file must also write the inode (the new size); one after a write
+/// within it writes the data alone: on ext4 one disk write instead of two
+/// (118 -> 80 us per append + fdatasync here, 35 -> 24 us of CPU; see
+/// docs/storage.md). Recovery reads a run of zeros at the end of a segment
+/// as its end ([`segment::scan`]).
+pub(crate) const PREALLOCATE: u64 = 1 << 20;
 
 /// Past this many buffered bytes an append writes the buffer itself rather
 /// than wait for the syncer (bounds the buffer's memory).
@@ -310,6 +324,10 @@ impl<F: Fs> Inner<F> {
             self.sync_closed(w)?;
         }
         let at = w.active.flushed.load(Ordering::Acquire);
+        let end = at + w.pending.len() as u64;
+        if end > w.alloc {
+            self.preallocate(w, end);
+        }
         if let Err(e) = w.active.file.write_all_at(&w.pending, at) {
             let _ = w.active.file.set_len(at);
             self.commit.poison();
@@ -323,6 +341,50 @@ impl<F: Fs> Inner<F> {
             w.pending.shrink_to(MAX_PENDING);
         }
         Ok(())
+    }
+
+    /// Zero-fills the active segment's file from `end` (where the records
+    /// about to be written end) up to [`PREALLOCATE`] bytes further, within
+    /// the segment size (writer lock held). The next sync makes the new
+    /// length durable once; the records that follow overwrite zeros, so
+    /// their syncs write no inode. A failure is not an error: the records
+    /// are still written (growing the file, as without preallocation).
+    fn preallocate(&self, w: &mut Writer<F>, end: u64) {
+        let target = (end + PREALLOCATE).min(self.opts.segment_size);
+        if target <= end {
+            return;
+        }
+        let zeros = vec![0u8; (target - end) as usize];
+        match w.active.file.write_all_at(&zeros, end) {
+            Ok(()) => w.alloc = target,
+            Err(e) => {
+                tracing::warn!(segment = w.active.id, error = %e,
+                    "cannot zero-fill the log ahead of its records; appending without it");
+                w.alloc = u64::MAX;
+            }
+        }
+    }
+
+    /// At a stop, after the last sync: cuts the zeros filled ahead of the
+    /// active segment's records, so a stopped store's files end at their
+    /// last record. Recovery reads such zeros as the end too, so a failure
+    /// here loses nothing (it is logged).
+    fn cut_zero_fill(&self) {
+        let mut w = self.writer();
+        let size = w.active.size.load(Ordering::Acquire);
+        if !w.pending.is_empty() || !w.active.file.size().is_ok_and(|len| len > size) {
+            return;
+        }
+        match w
+            .active
+            .file
+            .set_len(size)
+            .and_then(|()| w.active.file.sync_data())
+        {
+            Ok(()) => w.alloc = size,
+            Err(e) => tracing::warn!(segment = w.active.id, error = %e,
+                "cannot cut the zero-filled end of the log at a stop"),
+        }
     }
 
     /// Fsyncs the closed, unsynced segments (writer lock held).
@@ -437,6 +499,7 @@ impl<F: Fs> Inner<F> {
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, seg.clone());
         let old = std::mem::replace(&mut w.active, seg);
+        w.alloc = 0;
         self.active_id.store(id, Ordering::Release);
         drop(spare);
         if self.opts.fsync != FsyncPolicy::Never {
@@ -786,6 +849,8 @@ impl<F: Fs> Drop for LogStore<F> {
         if !self.inner.commit.is_poisoned() {
             if let Err(e) = self.inner.sync_active() {
                 tracing::error!(error = %e, "final fsync failed");
+            } else {
+                self.inner.cut_zero_fill();
             }
         }
     }
@@ -812,6 +877,7 @@ impl<F: Fs> Store for LogStore<F> {
             self.inner.closed.store(true, Ordering::Release);
         }
         self.sync()?;
+        self.inner.cut_zero_fill();
         Ok(Some(self.manifest()))
     }
 

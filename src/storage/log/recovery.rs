@@ -161,6 +161,11 @@ pub(crate) fn open<F: Fs>(fs: F, dir: &Path, opts: LogOptions) -> Result<Inner<F
             stats
                 .corrupt_at_recovery
                 .fetch_add(sum.corrupt.len() as u64, Ordering::Relaxed);
+            if sum.zero_tail > 0 {
+                // Zero-filled ahead of the records (`PREALLOCATE`): the
+                // file stays that long, the segment's data ends here.
+                len = sum.valid_end;
+            }
             if let Some(t) = &sum.torn_tail {
                 if is_tail {
                     tracing::warn!(
@@ -214,6 +219,8 @@ pub(crate) fn open<F: Fs>(fs: F, dir: &Path, opts: LogOptions) -> Result<Inner<F
         }
     };
     let active_id = active.id;
+    // Appends overwrite what was zero-filled ahead of them before a restart.
+    let active_alloc = active.file.size()?;
     let mut opened: Vec<(u64, u64)> = segs
         .values()
         .map(|s| (s.id, s.size.load(Ordering::Relaxed)))
@@ -247,6 +254,7 @@ pub(crate) fn open<F: Fs>(fs: F, dir: &Path, opts: LogOptions) -> Result<Inner<F
             lsn: 0,
             pending: Vec::new(),
             closed: Vec::new(),
+            alloc: active_alloc,
         }),
         commit: GroupCommit::default(),
         relay: Default::default(),

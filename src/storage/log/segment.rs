@@ -68,6 +68,10 @@ pub struct ScanSummary {
     pub torn_tail: Option<Skipped>,
     /// End of the last valid record (the length to truncate a torn tail to).
     pub valid_end: u64,
+    /// Bytes of zeros after the last valid record, up to the end: space
+    /// zero-filled ahead of the records ([`super::PREALLOCATE`]), not
+    /// damage. The segment's data ends at `valid_end`.
+    pub zero_tail: u64,
 }
 
 /// Offset of the first valid record at or after `from`, if any.
@@ -88,7 +92,9 @@ fn resync(buf: &[u8], from: usize) -> Result<Option<usize>, DecodeError> {
 }
 
 /// Walks `buf` (a whole segment) and calls `visit(offset, len, record)` for
-/// every valid record in order. A record that fails to decode is skipped by
+/// every valid record in order. Where a record fails to decode and only
+/// zeros follow, the data ends there (a zero-filled tail, reported in
+/// `zero_tail`). Otherwise a record that fails to decode is skipped by
 /// searching for the next magic marker that starts a valid record; if none
 /// follows, the rest is reported as a torn tail. An intact record of an
 /// unknown format version stops the scan with that error (never misread).
@@ -108,6 +114,10 @@ pub fn scan(
                 sum.valid_end = pos as u64;
             }
             Err(e @ DecodeError::UnknownVersion(_)) => return Err(e),
+            Err(_) if buf[pos..].iter().all(|&b| b == 0) => {
+                sum.zero_tail = (buf.len() - pos) as u64;
+                break;
+            }
             Err(e) => match resync(buf, pos + 1)? {
                 Some(next) => {
                     sum.corrupt.push(Skipped {
@@ -185,6 +195,32 @@ mod tests {
             let end = if complete == 0 { 0 } else { starts.get(complete).copied().unwrap_or(buf.len()) };
             prop_assert_eq!(sum.valid_end as usize, end);
             prop_assert_eq!(sum.torn_tail.is_some(), cut != end);
+        }
+
+        #[test]
+        fn a_zero_filled_tail_ends_the_data_and_a_torn_record_before_it_is_torn(
+            rs in recs(), cut in any::<prop::sample::Index>(), extra in 0usize..5000,
+        ) {
+            // A file zero-filled ahead of its records (`PREALLOCATE`), in
+            // which a power cut kept the writes before `cut` only.
+            let (buf, starts) = build(&rs);
+            let cut = cut.index(buf.len() + 1);
+            let mut file = buf[..cut].to_vec();
+            file.resize(buf.len() + extra, 0);
+            let complete = starts.iter().zip(&rs).filter(|&(&s, (k, v))| s + record::encoded_len(k.len(), v.len()) <= cut).count();
+            let end = if complete == 0 { 0 } else { starts.get(complete).copied().unwrap_or(buf.len()) };
+            let (got, sum) = collect(&file);
+            prop_assert_eq!(&got[..], &rs[..complete]);
+            prop_assert!(sum.corrupt.is_empty());
+            prop_assert_eq!(sum.valid_end as usize, end);
+            if cut == end {
+                prop_assert!(sum.torn_tail.is_none());
+                prop_assert_eq!(sum.zero_tail as usize, file.len() - end);
+            } else {
+                // The torn record's first bytes (its magic) are not zeros.
+                prop_assert!(sum.torn_tail.is_some());
+                prop_assert_eq!(sum.zero_tail, 0);
+            }
         }
 
         #[test]

@@ -18,6 +18,28 @@ fn opts(segment_size: u64) -> LogOptions {
     }
 }
 
+/// The store's files as a crash of its process leaves them (no close: what
+/// was written is in the page cache), copied into a fresh directory while
+/// the store runs. A file its background threads remove or replace
+/// meanwhile (a temporary file, a compacted segment) is left out, as a
+/// crash just then could have.
+fn crash_image(from: &std::path::Path) -> tempfile::TempDir {
+    let to = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name();
+        if name == "LOCK" || name.to_string_lossy().ends_with(".tmp") {
+            continue;
+        }
+        match std::fs::copy(e.path(), to.path().join(&name)) {
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => panic!("copying {name:?}: {err}"),
+        }
+    }
+    to
+}
+
 fn detail(s: &StoreStatus, name: &str) -> String {
     s.details
         .iter()
@@ -355,7 +377,13 @@ fn buffered_records_are_readable_at_once_and_reach_the_file_unasked() {
             let seg = w.active.clone();
             drop(w);
             let on_disk = seg.file.size().unwrap();
-            assert_eq!(on_disk, seg.size.load(Ordering::Acquire));
+            let size = seg.size.load(Ordering::Acquire);
+            // Every record is in the file; past them, only the zeros
+            // filled ahead of the records (`PREALLOCATE`).
+            assert!(on_disk >= size, "{on_disk} < {size}");
+            let mut tail = vec![1u8; (on_disk - size) as usize];
+            seg.file.read_exact_at(&mut tail, size).unwrap();
+            assert!(tail.iter().all(|&b| b == 0));
             break;
         }
         drop(w);
@@ -368,16 +396,125 @@ fn buffered_records_are_readable_at_once_and_reach_the_file_unasked() {
     assert!(inner.commit.synced() < last, "nothing asked for a sync");
     // The files as a crash would leave them now (no close, no flush) hold
     // every record: they are in the kernel's page cache.
-    let dir2 = tempfile::tempdir().unwrap();
-    for e in std::fs::read_dir(dir.path()).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_file() && e.file_name() != "LOCK" {
-            std::fs::copy(e.path(), dir2.path().join(e.file_name())).unwrap();
-        }
-    }
+    let dir2 = crash_image(dir.path());
     drop(s);
     let s = LogStore::open(dir2.path(), opts(4096)).unwrap();
     for i in 0..100u32 {
+        assert_eq!(
+            s.get(format!("k{i}").as_bytes()).unwrap(),
+            Some(vec![i as u8; 60])
+        );
+    }
+}
+
+#[test]
+fn records_overwrite_zeros_filled_ahead_and_a_restart_resumes_after_the_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let seg_size = 4 * PREALLOCATE;
+    // (segment id, bytes of records, file length) of the active segment.
+    let active_file = |s: &LogStore| {
+        let w = s.inner.writer();
+        let seg = w.active.clone();
+        drop(w);
+        let len = seg.file.size().unwrap();
+        (seg.id, seg.size.load(Ordering::Acquire), len)
+    };
+    let s = LogStore::open(dir.path(), opts(seg_size)).unwrap();
+    s.put(b"k0", &[0; 100]).unwrap();
+    let (_, first, len) = active_file(&s);
+    // The first sync zero-filled the file ahead of the record.
+    assert_eq!(len, first + PREALLOCATE);
+    for i in 1..200u32 {
+        s.put(format!("k{i}").as_bytes(), &[i as u8; 100]).unwrap();
+    }
+    // Every later sync wrote within it: the length stayed.
+    let (id, size, len_now) = active_file(&s);
+    assert!(
+        size > first && size < len && len_now == len,
+        "{size} {len_now}"
+    );
+    // A crash and a restart: the zeros are not records (nothing reported
+    // torn or corrupt) and the segment's data ends after its last record.
+    // Without a spare segment made ahead of a roll, appends go on in it,
+    // over the zeros; with one, in the spare.
+    let image = crash_image(dir.path());
+    let spare = std::fs::read_dir(image.path()).unwrap().any(|e| {
+        let name = e.unwrap().file_name();
+        segment::parse_name(name.to_str().unwrap())
+            .is_some_and(|(i, ext)| i > id && ext == segment::SEG_EXT)
+    });
+    let s2 = LogStore::open(image.path(), opts(seg_size)).unwrap();
+    assert!(s2.recovery().unwrap().is_clean(), "{:?}", s2.recovery());
+    let old = s2
+        .inner
+        .segments_snapshot()
+        .into_iter()
+        .find(|g| g.id == id)
+        .unwrap();
+    assert_eq!(old.size.load(Ordering::Acquire), size);
+    for i in 0..200u32 {
+        assert_eq!(
+            s2.get(format!("k{i}").as_bytes()).unwrap(),
+            Some(vec![i as u8; 100])
+        );
+    }
+    s2.put(b"after", b"restart").unwrap();
+    let (active, size2, len2) = active_file(&s2);
+    if spare {
+        assert!(active > id);
+    } else {
+        assert!(
+            active == id && size2 > size && len2 == len,
+            "{size2} {len2}"
+        );
+    }
+    let image2 = crash_image(image.path());
+    drop(s2);
+    let s3 = LogStore::open(image2.path(), opts(seg_size)).unwrap();
+    assert_eq!(s3.get(b"after").unwrap(), Some(b"restart".to_vec()));
+    assert_eq!(s3.get(b"k199").unwrap(), Some(vec![199u8; 100]));
+    drop(s3);
+    // After a clean close too; once the segment is closed, the maintenance
+    // pass that writes its hint cuts the zeros (the hint names its length).
+    drop(s);
+    let s = LogStore::open(dir.path(), opts(seg_size)).unwrap();
+    assert!(s.recovery().unwrap().is_clean());
+    assert_eq!(s.get(b"k199").unwrap(), Some(vec![199u8; 100]));
+    s.compact_now().unwrap();
+    let seg = s
+        .inner
+        .segments_snapshot()
+        .into_iter()
+        .find(|g| g.id == id)
+        .unwrap();
+    assert_eq!(seg.size.load(Ordering::Acquire), size);
+    if seg.has_hint.load(Ordering::Acquire) {
+        assert_eq!(seg.file.size().unwrap(), size);
+    }
+}
+
+#[test]
+fn a_closed_segment_is_cut_to_its_records_before_its_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = LogStore::open(dir.path(), opts(4096)).unwrap();
+    for i in 0..200u32 {
+        s.put(format!("k{i}").as_bytes(), &[i as u8; 60]).unwrap();
+    }
+    s.compact_now().unwrap();
+    let active = s.inner.writer().active.id;
+    let mut closed = 0;
+    for seg in s.inner.segments_snapshot() {
+        if seg.id != active {
+            assert!(seg.has_hint.load(Ordering::Acquire));
+            assert_eq!(seg.file.size().unwrap(), seg.size.load(Ordering::Acquire));
+            closed += 1;
+        }
+    }
+    assert!(closed > 1);
+    drop(s);
+    // The hints match their segments: a restart reads them, scans nothing.
+    let s = LogStore::open(dir.path(), opts(4096)).unwrap();
+    for i in 0..200u32 {
         assert_eq!(
             s.get(format!("k{i}").as_bytes()).unwrap(),
             Some(vec![i as u8; 60])
