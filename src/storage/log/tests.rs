@@ -40,6 +40,15 @@ fn crash_image(from: &std::path::Path) -> tempfile::TempDir {
     to
 }
 
+/// The open segment `id` of `s`.
+fn segment_of(s: &LogStore, id: u64) -> Arc<Segment<vfs::RealFs>> {
+    s.inner
+        .segments_snapshot()
+        .into_iter()
+        .find(|g| g.id == id)
+        .unwrap_or_else(|| panic!("no segment {id}"))
+}
+
 fn detail(s: &StoreStatus, name: &str) -> String {
     s.details
         .iter()
@@ -445,12 +454,7 @@ fn records_overwrite_zeros_filled_ahead_and_a_restart_resumes_after_the_last() {
     });
     let s2 = LogStore::open(image.path(), opts(seg_size)).unwrap();
     assert!(s2.recovery().unwrap().is_clean(), "{:?}", s2.recovery());
-    let old = s2
-        .inner
-        .segments_snapshot()
-        .into_iter()
-        .find(|g| g.id == id)
-        .unwrap();
+    let old = segment_of(&s2, id);
     assert_eq!(old.size.load(Ordering::Acquire), size);
     for i in 0..200u32 {
         assert_eq!(
@@ -481,12 +485,7 @@ fn records_overwrite_zeros_filled_ahead_and_a_restart_resumes_after_the_last() {
     assert!(s.recovery().unwrap().is_clean());
     assert_eq!(s.get(b"k199").unwrap(), Some(vec![199u8; 100]));
     s.compact_now().unwrap();
-    let seg = s
-        .inner
-        .segments_snapshot()
-        .into_iter()
-        .find(|g| g.id == id)
-        .unwrap();
+    let seg = segment_of(&s, id);
     assert_eq!(seg.size.load(Ordering::Acquire), size);
     if seg.has_hint.load(Ordering::Acquire) {
         assert_eq!(seg.file.size().unwrap(), size);
