@@ -2,8 +2,10 @@
 //!
 //! **Client side** ([`TcpTransport`]): a small fixed number of long-lived
 //! connections per peer ([`CONNECTIONS_PER_PEER`]), each carrying many
-//! requests at once. A request gets an id, its frame goes to the
-//! connection's writer task, and its answer is matched by id when the
+//! requests at once; the second one is used only while many requests are
+//! in flight to the peer ([`SECOND_CONNECTION_AT`]), and a connection that
+//! carries no request for [`IDLE_CLOSE`] closes. A request gets an id, its
+//! frame goes to the connection's writer task, and its answer is matched by id when the
 //! reader task decodes it, in whatever order answers come. The writer
 //! coalesces every frame that is ready into one `write`; the reader decodes
 //! every frame of one `read`. Requests in flight per peer are bounded
@@ -47,6 +49,18 @@ use crate::tls::{ClientTls, ReadHalf, Stream, WriteHalf};
 pub const CONNECTIONS_PER_PEER: usize = 2;
 /// Requests in flight to one peer before callers wait.
 pub const MAX_IN_FLIGHT_PER_PEER: usize = 4096;
+/// Requests in flight to one peer past which calls spread over all its
+/// connections; below it they share the first, so a peer this node talks to
+/// only now and then costs one connection, not [`CONNECTIONS_PER_PEER`].
+pub const SECOND_CONNECTION_AT: usize = 16;
+/// A connection that carried no request for this long closes; the next
+/// request to the peer opens a new one. A node of a large cluster talks to
+/// most peers only now and then (anti-entropy visits one peer a round, the
+/// layout steward a few): without it every node would keep, for good, a
+/// connection to every peer it ever called (three tasks and their buffers
+/// here, a task and a buffer there, a socket on each side). Measured at 100
+/// nodes: docs/operations.md, "Scale".
+pub const IDLE_CLOSE: Duration = Duration::from_secs(30);
 /// Most bytes one coalesced write carries.
 const MAX_WRITE: usize = 1 << 20;
 /// Bytes of frames one connection may hold queued for its writer: past
@@ -87,6 +101,10 @@ struct Waiting {
 
 type Pending = Mutex<HashMap<u64, Waiting>>;
 
+fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, HashMap<u64, Waiting>> {
+    pending.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// How often a connection looks for requests whose time ran out. Calls carry
 /// no timer of their own (one timer per request costs more than the request
 /// on a busy node); a timeout fires within this of its deadline.
@@ -104,6 +122,10 @@ struct Conn {
     queued: Arc<AtomicUsize>,
     pending: Arc<Pending>,
     alive: Arc<AtomicBool>,
+    /// Set when the connection closes for being idle: it takes no new
+    /// request (one that finds it so goes to a new connection), and answers
+    /// those already sent.
+    closing: Arc<AtomicBool>,
     /// Wakes the sweeper when a request starts waiting.
     wake: Arc<Notify>,
 }
@@ -111,6 +133,11 @@ struct Conn {
 impl Conn {
     fn is_alive(&self) -> bool {
         self.alive.load(Ordering::Acquire)
+    }
+
+    /// Whether a new request may use this connection.
+    fn is_open(&self) -> bool {
+        self.is_alive() && !self.closing.load(Ordering::Acquire)
     }
 }
 
@@ -158,16 +185,26 @@ impl Peer {
         }
     }
 
-    /// A live connection (opening one if its slot has none).
-    async fn conn(&self) -> Result<Arc<Conn>, RpcError> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+    /// Requests in flight to this peer.
+    fn in_flight(&self) -> usize {
+        MAX_IN_FLIGHT_PER_PEER.saturating_sub(self.in_flight.available_permits())
+    }
+
+    /// An open connection (opening one if its slot has none): the first,
+    /// or any while the peer is busy ([`SECOND_CONNECTION_AT`]).
+    async fn conn(&self, idle_close: Duration) -> Result<Arc<Conn>, RpcError> {
+        let i = if self.in_flight() > SECOND_CONNECTION_AT {
+            self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()
+        } else {
+            0
+        };
         let mut slot = self.slots[i].lock().await;
         if let Some(c) = slot.as_ref()
-            && c.is_alive()
+            && c.is_open()
         {
             return Ok(c.clone());
         }
-        match open(self.addr, &self.key, self.tls.as_ref()).await {
+        match open(self.addr, &self.key, self.tls.as_ref(), idle_close).await {
             Ok(conn) => {
                 self.failed_at.store(0, Ordering::Relaxed);
                 let conn = Arc::new(conn);
@@ -184,8 +221,14 @@ impl Peer {
 }
 
 /// Opens a connection (with TLS if `tls`), authenticates both ways, and
-/// starts its reader and writer tasks.
-async fn open(addr: SocketAddr, key: &PeerKey, tls: Option<&ClientTls>) -> Result<Conn, RpcError> {
+/// starts its reader and writer tasks; it closes after `idle_close` without
+/// a request.
+async fn open(
+    addr: SocketAddr,
+    key: &PeerKey,
+    tls: Option<&ClientTls>,
+    idle_close: Duration,
+) -> Result<Conn, RpcError> {
     let tcp = tokio::time::timeout(auth::HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| RpcError::Connect(timed_out("connect")))?
@@ -217,15 +260,22 @@ async fn open(addr: SocketAddr, key: &PeerKey, tls: Option<&ClientTls>) -> Resul
     let (tx, rx) = mpsc::unbounded_channel();
     let pending: Arc<Pending> = Arc::default();
     let alive = Arc::new(AtomicBool::new(true));
+    let closing = Arc::new(AtomicBool::new(false));
     let queued = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(Notify::new());
     tokio::spawn(write_loop(
         writer,
         rx,
-        pending.clone(),
-        alive.clone(),
-        queued.clone(),
+        Shared {
+            pending: pending.clone(),
+            alive: alive.clone(),
+            closing: closing.clone(),
+            queued: queued.clone(),
+            done: done.clone(),
+        },
+        idle_close,
     ));
-    tokio::spawn(read_loop(reader, pending.clone(), alive.clone()));
+    tokio::spawn(read_loop(reader, pending.clone(), alive.clone(), done));
     let wake = Arc::new(Notify::new());
     tokio::spawn(sweep_loop(pending.clone(), alive.clone(), wake.clone()));
     Ok(Conn {
@@ -233,20 +283,75 @@ async fn open(addr: SocketAddr, key: &PeerKey, tls: Option<&ClientTls>) -> Resul
         queued,
         pending,
         alive,
+        closing,
         wake,
     })
 }
 
-/// Writes every frame that is ready in one `write`.
+/// What a connection's writer shares with its callers.
+struct Shared {
+    pending: Arc<Pending>,
+    alive: Arc<AtomicBool>,
+    closing: Arc<AtomicBool>,
+    queued: Arc<AtomicUsize>,
+    /// Tells the reader the writer ended (its stream half goes with it).
+    done: Arc<Notify>,
+}
+
+impl Shared {
+    fn idle(&self) -> bool {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+}
+
+/// Writes every frame that is ready in one `write`. After `idle_close`
+/// with nothing to write and no request waiting, it closes the connection:
+/// it stops taking frames, writes those that raced in, waits (bounded by
+/// their timeouts, which the sweeper enforces) for their answers, and shuts
+/// the connection down.
 async fn write_loop(
     mut writer: WriteHalf,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
-    pending: Arc<Pending>,
-    alive: Arc<AtomicBool>,
-    queued: Arc<AtomicUsize>,
+    shared: Shared,
+    idle_close: Duration,
 ) {
     let mut buf: Vec<u8> = Vec::new();
-    while let Some(first) = rx.recv().await {
+    let why = loop {
+        let first = match tokio::time::timeout(idle_close, rx.recv()).await {
+            Ok(Some(first)) => first,
+            Ok(None) => break "connection closed",
+            Err(_) if !shared.idle() => continue,
+            Err(_) => {
+                shared.closing.store(true, Ordering::Release);
+                rx.close();
+                buf.clear();
+                while let Ok(more) = rx.try_recv() {
+                    buf.extend_from_slice(&more);
+                }
+                if !buf.is_empty() {
+                    if let Err(e) = crate::tls::send(&mut writer, &buf, IO_TIMEOUT).await {
+                        debug!(cause = %e, "peer connection write failed");
+                        break "write failed";
+                    }
+                    shared.queued.fetch_sub(buf.len(), Ordering::AcqRel);
+                }
+                // Each waiting request ends by its answer or its deadline.
+                let mut tick = tokio::time::interval(SWEEP);
+                while !shared.idle() && shared.alive.load(Ordering::Acquire) {
+                    tick.tick().await;
+                }
+                let _ = tokio::time::timeout(
+                    auth::HANDSHAKE_TIMEOUT,
+                    tokio::io::AsyncWriteExt::shutdown(&mut writer),
+                )
+                .await;
+                debug!("closed an idle peer connection");
+                break "closed for being idle";
+            }
+        };
         buf.clear();
         buf.extend_from_slice(&first);
         while buf.len() < MAX_WRITE {
@@ -257,14 +362,15 @@ async fn write_loop(
         }
         if let Err(e) = crate::tls::send(&mut writer, &buf, IO_TIMEOUT).await {
             debug!(cause = %e, "peer connection write failed");
-            break;
+            break "write failed";
         }
-        queued.fetch_sub(buf.len(), Ordering::AcqRel);
-        if !alive.load(Ordering::Acquire) {
-            break;
+        shared.queued.fetch_sub(buf.len(), Ordering::AcqRel);
+        if !shared.alive.load(Ordering::Acquire) {
+            break "connection closed";
         }
-    }
-    fail_all(&pending, &alive, "connection closed");
+    };
+    fail_all(&shared.pending, &shared.alive, why);
+    shared.done.notify_one();
 }
 
 /// Fails the requests whose time ran out, until the connection closes.
@@ -299,14 +405,25 @@ async fn sweep_loop(pending: Arc<Pending>, alive: Arc<AtomicBool>, wake: Arc<Not
     }
 }
 
-/// Decodes answers and hands each to the request with its id.
-async fn read_loop(mut reader: ReadHalf, pending: Arc<Pending>, alive: Arc<AtomicBool>) {
+/// Decodes answers and hands each to the request with its id, until the
+/// peer closes or the writer ends (`done`: every request was answered or
+/// failed by then).
+async fn read_loop(
+    mut reader: ReadHalf,
+    pending: Arc<Pending>,
+    alive: Arc<AtomicBool>,
+    done: Arc<Notify>,
+) {
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let why = loop {
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
         }
-        match reader.read_buf(&mut buf).await {
+        let read = tokio::select! {
+            r = reader.read_buf(&mut buf) => r,
+            () = done.notified() => break "the writer ended",
+        };
+        match read {
             Ok(0) => break "closed by the peer",
             Ok(_) => {}
             Err(e) => {
@@ -350,6 +467,8 @@ pub struct TcpTransport {
     tls: Option<ClientTls>,
     peers: Mutex<HashMap<SocketAddr, Arc<Peer>>>,
     next_id: AtomicU64,
+    /// See [`IDLE_CLOSE`].
+    idle_close: Duration,
 }
 
 impl TcpTransport {
@@ -361,7 +480,15 @@ impl TcpTransport {
             tls: None,
             peers: Mutex::default(),
             next_id: AtomicU64::new(1),
+            idle_close: IDLE_CLOSE,
         }
+    }
+
+    /// The same transport, closing connections idle for `idle` instead of
+    /// [`IDLE_CLOSE`] (tests).
+    pub fn with_idle_close(mut self, idle: Duration) -> Self {
+        self.idle_close = idle;
+        self
     }
 
     /// The same transport, connecting with TLS when `tls` is given.
@@ -395,39 +522,58 @@ impl TcpTransport {
                 .map_err(|_| RpcError::Timeout(timeout))?
                 .map_err(|_| RpcError::Overloaded)?,
         };
-        let conn = tokio::time::timeout_at(deadline, peer.conn())
-            .await
-            .map_err(|_| RpcError::Timeout(timeout))??;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut bytes = Vec::with_capacity(req.encoded_size_hint());
         frame::encode_into(&mut bytes, Some(self.from), id, req)?;
         let (tx, rx) = oneshot::channel();
-        conn.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                id,
-                Waiting {
-                    tx,
-                    deadline,
-                    timeout,
-                },
-            );
-        conn.wake.notify_one();
+        let mut waiting = Waiting {
+            tx,
+            deadline,
+            timeout,
+        };
+        // A connection that began closing for being idle as this call took
+        // it refuses the frame unsent: the call then takes a new one, once.
+        let mut retried = false;
+        let conn = loop {
+            let conn = tokio::time::timeout_at(deadline, peer.conn(self.idle_close))
+                .await
+                .map_err(|_| RpcError::Timeout(timeout))??;
+            lock(&conn.pending).insert(id, waiting);
+            conn.wake.notify_one();
+            // The writer's queue is bounded in bytes: past the bound, fail
+            // now rather than queue behind a peer that does not read.
+            let len = bytes.len();
+            let before = conn.queued.fetch_add(len, Ordering::AcqRel);
+            if before > 0 && before + len > MAX_QUEUED_BYTES {
+                conn.queued.fetch_sub(len, Ordering::AcqRel);
+                lock(&conn.pending).remove(&id);
+                return Err(RpcError::Overloaded);
+            }
+            match conn.out.send(bytes) {
+                Ok(()) => break conn,
+                Err(mpsc::error::SendError(unsent)) => {
+                    conn.queued.fetch_sub(len, Ordering::AcqRel);
+                    let back = lock(&conn.pending).remove(&id);
+                    match back {
+                        Some(w) if !retried && conn.closing.load(Ordering::Acquire) => {
+                            (waiting, bytes, retried) = (w, unsent, true);
+                        }
+                        _ => {
+                            return Err(RpcError::Connect(std::io::Error::new(
+                                std::io::ErrorKind::BrokenPipe,
+                                "connection closed",
+                            )));
+                        }
+                    }
+                }
+            }
+        };
         // Removes the entry however this call ends (answer, timeout, drop).
         let _guard = RemoveOnDrop {
             pending: &conn.pending,
             id,
         };
-        // The writer's queue is bounded in bytes: past the bound, fail now
-        // rather than queue behind a peer that does not read.
-        let len = bytes.len();
-        let before = conn.queued.fetch_add(len, Ordering::AcqRel);
-        if before > 0 && before + len > MAX_QUEUED_BYTES {
-            conn.queued.fetch_sub(len, Ordering::AcqRel);
-            return Err(RpcError::Overloaded);
-        }
-        if conn.out.send(bytes).is_err() || !conn.is_alive() {
+        if !conn.is_alive() {
             return Err(RpcError::Connect(std::io::Error::new(
                 std::io::ErrorKind::BrokenPipe,
                 "connection closed",
@@ -709,5 +855,96 @@ mod tests {
         );
         assert!(started.elapsed() < Duration::from_secs(10));
         held.abort();
+    }
+
+    /// Answers every request with a pong.
+    struct Pongs;
+
+    #[async_trait]
+    impl crate::rpc::Handler for Pongs {
+        async fn handle(&self, _req: Request) -> Response {
+            Response::Pong {
+                node_id: "peer".into(),
+            }
+        }
+    }
+
+    /// A peer server on loopback: its address, and the number of
+    /// connections it accepted and finished serving.
+    async fn pong_server(key: PeerKey) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (accepted, finished) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let door = Arc::new(PeerDoor {
+            service: Arc::new(Pongs),
+            key,
+        });
+        let counts = (accepted.clone(), finished.clone());
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                counts.0.fetch_add(1, Ordering::SeqCst);
+                let (door, finished) = (door.clone(), counts.1.clone());
+                tokio::spawn(async move {
+                    let mut first = [0u8; 1];
+                    if sock.read_exact(&mut first).await.is_ok() {
+                        let _ = serve(
+                            Stream::Plain(sock),
+                            &door,
+                            ByteBudget::new(1 << 20),
+                            Faults::new(false),
+                            CancellationToken::new(),
+                        )
+                        .await;
+                    }
+                    finished.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        (addr, accepted, finished)
+    }
+
+    /// Polls `cond` every 20 ms for up to 10 s.
+    async fn eventually(what: &str, cond: impl Fn() -> bool) {
+        for _ in 0..500 {
+            if cond() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("never happened: {what}");
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_closes_and_the_next_call_opens_a_new_one() {
+        let key = PeerKey::derive(b"secret", "cluster");
+        let (addr, accepted, finished) = pong_server(key.clone()).await;
+        let t = TcpTransport::new("127.0.0.1:9".parse().unwrap(), key)
+            .with_idle_close(Duration::from_millis(300));
+        let ping = || t.call(addr, &Request::Ping, Duration::from_secs(5));
+        // Light traffic uses one connection, however many calls it makes.
+        for _ in 0..5 {
+            assert!(matches!(ping().await, Ok(Response::Pong { .. })));
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        // Idle, it closes: the peer sees it end.
+        eventually("the idle connection closed", || {
+            finished.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        // The next call opens a new one and is answered.
+        assert!(matches!(ping().await, Ok(Response::Pong { .. })));
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        // Many calls at once spread over every connection of the peer.
+        let calls: Vec<_> = (0..64)
+            .map(|_| t.call(addr, &Request::Ping, Duration::from_secs(5)))
+            .collect();
+        for r in futures::future::join_all(calls).await {
+            assert!(matches!(r, Ok(Response::Pong { .. })), "got {r:?}");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1 + CONNECTIONS_PER_PEER);
+        eventually("every idle connection closed", || {
+            finished.load(Ordering::SeqCst) == 1 + CONNECTIONS_PER_PEER
+        })
+        .await;
     }
 }
