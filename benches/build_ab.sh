@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Two builds of `db` side by side under redis-benchmark: a fresh 3-node
 # cluster (`--threads 1`, in memory unless --durable) of each build per
-# run, interleaved (a, b; b, a; ...), `redis-benchmark -c CLIENTS -t set,get
+# run, interleaved (a, b; b, a; ...), `redis-benchmark -c CLIENTS -P PIPELINE -t set,get
 # -d 100 -r 100000` against the first node. Prints one TSV line per run and
 # phase: round, build, phase, requests/s, server CPU per request
 # (utime+stime of the three node processes, from /proc/PID/stat, over the
@@ -9,13 +9,14 @@
 # allocators (docs/benchmarks.md, docs/operations.md "Scale").
 #
 #   benches/build_ab.sh --a DB_A --b DB_B [--rounds 3] [--requests 200000]
-#       [--clients 50] [--durable] [--base-port 24201]
+#       [--clients 50] [--pipeline 1] [--durable] [--base-port 24201]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rounds=3
 requests=200000
 clients=50
+pipeline=1
 base=24201
 a=
 b=
@@ -27,6 +28,7 @@ while [ $# -gt 0 ]; do
     --rounds) rounds=$2; shift 2 ;;
     --requests) requests=$2; shift 2 ;;
     --clients) clients=$2; shift 2 ;;
+    --pipeline) pipeline=$2; shift 2 ;;
     --durable) durable=1; shift ;;
     --base-port) base=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
@@ -50,7 +52,7 @@ for round in $(seq "$rounds"); do
     for phase in set get; do
       before=$(cpu_ticks)
       # Bounded: a stuck run ends after 300 s and fails the script.
-      out=$(timeout 300 redis-benchmark -h 127.0.0.1 -p "${ports[0]}" -c "$clients" -n "$requests" \
+      out=$(timeout 300 redis-benchmark -h 127.0.0.1 -p "${ports[0]}" -c "$clients" -P "$pipeline" -n "$requests" \
         -t "$phase" -d 100 -r 100000 --csv 2>/dev/null)
       after=$(cpu_ticks)
       rps=$(printf '%s\n' "$out" | awk -F'"' 'NR > 1 && $2 != "" { print $4; exit }')

@@ -586,3 +586,75 @@ async fn deadlines_follow_the_nodes_wall_clock() {
     let done = c.nodes[0].coord.write(b"k", nx, None, None).await.unwrap();
     assert!(done.applied && !done.existed, "{done:?}");
 }
+
+/// Replica writes a peer connection read together are answered together:
+/// one answer per request, in order, each as `handle` would give it.
+#[tokio::test(start_paused = true)]
+async fn a_batch_of_replica_writes_gets_each_its_own_answer_in_order() {
+    use distro_db::rpc::message::RemoteError;
+    use distro_db::rpc::{Handler, Request, Response};
+    use distro_db::vclock::VClock;
+    let c = TestCluster::new(3, 0.0);
+    let copy = |v: &[u8]| {
+        Object::update(None, &VClock::new(), &"n1/1".into(), Some(v.to_vec()), 1).unwrap()
+    };
+    let mut forged = copy(b"x");
+    forged.clock = VClock::new();
+    let batch = vec![
+        Request::Replicate {
+            key: b"a".to_vec(),
+            object: copy(b"1"),
+            hint: None,
+        },
+        // Kept as a hint for n2, not in n0's own replica.
+        Request::Replicate {
+            key: b"h".to_vec(),
+            object: copy(b"2"),
+            hint: Some("n2".into()),
+        },
+        // Refused: a version its clock does not cover.
+        Request::Replicate {
+            key: b"bad".to_vec(),
+            object: forged,
+            hint: None,
+        },
+        // A hint naming this node itself is its own copy.
+        Request::Replicate {
+            key: b"b".to_vec(),
+            object: copy(b"3"),
+            hint: Some("n0".into()),
+        },
+    ];
+    let answers = c.nodes[0].service.handle_batch(batch).await;
+    assert_eq!(answers.len(), 4, "{answers:?}");
+    assert!(
+        matches!(answers[0], Response::Ack { .. }),
+        "{:?}",
+        answers[0]
+    );
+    assert!(
+        matches!(answers[1], Response::Ack { .. }),
+        "{:?}",
+        answers[1]
+    );
+    assert!(
+        matches!(answers[2], Response::Error(RemoteError::Invalid(_))),
+        "{:?}",
+        answers[2]
+    );
+    assert!(
+        matches!(answers[3], Response::Ack { .. }),
+        "{:?}",
+        answers[3]
+    );
+    let n0 = &c.nodes[0];
+    let value = |o: Option<Object>| o.map(|o| o.values().concat());
+    assert_eq!(value(n0.replica.get(b"a").unwrap()), Some(b"1".to_vec()));
+    assert_eq!(value(n0.replica.get(b"b").unwrap()), Some(b"3".to_vec()));
+    assert_eq!(n0.replica.get(b"h").unwrap(), None);
+    assert_eq!(
+        value(n0.hints.for_owner("n2", b"h").unwrap()),
+        Some(b"2".to_vec())
+    );
+    assert_eq!(n0.replica.get(b"bad").unwrap(), None);
+}

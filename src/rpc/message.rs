@@ -124,6 +124,14 @@ pub enum Request {
 }
 
 impl Request {
+    /// Whether a peer's server may hand this request to
+    /// [`crate::rpc::Handler::handle_batch`] with others of its kind read at
+    /// the same time: replica writes, whose answers all wait for the same
+    /// log sync anyway.
+    pub fn batchable(&self) -> bool {
+        matches!(self, Request::Replicate { .. })
+    }
+
     /// About how many bytes the request's encoding takes, so that its frame
     /// buffer is allocated once instead of growing field by field (a
     /// replicated write grew it about eight times).

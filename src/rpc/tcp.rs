@@ -707,9 +707,18 @@ pub async fn serve(
             }
             Some(done) = running.next(), if !running.is_empty() => {
                 let mut done = Some(done);
-                while let Some((id, response, stop)) = done.take() {
-                    encode_answer(&mut out, id, &response);
-                    stop_after_flush |= stop;
+                while let Some(answers) = done.take() {
+                    match answers {
+                        Answers::One(id, response, stop) => {
+                            encode_answer(&mut out, id, &response);
+                            stop_after_flush |= stop;
+                        }
+                        Answers::Many(answers) => {
+                            for (id, response) in answers {
+                                encode_answer(&mut out, id, &response);
+                            }
+                        }
+                    }
                     // Every other answer that is ready goes in the same write.
                     if let Some(Some(more)) = futures::FutureExt::now_or_never(running.next()) {
                         done = Some(more);
@@ -730,6 +739,8 @@ pub async fn serve(
                     begun = tokio::time::Instant::now();
                 }
                 let mut used = 0;
+                // Replica writes read together are answered together.
+                let mut batch: Vec<(u64, Request)> = Vec::new();
                 loop {
                     match frame::decode::<Request>(&buf[used..]) {
                         Ok((env, n)) => {
@@ -739,14 +750,11 @@ pub async fn serve(
                                 // Across a partition a request goes unanswered.
                                 continue;
                             }
-                            let service = service.clone();
-                            running.push(async move {
-                                if let Fate::Delay(d) = fate {
-                                    tokio::time::sleep(d).await;
-                                }
-                                let stop = matches!(env.body, Request::Shutdown);
-                                (env.id, service.handle(env.body).await, stop)
-                            });
+                            if fate == Fate::Pass && env.body.batchable() {
+                                batch.push((env.id, env.body));
+                                continue;
+                            }
+                            running.push(work(service.clone(), Work::One(env.id, env.body, fate)));
                         }
                         Err(FrameError::Incomplete) => break,
                         Err(e) => {
@@ -755,12 +763,53 @@ pub async fn serve(
                         }
                     }
                 }
+                match batch.len() {
+                    0 => {}
+                    1 => {
+                        let (id, req) = batch.pop().expect("one request");
+                        running.push(work(service.clone(), Work::One(id, req, Fate::Pass)));
+                    }
+                    _ => running.push(work(service.clone(), Work::Many(batch))),
+                }
                 if used > 0 {
                     // The next frame (if any has begun) began now at the latest.
                     begun = tokio::time::Instant::now();
                 }
                 consume(&mut buf, used, &mut held, BASE_BUFFER);
             }
+        }
+    }
+}
+
+/// Requests a server connection works on as one unit.
+enum Work {
+    /// One request, with what fault injection decided for it.
+    One(u64, Request, Fate),
+    /// Batchable requests read together ([`Request::batchable`]).
+    Many(Vec<(u64, Request)>),
+}
+
+/// What a [`Work`] comes to: each request's id and answer (and, for one
+/// request, whether the node stops once it is sent).
+enum Answers {
+    One(u64, Response, bool),
+    Many(Vec<(u64, Response)>),
+}
+
+/// Answers a [`Work`].
+async fn work(service: Arc<dyn super::Handler>, work: Work) -> Answers {
+    match work {
+        Work::One(id, req, fate) => {
+            if let Fate::Delay(d) = fate {
+                tokio::time::sleep(d).await;
+            }
+            let stop = matches!(req, Request::Shutdown);
+            Answers::One(id, service.handle(req).await, stop)
+        }
+        Work::Many(batch) => {
+            let (ids, reqs): (Vec<u64>, Vec<Request>) = batch.into_iter().unzip();
+            let answers = service.handle_batch(reqs).await;
+            Answers::Many(ids.into_iter().zip(answers).collect())
         }
     }
 }

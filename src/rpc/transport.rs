@@ -67,6 +67,14 @@ impl RpcError {
 pub trait Handler: Send + Sync + 'static {
     /// Answers one request.
     async fn handle(&self, req: Request) -> Response;
+
+    /// Answers requests that arrived together (replica writes a connection
+    /// read at once: [`Request::batchable`]), in their order. The default
+    /// answers each on its own, all at once; a handler that can share work
+    /// among them (one wait for the log sync that covers them all) should.
+    async fn handle_batch(&self, reqs: Vec<Request>) -> Vec<Response> {
+        futures::future::join_all(reqs.into_iter().map(|r| self.handle(r))).await
+    }
 }
 
 /// Sends requests to peers.
