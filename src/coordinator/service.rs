@@ -257,58 +257,48 @@ impl Handler for PeerService {
     /// of one wait each. Anything else in the batch (a copy to keep as a
     /// hint) is answered on its own meanwhile.
     async fn handle_batch(&self, reqs: Vec<Request>) -> Vec<Response> {
-        let mut answers: Vec<Option<Response>> = Vec::with_capacity(reqs.len());
+        use futures::FutureExt;
         let mut merged = Vec::new();
         let mut last = 0;
-        let mut others = Vec::new();
-        for (i, req) in reqs.into_iter().enumerate() {
-            if let Err(why) = req.validate(self.n) {
-                warn!(cause = %why, "refusing an invalid peer request");
-                answers.push(Some(Response::Error(RemoteError::Invalid(why))));
-                continue;
-            }
-            match req {
-                Request::Replicate { key, object, hint }
-                    if hint.as_deref().is_none_or(|h| h == &*self.me) =>
-                {
-                    answers.push(Some(match self.replica.merge(&key, &object) {
-                        Ok(m) => {
-                            last = last.max(m.lsn);
-                            merged.push(i);
-                            Response::Ack {
-                                conflicts: m.conflicts,
+        let answers: Vec<_> = reqs
+            .into_iter()
+            .enumerate()
+            .map(|(i, req)| {
+                // A valid copy for this node's own replica is merged here.
+                let own = matches!(&req, Request::Replicate { hint, .. }
+                    if hint.as_deref().is_none_or(|h| h == &*self.me))
+                    && req.validate(self.n).is_ok();
+                match req {
+                    Request::Replicate { key, object, .. } if own => {
+                        let answer = match self.replica.merge(&key, &object) {
+                            Ok(m) => {
+                                last = last.max(m.lsn);
+                                merged.push(i);
+                                Response::Ack {
+                                    conflicts: m.conflicts,
+                                }
                             }
-                        }
-                        Err(e) => error(e),
-                    }));
+                            Err(e) => error(e),
+                        };
+                        futures::future::ready(answer).left_future()
+                    }
+                    // Anything else (a copy to keep as a hint, an invalid one)
+                    // is answered on its own meanwhile.
+                    other => self.answer(other).right_future(),
                 }
-                other => {
-                    answers.push(None);
-                    others.push((i, other));
-                }
-            }
-        }
-        let others = futures::future::join_all(
-            others
-                .into_iter()
-                .map(|(i, r)| async move { (i, self.answer(r).await) }),
+            })
+            .collect();
+        let (mut answers, synced) = tokio::join!(
+            futures::future::join_all(answers),
+            self.replica.durable(last).wait()
         );
-        let (others, synced) = tokio::join!(others, self.replica.durable(last).wait());
         if let Err(e) = synced {
             let failed = error(e.into());
-            for &i in &merged {
-                answers[i] = Some(failed.clone());
+            for i in merged {
+                answers[i] = failed.clone();
             }
         }
-        for (i, answer) in others {
-            answers[i] = Some(answer);
-        }
         answers
-            .into_iter()
-            .map(|a| {
-                a.unwrap_or_else(|| Response::Error(RemoteError::Invalid("unanswered".into())))
-            })
-            .collect()
     }
 }
 

@@ -4,7 +4,8 @@
 //! connections per peer ([`CONNECTIONS_PER_PEER`]), each carrying many
 //! requests at once; the second one is used only while many requests are
 //! in flight to the peer ([`SECOND_CONNECTION_AT`]), and a connection that
-//! carries no request for [`IDLE_CLOSE`] closes. A request gets an id, its
+//! carries no request for [`IDLE_CLOSE`] (checked every [`IDLE_CLOSE`])
+//! closes. A request gets an id, its
 //! frame goes to the connection's writer task, and its answer is matched by id when the
 //! reader task decodes it, in whatever order answers come. The writer
 //! coalesces every frame that is ready into one `write`; the reader decodes
@@ -53,8 +54,9 @@ pub const MAX_IN_FLIGHT_PER_PEER: usize = 4096;
 /// connections; below it they share the first, so a peer this node talks to
 /// only now and then costs one connection, not [`CONNECTIONS_PER_PEER`].
 pub const SECOND_CONNECTION_AT: usize = 16;
-/// A connection that carried no request for this long closes; the next
-/// request to the peer opens a new one. A node of a large cluster talks to
+/// A connection that carried no request for this long closes (it is
+/// checked every this long, so it closes between one and two of them after
+/// its last request); the next request to the peer opens a new one. A node of a large cluster talks to
 /// most peers only now and then (anti-entropy visits one peer a round, the
 /// layout steward a few): without it every node would keep, for good, a
 /// connection to every peer it ever called (three tasks and their buffers
@@ -101,6 +103,8 @@ struct Waiting {
 
 type Pending = Mutex<HashMap<u64, Waiting>>;
 
+/// The pending map (a poisoned lock is still usable: every change leaves it
+/// whole).
 fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, HashMap<u64, Waiting>> {
     pending.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -144,11 +148,7 @@ impl Conn {
 /// Fails every request waiting on a connection that broke.
 fn fail_all(pending: &Pending, alive: &AtomicBool, why: &str) {
     alive.store(false, Ordering::Release);
-    let waiting: Vec<_> = pending
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .drain()
-        .collect();
+    let waiting: Vec<_> = lock(pending).drain().collect();
     for (_, w) in waiting {
         let _ = w.tx.send(Err(RpcError::Io(std::io::Error::new(
             std::io::ErrorKind::ConnectionAborted,
@@ -299,19 +299,19 @@ struct Shared {
 }
 
 impl Shared {
+    /// No request waits for an answer.
     fn idle(&self) -> bool {
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
+        lock(&self.pending).is_empty()
     }
 }
 
-/// Writes every frame that is ready in one `write`. After `idle_close`
-/// with nothing to write and no request waiting, it closes the connection:
-/// it stops taking frames, writes those that raced in, waits (bounded by
-/// their timeouts, which the sweeper enforces) for their answers, and shuts
-/// the connection down.
+/// Writes every frame that is ready in one `write`. A connection that
+/// wrote nothing and had no request waiting for a whole `idle_close` (checked
+/// every `idle_close`, so it closes between one and two of them after its
+/// last request) closes: it stops taking frames, writes those that raced in,
+/// waits (bounded by their timeouts, which the sweeper enforces) for their
+/// answers, and shuts the connection down. One timer serves the whole
+/// connection, not one per write.
 async fn write_loop(
     mut writer: WriteHalf,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
@@ -319,37 +319,41 @@ async fn write_loop(
     idle_close: Duration,
 ) {
     let mut buf: Vec<u8> = Vec::new();
+    let check = tokio::time::sleep(idle_close);
+    tokio::pin!(check);
+    let (mut writes, mut writes_at_check) = (0u64, 0u64);
     let why = loop {
-        let first = match tokio::time::timeout(idle_close, rx.recv()).await {
-            Ok(Some(first)) => first,
-            Ok(None) => break "connection closed",
-            Err(_) if !shared.idle() => continue,
-            Err(_) => {
-                shared.closing.store(true, Ordering::Release);
-                rx.close();
-                buf.clear();
-                while let Ok(more) = rx.try_recv() {
-                    buf.extend_from_slice(&more);
-                }
-                if !buf.is_empty() {
-                    if let Err(e) = crate::tls::send(&mut writer, &buf, IO_TIMEOUT).await {
-                        debug!(cause = %e, "peer connection write failed");
-                        break "write failed";
+        let first = tokio::select! {
+            biased;
+            first = rx.recv() => match first {
+                Some(first) => first,
+                None if shared.closing.load(Ordering::Acquire) => {
+                    // Each waiting request ends by its answer or its deadline.
+                    let mut tick = tokio::time::interval(SWEEP);
+                    while !shared.idle() && shared.alive.load(Ordering::Acquire) {
+                        tick.tick().await;
                     }
-                    shared.queued.fetch_sub(buf.len(), Ordering::AcqRel);
+                    let _ = tokio::time::timeout(
+                        auth::HANDSHAKE_TIMEOUT,
+                        tokio::io::AsyncWriteExt::shutdown(&mut writer),
+                    )
+                    .await;
+                    debug!("closed an idle peer connection");
+                    break "closed for being idle";
                 }
-                // Each waiting request ends by its answer or its deadline.
-                let mut tick = tokio::time::interval(SWEEP);
-                while !shared.idle() && shared.alive.load(Ordering::Acquire) {
-                    tick.tick().await;
+                None => break "connection closed",
+            },
+            () = &mut check => {
+                check.as_mut().reset(tokio::time::Instant::now() + idle_close);
+                if writes == writes_at_check && shared.idle() {
+                    // Frames sent before this are still received (and
+                    // written) above; later sends fail, and their calls
+                    // take a new connection.
+                    shared.closing.store(true, Ordering::Release);
+                    rx.close();
                 }
-                let _ = tokio::time::timeout(
-                    auth::HANDSHAKE_TIMEOUT,
-                    tokio::io::AsyncWriteExt::shutdown(&mut writer),
-                )
-                .await;
-                debug!("closed an idle peer connection");
-                break "closed for being idle";
+                writes_at_check = writes;
+                continue;
             }
         };
         buf.clear();
@@ -364,6 +368,7 @@ async fn write_loop(
             debug!(cause = %e, "peer connection write failed");
             break "write failed";
         }
+        writes += 1;
         shared.queued.fetch_sub(buf.len(), Ordering::AcqRel);
         if !shared.alive.load(Ordering::Acquire) {
             break "connection closed";
@@ -379,7 +384,7 @@ async fn sweep_loop(pending: Arc<Pending>, alive: Arc<AtomicBool>, wake: Arc<Not
     let mut tick = tokio::time::interval(SWEEP);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while alive.load(Ordering::Acquire) {
-        if pending.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+        if lock(&pending).is_empty() {
             // A request sent meanwhile left a permit: no wake-up is lost.
             tokio::select! {
                 _ = wake.notified() => {}
@@ -391,7 +396,7 @@ async fn sweep_loop(pending: Arc<Pending>, alive: Arc<AtomicBool>, wake: Arc<Not
         tick.tick().await;
         let now = tokio::time::Instant::now();
         let expired: Vec<Waiting> = {
-            let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+            let mut p = lock(&pending);
             let ids: Vec<u64> = p
                 .iter()
                 .filter(|(_, w)| w.deadline <= now)
@@ -415,13 +420,15 @@ async fn read_loop(
     done: Arc<Notify>,
 ) {
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let writer_ended = done.notified();
+    tokio::pin!(writer_ended);
     let why = loop {
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
         }
         let read = tokio::select! {
             r = reader.read_buf(&mut buf) => r,
-            () = done.notified() => break "the writer ended",
+            () = &mut writer_ended => break "the writer ended",
         };
         match read {
             Ok(0) => break "closed by the peer",
@@ -436,10 +443,7 @@ async fn read_loop(
             match frame::decode::<Response>(&buf[used..]) {
                 Ok((env, n)) => {
                     used += n;
-                    let tx = pending
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&env.id);
+                    let tx = lock(&pending).remove(&env.id);
                     if let Some(w) = tx {
                         let _ = w.tx.send(Ok(env.body));
                     }
@@ -596,10 +600,7 @@ struct RemoveOnDrop<'a> {
 
 impl Drop for RemoveOnDrop<'_> {
     fn drop(&mut self) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.id);
+        lock(self.pending).remove(&self.id);
     }
 }
 
