@@ -624,11 +624,17 @@ async fn a_batch_of_replica_writes_gets_each_its_own_answer_in_order() {
             object: copy(b"3"),
             hint: Some("n0".into()),
         },
+        // Refused: a key past the bound.
+        Request::Replicate {
+            key: vec![b'k'; distro_db::config::MAX_KEY_LEN + 1],
+            object: copy(b"4"),
+            hint: None,
+        },
     ];
     let answers = c.nodes[0].service.handle_batch(batch).await;
-    assert_eq!(answers.len(), 4, "{answers:?}");
+    assert_eq!(answers.len(), 5, "{answers:?}");
     for (i, answer) in answers.iter().enumerate() {
-        let expected = if i == 2 {
+        let expected = if i == 2 || i == 4 {
             matches!(answer, Response::Error(RemoteError::Invalid(_)))
         } else {
             matches!(answer, Response::Ack { .. })
@@ -645,4 +651,10 @@ async fn a_batch_of_replica_writes_gets_each_its_own_answer_in_order() {
         Some(b"2".to_vec())
     );
     assert_eq!(n0.replica.get(b"bad").unwrap(), None);
+    assert_eq!(
+        n0.replica
+            .get(&vec![b'k'; distro_db::config::MAX_KEY_LEN + 1])
+            .unwrap(),
+        None
+    );
 }
