@@ -110,14 +110,9 @@ impl From<&crate::config::Config> for CoordConfig {
     }
 }
 
-/// One answer to a digest read ([`Coordinator::digest_read`]).
-enum Versioned {
-    /// This node's copy, with the digest of its stored encoding (`None`
-    /// when it is a merge with hints; `Some(None)`: no copy).
-    Full(Option<Object>, Option<Option<u64>>),
-    /// A peer's digest (or its copy, when it holds hints for the key).
-    Remote(Fingerprint),
-}
+/// This node's copy for a digest read (`None`: it has none) and the digest
+/// of its stored encoding that peers' answers must equal (`None`: no copy).
+type Fingerprinted = (Option<Object>, Option<u64>);
 
 /// Counters shown by STATUS and INFO.
 #[derive(Debug, Default)]
@@ -353,46 +348,36 @@ impl Coordinator {
     }
 
     /// This node's copy for a digest read it coordinates, with the digest
-    /// its peers' answers must equal (`None` when hints make the copy a
-    /// merge, which no peer's digest can match).
-    fn read_copy_fingerprinted(&self, key: &[u8]) -> Result<Versioned, ReplicaError> {
+    /// its peers' answers must equal; `None` when hints make the copy a
+    /// merge, which no peer's digest can match.
+    fn read_copy_fingerprinted(&self, key: &[u8]) -> Result<Option<Fingerprinted>, ReplicaError> {
         self.readable(key)?;
         if self.holds_hints_for(key) {
-            return self.local_copy(key).map(|o| Versioned::Full(o, None));
+            return Ok(None);
         }
-        Ok(match self.replica.get_with_digest(key)? {
-            Some((digest, o)) => Versioned::Full(Some(o), Some(Some(digest))),
-            None => Versioned::Full(None, Some(None)),
-        })
+        Ok(Some(match self.replica.get_with_digest(key)? {
+            Some((digest, o)) => (Some(o), Some(digest)),
+            None => (None, None),
+        }))
     }
 
-    /// One replica's answer to a digest read: this node's full copy, or a
-    /// peer's digest.
+    /// A peer's answer to a digest read: the digest of its copy (or the
+    /// copy, when it holds hints for the key).
     fn digest_one(
         self: &Arc<Self>,
         t: Target,
         req: Arc<Request>,
-    ) -> Call<'static, Target, Versioned> {
+    ) -> Call<'static, Target, Fingerprint> {
         let me = self.clone();
         async move {
-            let r = if t.node == me.me {
-                let Request::Digest { key } = &*req else {
-                    return (t, Err(Reason::BadAnswer("not a digest read".into())));
-                };
-                me.read_copy_fingerprinted(key)
-                    .map_err(|e| Reason::Store(e.to_string()))
-            } else {
-                ask::<Fingerprint>(&*me.transport, t.addr, &req, me.config.timeout)
-                    .await
-                    .map(Versioned::Remote)
-                    .map_err(|e| e.reason())
-            };
+            let r = ask::<Fingerprint>(&*me.transport, t.addr, &req, me.config.timeout)
+                .await
+                .map_err(|e| e.reason());
             // As in `read_one`: a stand-in's "none" is not a vote.
             let r = match r {
-                Ok(
-                    Versioned::Full(None, _)
-                    | Versioned::Remote(Fingerprint::Digest(None) | Fingerprint::Copy(None)),
-                ) if t.hint.is_some() => Err(Reason::StandInEmpty),
+                Ok(Fingerprint::Digest(None) | Fingerprint::Copy(None)) if t.hint.is_some() => {
+                    Err(Reason::StandInEmpty)
+                }
                 r => r,
             };
             (t, r)
@@ -400,21 +385,27 @@ impl Coordinator {
         .boxed()
     }
 
-    /// A quorum read of `key` that fetches the full copy from this node
-    /// only and a digest from the others (Cassandra's digest read): one
-    /// object read, decoded and merged instead of R. `Some` with the answer
-    /// when R replicas answered and every digest equals this node's copy's;
-    /// `None` when they disagree or the quorum was not met, and the caller
-    /// reads full copies (which merges them and repairs the stale ones).
+    /// A quorum read of `key` that reads the full copy from this node only
+    /// (`targets[0]`, the first live owner) and asks the others for a
+    /// digest (Cassandra's digest read): one object read, decoded and
+    /// merged instead of R. `Some` with the answer when R - 1 peers
+    /// answered and every digest equals this node's copy's; `None` when
+    /// they disagree, the quorum was not met or this node's copy cannot be
+    /// compared (it is merged with hints), and the caller reads full copies
+    /// (which merges them and repairs the stale ones).
     async fn digest_read(
         self: &Arc<Self>,
         key: &[u8],
-        targets: Vec<Target>,
+        mut targets: Vec<Target>,
         r: usize,
     ) -> Option<Option<Object>> {
+        // This node's copy first: no message, no future, and no peer is
+        // asked when it cannot be compared anyway.
+        let (object, mine) = self.read_copy_fingerprinted(key).ok()??;
+        targets.remove(0);
         let req = Arc::new(Request::Digest { key: key.to_vec() });
         let spec = Spec {
-            needed: r,
+            needed: r - 1,
             sets: None,
             strategy: Strategy::Quorum,
             deadline: tokio::time::Instant::now() + self.config.timeout,
@@ -424,22 +415,11 @@ impl Coordinator {
         if !out.met() {
             return None;
         }
-        let mut full = None;
-        let mut agree = true;
-        let mut digests = Vec::with_capacity(out.replies.len());
-        for (_, v) in out.replies {
-            match v {
-                Versioned::Full(object, digest) => full = Some((object, digest)),
-                Versioned::Remote(Fingerprint::Digest(d)) => digests.push(d),
-                Versioned::Remote(Fingerprint::Copy(_)) => agree = false,
-            }
-        }
-        match full {
-            Some((object, Some(mine))) if agree && digests.iter().all(|d| *d == mine) => {
-                Some(object)
-            }
-            _ => None,
-        }
+        let agree = out
+            .replies
+            .iter()
+            .all(|(_, f)| matches!(f, Fingerprint::Digest(d) if *d == mine));
+        agree.then_some(object)
     }
 
     /// One replica's copy, for a read.
