@@ -21,7 +21,7 @@
 //! is closed when a write does not finish within 30 s), and commands keep
 //! finishing while a write waits.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -249,7 +249,8 @@ enum Pending {
 /// The scopes of the commands running on one connection.
 #[derive(Default)]
 struct InFlight {
-    keys: HashMap<Vec<u8>, usize>,
+    /// hashbrown's hasher: std's SipHash was ~2% of a GET's instructions.
+    keys: hashbrown::HashMap<Vec<u8>, usize>,
     running: usize,
     barrier: bool,
 }
@@ -540,6 +541,12 @@ pub async fn serve(
     // running are finished and answered.
     let mut drain_until: Option<Instant> = None;
     let mut read_timer = ReadTimer::new(IDLE_TIMEOUT);
+    // Made once: a cancellation future made at every wake-up registers and
+    // removes a waiter each time (~5% of a request's instructions).
+    let stopping = shutdown.cancelled();
+    tokio::pin!(stopping);
+    let killed = client.kill.cancelled();
+    tokio::pin!(killed);
     loop {
         outbox.start(&mut writer, &meter)?;
         if let Some(after) = closing
@@ -580,7 +587,7 @@ pub async fn serve(
         read_timer.restart(wait);
         tokio::select! {
             biased;
-            _ = shutdown.cancelled(), if drain_until.is_none() => {
+            () = &mut stopping, if drain_until.is_none() => {
                 // The node is stopping: read nothing more, run nothing not
                 // yet started (the client sees the connection close after
                 // the answers of what ran), finish what runs, within a bound.
@@ -591,7 +598,7 @@ pub async fn serve(
             _ = async { tokio::time::sleep_until(drain_until.unwrap_or_else(Instant::now)).await }, if drain_until.is_some() => {
                 return Ok(());
             }
-            _ = client.kill.cancelled() => return Ok(()),
+            () = &mut killed => return Ok(()),
             r = futures::future::poll_fn(|cx| outbox.poll_send(cx, &mut writer)), if writing => {
                 outbox.written(r, &meter)?;
             }

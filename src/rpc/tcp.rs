@@ -717,11 +717,15 @@ pub async fn serve(
     let mut stop_after_flush = false;
     // When the frame now at the head of the buffer began arriving.
     let mut begun = tokio::time::Instant::now();
+    // Made once: a cancellation future made at every wake-up registers and
+    // removes a waiter each time (~5% of a request's instructions).
+    let stopping = shutdown.cancelled();
+    tokio::pin!(stopping);
     loop {
         let deadline = frame_deadline(&buf, begun);
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return Ok(()),
+            () = &mut stopping => return Ok(()),
             // (Not while reading waits for running requests: then the
             // delay is this node's.)
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)),
