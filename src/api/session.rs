@@ -642,9 +642,8 @@ pub async fn serve(
 /// deadline back: a timer made and dropped at every wake-up cost ~3% of a
 /// request's instructions.
 struct ReadTimer {
+    /// Fires at or before `due`.
     sleep: Pin<Box<tokio::time::Sleep>>,
-    /// When the timer fires.
-    armed: Instant,
     /// When the wait ends.
     due: Instant,
 }
@@ -654,7 +653,6 @@ impl ReadTimer {
         let due = Instant::now() + wait;
         ReadTimer {
             sleep: Box::pin(tokio::time::sleep_until(due)),
-            armed: due,
             due,
         }
     }
@@ -662,8 +660,7 @@ impl ReadTimer {
     /// Something happened: the wait starts again, for `wait`.
     fn restart(&mut self, wait: Duration) {
         self.due = Instant::now() + wait;
-        if self.due < self.armed {
-            self.armed = self.due;
+        if self.due < self.sleep.deadline() {
             self.sleep.as_mut().reset(self.due);
         }
     }
@@ -675,7 +672,6 @@ impl ReadTimer {
             if Instant::now() >= self.due {
                 return;
             }
-            self.armed = self.due;
             self.sleep.as_mut().reset(self.due);
         }
     }

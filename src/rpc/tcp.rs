@@ -104,10 +104,10 @@ struct Waiting {
 /// profiles of the request path).
 type Pending = Mutex<hashbrown::HashMap<u64, Waiting>>;
 
-/// The pending map (a poisoned lock is still usable: every change leaves it
-/// whole).
-fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, hashbrown::HashMap<u64, Waiting>> {
-    pending.lock().unwrap_or_else(|e| e.into_inner())
+/// A lock of this module (the pending and peer maps): a poisoned one is
+/// still usable, since every change leaves its map whole.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// How often a connection looks for requests whose time ran out. Calls carry
@@ -515,9 +515,7 @@ impl TcpTransport {
     }
 
     fn peer(&self, addr: SocketAddr) -> Arc<Peer> {
-        self.peers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        lock(&self.peers)
             .entry(addr)
             .or_insert_with(|| Arc::new(Peer::new(addr, self.key.clone(), self.tls.clone())))
             .clone()
@@ -651,13 +649,7 @@ impl Transport for TcpTransport {
     }
 
     fn unreachable(&self, to: SocketAddr) -> bool {
-        let Some(peer) = self
-            .peers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&to)
-            .cloned()
-        else {
+        let Some(peer) = lock(&self.peers).get(&to).cloned() else {
             return false;
         };
         let at = peer.failed_at.load(Ordering::Relaxed);
