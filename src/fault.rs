@@ -29,7 +29,7 @@ use chitchat::transport::{
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use crate::rpc::{Request, Response, RpcError, Transport};
+use crate::rpc::{Request, Response, RpcError, Shared, Transport};
 
 /// The fault rule for one peer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -135,16 +135,20 @@ impl FaultyTransport {
     }
 }
 
-#[async_trait]
-impl Transport for FaultyTransport {
-    async fn call(
+impl FaultyTransport {
+    /// One call through the fault rules: `send` makes it, with the time
+    /// left, unless the rules lose it.
+    async fn through<F>(
         &self,
         to: SocketAddr,
-        req: &Request,
         timeout: Duration,
-    ) -> Result<Response, RpcError> {
+        send: impl FnOnce(Duration) -> F,
+    ) -> Result<Response, RpcError>
+    where
+        F: std::future::Future<Output = Result<Response, RpcError>>,
+    {
         match self.faults.fate(&to) {
-            Fate::Pass => self.inner.call(to, req, timeout).await,
+            Fate::Pass => send(timeout).await,
             // Across a partition a request just goes unanswered.
             Fate::Drop => {
                 tokio::time::sleep(timeout).await;
@@ -156,9 +160,32 @@ impl Transport for FaultyTransport {
             }
             Fate::Delay(d) => {
                 tokio::time::sleep(d).await;
-                self.inner.call(to, req, timeout - d).await
+                send(timeout - d).await
             }
         }
+    }
+}
+
+#[async_trait]
+impl Transport for FaultyTransport {
+    async fn call(
+        &self,
+        to: SocketAddr,
+        req: &Request,
+        timeout: Duration,
+    ) -> Result<Response, RpcError> {
+        self.through(to, timeout, |t| self.inner.call(to, req, t))
+            .await
+    }
+
+    async fn call_shared(
+        &self,
+        to: SocketAddr,
+        req: &Shared,
+        timeout: Duration,
+    ) -> Result<Response, RpcError> {
+        self.through(to, timeout, |t| self.inner.call_shared(to, req, t))
+            .await
     }
 
     fn unreachable(&self, to: SocketAddr) -> bool {

@@ -70,6 +70,9 @@ pub enum Causality {
 pub struct VClock(BTreeMap<Actor, u64>);
 
 impl VClock {
+    /// The empty clock, to borrow where a clock may be absent.
+    pub const EMPTY: &'static VClock = &VClock(BTreeMap::new());
+
     /// The empty clock (no events).
     pub fn new() -> Self {
         Self::default()
@@ -106,8 +109,14 @@ impl VClock {
         if dot.counter == 0 {
             return;
         }
-        let c = self.0.entry(dot.actor.clone()).or_insert(0);
-        *c = (*c).max(dot.counter);
+        // Looked up before inserting: `entry` would copy the actor's name
+        // even when it is there (every write of a key's usual actor).
+        match self.0.get_mut(&dot.actor) {
+            Some(c) => *c = (*c).max(dot.counter),
+            None => {
+                self.0.insert(dot.actor.clone(), dot.counter);
+            }
+        }
     }
 
     /// True when the clock covers `dot`.
@@ -118,8 +127,12 @@ impl VClock {
     /// Pointwise maximum, in place.
     pub fn merge(&mut self, other: &VClock) {
         for (actor, &counter) in &other.0 {
-            let c = self.0.entry(actor.clone()).or_insert(0);
-            *c = (*c).max(counter);
+            match self.0.get_mut(actor) {
+                Some(c) => *c = (*c).max(counter),
+                None => {
+                    self.0.insert(actor.clone(), counter);
+                }
+            }
         }
     }
 

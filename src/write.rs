@@ -154,7 +154,7 @@ pub fn apply(
     write: &Write,
     now_ms: u64,
 ) -> Result<(Option<Object>, Done), WriteError> {
-    let before: Resolved =
+    let mut before: Resolved =
         local.map_or_else(|| Object::default().resolve(now_ms), |o| o.resolve(now_ms));
     let existed = before.pick.is_some();
     // Writes that change the current value in place cannot pick one of
@@ -165,17 +165,12 @@ pub fn apply(
     let mut done = Done {
         applied: true,
         existed,
-        before: before.pick.clone(),
+        // Moved, not copied: below, `done.before` is the picked value.
+        before: before.pick.take(),
         number: None,
     };
-    let own_context;
-    let context = match context {
-        Some(c) => c,
-        None => {
-            own_context = local.map(|o| o.clock.clone()).unwrap_or_default();
-            &own_context
-        }
-    };
+    // A write without a context supersedes everything this copy holds.
+    let context = context.unwrap_or_else(|| local.map_or(VClock::EMPTY, |o| &o.clock));
     let payload = match write {
         Write::Set { value, ttl, cond } => {
             let skip = match cond {
@@ -235,7 +230,7 @@ pub fn apply(
                         value: if counter.is_some() {
                             None
                         } else {
-                            before.pick.clone()
+                            done.before.clone()
                         },
                         expires_ms: *deadline,
                         counter,
@@ -246,7 +241,7 @@ pub fn apply(
         Write::Incr { by } => {
             let mut counter = local.and_then(|o| o.counter_at(now_ms)).unwrap_or_default();
             if counter.0.is_empty()
-                && let Some(v) = &before.pick
+                && let Some(v) = &done.before
             {
                 // A string holding an integer becomes a counter starting there.
                 let start: i64 = std::str::from_utf8(v)
@@ -259,7 +254,7 @@ pub fn apply(
             } else if !counter.0.is_empty() && !before.is_counter {
                 // A plain value was written after the counter's last change:
                 // it is what INCR applies to.
-                let v = before.pick.as_deref().unwrap_or_default();
+                let v = done.before.as_deref().unwrap_or_default();
                 let start: i64 = std::str::from_utf8(v)
                     .ok()
                     .and_then(|t| t.parse().ok())

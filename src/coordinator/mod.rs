@@ -55,7 +55,7 @@ use crate::random::Random;
 use crate::replica::{Replica, ReplicaError};
 use crate::rpc::call::{Acked, Fingerprint, Keys, Stored};
 use crate::rpc::message::{NodeFailure, QuorumFailure, Reason, RemoteError};
-use crate::rpc::{CallError, Request, Transport, ask};
+use crate::rpc::{CallError, Request, Shared, Transport, ask, ask_shared};
 use crate::vclock::{Dot, VClock};
 use crate::write::{Done, Write};
 
@@ -567,12 +567,12 @@ impl Coordinator {
     fn replicate_to_target(
         self: &Arc<Self>,
         t: Target,
-        req: Arc<Request>,
+        req: Arc<Shared>,
     ) -> Call<'static, Target, ()> {
         let me = self.clone();
         async move {
             let r = if t.node == me.me {
-                let Request::Replicate { key, object, hint } = &*req else {
+                let Request::Replicate { key, object, hint } = req.request() else {
                     return (t, Err(Reason::BadAnswer("not a copy".into())));
                 };
                 me.local_merge(key, object, hint.as_deref())
@@ -580,7 +580,7 @@ impl Coordinator {
                     .map(|_| ())
                     .map_err(|e| Reason::Store(e.to_string()))
             } else {
-                match ask::<Acked>(&*me.transport, t.addr, &req, me.config.timeout).await {
+                match ask_shared::<Acked>(&*me.transport, t.addr, &req, me.config.timeout).await {
                     Ok(acked) => {
                         me.replica.note_conflicts_seen_by_peer(&acked.conflicts);
                         Ok(())
@@ -597,13 +597,15 @@ impl Coordinator {
     }
 
     /// A copy of `object` for target `t` (with its hint, if it stands in).
-    fn copy_for(shared: &Arc<Request>, t: &Target) -> Arc<Request> {
-        match (&t.hint, &**shared) {
-            (Some(owner), Request::Replicate { key, object, .. }) => Arc::new(Request::Replicate {
-                key: key.clone(),
-                object: object.clone(),
-                hint: Some(owner.to_string()),
-            }),
+    fn copy_for(shared: &Arc<Shared>, t: &Target) -> Arc<Shared> {
+        match (&t.hint, shared.request()) {
+            (Some(owner), Request::Replicate { key, object, .. }) => {
+                Arc::new(Shared::new(Request::Replicate {
+                    key: key.clone(),
+                    object: object.clone(),
+                    hint: Some(owner.to_string()),
+                }))
+            }
             _ => shared.clone(),
         }
     }
@@ -806,11 +808,12 @@ impl Coordinator {
             .into_iter()
             .filter(|t| t.node != self.me && Some(&t.node) != stand_in_for.as_ref())
             .collect();
-        let shared = Arc::new(Request::Replicate {
+        // Encoded once, by the first call, for every replica.
+        let shared = Arc::new(Shared::new(Request::Replicate {
             key: key.to_vec(),
             object,
             hint: None,
-        });
+        }));
         // This node's durable copy is one of the W acknowledgements.
         let here = Target {
             idx: usize::MAX,
@@ -876,7 +879,7 @@ impl Coordinator {
                         missed.push(owner(&t));
                     }
                 }
-                let Request::Replicate { object, .. } = &*shared else {
+                let Request::Replicate { object, .. } = shared.request() else {
                     return;
                 };
                 for owner in missed.into_iter().filter(|o| *o != me.me) {

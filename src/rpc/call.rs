@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_bytes::ByteBuf;
 
 use super::message::{Reason, RemoteError};
-use super::transport::{RpcError, Transport};
+use super::transport::{RpcError, Shared, Transport};
 use super::{Request, Response};
 use crate::object::Object;
 use crate::vclock::Dot;
@@ -62,10 +62,25 @@ pub async fn ask<A: Answer>(
     req: &Request,
     timeout: Duration,
 ) -> Result<A, CallError> {
-    match transport.call(to, req, timeout).await? {
+    answer(transport.call(to, req, timeout).await?)
+}
+
+/// A response as the answer `A`, or why it is not one.
+fn answer<A: Answer>(r: Response) -> Result<A, CallError> {
+    match r {
         Response::Error(e) => Err(CallError::Remote(e)),
         r => A::decode(r).map_err(CallError::BadAnswer),
     }
+}
+
+/// [`ask`] with a request several calls share (encoded once for them all).
+pub async fn ask_shared<A: Answer>(
+    transport: &dyn Transport,
+    to: SocketAddr,
+    req: &Shared,
+    timeout: Duration,
+) -> Result<A, CallError> {
+    answer(transport.call_shared(to, req, timeout).await?)
 }
 
 fn unexpected(r: &Response) -> String {

@@ -23,7 +23,7 @@ pub mod message;
 pub mod tcp;
 pub mod transport;
 
-pub use call::{Answer, CallError, ask};
+pub use call::{Answer, CallError, ask, ask_shared};
 pub use message::{Request, Response};
 pub use tcp::TcpTransport;
-pub use transport::{Handler, RpcError, Transport};
+pub use transport::{Handler, RpcError, Shared, Transport};

@@ -39,7 +39,7 @@ use tracing::{debug, warn};
 
 use super::auth::{self, PeerKey};
 use super::frame::{self, FrameError, PREAMBLE};
-use super::transport::{RpcError, Transport};
+use super::transport::{RpcError, Shared as SharedRequest, Transport};
 use super::{Request, Response};
 use crate::fault::{Fate, Faults};
 use crate::limits::{ByteBudget, Held, consume, read_budgeted};
@@ -121,7 +121,7 @@ const IDLE_SWEEP: Duration = Duration::from_secs(1);
 
 /// One multiplexed connection to a peer.
 struct Conn {
-    out: mpsc::UnboundedSender<Vec<u8>>,
+    out: mpsc::UnboundedSender<Outgoing>,
     /// Bytes sent to `out` and not yet written (bounded by
     /// [`MAX_QUEUED_BYTES`]).
     queued: Arc<AtomicUsize>,
@@ -327,7 +327,7 @@ impl Shared {
 /// connection, not one per write.
 async fn write_loop(
     mut writer: WriteHalf,
-    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
     shared: Shared,
     idle_close: Duration,
 ) {
@@ -370,10 +370,10 @@ async fn write_loop(
             }
         };
         buf.clear();
-        buf.extend_from_slice(&first);
+        first.write_to(&mut buf);
         while buf.len() < MAX_WRITE {
             match rx.try_recv() {
-                Ok(more) => buf.extend_from_slice(&more),
+                Ok(more) => more.write_to(&mut buf),
                 Err(_) => break,
             }
         }
@@ -476,8 +476,9 @@ async fn read_loop(
 
 /// Peer RPC over TCP; see the module doc.
 pub struct TcpTransport {
-    /// This node's advertised address, sent with every request.
-    from: SocketAddr,
+    /// This node's advertised address, sent with every request (encoded
+    /// once).
+    sender: frame::Sender,
     /// What this node proves to its peers, and checks they prove.
     key: PeerKey,
     /// TLS to peers (none: plain text).
@@ -492,7 +493,7 @@ impl TcpTransport {
     /// A transport for the node at `from`, authenticating with `key`.
     pub fn new(from: SocketAddr, key: PeerKey) -> Self {
         TcpTransport {
-            from,
+            sender: frame::Sender::new(Some(from)),
             key,
             tls: None,
             peers: Mutex::default(),
@@ -524,7 +525,7 @@ impl TcpTransport {
     async fn call_inner(
         &self,
         to: SocketAddr,
-        req: &Request,
+        req: Body<'_>,
         timeout: Duration,
     ) -> Result<Response, RpcError> {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -541,8 +542,17 @@ impl TcpTransport {
                 .map_err(|_| RpcError::Overloaded)?,
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut bytes = Vec::with_capacity(req.encoded_size_hint());
-        frame::encode_into(&mut bytes, Some(self.from), id, req)?;
+        let mut bytes = match req {
+            Body::Request(req) => {
+                let mut bytes = Vec::with_capacity(req.encoded_size_hint());
+                frame::encode_from_into(&mut bytes, &self.sender, id, req)?;
+                Outgoing::Frame(bytes)
+            }
+            Body::Encoded(body) => Outgoing::Shared {
+                head: frame::Head::new(&self.sender, id, body.len())?,
+                body: body.clone(),
+            },
+        };
         let (tx, rx) = oneshot::channel();
         let mut waiting = Waiting {
             tx,
@@ -614,6 +624,45 @@ impl TcpTransport {
     }
 }
 
+/// What a call sends: a request to encode, or one encoded beforehand.
+#[derive(Clone, Copy)]
+enum Body<'a> {
+    Request(&'a Request),
+    Encoded(&'a Arc<frame::Encoded>),
+}
+
+/// A frame queued for a connection's writer.
+enum Outgoing {
+    /// Encoded whole.
+    Frame(Vec<u8>),
+    /// Its head, then a body other calls share (no copy per call).
+    Shared {
+        head: frame::Head,
+        body: Arc<frame::Encoded>,
+    },
+}
+
+impl Outgoing {
+    /// Its length in bytes.
+    fn len(&self) -> usize {
+        match self {
+            Outgoing::Frame(bytes) => bytes.len(),
+            Outgoing::Shared { head, body } => head.as_bytes().len() + body.len(),
+        }
+    }
+
+    /// Appends it to `buf`.
+    fn write_to(&self, buf: &mut Vec<u8>) {
+        match self {
+            Outgoing::Frame(bytes) => buf.extend_from_slice(bytes),
+            Outgoing::Shared { head, body } => {
+                buf.extend_from_slice(head.as_bytes());
+                buf.extend_from_slice(body.as_bytes());
+            }
+        }
+    }
+}
+
 struct RemoveOnDrop<'a> {
     pending: &'a Pending,
     id: u64,
@@ -645,7 +694,21 @@ impl Transport for TcpTransport {
         req: &Request,
         timeout: Duration,
     ) -> Result<Response, RpcError> {
-        self.call_inner(to, req, timeout).await
+        self.call_inner(to, Body::Request(req), timeout).await
+    }
+
+    async fn call_shared(
+        &self,
+        to: SocketAddr,
+        req: &SharedRequest,
+        timeout: Duration,
+    ) -> Result<Response, RpcError> {
+        let body = match req.encoded() {
+            Some(encoded) => Body::Encoded(encoded),
+            // It does not encode: the plain path says why.
+            None => Body::Request(req.request()),
+        };
+        self.call_inner(to, body, timeout).await
     }
 
     fn unreachable(&self, to: SocketAddr) -> bool {
