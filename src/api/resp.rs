@@ -164,8 +164,9 @@ impl Frame {
             Frame::Double(d) => bulk(out, b'$', d.as_bytes()),
             Frame::Verbatim(format, text) if v3 => {
                 let mut body = Vec::with_capacity(4 + text.len());
-                let tag: String = format.chars().chain("txt".chars()).take(3).collect();
-                body.extend_from_slice(tag.as_bytes());
+                // Always three bytes (what `encoded_len` counts): the
+                // format's ASCII ones, padded from `txt`.
+                body.extend(format.bytes().filter(u8::is_ascii).chain(*b"txt").take(3));
                 body.push(b':');
                 body.extend_from_slice(text);
                 bulk(out, b'=', &body);
@@ -458,11 +459,16 @@ fn decode_at(buf: &[u8], pos: &mut usize, depth: usize) -> Result<Frame, DecodeE
             let Some(body) = read_bulk(buf, pos)? else {
                 return Ok(Frame::Null);
             };
-            match body.get(3) {
-                Some(b':') => Ok(Frame::Verbatim(
-                    String::from_utf8_lossy(&body[..3]).into_owned(),
-                    body[4..].to_vec(),
+            // The format is three bytes the encoder writes back as they
+            // are: a non-ASCII one would be lossily widened to more than
+            // three and the frame would not survive being sent on (found by
+            // fuzz/fuzz_targets/resp.rs).
+            match body.split_at_checked(3) {
+                Some((format, [b':', text @ ..])) if format.is_ascii() => Ok(Frame::Verbatim(
+                    String::from_utf8_lossy(format).into_owned(),
+                    text.to_vec(),
                 )),
+                Some((_, [b':', ..])) => Err(invalid("verbatim string format is not ASCII")),
                 _ => Err(invalid("invalid verbatim string")),
             }
         }
@@ -660,6 +666,30 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_verbatim_format_that_is_not_ascii_is_refused() {
+        // The fuzzer's minimized input (fuzz/fuzz_targets/resp.rs): the
+        // format `+\xc8\0` decoded lossily to five bytes, re-encoded as
+        // `+\u{fffd}\0:` and no longer decoded.
+        let bad = b"=8\r\n+\xc8\x00:\r\r+3\r\n";
+        assert_eq!(
+            decode(bad),
+            Err(DecodeError::Invalid(
+                "verbatim string format is not ASCII".into()
+            ))
+        );
+        let (f, n) = decode(b"=8\r\nmkd:\r\r+3\r\n").unwrap();
+        assert_eq!(n, 14);
+        assert_eq!(f, Frame::Verbatim("mkd".into(), b"\r\r+3".to_vec()));
+        // A frame built with a wider format still encodes three bytes of
+        // format, as `encoded_len` counts, and decodes.
+        let wide = Frame::Verbatim("\u{e9}x".into(), b"hi".to_vec());
+        let mut out = Vec::new();
+        wide.encode_as(&mut out, Proto::V3);
+        assert_eq!(out, b"=6\r\nxtx:hi\r\n");
+        assert_eq!(wide.encoded_len(Proto::V3), out.len());
     }
 
     proptest! {
