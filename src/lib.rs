@@ -69,6 +69,7 @@ pub mod logs;
 pub mod node;
 pub mod object;
 pub mod observe;
+pub mod quiet;
 pub mod random;
 pub mod repl;
 pub mod replica;
