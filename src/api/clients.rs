@@ -66,9 +66,8 @@ impl ClientHandle {
         // Compared in place: a client repeats its command far more often
         // than it changes it, and a new string at every command was one of
         // a SET's ~50 allocations.
-        if !last.as_bytes().eq_ignore_ascii_case(cmd)
-            || last.bytes().any(|b| b.is_ascii_uppercase())
-        {
+        // (It starts as `NULL`, which names no command.)
+        if !last.as_bytes().eq_ignore_ascii_case(cmd) {
             *last = String::from_utf8_lossy(cmd).to_ascii_lowercase();
         }
     }
