@@ -4,16 +4,18 @@
 # tenants of a shared machine (two runs of one build agree within ~1%).
 #
 #   benches/instructions.sh --db BIN [--db BIN2 ...] [--rounds 1]
-#       [--workloads get,set,setp16] [--requests 20000]
+#       [--workloads get,getp16,set,setp16] [--requests 20000] [--clients 50]
 #
 # For each build and workload: three durable nodes on 127.0.0.1:24341-24343
 # (`--threads 1`, `--fsync always`), the first under callgrind. After a
 # warm-up it counts the first node's instructions for 10 s of idling, then
-# for the workload (redis-benchmark against the first node, 50 clients,
+# for the workload (redis-benchmark against the first node, 50 clients
+# unless --clients says otherwise: with one, nothing is batched and two
+# runs of one build agree closely,
 # 100-byte values, 20,000 keys), then 10 s of idling again, and prints the
 # workload's instructions per request with the lower idle rate taken out,
 # and those under the client sessions alone (see `request_path`).
-# `get` first fills the keys (through the measured node, so that no
+# `get` and `getp16` first fill the keys (through the measured node, so that no
 # replication backlog runs during the count). Anti-entropy and compaction
 # are off: they run at their own pace, not per request. Kernel time (system
 # calls, fsync) is not counted: read it from /proc (benches/compare.sh) or
@@ -27,16 +29,18 @@ dbs=()
 rounds=1
 workloads=get,set,setp16
 requests=20000
+clients=50
 while [ $# -gt 0 ]; do
     case "$1" in
         --db) dbs+=("$2"); shift 2 ;;
         --rounds) rounds=$2; shift 2 ;;
         --workloads) workloads=$2; shift 2 ;;
         --requests) requests=$2; shift 2 ;;
+        --clients) clients=$2; shift 2 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
-[ ${#dbs[@]} -gt 0 ] || { echo "usage: $0 --db BIN [--db BIN2] [--rounds N] [--workloads get,set,setp16] [--requests N]" >&2; exit 2; }
+[ ${#dbs[@]} -gt 0 ] || { echo "usage: $0 --db BIN [--db BIN2] [--rounds N] [--workloads get,getp16,set,setp16] [--requests N] [--clients 50]" >&2; exit 2; }
 for tool in valgrind callgrind_control redis-benchmark redis-cli; do
     command -v "$tool" >/dev/null || { echo "$tool is needed (apt-get install valgrind redis-tools)" >&2; exit 2; }
 done
@@ -77,6 +81,7 @@ run() {
         get) bench=(-t get) ;;
         set) bench=(-t set) ;;
         setp16) bench=(-t set -P 16) ;;
+        getp16) bench=(-t get -P 16) ;;
         *) echo "unknown workload $workload" >&2; exit 2 ;;
     esac
     dir=$(mktemp -d)
@@ -105,7 +110,7 @@ run() {
         [ -n "$ok" ] || { echo "node $p never took a write" >&2; exit 1; }
     done
     local port=${PORTS[0]} measured=${pids[0]}
-    if [ "$workload" = get ]; then
+    if [ "$workload" = get ] || [ "$workload" = getp16 ]; then
         timeout 600 redis-benchmark -p "$port" -c 50 -P 16 -n 30000 -t set -d 100 -r 20000 -q >/dev/null 2>&1
     fi
     timeout 300 redis-benchmark -p "$port" -c 20 -n 2000 -t set,get -d 100 -r 20000 -q >/dev/null 2>&1
@@ -117,7 +122,7 @@ run() {
     rm -f "$dir"/cg.out.*
     local t0 t1
     t0=$(date +%s.%N)
-    timeout 900 redis-benchmark -p "$port" -c 50 -n "$requests" "${bench[@]}" -d 100 -r 20000 -q >/dev/null 2>&1
+    timeout 900 redis-benchmark -p "$port" -c "$clients" -n "$requests" "${bench[@]}" -d 100 -r 20000 -q >/dev/null 2>&1
     t1=$(date +%s.%N)
     callgrind_control -d "$measured" >/dev/null 2>&1
     local busy path

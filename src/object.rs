@@ -380,6 +380,46 @@ impl Object {
         }
     }
 
+    /// Where the version a plain read picks is, and how many live values
+    /// there are, as [`Object::resolve`] finds them but copying nothing.
+    /// `None` when a live version is a counter: those merge into one value
+    /// made on the spot, which only `resolve` makes.
+    pub fn pick_index(&self, now_ms: u64) -> Option<(Option<usize>, usize)> {
+        let mut pick: Option<usize> = None;
+        let mut live = 0;
+        for (i, s) in self.siblings.iter().enumerate() {
+            if !s.is_live(now_ms) {
+                continue;
+            }
+            if s.counter.is_some() {
+                return None;
+            }
+            live += 1;
+            // `>=`: of equal versions the last, as `resolve`'s `max_by`.
+            let later = |p: usize| {
+                let p = &self.siblings[p];
+                (s.written_ms, &s.dot) >= (p.written_ms, &p.dot)
+            };
+            if pick.is_none_or(later) {
+                pick = Some(i);
+            }
+        }
+        Some((pick, live))
+    }
+
+    /// What a plain read answers: the picked value, moved out of the
+    /// object instead of copied, and how many live values the key holds
+    /// (the same as `resolve`'s `pick` and `values.len()`).
+    pub fn into_pick(mut self, now_ms: u64) -> (Option<Vec<u8>>, usize) {
+        match self.pick_index(now_ms) {
+            Some((pick, live)) => (pick.and_then(|i| self.siblings.swap_remove(i).value), live),
+            None => {
+                let r = self.resolve(now_ms);
+                (r.pick, r.values.len())
+            }
+        }
+    }
+
     /// The merged counter of every live counter version (empty if none).
     pub fn counter_at(&self, now_ms: u64) -> Option<Counter> {
         let mut out: Option<Counter> = None;
@@ -1132,6 +1172,39 @@ mod tests {
                     prop_assert!(!covered_by_survivor);
                 }
             }
+        }
+
+        /// The read path's pick, made without copies, is `resolve`'s:
+        /// ties of time and dot, tombstones, expired versions, counters.
+        #[test]
+        fn a_plain_reads_pick_is_resolves(
+            siblings in prop::collection::vec(
+                (0u8..3, 1u64..4, prop::option::of(prop::collection::vec(any::<u8>(), 0..3)),
+                 0u64..4, prop::option::of(0u64..8), 0u8..6),
+                0..6),
+            now in 0u64..8,
+        ) {
+            let siblings: Vec<Sibling> = siblings
+                .into_iter()
+                .map(|(a, n, value, written_ms, expires_ms, kind)| Sibling {
+                    dot: Dot { actor: format!("n{a}"), counter: n },
+                    value: if kind == 0 { None } else { value },
+                    written_ms,
+                    expires_ms,
+                    // One in six a counter.
+                    counter: (kind == 5).then(|| Counter([(format!("n{a}"), (n, 0))].into())),
+                })
+                .collect();
+            let o = Object { clock: VClock::default(), siblings };
+            let r = o.resolve(now);
+            if let Some((i, live)) = o.pick_index(now) {
+                prop_assert_eq!(live, r.values.len());
+                prop_assert_eq!(i.and_then(|i| o.siblings[i].value.clone()), r.pick.clone());
+                prop_assert_eq!(i.and_then(|i| o.siblings[i].expires_ms), r.expires_ms);
+            } else {
+                prop_assert!(r.is_counter || o.siblings.iter().any(|s| s.counter.is_some()));
+            }
+            prop_assert_eq!(o.into_pick(now), (r.pick, r.values.len()));
         }
     }
 }

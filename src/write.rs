@@ -18,7 +18,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::object::{Object, Payload, Resolved, UpdateError};
+use crate::object::{Object, Payload, UpdateError};
 use crate::vclock::{Actor, VClock};
 
 /// The deadline a `SET` gives its value.
@@ -144,6 +144,49 @@ pub enum WriteError {
     Conflict(usize),
 }
 
+/// What a write needs of the copy it changes: [`crate::object::Resolved`] without the
+/// copies of every live value (one of the picked value, which the client
+/// may be told).
+#[derive(Default)]
+struct Before {
+    /// The value a plain read would answer.
+    pick: Option<Vec<u8>>,
+    /// How many live values the key holds.
+    values: usize,
+    /// The picked version's deadline.
+    expires_ms: Option<u64>,
+    /// True when the picked value is a counter's.
+    is_counter: bool,
+}
+
+impl Before {
+    fn of(local: Option<&Object>, now_ms: u64) -> Before {
+        let Some(o) = local else {
+            return Before::default();
+        };
+        match o.pick_index(now_ms) {
+            Some((pick, values)) => {
+                let s = pick.map(|i| &o.siblings[i]);
+                Before {
+                    pick: s.and_then(|s| s.value.clone()),
+                    values,
+                    expires_ms: s.and_then(|s| s.expires_ms),
+                    is_counter: false,
+                }
+            }
+            None => {
+                let r = o.resolve(now_ms);
+                Before {
+                    values: r.values.len(),
+                    pick: r.pick,
+                    expires_ms: r.expires_ms,
+                    is_counter: r.is_counter,
+                }
+            }
+        }
+    }
+}
+
 /// Applies `write` as `actor` to its local copy `local`, at `now_ms`.
 /// Returns the new object to store (`None` when nothing is written) and
 /// what the client is told.
@@ -154,13 +197,12 @@ pub fn apply(
     write: &Write,
     now_ms: u64,
 ) -> Result<(Option<Object>, Done), WriteError> {
-    let mut before: Resolved =
-        local.map_or_else(|| Object::default().resolve(now_ms), |o| o.resolve(now_ms));
+    let mut before = Before::of(local, now_ms);
     let existed = before.pick.is_some();
     // Writes that change the current value in place cannot pick one of
     // several concurrent values without dropping the others.
-    if matches!(write, Write::Expire { .. } | Write::Incr { .. }) && before.conflicted() {
-        return Err(WriteError::Conflict(before.values.len()));
+    if matches!(write, Write::Expire { .. } | Write::Incr { .. }) && before.values > 1 {
+        return Err(WriteError::Conflict(before.values));
     }
     let mut done = Done {
         applied: true,

@@ -138,17 +138,16 @@ impl Api {
         let Some(obj) = obj else {
             return Ok(None);
         };
-        let resolved = obj.resolve(self.replica.now_ms());
-        if resolved.conflicted() {
+        let (pick, values) = obj.into_pick(self.replica.now_ms());
+        if values > 1 {
             self.stats.conflicted_reads.fetch_add(1, Ordering::Relaxed);
             if self.info.config.sibling_reads == SiblingReads::Error {
                 return Err(Frame::Error(format!(
-                    "CONFLICT key has {} concurrent values; read them with VGET and write back with its CTX",
-                    resolved.values.len()
+                    "CONFLICT key has {values} concurrent values; read them with VGET and write back with its CTX"
                 )));
             }
         }
-        Ok(resolved.pick.map(Frame::Bulk))
+        Ok(pick.map(Frame::Bulk))
     }
 
     /// The clock of a write's context token for `key` (`None` without

@@ -74,6 +74,76 @@ pub struct Spec {
     pub hedge_after: Option<Duration>,
 }
 
+/// The calls in flight. Most requests have one at a time (a digest
+/// read's one peer, a hint batch): it is kept inline, and a
+/// `FuturesUnordered` (two allocations to make, one per call, and a
+/// shared queue to wake through) is made only for a second one.
+pub struct Running<'a, I, T> {
+    one: Option<Call<'a, I, T>>,
+    more: Option<FuturesUnordered<Call<'a, I, T>>>,
+}
+
+impl<I, T> Default for Running<'_, I, T> {
+    fn default() -> Self {
+        Running {
+            one: None,
+            more: None,
+        }
+    }
+}
+
+impl<'a, I, T> Running<'a, I, T> {
+    /// Adds a call.
+    pub fn push(&mut self, call: Call<'a, I, T>) {
+        if self.one.is_none() {
+            self.one = Some(call);
+        } else {
+            self.more
+                .get_or_insert_with(FuturesUnordered::new)
+                .push(call);
+        }
+    }
+
+    /// Calls in flight.
+    pub fn len(&self) -> usize {
+        usize::from(self.one.is_some()) + self.more.as_ref().map_or(0, FuturesUnordered::len)
+    }
+
+    /// True when no call is in flight.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<I, T> futures::Stream for Running<'_, I, T> {
+    type Item = (I, Result<T, Reason>);
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        // Every field is a box or `Unpin`.
+        let this = self.get_mut();
+        if let Some(call) = &mut this.one
+            && let Poll::Ready(done) = call.as_mut().poll(cx)
+        {
+            this.one = None;
+            return Poll::Ready(Some(done));
+        }
+        if let Some(more) = &mut this.more
+            && let Poll::Ready(Some(done)) = more.poll_next_unpin(cx)
+        {
+            return Poll::Ready(Some(done));
+        }
+        if this.is_empty() {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
 /// What a driven request came to.
 pub struct Outcome<'a, I, T> {
     /// The answers counted.
@@ -81,7 +151,7 @@ pub struct Outcome<'a, I, T> {
     /// The successful answers, with their targets.
     pub replies: Vec<(I, T)>,
     /// Calls still running when the driver returned.
-    pub running: FuturesUnordered<Call<'a, I, T>>,
+    pub running: Running<'a, I, T>,
     /// Targets that failed with no stand-in left to replace them.
     pub unplaced: Vec<I>,
     /// The request's deadline.
@@ -134,14 +204,19 @@ where
     if let Some(sets) = spec.sets.clone() {
         tracker = tracker.with_sets(sets, spec.needed);
     }
-    let mut running = FuturesUnordered::new();
+    let mut running = Running::default();
     let mut replies = Vec::with_capacity(spec.needed);
     let mut unplaced = Vec::new();
-    let hedge = tokio::time::sleep(spec.hedge_after.unwrap_or(Duration::MAX / 4));
-    tokio::pin!(hedge);
-    let mut hedged = spec.hedge_after.is_none();
-    let give_up = tokio::time::sleep_until(spec.deadline);
-    tokio::pin!(give_up);
+    // One timer, not two (each costs a registration in the runtime's
+    // wheel): it fires at the hedge, if there is one before the deadline,
+    // and is then set to the deadline.
+    let hedge_at = spec
+        .hedge_after
+        .and_then(|h| Instant::now().checked_add(h))
+        .filter(|&at| at < spec.deadline);
+    let mut hedged = hedge_at.is_none();
+    let timer = tokio::time::sleep_until(hedge_at.unwrap_or(spec.deadline));
+    tokio::pin!(timer);
     loop {
         for _ in 0..tracker.to_send() {
             match pending.pop_front() {
@@ -175,7 +250,10 @@ where
                     }
                 }
             }
-            _ = &mut hedge, if !hedged => {
+            _ = &mut timer => {
+                if hedged {
+                    break;
+                }
                 hedged = true;
                 for _ in 0..tracker.hedge() {
                     match pending.pop_front() {
@@ -183,8 +261,8 @@ where
                         None => break,
                     }
                 }
+                timer.as_mut().reset(spec.deadline);
             }
-            _ = &mut give_up => break,
         }
     }
     Outcome {
@@ -232,6 +310,28 @@ mod tests {
             (p, r)
         }
         .boxed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_running_set_yields_every_call_in_the_order_they_finish() {
+        let mut running = Running::default();
+        assert!(running.is_empty());
+        assert!(running.next().await.is_none());
+        // The first call (kept inline) finishes last; the others overtake it.
+        running.push(call(P("a"), 30));
+        running.push(call(P("b"), 10));
+        running.push(call(P("x1"), 20));
+        assert_eq!(running.len(), 3);
+        let mut order = Vec::new();
+        while let Some((p, _)) = running.next().await {
+            order.push(p.0);
+            // A call pushed while others run is awaited too.
+            if p.0 == "b" {
+                running.push(call(P("c"), 5));
+            }
+        }
+        assert_eq!(order, ["b", "c", "x1", "a"]);
+        assert!(running.is_empty());
     }
 
     #[tokio::test(start_paused = true)]

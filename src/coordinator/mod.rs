@@ -396,13 +396,13 @@ impl Coordinator {
     async fn digest_read(
         self: &Arc<Self>,
         key: &[u8],
-        mut targets: Vec<Target>,
+        targets: &[Target],
         r: usize,
     ) -> Option<Option<Object>> {
         // This node's copy first: no message, no future, and no peer is
         // asked when it cannot be compared anyway.
         let (object, mine) = self.read_copy_fingerprinted(key).ok()??;
-        targets.remove(0);
+        let others = targets.iter().skip(1).cloned();
         let req = Arc::new(Request::Digest { key: key.to_vec() });
         let spec = Spec {
             needed: r - 1,
@@ -411,7 +411,7 @@ impl Coordinator {
             deadline: tokio::time::Instant::now() + self.config.timeout,
             hedge_after: Some(self.config.hedge_after),
         };
-        let out = drive(targets, spec, |t| self.digest_one(t, req.clone()), |_| None).await;
+        let out = drive(others, spec, |t| self.digest_one(t, req.clone()), |_| None).await;
         if !out.met() {
             return None;
         }
@@ -485,7 +485,6 @@ impl Coordinator {
         // the write is reachable.
         targets.sort_by_key(|t| (!t.live, t.hint.is_some(), t.node != self.me));
         let r = Self::quorum("R", r, self.config.r, targets.len())?;
-        let req = Arc::new(Request::Get { key: key.to_vec() });
         // Most reads ask R replicas; some ask every one, so that read repair
         // also reaches the replicas a quorum read would not ask.
         let strategy = if self.rng.chance(self.config.read_repair_chance) {
@@ -502,7 +501,7 @@ impl Coordinator {
                 .first()
                 .is_some_and(|t| t.node == self.me && t.live && t.hint.is_none())
         {
-            match self.digest_read(key, targets.clone(), r).await {
+            match self.digest_read(key, &targets, r).await {
                 Some(object) => {
                     self.stats.reads.fetch_add(1, Ordering::Relaxed);
                     self.stats.digest_reads.fetch_add(1, Ordering::Relaxed);
@@ -513,6 +512,7 @@ impl Coordinator {
                 }
             }
         }
+        let req = Arc::new(Request::Get { key: key.to_vec() });
         let spec = Spec {
             needed: r,
             sets: None,
