@@ -74,10 +74,10 @@ pub struct Spec {
     pub hedge_after: Option<Duration>,
 }
 
-/// The calls in flight. Most requests have one at a time (a digest
-/// read's one peer, a hint batch): it is kept inline, and a
-/// `FuturesUnordered` (two allocations to make, one per call, and a
-/// shared queue to wake through) is made only for a second one.
+/// The calls in flight. Many requests make only one (a digest read's one
+/// peer, a hint batch): it is kept inline, and a `FuturesUnordered` (two
+/// allocations to make, one per call, and a shared queue to wake through)
+/// is made only for a second one.
 pub struct Running<'a, I, T> {
     one: Option<Call<'a, I, T>>,
     more: Option<FuturesUnordered<Call<'a, I, T>>>,
@@ -93,15 +93,21 @@ impl<I, T> Default for Running<'_, I, T> {
 }
 
 impl<'a, I, T> Running<'a, I, T> {
-    /// Adds a call.
+    /// Adds a call. A second one moves the first into the set too, so
+    /// that calls that finish together come out in the order they were
+    /// woken, as from a `FuturesUnordered` alone: which answer a request
+    /// counts before it ends can depend on it (a quorum that can no longer
+    /// be met ends it with the answers seen so far).
     pub fn push(&mut self, call: Call<'a, I, T>) {
-        if self.one.is_none() {
+        if self.one.is_none() && self.more.is_none() {
             self.one = Some(call);
-        } else {
-            self.more
-                .get_or_insert_with(FuturesUnordered::new)
-                .push(call);
+            return;
         }
+        let more = self.more.get_or_insert_with(FuturesUnordered::new);
+        if let Some(first) = self.one.take() {
+            more.push(first);
+        }
+        more.push(call);
     }
 
     /// Calls in flight.
@@ -125,15 +131,16 @@ impl<I, T> futures::Stream for Running<'_, I, T> {
         use std::task::Poll;
         // Every field is a box or `Unpin`.
         let this = self.get_mut();
+        // At most one of the two holds calls (see `push`).
+        if let Some(more) = &mut this.more
+            && let Poll::Ready(Some(done)) = more.poll_next_unpin(cx)
+        {
+            return Poll::Ready(Some(done));
+        }
         if let Some(call) = &mut this.one
             && let Poll::Ready(done) = call.as_mut().poll(cx)
         {
             this.one = None;
-            return Poll::Ready(Some(done));
-        }
-        if let Some(more) = &mut this.more
-            && let Poll::Ready(Some(done)) = more.poll_next_unpin(cx)
-        {
             return Poll::Ready(Some(done));
         }
         if this.is_empty() {
@@ -317,7 +324,8 @@ mod tests {
         let mut running = Running::default();
         assert!(running.is_empty());
         assert!(running.next().await.is_none());
-        // The first call (kept inline) finishes last; the others overtake it.
+        // The first call (inline until the second comes) finishes last; the
+        // others overtake it.
         running.push(call(P("a"), 30));
         running.push(call(P("b"), 10));
         running.push(call(P("x1"), 20));
