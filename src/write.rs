@@ -144,9 +144,9 @@ pub enum WriteError {
     Conflict(usize),
 }
 
-/// What a write needs of the copy it changes: [`crate::object::Resolved`] without the
-/// copies of every live value (one of the picked value, which the client
-/// may be told).
+/// What a write needs of the copy it changes: [`crate::object::Resolved`]
+/// without the copies of every live value (it copies only the picked one,
+/// which the client may be told).
 #[derive(Default)]
 struct Before {
     /// The value a plain read would answer.
