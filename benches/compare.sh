@@ -3,8 +3,9 @@
 #
 # Measures, in interleaved rounds (each round starts every system afresh,
 # in a rotated order): distro-db (3 nodes, N=3 R=2 W=2) durable and in
-# memory (each node --threads 1), durable with the default --threads (as
-# `db local` starts nodes), the same for a second distro-db binary (--db2,
+# memory (each node --threads 1, as `db local`, `db slave` and `db master`
+# start nodes), durable with `db node`'s default --threads (one runtime
+# worker per core), the same for a second distro-db binary (--db2,
 # for before/after figures), redis-server without persistence and with
 # appendfsync always, a replicated Redis (primary + 2 replicas, all
 # appendfsync always, each write SET + WAITAOF 1 1 0: Valkey >= 7.2 or
@@ -299,8 +300,10 @@ ddb_ready() {
 }
 # The three nodes share this machine with each other and the load: for the
 # ddb-durable and ddb-mem systems, when the binary has it, each runs on one
-# runtime thread (--threads 1), as redis-server does; ddb-default runs with
-# the binary's default --threads, as `db local` starts nodes.
+# runtime thread (--threads 1), as redis-server does and as `db local`,
+# `db slave` and `db master` start nodes; ddb-default runs with `db node`'s
+# default --threads (one worker per core, meant for a node with a machine
+# of its own).
 start_ddb() { # bin durable|mem|default base_port
   local bin=$1 kind=$2 base=$3 i dir seeds=() ports=() id flags=()
   id="bench-$RANDOM$RANDOM"
@@ -533,7 +536,7 @@ run_resp_system() { # round system
   local r=$1 sys=$2 n=$REQUESTS n1=$C1_REQUESTS
   case "$sys" in
     ddb-default|ddb2-default)
-      # The defaults a user gets from `db local`: the durable write and read figures.
+      # `db node`'s default --threads (one worker per core): the durable write and read figures.
       run_db "$r" "$sys" fill "fill" "$CLIENTS" 16 "$KEYSPACE"
       run_db "$r" "$sys" set "SET c50" "$CLIENTS" 1 "$n"
       run_db "$r" "$sys" get "GET c50" "$CLIENTS" 1 "$n"
@@ -746,7 +749,8 @@ w(f"- Each run: {meta['requests']} requests with 50 clients ({meta['c1_requests'
   f"keys `key:%012d` over {meta['keyspace']} keys (both tools use the same names), every client on the first node/member; "
   "GETs follow a fill of the whole keyspace; db bench runs have no warm-up, like redis-benchmark.")
 w("- Systems: distro-db 3 nodes N=3 R=2 W=2, durable = `--data-dir` + `--fsync always`, memory = no `--data-dir`, "
-  "each node `--threads 1` except \"default --threads\" (what `db local` gives); "
+  "each node `--threads 1` (what `db local`, `db slave` and `db master` give) except \"default --threads\" "
+  "(`db node`'s default, one runtime worker per core); "
   "redis-server `--save '' --appendonly no`; redis-server `--appendonly yes --appendfsync always`; "
   "replicated redis = a primary and 2 replicas, all `--appendonly yes --appendfsync always`, every SET sent with "
   "`WAITAOF 1 1 0` in the same write and counted once its reply shows 1 local and >= 1 replica fsync (db-bench `--wait-aof 1,1,0`), "
@@ -813,8 +817,10 @@ for d, dflt in [("ddb-durable", "ddb-default"), ("ddb2-durable", "ddb2-default")
       f"| redis: {fmt(figure('redis', DB, 'GET c1', 'cpu_us_per_req'), 1)} µs | | |")
     w(f"| durable SET p50, 1 client (db-bench) | {fmt(figure(d, DB, 'SET c1', 'p50_ms'), 3)} ms "
       f"| redis AOF always: {fmt(figure('redis-aof', DB, 'SET c1', 'p50_ms'), 3)} ms | | <= 0.5 ms |")
-    w(f"| durable SET c50 with the default --threads (`db local`) (db-bench) | {rps_p99(dflt, DB, 'SET c50')}, "
-      f"{fmt(figure(dflt, DB, 'SET c50', 'cpu_us_per_req'), 1)} µs CPU | | | p99 <= 3 ms |")
+    w(f"| durable SET c50 with the defaults of `db local` (`--threads 1`) (db-bench) | {rps_p99(d, DB, 'SET c50')}, "
+      f"{fmt(figure(d, DB, 'SET c50', 'cpu_us_per_req'), 1)} µs CPU | | | p99 <= 3 ms |")
+    w(f"| durable SET c50 with `db node`'s default --threads (one per core) (db-bench) | {rps_p99(dflt, DB, 'SET c50')}, "
+      f"{fmt(figure(dflt, DB, 'SET c50', 'cpu_us_per_req'), 1)} µs CPU | | | |")
     for op in ("SET", "GET"):
         w(f"| {op} c50 as a Redis Cluster client (db-bench --cluster) | {rps_p99(d, DB, f'{op} c50 cluster')} "
           f"| clients spread over the 3 nodes: {rps_p99(d, DB, f'{op} c50 3 nodes')} "
