@@ -66,14 +66,16 @@ int main(int argc, char **argv) {
     size_t len = mode == 3 ? 4096 : 200;
     double t0 = now(), c0 = cpu();
     off_t off = 0;
-    for (int i = 0; i < n && off + (off_t)len <= (off_t)size; i++, off += len) {
+    int done = 0;
+    for (; done < n && off + (off_t)len <= (off_t)size; done++, off += len) {
         ssize_t w;
         if (mode == 1) { struct iovec v = {rec, len}; w = pwritev2(fd, &v, 1, off, RWF_DSYNC); }
         else w = pwrite(fd, rec, len, off);
         if (w != (ssize_t)len) { perror("write"); return 1; }
         if (mode == 0 && fdatasync(fd)) { perror("fdatasync"); return 1; }
     }
-    printf("%.1f %.1f\n", (now() - t0) / n * 1e6, (cpu() - c0) / n * 1e6);
+    if (done == 0) return 1;
+    printf("%.1f %.1f\n", (now() - t0) / done * 1e6, (cpu() - c0) / done * 1e6);
     close(fd);
     return 0;
 }
