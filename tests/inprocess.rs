@@ -658,3 +658,114 @@ async fn a_batch_of_replica_writes_gets_each_its_own_answer_in_order() {
         None
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn writes_made_together_go_to_each_replica_in_one_frame() {
+    let c = TestCluster::new(3, 0.0);
+    let keys: Vec<Vec<u8>> = (0..32).map(|i| format!("k{i}").into_bytes()).collect();
+    let before = c.net.calls();
+    let writes = keys
+        .iter()
+        .map(|k| c.nodes[0].coord.put(k, value("v"), None, None));
+    for r in futures::future::join_all(writes).await {
+        r.unwrap();
+    }
+    // One copy frame to each of the two other replicas, not one per write.
+    assert_eq!(c.net.calls() - before, 2);
+    c.settle().await;
+    for k in &keys {
+        for i in 0..3 {
+            assert_eq!(c.values(i, k), vec![b"v".to_vec()], "node {i}");
+        }
+    }
+    assert_eq!(c.nodes[0].coord.stats().writes.load(Ordering::Relaxed), 32);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_replica_of_a_batch_gets_a_hint_for_each_write() {
+    let c = TestCluster::new(3, 0.0);
+    c.net.cut(c.nodes[0].addr, c.nodes[2].addr);
+    let keys: Vec<Vec<u8>> = (0..20).map(|i| format!("k{i}").into_bytes()).collect();
+    let started = tokio::time::Instant::now();
+    let writes = keys
+        .iter()
+        .map(|k| c.nodes[0].coord.put(k, value("v"), None, None));
+    for r in futures::future::join_all(writes).await {
+        r.unwrap();
+    }
+    // W=2 was met by n0 and n1 without waiting for n2.
+    assert!(started.elapsed() < TIMEOUT);
+    c.settle().await;
+    assert_eq!(c.nodes[0].hints.pending().get("n2"), Some(&20));
+    for k in &keys {
+        assert!(c.values(2, k).is_empty());
+        assert_eq!(c.values(1, k), vec![b"v".to_vec()]);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_that_misses_w_says_so_for_each_write() {
+    let c = TestCluster::new(3, 0.0);
+    c.net.down(c.nodes[1].addr);
+    c.net.cut(c.nodes[0].addr, c.nodes[2].addr);
+    let keys: Vec<Vec<u8>> = (0..5).map(|i| format!("k{i}").into_bytes()).collect();
+    let writes = keys
+        .iter()
+        .map(|k| c.nodes[0].coord.put(k, value("v"), None, None));
+    for r in futures::future::join_all(writes).await {
+        match r {
+            Err(CoordError::WriteUnknown(q)) => {
+                assert_eq!((q.needed, q.got), (2, 1), "{q}");
+                assert!(q.failures.iter().any(|f| f.node == "n1"), "{q}");
+            }
+            other => panic!("expected an unknown outcome, got {other:?}"),
+        }
+    }
+    c.settle().await;
+    // The write stays here and is handed to both owners later.
+    assert_eq!(c.nodes[0].hints.pending().get("n1"), Some(&5));
+    assert_eq!(c.nodes[0].hints.pending().get("n2"), Some(&5));
+    assert_eq!(
+        c.nodes[0]
+            .coord
+            .stats()
+            .write_failures
+            .load(Ordering::Relaxed),
+        5
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn replicas_of_a_batch_that_fail_are_replaced_by_spares() {
+    let c = TestCluster::new(4, 0.0);
+    let v = view(4, |_| true);
+    // Keys of one owner set that leaves n3 as the spare.
+    let first = c.key_not_owned_by(3);
+    let owners = v.owners(&first).to_vec();
+    let keys: Vec<Vec<u8>> = (0..10_000)
+        .map(|k| format!("key-{k}").into_bytes())
+        .filter(|k| v.owners(k) == owners.as_slice())
+        .take(8)
+        .collect();
+    assert_eq!(keys.len(), 8);
+    let owners: Vec<usize> = owners.iter().map(|&i| usize::from(i)).collect();
+    // The detector still says live, but the connection is refused.
+    c.net.down(c.nodes[owners[2]].addr);
+    let writes = keys
+        .iter()
+        .map(|k| c.nodes[owners[0]].coord.put(k, value("v"), None, Some(3)));
+    for r in futures::future::join_all(writes).await {
+        r.unwrap();
+    }
+    c.settle().await;
+    for k in &keys {
+        let hinted = c.nodes[3]
+            .hints
+            .for_owner(&c.nodes[owners[2]].id, k)
+            .unwrap();
+        assert!(
+            hinted.is_some(),
+            "the spare keeps a hint for the failed owner"
+        );
+    }
+}

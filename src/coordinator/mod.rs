@@ -30,6 +30,7 @@
 //! that misses W is reported as *unknown*: it may have landed on some
 //! replicas and can surface later.
 
+pub mod batch;
 pub mod driver;
 pub mod plan;
 pub mod quorum;
@@ -230,6 +231,8 @@ pub struct Coordinator {
     tasks: TaskTracker,
     stats: Stats,
     rng: Random,
+    /// Copies of writes waiting to be sent to their replicas together.
+    batch: batch::Batch,
 }
 
 impl Coordinator {
@@ -253,6 +256,7 @@ impl Coordinator {
             tasks: TaskTracker::new(),
             stats: Stats::default(),
             rng,
+            batch: batch::Batch::default(),
         }
     }
 
@@ -772,16 +776,16 @@ impl Coordinator {
             ReplicaError::Write(u) => CoordError::Invalid(u.to_string()),
             other => CoordError::WriteFailed(format!("{other}")),
         };
-        let (object, done, local_durable) = match &stand_in_for {
+        // `lsn`: where this node's own replica appended the write.
+        let (object, done, lsn) = match &stand_in_for {
             None => {
                 let (written, done) = self.replica.apply(key, context, write).map_err(refuse)?;
                 let Some(written) = written else {
                     return Ok(done);
                 };
-                let durable = self.replica.durable(written.lsn);
-                (written.object, done, durable)
+                (written.object, done, Some(written.lsn))
             }
-            Some(owner) => {
+            Some(_) => {
                 let local = self.local_copy(key).map_err(refuse)?;
                 let actor = format!("{}~{:08x}", self.replica.actor().get(), self.rng.next_u32());
                 let (object, done) = crate::write::apply(
@@ -795,12 +799,11 @@ impl Coordinator {
                 let Some(object) = object else {
                     return Ok(done);
                 };
-                let lsn = self.hints.add(owner, key, &object).map_err(refuse)?;
-                (object, done, self.hints.durable(lsn))
+                (object, done, None)
             }
         };
         let view = self.view();
-        let _running = view.begin();
+        let running = view.begin();
         let p = partition_of(key);
         let Plan { slots, mut spares } = plan::write_plan(&view, p);
         spares.retain(|t| t.node != self.me);
@@ -808,12 +811,31 @@ impl Coordinator {
             .into_iter()
             .filter(|t| t.node != self.me && Some(&t.node) != stand_in_for.as_ref())
             .collect();
-        // Encoded once, by the first call, for every replica.
-        let shared = Arc::new(Shared::new(Request::Replicate {
-            key: key.to_vec(),
-            object,
-            hint: None,
-        }));
+        // While a layout change is carried out, W in each owner set.
+        let sets = plan::write_sets(&view, p);
+        let sets = (sets.len() > 1).then_some(sets);
+        if let Some(lsn) = lsn
+            && batch::fits(&others, sets.is_some(), w, write.value_len())
+        {
+            let made = batch::Made {
+                key: key.to_vec(),
+                object,
+                lsn,
+                done,
+                w,
+                others,
+                spares,
+                running,
+            };
+            return self.write_batched(made).await;
+        }
+        let local_durable = match (&stand_in_for, lsn) {
+            (Some(owner), _) => {
+                let lsn = self.hints.add(owner, key, &object).map_err(refuse)?;
+                self.hints.durable(lsn)
+            }
+            (None, lsn) => self.replica.durable(lsn.unwrap_or(0)),
+        };
         // This node's durable copy is one of the W acknowledgements.
         let here = Target {
             idx: usize::MAX,
@@ -824,7 +846,62 @@ impl Coordinator {
             live: true,
             hint: stand_in_for.clone(),
         };
-        let mut local = Some(local_durable);
+        let deadline =
+            tokio::time::Instant::now() + self.config.timeout + Duration::from_millis(100);
+        let replicated = self
+            .replicate_written(
+                key,
+                object,
+                Some((here, local_durable)),
+                others,
+                spares,
+                sets,
+                w,
+                deadline,
+            )
+            .await;
+        drop(running);
+        match replicated {
+            Ok(()) => {
+                self.stats.writes.fetch_add(1, Ordering::Relaxed);
+                Ok(done)
+            }
+            Err(failure) => {
+                self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
+                self.stats.quorum_failed(true, &failure);
+                Err(CoordError::WriteUnknown(failure))
+            }
+        }
+    }
+
+    /// Replicates `object`, a write already made here, to `others` (and
+    /// waits for this node's own copy, `here`, when given) until `needed`
+    /// of them acknowledged it, replacing a replica that fails with the
+    /// next of `spares` (which keeps a hint for it) while time remains.
+    /// Replication past `needed` goes on in the background; every owner it
+    /// does not reach gets a hint kept here.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn replicate_written(
+        self: &Arc<Self>,
+        key: &[u8],
+        object: Object,
+        here: Option<(Target, crate::storage::Durable)>,
+        others: Vec<Target>,
+        mut spares: std::collections::VecDeque<Target>,
+        sets: Option<Vec<Vec<Arc<str>>>>,
+        needed: usize,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), QuorumFailure> {
+        // Encoded once, by the first call, for every replica.
+        let shared = Arc::new(Shared::new(Request::Replicate {
+            key: key.to_vec(),
+            object,
+            hint: None,
+        }));
+        let (here, mut local) = match here {
+            Some((t, durable)) => (Some(t), Some(durable)),
+            None => (None, None),
+        };
         let call = |t: Target| -> Call<'static, Target, ()> {
             if t.idx == usize::MAX {
                 let durable = local.take();
@@ -849,18 +926,14 @@ impl Coordinator {
             stand_in.hint = Some(t.hint.clone().unwrap_or(t.node.clone()));
             Some(stand_in)
         };
-        // While a layout change is carried out, W in each owner set.
-        let sets = plan::write_sets(&view, p);
         let spec = Spec {
-            needed: w,
-            sets: (sets.len() > 1).then_some(sets),
+            needed,
+            sets,
             strategy: Strategy::All,
-            deadline: tokio::time::Instant::now()
-                + self.config.timeout
-                + Duration::from_millis(100),
+            deadline,
             hedge_after: None,
         };
-        let out = drive(std::iter::once(here).chain(others), spec, call, replace).await;
+        let out = drive(here.into_iter().chain(others), spec, call, replace).await;
         let met = out.met();
         let tracker = out.tracker.clone();
         // Replication past W goes on in the background, bounded by its
@@ -882,23 +955,24 @@ impl Coordinator {
                 let Request::Replicate { object, .. } = shared.request() else {
                     return;
                 };
-                for owner in missed.into_iter().filter(|o| *o != me.me) {
-                    match me.hints.add(&owner, &key, object) {
-                        // Counted and logged (rate-limited) by the hints.
-                        Ok(_) | Err(ReplicaError::HintsFull(_)) => {}
-                        Err(e) => warn!(owner = %owner, cause = %e, "cannot keep a hint for a replica that missed a write"),
-                    }
-                }
+                me.keep_hints(&key, object, missed);
             });
         }
-        if !met {
-            self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
-            let failure = unmet(&tracker);
-            self.stats.quorum_failed(true, &failure);
-            return Err(CoordError::WriteUnknown(failure));
+        if met { Ok(()) } else { Err(unmet(&tracker)) }
+    }
+
+    /// Keeps a hint here, for each of `owners` but this node, of a write
+    /// that did not reach it, so handoff brings it the write.
+    pub(crate) fn keep_hints(&self, key: &[u8], object: &Object, owners: Vec<Arc<str>>) {
+        for owner in owners.into_iter().filter(|o| *o != self.me) {
+            match self.hints.add(&owner, key, object) {
+                // Counted and logged (rate-limited) by the hints.
+                Ok(_) | Err(ReplicaError::HintsFull(_)) => {}
+                Err(e) => {
+                    warn!(owner = %owner, cause = %e, "cannot keep a hint for a replica that missed a write")
+                }
+            }
         }
-        self.stats.writes.fetch_add(1, Ordering::Relaxed);
-        Ok(done)
     }
 }
 

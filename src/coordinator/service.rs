@@ -96,6 +96,27 @@ impl PeerService {
                     Err(e) => error(e),
                 },
             },
+            Request::ReplicateMany { copies } => {
+                let mut last = 0;
+                let mut merged = Vec::with_capacity(copies.len());
+                for (key, object) in &copies {
+                    merged.push(match self.replica.merge(key, object) {
+                        Ok(m) => {
+                            last = last.max(m.lsn);
+                            Ok(m.conflicts)
+                        }
+                        Err(e) => Err(remote(e)),
+                    });
+                }
+                // One sync covers every copy merged above.
+                if let Err(e) = self.replica.durable(last).wait().await {
+                    let failed = remote(e.into());
+                    for m in merged.iter_mut().filter(|m| m.is_ok()) {
+                        *m = Err(failed.clone());
+                    }
+                }
+                Response::Merged(merged)
+            }
             Request::Inspect { key } => match inspect(&self.replica, &self.hints, &key) {
                 Ok(Inspection { own, hints }) => Response::Inspected { own, hints },
                 Err(e) => error(e),
@@ -316,13 +337,18 @@ pub fn inspect(replica: &Replica, hints: &Hints, key: &[u8]) -> Result<Inspectio
 }
 
 fn error(e: ReplicaError) -> Response {
-    Response::Error(match e {
+    Response::Error(remote(e))
+}
+
+/// A store error as it crosses the wire.
+fn remote(e: ReplicaError) -> RemoteError {
+    match e {
         ReplicaError::Refused(r) => RemoteError::Invalid(r.to_string()),
         ReplicaError::Update(u) => RemoteError::WriteFailed(u.to_string()),
         ReplicaError::Write(w) => RemoteError::Invalid(w.to_string()),
         ReplicaError::HintsFull(f) => RemoteError::HintsFull(f.to_string()),
         other => RemoteError::Store(other.to_string()),
-    })
+    }
 }
 
 impl CoordError {

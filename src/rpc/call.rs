@@ -142,6 +142,19 @@ impl Answer for Acked {
     }
 }
 
+/// Answer to [`Request::ReplicateMany`]: each copy's outcome, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Merged(pub Vec<Result<Vec<Dot>, RemoteError>>);
+
+impl Answer for Merged {
+    fn decode(r: Response) -> Result<Self, String> {
+        match r {
+            Response::Merged(m) => Ok(Merged(m)),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
 impl Answer for Done {
     fn decode(r: Response) -> Result<Self, String> {
         match r {

@@ -15,7 +15,7 @@
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// Version of the peer protocol; bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 /// First bytes of every peer connection.
 pub const PREAMBLE: [u8; 4] = [0xD7, b'D', b'B', PROTOCOL_VERSION];
 /// Largest frame accepted: a few maximum-size values with their siblings.

@@ -121,6 +121,14 @@ pub enum Request {
         #[serde(with = "serde_bytes")]
         key: Vec<u8>,
     },
+    /// Merge these copies into the replica, in order (the copies of the
+    /// writes one coordinator made in the same turn, sent to each replica
+    /// as one frame); answered with [`Response::Merged`], one result per
+    /// copy, after one log sync that covers them all.
+    ReplicateMany {
+        /// `(key, copy)` pairs, at most [`MAX_REPLICATE_COPIES`].
+        copies: Vec<(serde_bytes::ByteBuf, Object)>,
+    },
 }
 
 impl Request {
@@ -146,6 +154,10 @@ impl Request {
                     key.len() + object.encoded_size_hint() + hint.as_ref().map_or(0, String::len)
                 }
                 Request::Write { key, write, .. } => key.len() + write.value_len() + 64,
+                Request::ReplicateMany { copies } => copies
+                    .iter()
+                    .map(|(key, object)| key.len() + object.encoded_size_hint() + 8)
+                    .sum(),
                 _ => 64,
             }
     }
@@ -155,6 +167,8 @@ impl Request {
 pub const MAX_FETCH_KEYS: usize = 1024;
 /// Changes one [`Request::LayoutChange`] may carry.
 pub const MAX_CHANGES: usize = 256;
+/// Copies one [`Request::ReplicateMany`] may carry.
+pub const MAX_REPLICATE_COPIES: usize = 1024;
 
 /// What a node answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -201,6 +215,10 @@ pub enum Response {
     /// Answer to [`Request::Digest`]: [`crate::keyspace::digest`] of the
     /// stored copy's encoding (`None`: no copy).
     Digest(Option<u64>),
+    /// Answer to [`Request::ReplicateMany`]: for each copy, in order, the
+    /// dots its merge found reused (as in [`Response::Ack`]), or why it was
+    /// not stored.
+    Merged(Vec<Result<Vec<Dot>, RemoteError>>),
 }
 
 impl Response {
@@ -387,6 +405,15 @@ impl Request {
                 }
                 object.validate().map_err(|e| e.to_string())
             }
+            Request::ReplicateMany { copies } => {
+                if copies.is_empty() || copies.len() > MAX_REPLICATE_COPIES {
+                    return Err(format!("1 to {MAX_REPLICATE_COPIES} copies at once"));
+                }
+                copies.iter().try_for_each(|(key, object)| {
+                    key_ok(key)?;
+                    object.validate().map_err(|e| e.to_string())
+                })
+            }
             Request::Write {
                 key,
                 write,
@@ -468,6 +495,25 @@ mod tests {
             hint: Some(String::new()),
         };
         assert!(empty_hint.validate(3).is_err());
+        let copy = |key: Vec<u8>| {
+            let object = Object::update(None, &VClock::new(), &"a/1".into(), Some(vec![1]), 0)
+                .expect("one sibling");
+            (serde_bytes::ByteBuf::from(key), object)
+        };
+        let many = |copies| Request::ReplicateMany { copies };
+        assert!(many(vec![copy(b"k".to_vec()); 3]).validate(3).is_ok());
+        assert!(many(Vec::new()).validate(3).is_err(), "no copy");
+        let too_many = many(vec![copy(b"k".to_vec()); MAX_REPLICATE_COPIES + 1]);
+        assert!(too_many.validate(3).is_err());
+        let big = many(vec![copy(b"k".to_vec()), copy(vec![0; MAX_KEY_LEN + 1])]);
+        assert!(big.validate(3).unwrap_err().contains("key too large"));
+        let mut bad_copy = copy(b"k".to_vec());
+        bad_copy.1.clock = VClock::new();
+        assert!(
+            many(vec![copy(b"k".to_vec()), bad_copy])
+                .validate(3)
+                .is_err()
+        );
     }
 
     #[test]

@@ -1,0 +1,527 @@
+//! Replication in batches: the copies of the writes this node makes as
+//! their actor in one turn of its scheduler (a client's pipeline of SETs,
+//! or many clients' SETs read at once) go to each replica as one
+//! [`Request::ReplicateMany`] frame, answered after one log sync there,
+//! while one wait here covers this node's own sync of them all. Each write
+//! is still acknowledged on its own, as soon as W copies of it are durable.
+//!
+//! The first write of a turn starts the batch's flush as a task; it runs
+//! after the tasks already woken in that turn, so the writes they make join
+//! the batch. Only the plain case is batched ([`fits`]): a write whose
+//! other replicas are all owners believed live, outside a layout change,
+//! with a small value. Anything else takes the per-write path
+//! ([`Coordinator::replicate_written`]), and so does a batched write that
+//! missed W: once all its calls have answered, the replicas that failed are
+//! replaced by spare stand-ins (with hints) while time remains, as the
+//! per-write path would have. Every owner a write did not reach gets a hint
+//! kept here.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::plan::Target;
+use super::{CoordError, Coordinator};
+use crate::cluster::InFlightGuard;
+use crate::object::Object;
+use crate::rpc::call::Merged;
+use crate::rpc::message::{NodeFailure, QuorumFailure, Reason, RemoteError};
+use crate::rpc::{Request, Shared, ask_shared};
+use crate::storage::Lsn;
+use crate::vclock::Dot;
+use crate::write::Done;
+
+/// Copies per frame (a peer takes up to
+/// [`crate::rpc::message::MAX_REPLICATE_COPIES`]).
+const MAX_COPIES: usize = 128;
+/// Bytes of copies past which a frame takes no more.
+const MAX_FRAME_BYTES: usize = 1 << 20;
+/// A write with a larger value is replicated on its own.
+const MAX_VALUE: usize = 64 * 1024;
+
+/// Whether a write this node made as an owner of its key can be batched:
+/// see the module doc. `others` are its other replicas, `two_sets` says a
+/// layout change asks for W in two owner sets.
+pub(super) fn fits(others: &[Target], two_sets: bool, w: usize, value_len: usize) -> bool {
+    !two_sets
+        && !others.is_empty()
+        && w <= others.len() + 1
+        && value_len <= MAX_VALUE
+        && others.iter().all(|t| t.live && t.hint.is_none())
+}
+
+/// A write made here whose copies wait for their batch.
+pub(super) struct Made {
+    /// The key.
+    pub key: Vec<u8>,
+    /// The object stored here, to copy to the other replicas.
+    pub object: Object,
+    /// Where this node's replica appended it.
+    pub lsn: Lsn,
+    /// The answer, once W copies are durable.
+    pub done: Done,
+    /// Acknowledgements required (this node's own copy included).
+    pub w: usize,
+    /// The other replicas.
+    pub others: Vec<Target>,
+    /// Live nodes that may stand in for a replica that fails.
+    pub spares: VecDeque<Target>,
+    /// Counts the write as running under its view's layout.
+    pub running: InFlightGuard,
+}
+
+/// A batched write and where its answer goes.
+struct Waiting {
+    made: Made,
+    tx: oneshot::Sender<Result<Done, CoordError>>,
+}
+
+/// The writes of the current turn, not yet taken by their flush.
+#[derive(Default)]
+pub(super) struct Batch {
+    open: Mutex<Vec<Waiting>>,
+}
+
+impl Batch {
+    /// Adds a write; true when it is the first of a new batch.
+    fn add(&self, w: Waiting) -> bool {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.push(w);
+        open.len() == 1
+    }
+
+    /// Takes every write waiting.
+    fn take(&self) -> Vec<Waiting> {
+        std::mem::take(&mut *self.open.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// One frame's copies and the replicas they all go to.
+struct Group {
+    peers: Vec<Target>,
+    /// The write (index into the items) of each copy, in frame order.
+    members: Vec<usize>,
+    bytes: usize,
+    copies: Vec<(serde_bytes::ByteBuf, Object)>,
+}
+
+impl Group {
+    /// Whether a write replicated to `others` (and `bytes` long) joins it.
+    fn takes(&self, others: &[Target], bytes: usize) -> bool {
+        self.members.len() < MAX_COPIES
+            && self.bytes + bytes <= MAX_FRAME_BYTES
+            && self.peers.len() == others.len()
+            && others
+                .iter()
+                .all(|o| self.peers.iter().any(|p| p.node == o.node))
+    }
+}
+
+/// What a batch knows of one of its writes.
+struct Item {
+    done: Done,
+    w: usize,
+    spares: VecDeque<Target>,
+    running: Option<InFlightGuard>,
+    tx: Option<oneshot::Sender<Result<Done, CoordError>>>,
+    /// Its copy: group and position in the group's frame.
+    group: usize,
+    at: usize,
+    /// Durable copies so far (this node's included).
+    acks: usize,
+    /// Calls not answered yet (this node's sync included).
+    pending: usize,
+    failures: Vec<NodeFailure>,
+    /// Owners that failed to store it.
+    missed: Vec<Arc<str>>,
+}
+
+/// Who answered in a batch.
+#[derive(Clone, Copy)]
+enum From {
+    /// This node's log sync.
+    Here,
+    /// The replica `peer` of group `group`.
+    Peer { group: usize, peer: usize },
+}
+
+type Answer = (From, Result<Vec<Result<Vec<Dot>, RemoteError>>, Reason>);
+
+impl Coordinator {
+    /// Queues a write made here for its batch and waits for its answer.
+    pub(super) async fn write_batched(self: &Arc<Self>, made: Made) -> Result<Done, CoordError> {
+        let w = made.w;
+        let (tx, rx) = oneshot::channel();
+        if self.batch.add(Waiting { made, tx }) {
+            let me = self.clone();
+            self.tasks.spawn(async move { me.flush().await });
+        }
+        rx.await.unwrap_or_else(|_| {
+            Err(CoordError::WriteUnknown(QuorumFailure {
+                needed: w,
+                got: 0,
+                failures: vec![NodeFailure {
+                    node: "this node".into(),
+                    reason: Reason::Store("the batch ended without an answer".into()),
+                }],
+            }))
+        })
+    }
+
+    /// Sends the waiting writes' copies, a frame per group of replicas,
+    /// and answers each write as its copies become durable.
+    async fn flush(self: Arc<Self>) {
+        let waiting = self.batch.take();
+        if waiting.is_empty() {
+            return;
+        }
+        let deadline = Instant::now() + self.config.timeout + Duration::from_millis(100);
+        let mut groups: Vec<Group> = Vec::new();
+        let mut items: Vec<Item> = Vec::with_capacity(waiting.len());
+        let mut last = 0;
+        for Waiting { made, tx } in waiting {
+            let bytes = made.key.len() + made.object.encoded_size_hint();
+            let g = match groups.iter().rposition(|g| g.takes(&made.others, bytes)) {
+                Some(g) => g,
+                None => {
+                    groups.push(Group {
+                        peers: made.others.clone(),
+                        members: Vec::new(),
+                        bytes: 0,
+                        copies: Vec::new(),
+                    });
+                    groups.len() - 1
+                }
+            };
+            let group = &mut groups[g];
+            last = last.max(made.lsn);
+            items.push(Item {
+                done: made.done,
+                w: made.w,
+                spares: made.spares,
+                running: Some(made.running),
+                tx: Some(tx),
+                group: g,
+                at: group.members.len(),
+                acks: 0,
+                pending: 1 + made.others.len(),
+                failures: Vec::new(),
+                missed: Vec::new(),
+            });
+            group.members.push(items.len() - 1);
+            group.bytes += bytes;
+            group
+                .copies
+                .push((serde_bytes::ByteBuf::from(made.key), made.object));
+        }
+        let mut calls: FuturesUnordered<BoxFuture<'static, Answer>> = FuturesUnordered::new();
+        let here = self.replica.durable(last);
+        calls.push(
+            async move {
+                let r = here.wait().await;
+                (
+                    From::Here,
+                    r.map(|()| Vec::new())
+                        .map_err(|e| Reason::Store(e.to_string())),
+                )
+            }
+            .boxed(),
+        );
+        let mut frames: Vec<Arc<Shared>> = Vec::with_capacity(groups.len());
+        let mut peers: Vec<Vec<Target>> = Vec::with_capacity(groups.len());
+        let mut members: Vec<Vec<usize>> = Vec::with_capacity(groups.len());
+        // Which replicas of each group answered.
+        let mut heard: Vec<Vec<bool>> = Vec::with_capacity(groups.len());
+        for (g, group) in groups.into_iter().enumerate() {
+            let frame = Arc::new(Shared::new(Request::ReplicateMany {
+                copies: group.copies,
+            }));
+            for (p, t) in group.peers.iter().enumerate() {
+                let (me, frame, addr) = (self.clone(), frame.clone(), t.addr);
+                calls.push(
+                    async move {
+                        let r =
+                            ask_shared::<Merged>(&*me.transport, addr, &frame, me.config.timeout)
+                                .await
+                                .map(|m| m.0)
+                                .map_err(|e| e.reason());
+                        (From::Peer { group: g, peer: p }, r)
+                    }
+                    .boxed(),
+                );
+            }
+            frames.push(frame);
+            heard.push(vec![false; group.peers.len()]);
+            peers.push(group.peers);
+            members.push(group.members);
+        }
+        let copy = |item: &Item| -> (&[u8], &Object) {
+            match frames[item.group].request() {
+                Request::ReplicateMany { copies } => {
+                    let (key, object) = &copies[item.at];
+                    (key.as_ref(), object)
+                }
+                _ => unreachable!("a batch frame carries copies"),
+            }
+        };
+        // Answers until the deadline; then, within one more timeout, the
+        // late ones (for hints only).
+        let drain_until = deadline + self.config.timeout;
+        loop {
+            let bound = if items.iter().any(|i| i.tx.is_some()) {
+                deadline
+            } else {
+                drain_until
+            };
+            let Ok(next) = tokio::time::timeout_at(bound, calls.next()).await else {
+                if bound == drain_until {
+                    break;
+                }
+                self.time_out(&mut items, Reason::Timeout);
+                continue;
+            };
+            let Some((from, result)) = next else { break };
+            let touched: Vec<usize> = match from {
+                From::Here => {
+                    for item in &mut items {
+                        item.pending -= 1;
+                        match &result {
+                            Ok(_) => item.acks += 1,
+                            Err(reason) => item.failures.push(NodeFailure {
+                                node: self.me.to_string(),
+                                reason: reason.clone(),
+                            }),
+                        }
+                    }
+                    (0..items.len()).collect()
+                }
+                From::Peer { group, peer } => {
+                    heard[group][peer] = true;
+                    let node = &peers[group][peer].node;
+                    let members = &members[group];
+                    let results = match result {
+                        Ok(r) if r.len() == members.len() => r.into_iter().map(Ok).collect(),
+                        Ok(r) => {
+                            let why = format!("{} results for {} copies", r.len(), members.len());
+                            vec![Err(Reason::BadAnswer(why)); members.len()]
+                        }
+                        Err(reason) => vec![Err(reason); members.len()],
+                    };
+                    for (&i, r) in members.iter().zip(results) {
+                        let item = &mut items[i];
+                        item.pending -= 1;
+                        match r.and_then(|r| r.map_err(|e| Reason::Remote(e.to_string()))) {
+                            Ok(conflicts) => {
+                                item.acks += 1;
+                                self.replica.note_conflicts_seen_by_peer(&conflicts);
+                            }
+                            Err(reason) => {
+                                debug!(node = %node, cause = %reason, "batched replication failed");
+                                item.failures.push(NodeFailure {
+                                    node: node.to_string(),
+                                    reason,
+                                });
+                                item.missed.push(node.clone());
+                            }
+                        }
+                    }
+                    members.clone()
+                }
+            };
+            for i in touched {
+                let item = &mut items[i];
+                if item.tx.is_some() && item.acks >= item.w {
+                    self.answer(item, Ok(()));
+                }
+                if item.pending > 0 {
+                    continue;
+                }
+                let missed = std::mem::take(&mut item.missed);
+                let (key, object) = copy(item);
+                if item.tx.is_none() {
+                    self.keep_hints(key, object, missed);
+                    continue;
+                }
+                // Every call answered and W not met: stand-ins, if any, and
+                // time, are left.
+                let (key, object) = (key.to_vec(), object.clone());
+                let me = self.clone();
+                let spares = std::mem::take(&mut item.spares);
+                let tx = item.tx.take();
+                let running = item.running.take();
+                let (done, acks, w) = (item.done.clone(), item.acks, item.w);
+                let failures = std::mem::take(&mut item.failures);
+                self.tasks.spawn(async move {
+                    let r = me
+                        .stand_in(&key, object, missed, spares, w - acks, deadline)
+                        .await
+                        .map_err(|mut f| {
+                            f.needed = w;
+                            f.got += acks;
+                            f.failures.splice(0..0, failures);
+                            f
+                        });
+                    drop(running);
+                    me.settle(tx, done, r);
+                });
+            }
+        }
+        // Calls still unanswered after the drain: their owners get hints.
+        for item in &mut items {
+            if item.pending > 0 {
+                let mut missed = std::mem::take(&mut item.missed);
+                let g = item.group;
+                missed.extend(
+                    peers[g]
+                        .iter()
+                        .zip(&heard[g])
+                        .filter(|(_, heard)| !**heard)
+                        .map(|(t, _)| t.node.clone()),
+                );
+                let (key, object) = copy(item);
+                self.keep_hints(key, object, missed);
+            }
+        }
+    }
+
+    /// Answers every write not answered yet as failed for `reason`.
+    fn time_out(&self, items: &mut [Item], reason: Reason) {
+        for item in items.iter_mut().filter(|i| i.tx.is_some()) {
+            item.failures.push(NodeFailure {
+                node: format!("{} replica(s)", item.pending),
+                reason: reason.clone(),
+            });
+            let failure = QuorumFailure {
+                needed: item.w,
+                got: item.acks,
+                failures: item.failures.clone(),
+            };
+            self.answer(item, Err(failure));
+        }
+    }
+
+    /// Answers one batched write.
+    fn answer(&self, item: &mut Item, r: Result<(), QuorumFailure>) {
+        item.running = None;
+        self.settle(item.tx.take(), item.done.clone(), r);
+    }
+
+    /// Counts a write's outcome and sends it to its waiter.
+    fn settle(
+        &self,
+        tx: Option<oneshot::Sender<Result<Done, CoordError>>>,
+        done: Done,
+        r: Result<(), QuorumFailure>,
+    ) {
+        let answer = match r {
+            Ok(()) => {
+                self.stats.writes.fetch_add(1, Ordering::Relaxed);
+                Ok(done)
+            }
+            Err(failure) => {
+                self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
+                self.stats.quorum_failed(true, &failure);
+                Err(CoordError::WriteUnknown(failure))
+            }
+        };
+        if let Some(tx) = tx {
+            // The client may be gone: its write stands all the same.
+            let _ = tx.send(answer);
+        }
+    }
+
+    /// Puts copies of a write on stand-ins for the `failed` owners (one
+    /// spare each, keeping a hint for it) until `needed` acknowledge it;
+    /// owners no spare stands in for get a hint kept here.
+    async fn stand_in(
+        self: &Arc<Self>,
+        key: &[u8],
+        object: Object,
+        failed: Vec<Arc<str>>,
+        mut spares: VecDeque<Target>,
+        needed: usize,
+        deadline: Instant,
+    ) -> Result<(), QuorumFailure> {
+        let mut targets = Vec::new();
+        let mut unplaced = Vec::new();
+        for owner in failed {
+            match spares.pop_front() {
+                Some(mut t) => {
+                    t.hint = Some(owner);
+                    targets.push(t);
+                }
+                None => unplaced.push(owner),
+            }
+        }
+        self.keep_hints(key, &object, unplaced);
+        if targets.is_empty() || Instant::now() >= deadline {
+            return Err(QuorumFailure {
+                needed,
+                got: 0,
+                failures: Vec::new(),
+            });
+        }
+        self.replicate_written(key, object, None, targets, spares, None, needed, deadline)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(node: &str, live: bool, hint: Option<&str>) -> Target {
+        Target {
+            idx: 0,
+            node: node.into(),
+            addr: "127.0.0.1:1".parse().expect("an address"),
+            live,
+            hint: hint.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn only_plain_writes_to_live_owners_are_batched() {
+        let two = [target("b", true, None), target("c", true, None)];
+        assert!(fits(&two, false, 2, 100));
+        assert!(fits(&two, false, 3, MAX_VALUE));
+        assert!(!fits(&two, true, 2, 100), "a layout change");
+        assert!(!fits(&two, false, 4, 100), "W beyond the replicas");
+        assert!(!fits(&two, false, 2, MAX_VALUE + 1), "a large value");
+        assert!(!fits(&[], false, 1, 100), "no other replica");
+        let down = [target("b", false, None), target("c", true, None)];
+        assert!(!fits(&down, false, 2, 100), "an owner believed down");
+        let stand_in = [target("d", true, Some("b")), target("c", true, None)];
+        assert!(!fits(&stand_in, false, 2, 100), "a stand-in");
+    }
+
+    #[test]
+    fn a_group_takes_writes_to_the_same_replicas_until_full() {
+        let group = |peers: Vec<Target>, members: usize, bytes: usize| Group {
+            peers,
+            members: vec![0; members],
+            bytes,
+            copies: Vec::new(),
+        };
+        let bc = vec![target("b", true, None), target("c", true, None)];
+        let cb = vec![target("c", true, None), target("b", true, None)];
+        let bd = vec![target("b", true, None), target("d", true, None)];
+        assert!(
+            group(bc.clone(), 1, 10).takes(&cb, 10),
+            "order does not matter"
+        );
+        assert!(!group(bc.clone(), 1, 10).takes(&bd, 10));
+        assert!(!group(bc.clone(), 1, 10).takes(&bc[..1], 10));
+        assert!(!group(bc.clone(), MAX_COPIES, 10).takes(&bc, 10));
+        assert!(!group(bc.clone(), 1, MAX_FRAME_BYTES - 5).takes(&bc, 10));
+        assert!(group(bc, 1, MAX_FRAME_BYTES - 10).takes(&cb, 10));
+    }
+}
