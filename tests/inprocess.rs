@@ -769,3 +769,41 @@ async fn replicas_of_a_batch_that_fail_are_replaced_by_spares() {
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn reads_made_together_ask_each_replica_for_digests_in_one_frame() {
+    let c = TestCluster::new(3, 0.0);
+    let keys: Vec<Vec<u8>> = (0..32).map(|i| format!("k{i}").into_bytes()).collect();
+    let writes = keys
+        .iter()
+        .map(|k| c.nodes[0].coord.put(k, value("v"), None, Some(3)));
+    for r in futures::future::join_all(writes).await {
+        r.unwrap();
+    }
+    // A newer copy on n0 alone for one key (n0 keeps hints for the
+    // others): its read must not answer from digests.
+    let stale = &keys[7];
+    c.net.cut(c.nodes[0].addr, c.nodes[1].addr);
+    c.net.cut(c.nodes[0].addr, c.nodes[2].addr);
+    c.nodes[0]
+        .coord
+        .put(stale, value("new"), None, Some(1))
+        .await
+        .unwrap();
+    c.settle().await;
+    c.net.heal();
+    let before = c.net.calls();
+    let reads = keys.iter().map(|k| c.nodes[0].coord.get(k, None));
+    let got = futures::future::join_all(reads).await;
+    for (k, r) in keys.iter().zip(got) {
+        let want: &[u8] = if k == stale { b"new" } else { b"v" };
+        assert_eq!(r.unwrap().unwrap().values(), vec![want], "{k:?}");
+    }
+    let stats = c.nodes[0].coord.stats();
+    assert_eq!(stats.digest_reads.load(Ordering::Relaxed), 31);
+    assert_eq!(stats.digest_mismatches.load(Ordering::Relaxed), 1);
+    // One digest frame per replica asked (n1, n2), then the stale key's
+    // full read (and its repair), not one digest call per read.
+    let calls = c.net.calls() - before;
+    assert!(calls <= 2 + 3, "{calls} calls");
+}

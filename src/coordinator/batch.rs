@@ -15,6 +15,11 @@
 //! replaced by spare stand-ins (with hints) while time remains, as the
 //! per-write path would have. Every owner a write did not reach gets a hint
 //! kept here.
+//!
+//! Digest reads are batched the same way, per replica: the digests one
+//! turn's reads ask of a replica go in one [`Request::DigestMany`] frame
+//! (a lone one as a plain [`Request::Digest`]). Each read keeps its own
+//! quorum driver, with its hedge and deadline; only the call is shared.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -32,9 +37,10 @@ use super::plan::Target;
 use super::{CoordError, Coordinator};
 use crate::cluster::InFlightGuard;
 use crate::object::Object;
-use crate::rpc::call::Merged;
+use crate::rpc::call::{Answer as _, Fingerprint, Many, Merged};
+use crate::rpc::message::MAX_FETCH_KEYS;
 use crate::rpc::message::{NodeFailure, QuorumFailure, Reason, RemoteError};
-use crate::rpc::{Request, Shared, ask_shared};
+use crate::rpc::{Request, Response, Shared, ask, ask_shared};
 use crate::storage::Lsn;
 use crate::vclock::Dot;
 use crate::write::Done;
@@ -102,6 +108,20 @@ impl Batch {
     fn take(&self) -> Vec<Waiting> {
         std::mem::take(&mut *self.open.lock().unwrap_or_else(|e| e.into_inner()))
     }
+}
+
+/// A digest read's answer.
+type Digested = Result<Fingerprint, Reason>;
+
+/// The keys of the digest reads waiting for one replica, each with where
+/// its answer goes.
+type Asked = Vec<(Vec<u8>, oneshot::Sender<Digested>)>;
+
+/// The digest reads of the current turn, by replica, not yet taken by
+/// their flush.
+#[derive(Default)]
+pub(super) struct Digests {
+    open: Mutex<std::collections::HashMap<std::net::SocketAddr, Asked>>,
 }
 
 /// One frame's copies and the replicas they all go to.
@@ -388,6 +408,82 @@ impl Coordinator {
                 );
                 let (key, object) = copy(item);
                 self.keep_hints(key, object, missed);
+            }
+        }
+    }
+
+    /// Asks the replica at `addr` for the digest of its copy of `key`, in
+    /// one frame with the other digest reads of this turn to it.
+    pub(super) async fn ask_digest(
+        self: &Arc<Self>,
+        addr: std::net::SocketAddr,
+        key: &[u8],
+    ) -> Digested {
+        let (tx, rx) = oneshot::channel();
+        let first = {
+            let mut open = self.digests.open.lock().unwrap_or_else(|e| e.into_inner());
+            let asked = open.entry(addr).or_default();
+            asked.push((key.to_vec(), tx));
+            asked.len() == 1
+        };
+        if first {
+            let me = self.clone();
+            self.tasks
+                .spawn(async move { me.flush_digests(addr).await });
+        }
+        rx.await.unwrap_or_else(|_| {
+            Err(Reason::BadAnswer(
+                "the digest batch ended without an answer".into(),
+            ))
+        })
+    }
+
+    /// Sends the digest reads waiting for `addr`, a frame per
+    /// [`MAX_FETCH_KEYS`], and hands each its answer.
+    async fn flush_digests(self: Arc<Self>, addr: std::net::SocketAddr) {
+        let mut asked = {
+            let mut open = self.digests.open.lock().unwrap_or_else(|e| e.into_inner());
+            open.remove(&addr).unwrap_or_default()
+        };
+        let timeout = self.config.timeout;
+        while !asked.is_empty() {
+            let rest = asked.split_off(asked.len().min(MAX_FETCH_KEYS));
+            let (keys, txs): (Vec<Vec<u8>>, Vec<_>) =
+                std::mem::replace(&mut asked, rest).into_iter().unzip();
+            let answers: Vec<Digested> = if keys.len() == 1 {
+                let key = keys.into_iter().next().unwrap_or_default();
+                let r =
+                    ask::<Fingerprint>(&*self.transport, addr, &Request::Digest { key }, timeout)
+                        .await;
+                vec![r.map_err(|e| e.reason())]
+            } else {
+                let n = keys.len();
+                let keys = keys.into_iter().map(serde_bytes::ByteBuf::from).collect();
+                match ask::<Many>(
+                    &*self.transport,
+                    addr,
+                    &Request::DigestMany { keys },
+                    timeout,
+                )
+                .await
+                {
+                    Ok(Many(answers)) if answers.len() == n => answers
+                        .into_iter()
+                        .map(|r| match r {
+                            Response::Error(e) => Err(Reason::Remote(e.to_string())),
+                            r => Fingerprint::decode(r).map_err(Reason::BadAnswer),
+                        })
+                        .collect(),
+                    Ok(Many(answers)) => {
+                        let why = format!("{} answers for {n} digest reads", answers.len());
+                        vec![Err(Reason::BadAnswer(why)); n]
+                    }
+                    Err(e) => vec![Err(e.reason()); n],
+                }
+            };
+            for (tx, answer) in txs.into_iter().zip(answers) {
+                // The read may be over (its quorum met elsewhere).
+                let _ = tx.send(answer);
             }
         }
     }

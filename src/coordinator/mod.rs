@@ -233,6 +233,8 @@ pub struct Coordinator {
     rng: Random,
     /// Copies of writes waiting to be sent to their replicas together.
     batch: batch::Batch,
+    /// Digest reads waiting to be sent to their replicas together.
+    digests: batch::Digests,
 }
 
 impl Coordinator {
@@ -257,6 +259,7 @@ impl Coordinator {
             stats: Stats::default(),
             rng,
             batch: batch::Batch::default(),
+            digests: batch::Digests::default(),
         }
     }
 
@@ -374,9 +377,10 @@ impl Coordinator {
     ) -> Call<'static, Target, Fingerprint> {
         let me = self.clone();
         async move {
-            let r = ask::<Fingerprint>(&*me.transport, t.addr, &req, me.config.timeout)
-                .await
-                .map_err(|e| e.reason());
+            let Request::Digest { key } = &*req else {
+                return (t, Err(Reason::BadAnswer("not a digest read".into())));
+            };
+            let r = me.ask_digest(t.addr, key).await;
             // As in `read_one`: a stand-in's "none" is not a vote.
             let r = match r {
                 Ok(Fingerprint::Digest(None) | Fingerprint::Copy(None)) if t.hint.is_some() => {

@@ -73,11 +73,10 @@ impl PeerService {
                 Ok(o) => Response::Object(o),
                 Err(e) => error(e),
             },
-            Request::Digest { key } => match self.coordinator.read_digest(&key) {
-                Ok(Fingerprint::Digest(d)) => Response::Digest(d),
-                Ok(Fingerprint::Copy(o)) => Response::Object(o),
-                Err(e) => error(e),
-            },
+            Request::Digest { key } => self.digest(&key),
+            Request::DigestMany { keys } => {
+                Response::Many(keys.iter().map(|key| self.digest(key)).collect())
+            }
             Request::Replicate { key, object, hint } => match hint.as_deref() {
                 Some(owner) if owner != &*self.me => match self.hints.add(owner, &key, &object) {
                     Ok(lsn) => match self.hints.durable(lsn).wait().await {
@@ -257,6 +256,15 @@ impl PeerService {
                     .map(|(k, d)| (serde_bytes::ByteBuf::from(k), d))
                     .collect(),
             ),
+        }
+    }
+
+    /// The answer to a digest read of `key`.
+    fn digest(&self, key: &[u8]) -> Response {
+        match self.coordinator.read_digest(key) {
+            Ok(Fingerprint::Digest(d)) => Response::Digest(d),
+            Ok(Fingerprint::Copy(o)) => Response::Object(o),
+            Err(e) => error(e),
         }
     }
 

@@ -142,6 +142,19 @@ impl Answer for Acked {
     }
 }
 
+/// Answer to [`Request::DigestMany`]: one answer per key, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Many(pub Vec<Response>);
+
+impl Answer for Many {
+    fn decode(r: Response) -> Result<Self, String> {
+        match r {
+            Response::Many(m) => Ok(Many(m)),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
 /// Answer to [`Request::ReplicateMany`]: each copy's outcome, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Merged(pub Vec<Result<Vec<Dot>, RemoteError>>);

@@ -129,6 +129,13 @@ pub enum Request {
         /// `(key, copy)` pairs, at most [`MAX_REPLICATE_COPIES`].
         copies: Vec<(serde_bytes::ByteBuf, Object)>,
     },
+    /// Digest reads of these keys (the digest reads one coordinator made of
+    /// this replica in the same turn); answered with [`Response::Many`],
+    /// each key's answer as [`Request::Digest`] would give it.
+    DigestMany {
+        /// The keys, at most [`MAX_FETCH_KEYS`].
+        keys: Vec<serde_bytes::ByteBuf>,
+    },
 }
 
 impl Request {
@@ -154,6 +161,7 @@ impl Request {
                     key.len() + object.encoded_size_hint() + hint.as_ref().map_or(0, String::len)
                 }
                 Request::Write { key, write, .. } => key.len() + write.value_len() + 64,
+                Request::DigestMany { keys } => keys.iter().map(|k| k.len() + 4).sum(),
                 Request::ReplicateMany { copies } => copies
                     .iter()
                     .map(|(key, object)| key.len() + object.encoded_size_hint() + 8)
@@ -219,6 +227,8 @@ pub enum Response {
     /// dots its merge found reused (as in [`Response::Ack`]), or why it was
     /// not stored.
     Merged(Vec<Result<Vec<Dot>, RemoteError>>),
+    /// Answer to [`Request::DigestMany`]: one answer per key, in order.
+    Many(Vec<Response>),
 }
 
 impl Response {
@@ -387,7 +397,7 @@ impl Request {
                 Ok(())
             }
             Request::GcDelete { key, .. } => key_ok(key),
-            Request::FetchMany { keys } => {
+            Request::FetchMany { keys } | Request::DigestMany { keys } => {
                 if keys.len() > MAX_FETCH_KEYS {
                     return Err(format!("at most {MAX_FETCH_KEYS} keys per fetch"));
                 }
