@@ -302,9 +302,16 @@ impl ClusterView {
     pub fn write_sets(&self, p: usize) -> Vec<&[u16]> {
         let cur = self.current_owners(p);
         match self.previous_owners(p) {
-            Some(prev) if !prev.is_empty() && !same_set(prev, cur) => vec![cur, prev],
+            Some(prev) if self.moving(p) => vec![cur, prev],
             _ => vec![cur],
         }
+    }
+
+    /// Whether a write of partition `p` must reach W in two owner sets (a
+    /// layout change moves it): [`Self::write_sets`] without allocating.
+    pub fn moving(&self, p: usize) -> bool {
+        self.previous_owners(p)
+            .is_some_and(|prev| !prev.is_empty() && !same_set(prev, self.current_owners(p)))
     }
 
     /// The members of partition `p` a request may use: the current owners,

@@ -816,10 +816,9 @@ impl Coordinator {
             .filter(|t| t.node != self.me && Some(&t.node) != stand_in_for.as_ref())
             .collect();
         // While a layout change is carried out, W in each owner set.
-        let sets = plan::write_sets(&view, p);
-        let sets = (sets.len() > 1).then_some(sets);
+        let moving = view.moving(p);
         if let Some(lsn) = lsn
-            && batch::fits(&others, sets.is_some(), w, write.value_len())
+            && batch::fits(&others, moving, w, write.value_len())
         {
             let made = batch::Made {
                 key: key.to_vec(),
@@ -833,6 +832,7 @@ impl Coordinator {
             };
             return self.write_batched(made).await;
         }
+        let sets = moving.then(|| plan::write_sets(&view, p));
         let local_durable = match (&stand_in_for, lsn) {
             (Some(owner), _) => {
                 let lsn = self.hints.add(owner, key, &object).map_err(refuse)?;
