@@ -269,19 +269,17 @@ async fn a_missed_quorum_says_who_failed_and_why() {
     match err {
         // Both cut-off owners timed out; a stand-in (n3) was asked for one
         // of them, but with only the actor and one stand-in left W=3 could
-        // no longer be met, so the actor gave up on it at once.
+        // no longer be met: the actor gave up (before or after the stand-in
+        // answered).
         CoordError::WriteUnknown(q) => {
-            assert_eq!((q.needed, q.got), (3, 1), "{q:?}");
+            assert_eq!(q.needed, 3, "{q:?}");
+            assert!((1..=2).contains(&q.got), "{q:?}");
             let timeouts = q
                 .failures
                 .iter()
                 .filter(|f| f.reason == Reason::Timeout)
                 .count();
             assert_eq!(timeouts, 2, "{q:?}");
-            assert!(
-                q.failures.iter().any(|f| f.reason == Reason::NoAnswer),
-                "{q:?}"
-            );
         }
         other => panic!("expected an unknown outcome across the wire, got {other:?}"),
     }
@@ -806,4 +804,71 @@ async fn reads_made_together_ask_each_replica_for_digests_in_one_frame() {
     // full read (and its repair), not one digest call per read.
     let calls = c.net.calls() - before;
     assert!(calls <= 2 + 3, "{calls} calls");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batched_write_replaces_a_refusing_replica_without_waiting_for_a_silent_one() {
+    let c = TestCluster::new(4, 0.0);
+    let key = c.key_not_owned_by(3);
+    let v = view(4, |_| true);
+    let owners: Vec<usize> = v.owners(&key).iter().map(|&i| usize::from(i)).collect();
+    // One owner refuses at once, the other never answers; n3 is the spare.
+    c.net.down(c.nodes[owners[1]].addr);
+    c.net.cut(c.nodes[owners[0]].addr, c.nodes[owners[2]].addr);
+    let started = tokio::time::Instant::now();
+    c.nodes[owners[0]]
+        .coord
+        .put(&key, value("v"), None, None)
+        .await
+        .unwrap();
+    // W=2: this node and the spare, before the silent owner's timeout.
+    assert!(started.elapsed() < TIMEOUT, "{:?}", started.elapsed());
+    c.settle().await;
+    let hinted = c.nodes[3]
+        .hints
+        .for_owner(&c.nodes[owners[1]].id, &key)
+        .unwrap();
+    assert!(
+        hinted.is_some(),
+        "the spare keeps a hint for the refusing owner"
+    );
+    // The silent owner's copy is a hint kept by the coordinator.
+    assert_eq!(
+        c.nodes[owners[0]]
+            .hints
+            .pending()
+            .get(&*c.nodes[owners[2]].id),
+        Some(&1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_of_many_tasks_on_a_multi_threaded_runtime_are_batched() {
+    let c = TestCluster::new(3, 0.0);
+    let coord = c.nodes[0].coord.clone();
+    let before = c.net.calls();
+    // The tasks start together: the last to reach the barrier wakes the
+    // others at once.
+    let barrier = Arc::new(tokio::sync::Barrier::new(64));
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let (coord, barrier) = (coord.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let key = format!("k{i}").into_bytes();
+                coord.put(&key, value("v"), None, None).await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let calls = c.net.calls() - before;
+    // Two replicas: 128 calls unbatched. How many writes share a frame
+    // depends on the scheduling of the two workers; some always do.
+    assert!(calls < 128, "{calls} calls for 64 writes");
+    for i in 0..64 {
+        let key = format!("k{i}").into_bytes();
+        assert_eq!(c.values(0, &key), vec![b"v".to_vec()]);
+    }
 }

@@ -5,16 +5,16 @@
 //! while one wait here covers this node's own sync of them all. Each write
 //! is still acknowledged on its own, as soon as W copies of it are durable.
 //!
-//! The first write of a turn starts the batch's flush as a task; it runs
-//! after the tasks already woken in that turn, so the writes they make join
-//! the batch. Only the plain case is batched ([`fits`]): a write whose
-//! other replicas are all owners believed live, outside a layout change,
-//! with a small value. Anything else takes the per-write path
-//! ([`Coordinator::replicate_written`]), and so does a batched write that
-//! missed W: once all its calls have answered, the replicas that failed are
-//! replaced by spare stand-ins (with hints) while time remains, as the
-//! per-write path would have. Every owner a write did not reach gets a hint
-//! kept here.
+//! The first write of a turn starts the batch's flush as a task, which
+//! yields once so that it runs after the tasks already woken in that turn
+//! and the writes they make join the batch. Only the plain case is batched
+//! ([`fits`]): a write whose other replicas are all owners believed live,
+//! outside a layout change, with a small value; anything else takes the
+//! per-write path ([`Coordinator::replicate_written`]). As in that path, a
+//! copy that fails goes at once to the write's next spare stand-in (which
+//! keeps it as a hint for the owner) while the write waits for W and time
+//! remains, a write gives up as soon as W is out of reach, and every owner
+//! a write did not reach gets a hint kept here.
 //!
 //! Digest reads are batched the same way, per replica: the digests one
 //! turn's reads ask of a replica go in one [`Request::DigestMany`] frame
@@ -37,7 +37,7 @@ use super::plan::Target;
 use super::{CoordError, Coordinator};
 use crate::cluster::InFlightGuard;
 use crate::object::Object;
-use crate::rpc::call::{Answer as _, Fingerprint, Many, Merged};
+use crate::rpc::call::{Answer as _, Digests as DigestsAnswer, Fingerprint, Merged};
 use crate::rpc::message::MAX_FETCH_KEYS;
 use crate::rpc::message::{NodeFailure, QuorumFailure, Reason, RemoteError};
 use crate::rpc::{Request, Response, Shared, ask, ask_shared};
@@ -160,17 +160,21 @@ struct Item {
     /// Calls not answered yet (this node's sync included).
     pending: usize,
     failures: Vec<NodeFailure>,
-    /// Owners that failed to store it.
+    /// Owners that failed to store it, with no stand-in keeping it for them.
     missed: Vec<Arc<str>>,
+    /// Owners that hold it durably (or whose stand-in does).
+    placed: Vec<Arc<str>>,
 }
 
 /// Who answered in a batch.
-#[derive(Clone, Copy)]
 enum From {
     /// This node's log sync.
     Here,
     /// The replica `peer` of group `group`.
     Peer { group: usize, peer: usize },
+    /// A spare keeping a copy of write `item` for the owner it was
+    /// named a stand-in for (`target.hint`).
+    StandIn { item: usize, target: Target },
 }
 
 type Answer = (From, Result<Vec<Result<Vec<Dot>, RemoteError>>, Reason>);
@@ -199,6 +203,9 @@ impl Coordinator {
     /// Sends the waiting writes' copies, a frame per group of replicas,
     /// and answers each write as its copies become durable.
     async fn flush(self: Arc<Self>) {
+        // After the tasks woken in this turn (a runtime worker runs a task
+        // it just spawned next, before them), so that their writes join.
+        tokio::task::yield_now().await;
         let waiting = self.batch.take();
         if waiting.is_empty() {
             return;
@@ -235,6 +242,7 @@ impl Coordinator {
                 pending: 1 + made.others.len(),
                 failures: Vec::new(),
                 missed: Vec::new(),
+                placed: Vec::new(),
             });
             group.members.push(items.len() - 1);
             group.bytes += bytes;
@@ -258,8 +266,6 @@ impl Coordinator {
         let mut frames: Vec<Arc<Shared>> = Vec::with_capacity(groups.len());
         let mut peers: Vec<Vec<Target>> = Vec::with_capacity(groups.len());
         let mut members: Vec<Vec<usize>> = Vec::with_capacity(groups.len());
-        // Which replicas of each group answered.
-        let mut heard: Vec<Vec<bool>> = Vec::with_capacity(groups.len());
         for (g, group) in groups.into_iter().enumerate() {
             let frame = Arc::new(Shared::new(Request::ReplicateMany {
                 copies: group.copies,
@@ -279,7 +285,6 @@ impl Coordinator {
                 );
             }
             frames.push(frame);
-            heard.push(vec![false; group.peers.len()]);
             peers.push(group.peers);
             members.push(group.members);
         }
@@ -309,6 +314,8 @@ impl Coordinator {
                 continue;
             };
             let Some((from, result)) = next else { break };
+            // (write, owner, why) of each copy that failed.
+            let mut failed: Vec<(usize, Arc<str>, NodeFailure)> = Vec::new();
             let touched: Vec<usize> = match from {
                 From::Here => {
                     for item in &mut items {
@@ -324,7 +331,6 @@ impl Coordinator {
                     (0..items.len()).collect()
                 }
                 From::Peer { group, peer } => {
-                    heard[group][peer] = true;
                     let node = &peers[group][peer].node;
                     let members = &members[group];
                     let results = match result {
@@ -341,71 +347,120 @@ impl Coordinator {
                         match r.and_then(|r| r.map_err(|e| Reason::Remote(e.to_string()))) {
                             Ok(conflicts) => {
                                 item.acks += 1;
+                                item.placed.push(node.clone());
                                 self.replica.note_conflicts_seen_by_peer(&conflicts);
                             }
                             Err(reason) => {
                                 debug!(node = %node, cause = %reason, "batched replication failed");
-                                item.failures.push(NodeFailure {
+                                let failure = NodeFailure {
                                     node: node.to_string(),
                                     reason,
-                                });
-                                item.missed.push(node.clone());
+                                };
+                                failed.push((i, node.clone(), failure));
                             }
                         }
                     }
                     members.clone()
                 }
+                From::StandIn { item: i, target } => {
+                    let item = &mut items[i];
+                    item.pending -= 1;
+                    let owner = target.hint.clone().unwrap_or(target.node.clone());
+                    match result {
+                        Ok(_) => {
+                            item.acks += 1;
+                            item.placed.push(owner);
+                        }
+                        Err(reason) => {
+                            let failure = NodeFailure {
+                                node: target.node.to_string(),
+                                reason,
+                            };
+                            failed.push((i, owner, failure));
+                        }
+                    }
+                    vec![i]
+                }
             };
+            // A copy that failed goes to the write's next spare at once
+            // (which keeps it as a hint for the owner), while the write
+            // waits for W and time is left; else the owner gets a hint here.
+            for (i, owner, failure) in failed {
+                let item = &mut items[i];
+                item.failures.push(failure);
+                let spare = match item.tx.is_some() && Instant::now() < deadline {
+                    true => item.spares.pop_front(),
+                    false => None,
+                };
+                let Some(mut spare) = spare else {
+                    item.missed.push(owner);
+                    continue;
+                };
+                spare.hint = Some(owner.clone());
+                item.pending += 1;
+                let (key, object) = copy(item);
+                let req = Arc::new(Shared::new(Request::Replicate {
+                    key: key.to_vec(),
+                    object: object.clone(),
+                    hint: Some(owner.to_string()),
+                }));
+                calls.push(
+                    self.replicate_to_target(spare, req)
+                        .map(move |(target, r)| {
+                            (From::StandIn { item: i, target }, r.map(|()| Vec::new()))
+                        })
+                        .boxed(),
+                );
+            }
             for i in touched {
                 let item = &mut items[i];
                 if item.tx.is_some() && item.acks >= item.w {
                     self.answer(item, Ok(()));
                 }
+                // W out of reach even if every call running and every
+                // spare left succeeded: give up now, as the driver does.
+                if item.tx.is_some() && item.acks + item.pending + item.spares.len() < item.w {
+                    item.failures.push(NodeFailure {
+                        node: format!("{} replica(s)", item.pending),
+                        reason: Reason::NoAnswer,
+                    });
+                    let failure = QuorumFailure {
+                        needed: item.w,
+                        got: item.acks,
+                        failures: std::mem::take(&mut item.failures),
+                    };
+                    self.answer(item, Err(failure));
+                }
                 if item.pending > 0 {
                     continue;
                 }
+                // Every call answered (stand-ins included): W not met is
+                // final.
+                if item.tx.is_some() {
+                    let failure = QuorumFailure {
+                        needed: item.w,
+                        got: item.acks,
+                        failures: std::mem::take(&mut item.failures),
+                    };
+                    self.answer(item, Err(failure));
+                }
                 let missed = std::mem::take(&mut item.missed);
                 let (key, object) = copy(item);
-                if item.tx.is_none() {
-                    self.keep_hints(key, object, missed);
-                    continue;
-                }
-                // Every call answered and W not met: stand-ins, if any, and
-                // time, are left.
-                let (key, object) = (key.to_vec(), object.clone());
-                let me = self.clone();
-                let spares = std::mem::take(&mut item.spares);
-                let tx = item.tx.take();
-                let running = item.running.take();
-                let (done, acks, w) = (item.done.clone(), item.acks, item.w);
-                let failures = std::mem::take(&mut item.failures);
-                self.tasks.spawn(async move {
-                    let r = me
-                        .stand_in(&key, object, missed, spares, w - acks, deadline)
-                        .await
-                        .map_err(|mut f| {
-                            f.needed = w;
-                            f.got += acks;
-                            f.failures.splice(0..0, failures);
-                            f
-                        });
-                    drop(running);
-                    me.settle(tx, done, r);
-                });
+                self.keep_hints(key, object, missed);
             }
         }
-        // Calls still unanswered after the drain: their owners get hints.
+        // Calls still unanswered after the drain: the owners that do not
+        // hold the write get hints.
         for item in &mut items {
             if item.pending > 0 {
                 let mut missed = std::mem::take(&mut item.missed);
                 let g = item.group;
-                missed.extend(
-                    peers[g]
-                        .iter()
-                        .zip(&heard[g])
-                        .filter(|(_, heard)| !**heard)
-                        .map(|(t, _)| t.node.clone()),
-                );
+                let unplaced: Vec<Arc<str>> = peers[g]
+                    .iter()
+                    .map(|t| t.node.clone())
+                    .filter(|o| !item.placed.contains(o) && !missed.contains(o))
+                    .collect();
+                missed.extend(unplaced);
                 let (key, object) = copy(item);
                 self.keep_hints(key, object, missed);
             }
@@ -439,52 +494,58 @@ impl Coordinator {
     }
 
     /// Sends the digest reads waiting for `addr`, a frame per
-    /// [`MAX_FETCH_KEYS`], and hands each its answer.
+    /// [`MAX_FETCH_KEYS`] (all at once), and hands each its answer.
     async fn flush_digests(self: Arc<Self>, addr: std::net::SocketAddr) {
+        // After the tasks woken in this turn (a runtime worker runs a task
+        // it just spawned next, before them).
+        tokio::task::yield_now().await;
         let mut asked = {
             let mut open = self.digests.open.lock().unwrap_or_else(|e| e.into_inner());
             open.remove(&addr).unwrap_or_default()
         };
-        let timeout = self.config.timeout;
+        let mut chunks = Vec::new();
         while !asked.is_empty() {
             let rest = asked.split_off(asked.len().min(MAX_FETCH_KEYS));
-            let (keys, txs): (Vec<Vec<u8>>, Vec<_>) =
-                std::mem::replace(&mut asked, rest).into_iter().unzip();
-            let answers: Vec<Digested> = if keys.len() == 1 {
-                let key = keys.into_iter().next().unwrap_or_default();
-                let r =
-                    ask::<Fingerprint>(&*self.transport, addr, &Request::Digest { key }, timeout)
-                        .await;
-                vec![r.map_err(|e| e.reason())]
-            } else {
-                let n = keys.len();
-                let keys = keys.into_iter().map(serde_bytes::ByteBuf::from).collect();
-                match ask::<Many>(
-                    &*self.transport,
-                    addr,
-                    &Request::DigestMany { keys },
-                    timeout,
-                )
-                .await
-                {
-                    Ok(Many(answers)) if answers.len() == n => answers
-                        .into_iter()
-                        .map(|r| match r {
-                            Response::Error(e) => Err(Reason::Remote(e.to_string())),
-                            r => Fingerprint::decode(r).map_err(Reason::BadAnswer),
-                        })
-                        .collect(),
-                    Ok(Many(answers)) => {
-                        let why = format!("{} answers for {n} digest reads", answers.len());
-                        vec![Err(Reason::BadAnswer(why)); n]
-                    }
-                    Err(e) => vec![Err(e.reason()); n],
+            chunks.push(std::mem::replace(&mut asked, rest));
+        }
+        futures::future::join_all(chunks.into_iter().map(|c| self.send_digests(addr, c))).await;
+    }
+
+    /// Sends one frame of digest reads to `addr` and hands each its answer.
+    async fn send_digests(&self, addr: std::net::SocketAddr, asked: Asked) {
+        use crate::rpc::message::DigestAnswer;
+        let timeout = self.config.timeout;
+        let (keys, txs): (Vec<Vec<u8>>, Vec<_>) = asked.into_iter().unzip();
+        let answers: Vec<Digested> = if keys.len() == 1 {
+            let key = keys.into_iter().next().unwrap_or_default();
+            let r =
+                ask::<Fingerprint>(&*self.transport, addr, &Request::Digest { key }, timeout).await;
+            vec![r.map_err(|e| e.reason())]
+        } else {
+            let n = keys.len();
+            let keys = keys.into_iter().map(serde_bytes::ByteBuf::from).collect();
+            let req = Request::DigestMany { keys };
+            match ask::<DigestsAnswer>(&*self.transport, addr, &req, timeout).await {
+                Ok(DigestsAnswer(answers)) if answers.len() == n => answers
+                    .into_iter()
+                    .map(|a| match a {
+                        DigestAnswer::Digest(d) => Ok(Fingerprint::Digest(d)),
+                        DigestAnswer::Object(o) => {
+                            Fingerprint::decode(Response::Object(o)).map_err(Reason::BadAnswer)
+                        }
+                        DigestAnswer::Error(e) => Err(Reason::Remote(e.to_string())),
+                    })
+                    .collect(),
+                Ok(DigestsAnswer(answers)) => {
+                    let why = format!("{} answers for {n} digest reads", answers.len());
+                    vec![Err(Reason::BadAnswer(why)); n]
                 }
-            };
-            for (tx, answer) in txs.into_iter().zip(answers) {
-                // The read may be over (its quorum met elsewhere).
-                let _ = tx.send(answer);
+                Err(e) => vec![Err(e.reason()); n],
             }
+        };
+        for (tx, answer) in txs.into_iter().zip(answers) {
+            // The read may be over (its quorum met elsewhere).
+            let _ = tx.send(answer);
         }
     }
 
@@ -532,41 +593,6 @@ impl Coordinator {
             // The client may be gone: its write stands all the same.
             let _ = tx.send(answer);
         }
-    }
-
-    /// Puts copies of a write on stand-ins for the `failed` owners (one
-    /// spare each, keeping a hint for it) until `needed` acknowledge it;
-    /// owners no spare stands in for get a hint kept here.
-    async fn stand_in(
-        self: &Arc<Self>,
-        key: &[u8],
-        object: Object,
-        failed: Vec<Arc<str>>,
-        mut spares: VecDeque<Target>,
-        needed: usize,
-        deadline: Instant,
-    ) -> Result<(), QuorumFailure> {
-        let mut targets = Vec::new();
-        let mut unplaced = Vec::new();
-        for owner in failed {
-            match spares.pop_front() {
-                Some(mut t) => {
-                    t.hint = Some(owner);
-                    targets.push(t);
-                }
-                None => unplaced.push(owner),
-            }
-        }
-        self.keep_hints(key, &object, unplaced);
-        if targets.is_empty() || Instant::now() >= deadline {
-            return Err(QuorumFailure {
-                needed,
-                got: 0,
-                failures: Vec::new(),
-            });
-        }
-        self.replicate_written(key, object, None, targets, spares, None, needed, deadline)
-            .await
     }
 }
 

@@ -75,7 +75,16 @@ impl PeerService {
             },
             Request::Digest { key } => self.digest(&key),
             Request::DigestMany { keys } => {
-                Response::Many(keys.iter().map(|key| self.digest(key)).collect())
+                use crate::rpc::message::DigestAnswer;
+                Response::Digests(
+                    keys.iter()
+                        .map(|key| match self.coordinator.read_digest(key) {
+                            Ok(Fingerprint::Digest(d)) => DigestAnswer::Digest(d),
+                            Ok(Fingerprint::Copy(o)) => DigestAnswer::Object(o),
+                            Err(e) => DigestAnswer::Error(remote(e)),
+                        })
+                        .collect(),
+                )
             }
             Request::Replicate { key, object, hint } => match hint.as_deref() {
                 Some(owner) if owner != &*self.me => match self.hints.add(owner, &key, &object) {

@@ -144,12 +144,12 @@ impl Answer for Acked {
 
 /// Answer to [`Request::DigestMany`]: one answer per key, in order.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Many(pub Vec<Response>);
+pub struct Digests(pub Vec<super::message::DigestAnswer>);
 
-impl Answer for Many {
+impl Answer for Digests {
     fn decode(r: Response) -> Result<Self, String> {
         match r {
-            Response::Many(m) => Ok(Many(m)),
+            Response::Digests(d) => Ok(Digests(d)),
             other => Err(unexpected(&other)),
         }
     }

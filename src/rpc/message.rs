@@ -130,7 +130,7 @@ pub enum Request {
         copies: Vec<(serde_bytes::ByteBuf, Object)>,
     },
     /// Digest reads of these keys (the digest reads one coordinator made of
-    /// this replica in the same turn); answered with [`Response::Many`],
+    /// this replica in the same turn); answered with [`Response::Digests`],
     /// each key's answer as [`Request::Digest`] would give it.
     DigestMany {
         /// The keys, at most [`MAX_FETCH_KEYS`].
@@ -228,7 +228,19 @@ pub enum Response {
     /// not stored.
     Merged(Vec<Result<Vec<Dot>, RemoteError>>),
     /// Answer to [`Request::DigestMany`]: one answer per key, in order.
-    Many(Vec<Response>),
+    Digests(Vec<DigestAnswer>),
+}
+
+/// One key's answer in a [`Response::Digests`]: what [`Request::Digest`]
+/// answers for it (a flat type, so an answer cannot nest answers).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum DigestAnswer {
+    /// As [`Response::Digest`].
+    Digest(Option<u64>),
+    /// As [`Response::Object`].
+    Object(Option<Object>),
+    /// As [`Response::Error`].
+    Error(RemoteError),
 }
 
 impl Response {
