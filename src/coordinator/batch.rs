@@ -22,7 +22,6 @@
 //! quorum driver, with its hedge and deadline; only the call is shared.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -578,17 +577,7 @@ impl Coordinator {
         done: Done,
         r: Result<(), QuorumFailure>,
     ) {
-        let answer = match r {
-            Ok(()) => {
-                self.stats.writes.fetch_add(1, Ordering::Relaxed);
-                Ok(done)
-            }
-            Err(failure) => {
-                self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
-                self.stats.quorum_failed(true, &failure);
-                Err(CoordError::WriteUnknown(failure))
-            }
-        };
+        let answer = self.write_outcome(done, r);
         if let Some(tx) = tx {
             // The client may be gone: its write stands all the same.
             let _ = tx.send(answer);

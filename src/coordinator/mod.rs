@@ -865,7 +865,12 @@ impl Coordinator {
             )
             .await;
         drop(running);
-        match replicated {
+        self.write_outcome(done, replicated)
+    }
+
+    /// Counts a replicated write's outcome and turns it into its answer.
+    fn write_outcome(&self, done: Done, r: Result<(), QuorumFailure>) -> Result<Done, CoordError> {
+        match r {
             Ok(()) => {
                 self.stats.writes.fetch_add(1, Ordering::Relaxed);
                 Ok(done)
