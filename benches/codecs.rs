@@ -26,7 +26,7 @@ use distro_db::vclock::VClock;
 // The allocator of the `db` binary, so allocation-heavy paths cost here what
 // they cost in a node.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: distro_db::heap::Heap = distro_db::heap::Heap;
 
 const VALUE_LEN: usize = 100;
 const KEY: &[u8] = b"key:000000001234";

@@ -22,7 +22,7 @@ use distro_db::keyspace;
 // The allocator of the `db` binary, so allocation-heavy paths cost here what
 // they cost in a node.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: distro_db::heap::Heap = distro_db::heap::Heap;
 
 /// Cluster sizes measured.
 const SIZES: [usize; 3] = [3, 10, 50];

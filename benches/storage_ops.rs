@@ -27,7 +27,7 @@ use distro_db::storage::{FsyncPolicy, LogOptions, LogStore, MemoryStore, Store};
 // The allocator of the `db` binary, so allocation-heavy paths cost here what
 // they cost in a node.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: distro_db::heap::Heap = distro_db::heap::Heap;
 
 const VALUE_LEN: usize = 100;
 /// Keys loaded before measuring.

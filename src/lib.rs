@@ -60,6 +60,7 @@ pub mod dump;
 pub mod durable;
 pub mod epoch;
 pub mod fault;
+pub mod heap;
 pub mod hints;
 pub mod identity;
 pub mod keyspace;

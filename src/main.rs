@@ -3,9 +3,10 @@
 
 /// mimalloc: the node allocates many small, short-lived buffers per request
 /// (frames, objects, replies); glibc malloc spent ~12% of a node's CPU on
-/// them under load.
+/// them under load. Called through [`distro_db::heap::Heap`], which keeps
+/// ordinary allocations off mimalloc's aligned path.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: distro_db::heap::Heap = distro_db::heap::Heap;
 
 use std::io::IsTerminal as _;
 use std::net::{SocketAddr, ToSocketAddrs};
