@@ -93,6 +93,12 @@ impl VClock {
         self.0.is_empty()
     }
 
+    /// The clock of exactly these entries (as decoding builds it: no
+    /// bound checked, see [`VClock::out_of_bounds`]).
+    pub(crate) fn from_map(entries: BTreeMap<Actor, u64>) -> VClock {
+        VClock(entries)
+    }
+
     /// Iterates `(actor, counter)` in actor order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
         self.0.iter().map(|(a, c)| (a.as_str(), *c))

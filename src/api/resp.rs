@@ -349,7 +349,7 @@ fn decode_inline(buf: &[u8]) -> Result<(Frame, usize), DecodeError> {
 fn read_line<'a>(buf: &'a [u8], pos: &mut usize) -> Result<&'a [u8], DecodeError> {
     let rest = buf.get(*pos..).ok_or(DecodeError::Incomplete)?;
     let window = &rest[..rest.len().min(MAX_LINE_LEN + 2)];
-    match window.windows(2).position(|w| w == b"\r\n") {
+    match find_crlf(window) {
         Some(i) => {
             *pos += i + 2;
             Ok(&rest[..i])
@@ -357,6 +357,23 @@ fn read_line<'a>(buf: &'a [u8], pos: &mut usize) -> Result<&'a [u8], DecodeError
         None if rest.len() > MAX_LINE_LEN + 1 => Err(invalid("line too long")),
         None => Err(DecodeError::Incomplete),
     }
+}
+
+/// Where the first `\r\n` of `window` starts. A scan for the CR alone,
+/// then a look at the byte after it: a fraction of the instructions of
+/// comparing every two-byte window (this runs for every line of every
+/// command).
+fn find_crlf(window: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = window[from..].iter().position(|&b| b == b'\r') {
+        let at = from + i;
+        match window.get(at + 1) {
+            Some(b'\n') => return Some(at),
+            Some(_) => from = at + 1,
+            None => return None,
+        }
+    }
+    None
 }
 
 /// A line that holds text (a simple string, an error, a number): as the
@@ -377,10 +394,37 @@ fn read_text_line<'a>(
 
 fn read_int(buf: &[u8], pos: &mut usize) -> Result<i64, DecodeError> {
     let l = read_line(buf, pos)?;
-    std::str::from_utf8(l)
-        .ok()
-        .and_then(|s| s.parse::<i64>().ok())
-        .ok_or_else(|| invalid("invalid integer"))
+    parse_i64(l).ok_or_else(|| invalid("invalid integer"))
+}
+
+/// The decimal integer `text` spells, exactly as `str::parse::<i64>`
+/// reads it (an optional sign, then one or more ASCII digits, no
+/// overflow), without the UTF-8 check and the generic parser: every
+/// command has two to four of these (its length and each argument's).
+fn parse_i64(text: &[u8]) -> Option<i64> {
+    let (negative, digits) = match text.split_first()? {
+        (b'-', rest) => (true, rest),
+        (b'+', rest) => (false, rest),
+        _ => (false, text),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for &d in digits {
+        let d = i64::from(d.wrapping_sub(b'0'));
+        if !(0..=9).contains(&d) {
+            return None;
+        }
+        // Counted towards the sign's side, so that i64::MIN fits.
+        n = n.checked_mul(10)?;
+        n = if negative {
+            n.checked_sub(d)?
+        } else {
+            n.checked_add(d)?
+        };
+    }
+    Some(n)
 }
 
 /// Reads an aggregate's element count (at most [`MAX_ARRAY_LEN`]).
@@ -690,6 +734,54 @@ mod tests {
         wide.encode_as(&mut out, Proto::V3);
         assert_eq!(out, b"=6\r\nxtx:hi\r\n");
         assert_eq!(wide.encoded_len(Proto::V3), out.len());
+    }
+
+    proptest! {
+        /// The integer reader agrees with `str::parse::<i64>` on any text,
+        /// digits, signs and overflow included.
+        #[test]
+        fn integers_read_as_std_parses_them(
+            text in prop_oneof![
+                "[+-]?[0-9]{0,21}",
+                any::<i64>().prop_map(|n| n.to_string()),
+                proptest::collection::vec(any::<u8>(), 0..24)
+                    .prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
+            ],
+        ) {
+            prop_assert_eq!(parse_i64(text.as_bytes()), text.parse::<i64>().ok());
+        }
+
+        /// The line-end search finds the same `\r\n` as a search of every
+        /// two-byte window, lone CRs and LFs included.
+        #[test]
+        fn crlf_is_found_where_a_window_search_finds_it(
+            bytes in proptest::collection::vec(
+                prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'a')], 0..24),
+        ) {
+            let expected = bytes.windows(2).position(|w| w == b"\r\n");
+            prop_assert_eq!(find_crlf(&bytes), expected);
+        }
+    }
+
+    #[test]
+    fn integer_edges() {
+        for (text, n) in [
+            ("0", Some(0)),
+            ("-0", Some(0)),
+            ("+7", Some(7)),
+            ("9223372036854775807", Some(i64::MAX)),
+            ("-9223372036854775808", Some(i64::MIN)),
+            ("9223372036854775808", None),
+            ("-9223372036854775809", None),
+            ("", None),
+            ("-", None),
+            ("+", None),
+            ("1 ", None),
+            ("--1", None),
+            ("١", None),
+        ] {
+            assert_eq!(parse_i64(text.as_bytes()), n, "{text:?}");
+        }
     }
 
     proptest! {

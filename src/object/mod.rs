@@ -22,6 +22,8 @@
 
 use serde::{Deserialize, Serialize};
 
+mod codec;
+
 use crate::vclock::{Actor, Dot, MAX_COUNTER, VClock};
 
 /// Riak warns at 25 siblings; distro-db logs a warning from this count on.
@@ -616,16 +618,20 @@ impl Object {
         // Serialising plain structs of strings, integers and byte vectors
         // into a Vec cannot fail. Sized up front: growing it field by field
         // took several reallocations per stored write.
+        // Written by hand, the same bytes as the derived `Serialize` through
+        // rmp_serde (src/object/codec.rs).
         let mut out = Vec::with_capacity(self.encoded_size_hint());
-        match rmp_serde::encode::write(&mut out, self) {
-            Ok(()) => out,
-            Err(_) => Vec::new(),
-        }
+        codec::encode(self, &mut out);
+        out
     }
 
-    /// Decodes bytes written by [`Object::to_bytes`].
+    /// Decodes bytes written by [`Object::to_bytes`] (or by the derived
+    /// `Serialize` in any form rmp_serde reads: an older build's record).
     pub fn from_bytes(bytes: &[u8]) -> Result<Object, rmp_serde::decode::Error> {
-        rmp_serde::from_slice(bytes)
+        match codec::decode(bytes) {
+            Some(object) => Ok(object),
+            None => rmp_serde::from_slice(bytes),
+        }
     }
 
     /// About how many bytes [`Object::to_bytes`] gives (values, plus a
