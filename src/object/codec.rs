@@ -10,7 +10,7 @@
 //! [`encode`] writes byte for byte what they write (a property test holds
 //! it to that), and [`decode`] reads the form they write and answers
 //! `None` for anything else (a signed integer marker, a struct written as
-//! a map, a short sibling of an older build, trailing bytes, bad UTF-8), so
+//! a map, a short sibling of an older build, bad UTF-8), so
 //! that [`Object::from_bytes`] hands those to `rmp_serde` and accepts and
 //! refuses exactly what it did.
 
@@ -78,9 +78,7 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Object> {
     for _ in 0..count {
         siblings.push(r.sibling()?);
     }
-    if r.left() != 0 {
-        return None;
-    }
+    // Bytes after the object are ignored, as rmp_serde ignores them.
     Some(Object {
         clock: VClock::from_map(clock),
         siblings,
@@ -106,47 +104,74 @@ fn put_uint(out: &mut Vec<u8>, n: u64) {
     }
 }
 
-/// A length with a fixed form below `fix_max`, then 8 (when `m8` is
-/// given), 16 and 32-bit forms.
-fn put_len(out: &mut Vec<u8>, n: usize, fix: u8, fix_max: usize, m8: Option<u8>, m16: u8, m32: u8) {
-    if n < fix_max {
-        out.push(fix | n as u8);
-    } else if let (Some(m8), true) = (m8, n <= usize::from(u8::MAX)) {
-        out.extend_from_slice(&[m8, n as u8]);
-    } else if n <= usize::from(u16::MAX) {
-        out.push(m16);
-        out.extend_from_slice(&(n as u16).to_be_bytes());
-    } else {
-        // Lengths past u32 cannot be stored (records are far smaller).
-        out.push(m32);
-        out.extend_from_slice(&(n as u32).to_be_bytes());
+/// The markers of one MessagePack family whose items carry a length: its
+/// fixed form (first marker, how many lengths it spans), then its 8-bit
+/// (when it has one), 16-bit and 32-bit forms. Written and read from these
+/// one table, so that writer and reader cannot disagree on a marker.
+struct Family {
+    fix: Option<(u8, usize)>,
+    m8: Option<u8>,
+    m16: u8,
+    m32: u8,
+}
+
+const ARRAY: Family = Family {
+    fix: Some((0x90, 16)),
+    m8: None,
+    m16: 0xdc,
+    m32: 0xdd,
+};
+const MAP: Family = Family {
+    fix: Some((0x80, 16)),
+    m8: None,
+    m16: 0xde,
+    m32: 0xdf,
+};
+const STR: Family = Family {
+    fix: Some((0xa0, 32)),
+    m8: Some(0xd9),
+    m16: 0xda,
+    m32: 0xdb,
+};
+const BIN: Family = Family {
+    fix: None,
+    m8: Some(0xc4),
+    m16: 0xc5,
+    m32: 0xc6,
+};
+
+/// Writes the shortest marker of `family` for length `n`.
+fn put_len(out: &mut Vec<u8>, n: usize, family: &Family) {
+    match (family.fix, family.m8) {
+        (Some((first, count)), _) if n < count => out.push(first + n as u8),
+        (_, Some(m8)) if n <= usize::from(u8::MAX) => out.extend_from_slice(&[m8, n as u8]),
+        _ if n <= usize::from(u16::MAX) => {
+            out.push(family.m16);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        _ => {
+            // Lengths past u32 cannot be stored (records are far smaller).
+            out.push(family.m32);
+            out.extend_from_slice(&(n as u32).to_be_bytes());
+        }
     }
 }
 
 fn put_array_len(out: &mut Vec<u8>, n: usize) {
-    put_len(out, n, 0x90, 16, None, 0xdc, 0xdd);
+    put_len(out, n, &ARRAY);
 }
 
 fn put_map_len(out: &mut Vec<u8>, n: usize) {
-    put_len(out, n, 0x80, 16, None, 0xde, 0xdf);
+    put_len(out, n, &MAP);
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
-    put_len(out, s.len(), 0xa0, 32, Some(0xd9), 0xda, 0xdb);
+    put_len(out, s.len(), &STR);
     out.extend_from_slice(s.as_bytes());
 }
 
 fn put_bin(out: &mut Vec<u8>, b: &[u8]) {
-    let n = b.len();
-    if n <= usize::from(u8::MAX) {
-        out.extend_from_slice(&[0xc4, n as u8]);
-    } else if n <= usize::from(u16::MAX) {
-        out.push(0xc5);
-        out.extend_from_slice(&(n as u16).to_be_bytes());
-    } else {
-        out.push(0xc6);
-        out.extend_from_slice(&(n as u32).to_be_bytes());
-    }
+    put_len(out, b.len(), &BIN);
     out.extend_from_slice(b);
 }
 
@@ -204,44 +229,38 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn length(&mut self, fix: u8, fix_mask: u8, m8: Option<u8>, m16: u8, m32: u8) -> Option<usize> {
+    /// A length in one of `family`'s markers.
+    fn length(&mut self, family: &Family) -> Option<usize> {
         let b = self.byte()?;
-        let n = if b & !fix_mask == fix {
-            u64::from(b & fix_mask)
-        } else if Some(b) == m8 {
-            self.be(1)?
-        } else if b == m16 {
-            self.be(2)?
-        } else if b == m32 {
-            self.be(4)?
-        } else {
-            return None;
+        let n = match family.fix {
+            Some((first, count)) if b >= first && usize::from(b - first) < count => {
+                u64::from(b - first)
+            }
+            _ if Some(b) == family.m8 => self.be(1)?,
+            _ if b == family.m16 => self.be(2)?,
+            _ if b == family.m32 => self.be(4)?,
+            _ => return None,
         };
         usize::try_from(n).ok()
     }
 
     fn array_len(&mut self) -> Option<usize> {
-        self.length(0x90, 0x0f, None, 0xdc, 0xdd)
+        self.length(&ARRAY)
     }
 
     fn map_len(&mut self) -> Option<usize> {
-        self.length(0x80, 0x0f, None, 0xde, 0xdf)
+        self.length(&MAP)
     }
 
     fn str(&mut self) -> Option<Actor> {
-        let n = self.length(0xa0, 0x1f, Some(0xd9), 0xda, 0xdb)?;
+        let n = self.length(&STR)?;
         let bytes = self.take(n)?;
         std::str::from_utf8(bytes).ok().map(str::to_owned)
     }
 
     fn bin(&mut self) -> Option<Vec<u8>> {
-        let n = match self.byte()? {
-            0xc4 => self.be(1)?,
-            0xc5 => self.be(2)?,
-            0xc6 => self.be(4)?,
-            _ => return None,
-        };
-        Some(self.take(usize::try_from(n).ok()?)?.to_vec())
+        let n = self.length(&BIN)?;
+        Some(self.take(n)?.to_vec())
     }
 
     fn sibling(&mut self) -> Option<Sibling> {
